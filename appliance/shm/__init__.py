@@ -1,0 +1,43 @@
+"""Generic typed shared memory: segments, a broadcast ring, SPSC queues, stats, waiting.
+
+Nothing in this package knows what the records mean. See ordering.py for the
+memory-ordering argument everything here relies on.
+"""
+
+from appliance.shm.ordering import UnsupportedArchitecture, require_tso
+from appliance.shm.queue import QueueConsumer, QueueProducer, RecordQueue
+from appliance.shm.ring import RingReader, RingWriter, TickRing
+from appliance.shm.segment import (
+    Segment,
+    SegmentError,
+    SegmentInUse,
+    SegmentMismatch,
+    SegmentMissing,
+    list_names,
+    remove_instance,
+)
+from appliance.shm.stats import Stats, StatsSlot, percentile
+from appliance.shm.wait import WaitStrategy, resolve
+
+__all__ = [
+    "QueueConsumer",
+    "QueueProducer",
+    "RecordQueue",
+    "RingReader",
+    "RingWriter",
+    "Segment",
+    "SegmentError",
+    "SegmentInUse",
+    "SegmentMismatch",
+    "SegmentMissing",
+    "Stats",
+    "StatsSlot",
+    "TickRing",
+    "UnsupportedArchitecture",
+    "WaitStrategy",
+    "list_names",
+    "percentile",
+    "remove_instance",
+    "require_tso",
+    "resolve",
+]
