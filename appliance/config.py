@@ -1,0 +1,495 @@
+"""The appliance's one TOML config: schema, loading with complete error reports, diffing.
+
+Every table is a pydantic model that rejects unknown keys. Checks that only need one
+table (ranges, powers of two, a replay file that exists) run with the field checks, so
+all such errors of a file are reported together. Checks across tables (populations name
+known symbols, CPU keys name known processes, population params fit their kind) run once
+every table is valid, and again report all they find.
+
+Relative paths in the config (journal, venue state, recorder, replay) are relative to the
+current directory of the process that loads it; under systemd that is the unit's
+WorkingDirectory. They are kept as written, so a config dumps back to what it was.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from appliance.agents import POPULATIONS
+from appliance.feeds.tickfile import TickFileError, read_header
+
+# Processes other than agent hosts that the supervisor runs (and that CPU lists may name).
+WORKERS = ("feed", "execution", "recorder")
+# The whole appliance, as a restart target in diffs.
+APPLIANCE = "appliance"
+
+
+class ConfigError(Exception):
+    """An invalid config: ``errors`` lists (location, message) pairs, ``str`` all of them."""
+
+    def __init__(self, errors: list[tuple[str, str]], path: str | os.PathLike[str] | None = None):
+        self.errors = errors
+        self.path = None if path is None else str(path)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        prefix = f"{self.path}: " if self.path else ""
+        return "\n".join(
+            f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}" for loc, msg in self.errors
+        )
+
+
+def format_loc(loc: Iterable[str | int]) -> str:
+    """A pydantic location as written in errors and diffs: ``hosts[1].populations[0].agents``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _error_message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        # Our own validators' messages, which name the offending value themselves.
+        return err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    if isinstance(given, str | int | float | bool):
+        return f"{err['msg']} (got {given!r})"
+    return err["msg"]
+
+
+def _from_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    errors = []
+    for err in exc.errors():
+        loc = format_loc(err["loc"])
+        if prefix:
+            loc = f"{prefix}{'' if not loc or loc.startswith('[') else '.'}{loc}"
+        errors.append((loc, _error_message(err)))
+    return errors
+
+
+def _power_of_two(value: int) -> int:
+    if value < 1 or value & (value - 1):
+        raise ValueError(f"must be a power of two, got {value}")
+    return value
+
+
+PowerOfTwo = Annotated[int, AfterValidator(_power_of_two)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+
+
+class _Model(BaseModel):
+    # NaN and infinities are never meaningful settings (and NaN would defeat range checks).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Field meanings and units are documented key by key in config/dynamind.toml.
+
+
+class TradingConfig(_Model):
+    # State at start. On reload a change halts or resumes trading live.
+    state: Literal["active", "halted"] = "active"
+
+
+class SupervisorConfig(_Model):
+    # Restart backoff doubles from initial to max; more than max_restarts restarts of one
+    # process within restart_window_s trips the restart-intensity limit.
+    heartbeat_timeout_s: PositiveFloat = 5.0
+    restart_backoff_initial_s: PositiveFloat = 0.5
+    restart_backoff_max_s: PositiveFloat = 30.0
+    max_restarts: PositiveInt = 5
+    restart_window_s: PositiveFloat = 60.0
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SupervisorConfig:
+        if self.restart_backoff_initial_s > self.restart_backoff_max_s:
+            raise ValueError("restart_backoff_initial_s exceeds restart_backoff_max_s")
+        return self
+
+
+class SymbolConfig(_Model):
+    # start_price feeds the synthetic walk; max_position (per agent, base units) and
+    # max_order_notional (quote currency) are the pre-trade risk limits.
+    name: Annotated[str, Field(pattern=r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")]
+    start_price: PositiveFloat
+    tick_size: PositiveFloat
+    lot_size: PositiveFloat
+    max_position: PositiveFloat
+    max_order_notional: PositiveFloat
+
+    @model_validator(mode="after")
+    def _price_on_grid(self) -> SymbolConfig:
+        steps = self.start_price / self.tick_size
+        if abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
+            raise ValueError(f"start_price {self.start_price} is not a multiple of tick_size")
+        return self
+
+
+class FeedConfig(_Model):
+    kind: Literal["synthetic", "replay"] = "synthetic"
+    # Ticks per second over all symbols; 0: as fast as possible.
+    rate: NonNegativeFloat = 20_000.0
+    # Most ticks per ring write.
+    batch_size: PositiveInt = 256
+    seed: int = 1
+    # Synthetic only: fraction of TRADE ticks, log-price step stdev per tick of a symbol,
+    # mean spread in basis points (at least one tick).
+    trade_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
+    volatility: NonNegativeFloat = 1e-5
+    spread_bps: NonNegativeFloat = 1.0
+    # Replay only: the tick file, its pacing and whether to start over at its end.
+    path: Annotated[Path | None, Field(validate_default=True)] = None
+    pace: Literal["recorded", "fast"] = "recorded"
+    loop: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _replay_file(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        # kind is declared before path, so it is known here (absent if it was invalid).
+        if info.data.get("kind") != "replay":
+            return path
+        if path is None:
+            raise ValueError("the replay feed needs a path")
+        if not path.is_file():
+            raise ValueError(f"replay file {str(path)!r} does not exist")
+        return path
+
+
+class PopulationConfig(_Model):
+    kind: str
+    agents: Annotated[int, Field(ge=1, le=10_000_000)]
+    # Symbol names this population trades; None: every symbol of the config.
+    symbols: list[str] | None = None
+    # Seed of the agents' drawn parameters; None: derived from the host and population
+    # indexes (see Config.population_seed).
+    seed: int | None = None
+    params: dict[str, Any] = {}
+
+
+class HostConfig(_Model):
+    name: Name
+    populations: Annotated[list[PopulationConfig], Field(min_length=1, max_length=65535)]
+
+
+class ExecutionConfig(_Model):
+    venue: Literal["paper"] = "paper"
+    # Fees in basis points of notional; internal: on quantity crossed between agents.
+    taker_fee_bps: NonNegativeFloat = 10.0
+    # May be negative: a maker rebate.
+    maker_fee_bps: float = 2.0
+    internal_fee_bps: NonNegativeFloat = 0.0
+    # Most intents taken from the queues per pass.
+    batch: PositiveInt = 1024
+
+
+class CpuConfig(_Model):
+    mode: Literal["auto", "explicit"] = "auto"
+    # Explicit mode: process name ("feed", "execution", "recorder", a host) -> cores.
+    cores: dict[str, Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = {}
+
+    @model_validator(mode="after")
+    def _cores_only_when_explicit(self) -> CpuConfig:
+        if self.mode == "auto" and self.cores:
+            raise ValueError("cores are only used with mode = 'explicit'")
+        return self
+
+
+class RecorderConfig(_Model):
+    enabled: bool = False
+    path: Path = Path("var/ticks.dmt")
+
+
+class Config(_Model):
+    """The whole appliance; ``load_config`` builds one from a TOML file."""
+
+    # Prefix of the instance's shared-memory segment names.
+    instance: Name = "dynamind"
+    journal_path: Path = Path("var/journal.sqlite")
+    venue_state_path: Path = Path("var/paper_venue.sqlite")
+    log_format: Literal["text", "json"] = "text"
+    status_interval_s: PositiveFloat = 1.0
+    wait: Literal["spin", "yield", "block", "auto"] = "auto"
+    # Records per tick ring and per intent/report queue: powers of two (index masking).
+    ring_capacity: PowerOfTwo = 65536
+    queue_capacity: PowerOfTwo = 16384
+    trading: TradingConfig = TradingConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    symbols: Annotated[list[SymbolConfig], Field(min_length=1, max_length=65535)]
+    feed: FeedConfig = FeedConfig()
+    hosts: Annotated[list[HostConfig], Field(min_length=1, max_length=65535)]
+    execution: ExecutionConfig = ExecutionConfig()
+    cpu: CpuConfig = CpuConfig()
+    recorder: RecorderConfig = RecorderConfig()
+
+    @field_validator("cpu")
+    @classmethod
+    def _cores_exist(cls, cpu: CpuConfig, info: ValidationInfo) -> CpuConfig:
+        # Only when the loader says which cores this machine has (see load_config).
+        available = (info.context or {}).get("available_cores")
+        if available is None:
+            return cpu
+        missing = sorted({c for cores in cpu.cores.values() for c in cores} - set(available))
+        if missing:
+            raise ValueError(
+                f"cores {missing} are not available on this machine (available: "
+                f"{sorted(available)})"
+            )
+        return cpu
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Config:
+        errors = self._cross_errors()
+        if errors:
+            # Raised as is (pydantic passes non-ValueErrors through) to keep one location
+            # per problem; load_config adds the file name.
+            raise ConfigError(errors)
+        return self
+
+    def _cross_errors(self) -> list[tuple[str, str]]:
+        errors: list[tuple[str, str]] = []
+        names = [s.name for s in self.symbols]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                errors.append((f"symbols[{i}].name", f"duplicate symbol {name!r}"))
+        hosts = [h.name for h in self.hosts]
+        for h, host in enumerate(self.hosts):
+            if host.name in hosts[:h]:
+                errors.append((f"hosts[{h}].name", f"duplicate host name {host.name!r}"))
+            if host.name in (*WORKERS, APPLIANCE, "supervisor"):
+                errors.append((f"hosts[{h}].name", f"{host.name!r} is reserved"))
+            if sum(p.agents for p in host.populations) > 2**32 - 1:
+                errors.append((f"hosts[{h}].populations", "more than 2**32-1 agents in a host"))
+            for p, pop in enumerate(host.populations):
+                errors += self._population_errors(f"hosts[{h}].populations[{p}]", pop, names)
+        if self.feed.batch_size * 2 > self.ring_capacity:
+            errors.append(
+                ("feed.batch_size", f"must be at most half the ring ({self.ring_capacity})")
+            )
+        errors += self._replay_symbol_errors(names)
+        errors += self._cpu_errors(hosts)
+        return errors
+
+    @staticmethod
+    def _population_errors(
+        loc: str, pop: PopulationConfig, names: list[str]
+    ) -> list[tuple[str, str]]:
+        errors = []
+        if pop.kind not in POPULATIONS:
+            known = ", ".join(sorted(POPULATIONS))
+            return [(f"{loc}.kind", f"unknown population kind {pop.kind!r} (known: {known})")]
+        chosen = names if pop.symbols is None else pop.symbols
+        for i, name in enumerate(pop.symbols or ()):
+            if name not in names:
+                errors.append((f"{loc}.symbols[{i}]", f"unknown symbol {name!r}"))
+            elif name in pop.symbols[:i]:  # type: ignore[index]
+                errors.append((f"{loc}.symbols[{i}]", f"duplicate symbol {name!r}"))
+        if not chosen:
+            errors.append((f"{loc}.symbols", "a population needs at least one symbol"))
+        elif pop.agents < len(chosen):
+            errors.append((f"{loc}.agents", f"fewer agents than symbols ({len(chosen)})"))
+        try:
+            POPULATIONS[pop.kind].validate_params(pop.params, len(chosen))
+        except ValidationError as exc:
+            errors += _from_validation_error(exc, prefix=f"{loc}.params")
+        return errors
+
+    def _replay_symbol_errors(self, names: list[str]) -> list[tuple[str, str]]:
+        if self.feed.kind != "replay" or self.feed.path is None:
+            return []
+        try:
+            header = read_header(self.feed.path)
+        except (OSError, TickFileError) as exc:
+            return [("feed.path", str(exc))]
+        unknown = [s for s in header.symbols if s not in names]
+        if unknown:
+            return [("feed.path", f"recorded symbols {unknown} are not in the config's symbols")]
+        return []
+
+    def _cpu_errors(self, hosts: list[str]) -> list[tuple[str, str]]:
+        if self.cpu.mode != "explicit":
+            return []
+        known = [*WORKERS, *hosts]
+        errors = [
+            (f"cpu.cores.{key}", f"unknown process (known: {', '.join(known)})")
+            for key in self.cpu.cores
+            if key not in known
+        ]
+        needed = [k for k in known if k != "recorder" or self.recorder.enabled]
+        missing = [k for k in needed if k not in self.cpu.cores]
+        if missing:
+            errors.append(("cpu.cores", f"mode 'explicit' needs cores for {', '.join(missing)}"))
+        return errors
+
+    # ---- helpers for the workers -------------------------------------------------------
+
+    @property
+    def symbol_names(self) -> list[str]:
+        return [s.name for s in self.symbols]
+
+    def population_symbols(self, host: int, population: int) -> list[int]:
+        """Symbol indexes of population ``population`` of host ``host``."""
+        chosen = self.hosts[host].populations[population].symbols
+        names = self.symbol_names
+        return list(range(len(names))) if chosen is None else [names.index(s) for s in chosen]
+
+    def population_seed(self, host: int, population: int) -> int:
+        """The population's seed, or one derived from the feed seed and its position."""
+        seed = self.hosts[host].populations[population].seed
+        if seed is not None:
+            return seed
+        return int(np.random.SeedSequence([self.feed.seed, host, population]).generate_state(1)[0])
+
+
+def load_config(
+    path: str | os.PathLike[str], *, available_cores: Collection[int] | None = None
+) -> Config:
+    """Read and validate the TOML config at ``path``; ConfigError listing every problem.
+
+    Explicit CPU cores are checked against ``available_cores``, by default the cores this
+    process may run on (``os.sched_getaffinity(0)``).
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read: {exc.strerror or exc}")], path) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([("", f"not UTF-8 text: {exc}")], path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_toml_error(str(exc))], path) from None
+    cores = os.sched_getaffinity(0) if available_cores is None else available_cores
+    try:
+        return Config.model_validate(data, context={"available_cores": set(cores)})
+    except ValidationError as exc:
+        raise ConfigError(_from_validation_error(exc), path) from None
+    except ConfigError as exc:
+        raise ConfigError(exc.errors, path) from None
+
+
+def _toml_error(message: str) -> tuple[str, str]:
+    # Python 3.11's TOMLDecodeError carries the position only in its message.
+    m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if m is None:
+        return ("", f"TOML syntax error: {message}")
+    return (f"line {m[1]}, column {m[2]}", f"TOML syntax error: {message[: m.start()]}")
+
+
+# ---- diff and hot reload ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between two configs and what it takes to apply it."""
+
+    # Dotted location, e.g. "symbols[0].max_position", "hosts[1].populations[0].params".
+    path: str
+    old: Any
+    new: Any
+    # None: applied live by the running processes; else what must restart to apply it:
+    # "appliance", "feed", "execution", "recorder" or an agent host's name.
+    restart: str | None
+
+    @property
+    def live(self) -> bool:
+        return self.restart is None
+
+    def __str__(self) -> str:
+        how = "live" if self.restart is None else f"restart {self.restart}"
+        return f"{self.path}: {self.old!r} -> {self.new!r} ({how})"
+
+
+_MISSING = object()
+
+# Paths applied live by the processes that read them (risk limits by execution, feed rate
+# by the feed, the rest by every process or by the supervisor itself).
+_LIVE = re.compile(
+    r"^(trading\.state|feed\.rate|log_format|status_interval_s|supervisor\..*"
+    r"|symbols\[\d+\]\.(max_position|max_order_notional))$"
+)
+
+
+def diff_config(old: Config, new: Config) -> list[Change]:
+    """Every leaf that differs between ``old`` and ``new``, classified live or restart.
+
+    Lists of different lengths (symbols, hosts, populations) are one change of the list.
+    """
+    changes: list[Change] = []
+    _diff(old.model_dump(), new.model_dump(), (), old, changes)
+    return changes
+
+
+def _diff(a: Any, b: Any, loc: tuple[str | int, ...], old: Config, out: list[Change]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict) and not _is_params(loc):
+        for key in [*a, *(k for k in b if k not in a)]:
+            _diff(a.get(key, _MISSING), b.get(key, _MISSING), (*loc, key), old, out)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and _is_layout(loc):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _diff(x, y, (*loc, i), old, out)
+    elif a != b:
+        path = format_loc(loc)
+        out.append(
+            Change(
+                path,
+                None if a is _MISSING else a,
+                None if b is _MISSING else b,
+                _restart_target(path, loc, old),
+            )
+        )
+
+
+def _is_params(loc: tuple[str | int, ...]) -> bool:
+    # A population's params table is compared whole: its keys are the kind's business.
+    return len(loc) == 5 and loc[0] == "hosts" and loc[-1] == "params"
+
+
+def _is_layout(loc: tuple[str | int, ...]) -> bool:
+    # Lists compared element by element; other lists (core lists, symbol lists of a
+    # population) are values.
+    return loc in (("symbols",), ("hosts",)) or (len(loc) == 3 and loc[2] == "populations")
+
+
+def _restart_target(path: str, loc: tuple[str | int, ...], old: Config) -> str | None:
+    if _LIVE.match(path):
+        return None
+    top = loc[0]
+    if top == "feed" or (top == "symbols" and loc[-1] == "start_price"):
+        return "feed"
+    if top in ("execution", "journal_path", "venue_state_path"):
+        return "execution"
+    if top == "recorder":
+        return "recorder"
+    if top == "cpu" and len(loc) == 3:
+        key = str(loc[2])
+        return key if key in WORKERS or key in (h.name for h in old.hosts) else APPLIANCE
+    if top == "hosts" and len(loc) == 5 and loc[-1] in ("params", "seed"):
+        # A population's params only change its host's agents; the layout stays.
+        return old.hosts[int(loc[1])].name
+    # Segment sizes, instance name, wait strategy, the instrument table, the layout of
+    # hosts and populations, the CPU mode: every process depends on them.
+    return APPLIANCE
