@@ -1,0 +1,97 @@
+"""Opening the appliance's SQLite files: identity check, WAL, explicit transactions.
+
+Each kind of file (journal, paper venue) stamps ``PRAGMA application_id`` and
+``user_version`` when it creates its schema, so opening the wrong file, a file from an
+incompatible version, or something that is not SQLite at all is a clear error naming the
+path instead of a confusing failure on the first query.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+
+class StoreError(RuntimeError):
+    """An SQLite file that cannot be used as what the caller expected."""
+
+
+def open_store(
+    path: str | os.PathLike[str],
+    *,
+    what: str,
+    application_id: int,
+    version: int,
+    schema: str,
+    synchronous: str,
+    readonly: bool = False,
+    error: type[StoreError] = StoreError,
+) -> sqlite3.Connection:
+    """Open (creating if new and writable) an SQLite file of one kind, in WAL mode.
+
+    The connection is in autocommit mode: writers use ``transaction``. ``error`` is the
+    exception type raised for an unusable file (a subclass, so callers can catch their own).
+    """
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+    path = Path(path)
+    try:
+        if readonly:
+            uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        else:
+            conn = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise error(f"{path}: cannot open {what} ({exc})") from exc
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if app_id == 0:
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise error(f"{path}: an SQLite file, but not a {what}")
+            if readonly:
+                raise error(f"{path}: no {what} here")
+            _wal(conn, path, error)
+            conn.executescript(
+                f"BEGIN; {schema} PRAGMA application_id={application_id}; "
+                f"PRAGMA user_version={version}; COMMIT;"
+            )
+        elif app_id != application_id:
+            raise error(f"{path}: application id {app_id:#x}, not a {what}")
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found != version:
+            raise error(f"{path}: {what} schema version {found}, expected {version}")
+        if not readonly:
+            _wal(conn, path, error)
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise error(f"{path}: not a usable {what} ({exc})") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _wal(conn: sqlite3.Connection, path: Path, error: type[StoreError]) -> None:
+    if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
+        raise error(f"{path}: cannot use WAL mode on this filesystem")
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction; rolled back on any exception (BaseException too: a
+    KeyboardInterrupt mid-batch must not leave half a batch pending)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

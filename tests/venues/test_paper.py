@@ -1,0 +1,154 @@
+import numpy as np
+import pytest
+
+from appliance.orders import OrderState
+from appliance.records import TICK, OrderType, RejectReason, Side, TickKind
+from appliance.venues.base import OrderRequest, QuoteBook, price_extremes
+from appliance.venues.paper import PaperVenue, PaperVenueError
+from tests.exec_factories import quotes, trade
+
+S = OrderState
+MKT, LMT = OrderType.MARKET, OrderType.LIMIT
+
+
+@pytest.fixture
+def venue(tmp_path):
+    v = PaperVenue(tmp_path / "venue.sqlite", 2, lot_size=0.01, taker_bps=10, maker_bps=2,
+                   synchronous="NORMAL", clock=lambda: 42)  # fmt: skip
+    v.on_ticks(quotes([0, 1], [100.0, 10.0], [101.0, 11.0], size=5.0))
+    yield v
+    v.close()
+
+
+def req(cid, side=Side.BUY, qty=1.0, otype=MKT, limit=0.0, symbol=0):
+    return OrderRequest(cid, symbol, side, otype, qty, limit)
+
+
+def test_market_fills_at_opposite_best_with_taker_fee(venue):
+    buy = venue.submit(req("b", Side.BUY, 2.0))
+    sell = venue.submit(req("s", Side.SELL, 1.0))
+    assert buy.state is S.FILLED and sell.state is S.FILLED
+    (fb,), (fs,) = buy.fills, sell.fills
+    assert (fb.price, fb.qty, fb.maker) == (101.0, 2.0, False)
+    assert fb.fee == pytest.approx(2.0 * 101.0 * 10 / 1e4)
+    assert fs.price == 100.0 and fb.venue_fill_id != fs.venue_fill_id
+
+
+def test_market_partial_fill_cancels_remainder(venue):
+    st = venue.submit(req("b", qty=8.0))
+    assert st.state is S.CANCELED and st.filled_qty == pytest.approx(5.0)
+    assert sum(f.qty for f in st.fills) == pytest.approx(5.0)
+    # the quoted size is used up until the next tick
+    again = venue.submit(req("b2", qty=1.0))
+    assert again.state is S.REJECTED and again.reason is RejectReason.NO_LIQUIDITY
+    venue.on_ticks(quotes(0, 100.0, 101.0, size=5.0))
+    assert venue.submit(req("b3", qty=1.0)).state is S.FILLED
+
+
+def test_market_without_quote_is_rejected(tmp_path):
+    v = PaperVenue(tmp_path / "v.sqlite", 1, synchronous="NORMAL")
+    st = v.submit(req("x"))
+    assert st.state is S.REJECTED and st.reason is RejectReason.NO_MARKET
+    assert v.fetch_order("x").state is S.REJECTED
+
+
+def test_bad_orders_rejected(venue):
+    assert venue.submit(req("a", qty=0.001)).reason is RejectReason.BAD_ORDER
+    assert venue.submit(req("b", otype=LMT, limit=-1)).reason is RejectReason.BAD_ORDER
+    assert venue.submit(req("c", symbol=9)).reason is RejectReason.UNKNOWN_SYMBOL
+
+
+def test_marketable_limit_takes_then_rests(venue):
+    st = venue.submit(req("l", Side.BUY, 7.0, LMT, 102.0))
+    assert st.state is S.PARTIALLY_FILLED
+    (f,) = st.fills
+    assert (f.price, f.qty, f.maker) == (101.0, 5.0, False)  # best price, not the limit
+    assert [o.client_id for o in venue.open_orders()] == ["l"]
+
+
+def test_limit_rests_then_fills_on_trade_through_as_maker(venue):
+    st = venue.submit(req("l", Side.BUY, 2.0, LMT, 99.0))
+    assert st.state is S.ACCEPTED and not st.fills
+    assert venue.on_ticks(trade(0, 99.5, 99.0, 99.6)) == []  # trade above the limit
+    assert venue.on_ticks(quotes(0, 98.0, 99.2)) == []  # ask still above
+    (f,) = venue.on_ticks(trade(0, 99.0, 98.5, 99.5))  # a trade at the limit reaches it
+    assert (f.client_id, f.price, f.qty, f.maker) == ("l", 99.0, 2.0, True)
+    assert f.fee == pytest.approx(2.0 * 99.0 * 2 / 1e4)
+    assert venue.fetch_order("l").state is S.FILLED and venue.open_orders() == []
+
+
+def test_sell_limit_fills_when_quote_crosses(venue):
+    venue.submit(req("s", Side.SELL, 1.0, LMT, 103.0))
+    (f,) = venue.on_ticks(quotes(0, 103.5, 104.0))
+    assert f.price == 103.0 and f.maker
+
+
+def test_any_tick_of_the_batch_counts_not_only_the_last(venue):
+    venue.submit(req("l", Side.BUY, 1.0, LMT, 99.0))
+    venue.submit(req("other", Side.BUY, 1.0, LMT, 9.0, symbol=1))
+    batch = np.concatenate([
+        quotes(1, 10.0, 11.0),
+        trade(0, 98.0, 97.0, 99.5),     # dips through 99 ...
+        quotes(0, 100.0, 101.0),        # ... and recovers within the same batch
+    ])  # fmt: skip
+    (f,) = venue.on_ticks(batch)
+    assert f.client_id == "l"
+
+
+def test_duplicate_client_id_rejected_original_untouched(venue):
+    first = venue.submit(req("dup", Side.BUY, 1.0, LMT, 90.0))
+    again = venue.submit(req("dup", Side.SELL, 1.0))
+    assert again.duplicate and again.state is S.REJECTED
+    assert venue.fetch_order("dup").state is first.state is S.ACCEPTED
+    assert len(venue.open_orders()) == 1
+
+
+def test_state_survives_restart(tmp_path):
+    path = tmp_path / "v.sqlite"
+    v = PaperVenue(path, 1, lot_size=0.01, synchronous="NORMAL")
+    v.on_ticks(quotes(0, 100.0, 101.0))
+    v.submit(req("m", qty=1.0))
+    v.submit(req("l", Side.BUY, 1.0, LMT, 95.0))
+    del v  # crash: nothing closed
+    v2 = PaperVenue(path, 1, lot_size=0.01, synchronous="NORMAL")
+    assert [o.client_id for o in v2.open_orders()] == ["l"]
+    assert v2.submit(req("m")).duplicate  # still remembers every id
+    (f,) = v2.on_ticks(trade(0, 94.0, 93.0, 95.5))
+    assert f.venue_fill_id != v2.fetch_order("m").fills[0].venue_fill_id  # ids continue
+    assert v2.fetch_order("l").state is S.FILLED
+    assert v2.fetch_order("never-sent") is None
+
+
+def test_cancel(venue):
+    venue.submit(req("l", Side.BUY, 1.0, LMT, 90.0))
+    assert venue.cancel("l").state is S.CANCELED
+    assert venue.open_orders() == [] and venue.on_ticks(trade(0, 80.0, 79.0, 81.0)) == []
+    assert venue.cancel("l").state is S.CANCELED  # idempotent
+    assert venue.cancel("unknown") is None
+
+
+def test_corrupt_state_file(tmp_path):
+    bad = tmp_path / "venue.sqlite"
+    bad.write_bytes(b"\x00garbage" * 500)
+    with pytest.raises(PaperVenueError, match=r"venue\.sqlite"):
+        PaperVenue(bad, 1)
+
+
+def test_quote_book_and_extremes_vectorised():
+    rng = np.random.default_rng(0)
+    n, k = 5000, 7
+    t = np.zeros(n, TICK)
+    t["symbol"] = rng.integers(0, k + 1, n)  # symbol k is outside the table: ignored
+    t["bid"] = rng.uniform(90, 100, n)
+    t["ask"] = t["bid"] + 0.5
+    t["kind"] = rng.choice([TickKind.QUOTE, TickKind.TRADE], n)
+    t["last_price"] = rng.uniform(85, 105, n)
+    book = QuoteBook(k)
+    book.update(t)
+    low, high = price_extremes(t, k)
+    for s in range(k):
+        rows = t[t["symbol"] == s]
+        assert book.bid[s] == rows["bid"][-1] and book.ask[s] == rows["ask"][-1]
+        trades = rows["kind"] == TickKind.TRADE
+        assert low[s] == min(rows["ask"].min(), rows["last_price"][trades].min())
+        assert high[s] == max(rows["bid"].max(), rows["last_price"][trades].max())
