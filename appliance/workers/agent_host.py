@@ -1,0 +1,170 @@
+"""Agent host worker: runs its populations over every tick batch and pushes their intents.
+
+Ticks are read as zero-copy views of the ring; each population copies what it needs
+(``prepare``), the view is validated against the writer's claim cursor, and only then do
+the populations advance (``step``), so a lapped batch leaves no trace in agent state.
+
+Positions come from the execution side: the execution process publishes each host's
+positions in a snapshot tagged with the report-queue position it includes. On start (and
+whenever the execution process restarts, which bumps the snapshot's epoch) the host loads
+that snapshot and ignores reports before the tagged position, so no fill is counted twice
+or missed. State is warmed from the ticks still in the ring, with intents suppressed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from appliance import layout
+from appliance.agents import Population, make_population
+from appliance.records import INTENT, REPORT, TICK
+from appliance.shm import RecordQueue, TickRing
+from appliance.shm.snapshot import SharedSnapshot
+from appliance.supervisor import POSITION_DTYPE, TAG_EPOCH, TAG_REPORTS_HEAD
+from appliance.workers.base import Worker
+from appliance.xp import get_xp
+
+log = logging.getLogger(__name__)
+
+READ_BATCH = 4096
+REPORT_BATCH = 4096
+WAIT_S = 0.02
+PUSH_WAIT_S = 0.1
+
+
+class Host:
+    """The populations of one host and the bookkeeping between them and the queues."""
+
+    def __init__(self, w: Worker) -> None:
+        cfg = w.config
+        self.w = w
+        h = w.process.host
+        self.host = h
+        xp = get_xp()
+        self.populations: list[Population] = []
+        offsets = [0]
+        for p, pop in enumerate(cfg.hosts[h].populations):
+            self.populations.append(
+                make_population(
+                    pop.kind,
+                    pop.agents,
+                    cfg.population_symbols(h, p),
+                    pop.params,
+                    cfg.population_seed(h, p),
+                    xp,
+                )
+            )
+            offsets.append(offsets[-1] + pop.agents)
+        self.offsets = offsets
+        inst = cfg.instance
+        self.ring = TickRing.attach(inst, layout.TICKS, TICK, cfg.ring_capacity)
+        self.intents_q = RecordQueue.attach(inst, layout.intents_queue(h), INTENT)
+        self.reports_q = RecordQueue.attach(inst, layout.reports_queue(h), REPORT)
+        self.snapshot = SharedSnapshot.attach(
+            inst,
+            layout.positions_snapshot(h),
+            POSITION_DTYPE,
+            (layout.host_agents(cfg, h), len(cfg.symbols)),
+        )
+        self.reader = self.ring.reader(
+            w.strategy, start="oldest", slot=layout.FIRST_HOST_READER + h
+        )
+        self.producer = self.intents_q.producer(w.strategy, seq_field="seq")
+        self.consumer = self.reports_q.consumer(w.strategy)
+        self.epoch = -1
+        self.skip_reports_before = 0
+        self._buf = np.zeros(READ_BATCH, INTENT)
+
+    def resync_positions(self) -> None:
+        """Load positions from the execution side's snapshot (see the module docstring)."""
+        data, tags, _ = self.snapshot.read()
+        self.epoch = tags[TAG_EPOCH]
+        self.skip_reports_before = tags[TAG_REPORTS_HEAD]
+        for p, pop in enumerate(self.populations):
+            rows = data[self.offsets[p] : self.offsets[p + 1]]
+            pop.set_positions(rows[np.arange(pop.n_agents), pop.agent_symbol])
+        log.info(
+            "positions loaded from execution snapshot (epoch %d, reports from %d)",
+            self.epoch,
+            self.skip_reports_before,
+        )
+
+    def poll_reports(self) -> int:
+        view = self.consumer.peek(REPORT_BATCH)
+        n = len(view)
+        if n == 0:
+            return 0
+        fresh = view[view["seq"] >= self.skip_reports_before]
+        pops = fresh["population"]
+        for p, pop in enumerate(self.populations):
+            mine = fresh[pops == p]
+            if len(mine):
+                pop.on_reports(mine)
+        self.consumer.advance(n)  # after applying: a crash here re-reads, never skips
+        self.w.add("reports", len(fresh))
+        return n
+
+    def on_ticks(self, view: np.ndarray, emit: bool) -> None:
+        prepared = [pop.prepare(view) for pop in self.populations]
+        if not self.reader.valid():
+            self.w.add("tick_gaps", len(view))
+            return
+        self.w.add("ticks_in", len(view))
+        now = time.time_ns()
+        for p, (pop, prep) in enumerate(zip(self.populations, prepared, strict=True)):
+            intents = pop.step(prep, now)
+            if not emit or len(intents) == 0:
+                continue
+            n = len(intents)
+            buf = self._buf[:n] if n <= len(self._buf) else np.zeros(n, INTENT)
+            created = time.time_ns()
+            intents.write(buf, population=p, host=self.host, created_ns=created)
+            self._push(buf)
+            if intents.tick_ns:
+                self.w.slot.observe(created - intents.tick_ns)
+
+    def _push(self, buf: np.ndarray) -> None:
+        done = 0
+        while done < len(buf):
+            done += self.producer.push_wait(buf[done:], PUSH_WAIT_S)
+            if done < len(buf):
+                # Backpressure: execution is behind. Keep beating and wait; intents that
+                # were never pushed were never published, so stopping loses nothing.
+                self.w.add("intents_full")
+                self.w.tick()
+                if self.w.stopping:
+                    break
+        self.w.add("intents", done)
+
+    def close(self) -> None:
+        for role in (self.reader, self.producer, self.consumer):
+            role.close()
+        for seg in (self.ring, self.intents_q, self.reports_q, self.snapshot):
+            seg.close()
+
+
+def main(w: Worker) -> None:
+    host = Host(w)
+    try:
+        host.resync_positions()
+        started = time.time_ns()
+        warm = True  # replaying the ring's history: state only, no intents
+        w.event("ready")
+        while not w.stopping:
+            w.tick()
+            host.poll_reports()
+            if host.snapshot.tag(TAG_EPOCH) != host.epoch:
+                host.resync_positions()  # the execution process restarted
+            if host.reader.available() <= 0:
+                host.reader.wait(WAIT_S)
+                continue
+            view = host.reader.read(READ_BATCH)
+            if warm and (len(view) == 0 or int(view["recv_ns"][-1]) >= started):
+                warm = False
+                host.resync_positions()  # warm-up marked agents pending: clear that
+            host.on_ticks(view, emit=not warm)
+    finally:
+        host.close()

@@ -1,0 +1,220 @@
+"""Execution worker: the only process that talks to the venue.
+
+Each loop it copies new ticks out of the ring (quotes for the paper venue and marks),
+polls every host's intent queue, hands the intents to the ExecutionEngine (netting, risk,
+journal, venue) and pushes the reports onto the hosts' report queues. Intents are
+released from their queue only after the engine has journaled them, so a crash re-reads
+them and the engine recognises what it already journaled: none lost, none twice.
+
+Each host's positions are published in a snapshot tagged with the report-queue position
+they include (see agent_host.py); a restart bumps the snapshot's epoch so hosts reload.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from appliance import layout
+from appliance.config import Config
+from appliance.execution import ExecutionEngine
+from appliance.records import INTENT, REPORT, TICK, ReportKind
+from appliance.shm import RecordQueue, TickRing
+from appliance.shm.snapshot import SharedSnapshot
+from appliance.supervisor import POSITION_DTYPE, TAG_EPOCH, TAG_REPORTS_HEAD
+from appliance.workers.base import Worker
+
+log = logging.getLogger(__name__)
+
+TICK_BATCH = 8192
+IDLE_WAIT_S = 0.002
+REPORT_PUSH_WAIT_S = 0.05
+
+
+class HostLink:
+    """The queues and positions snapshot shared with one agent host."""
+
+    def __init__(self, w: Worker, h: int, epoch_bump: bool) -> None:
+        cfg = w.config
+        inst = cfg.instance
+        self.host = h
+        self.intents_q = RecordQueue.attach(inst, layout.intents_queue(h), INTENT)
+        self.reports_q = RecordQueue.attach(inst, layout.reports_queue(h), REPORT)
+        self.consumer = self.intents_q.consumer(w.strategy)
+        self.producer = self.reports_q.producer(w.strategy, seq_field="seq")
+        self.snapshot = SharedSnapshot.attach(
+            inst,
+            layout.positions_snapshot(h),
+            POSITION_DTYPE,
+            (layout.host_agents(cfg, h), len(cfg.symbols)),
+        )
+        self.offsets = np.cumsum([0] + [p.agents for p in cfg.hosts[h].populations])
+        self.positions = np.zeros(self.snapshot.shape, dtype=POSITION_DTYPE)
+        self.epoch = self.snapshot.tag(TAG_EPOCH) + (1 if epoch_bump else 0)
+        self.dropped = 0
+
+    def load_positions(self, positions: dict[tuple[int, int, int, int], float]) -> None:
+        """Set from the engine's (host, population, agent, symbol) -> qty (not published)."""
+        self.positions[...] = 0.0
+        for (h, pop, agent, sym), qty in positions.items():
+            if h == self.host:
+                self.positions[self.offsets[pop] + agent, sym] = qty
+
+    def publish(self, rows: np.ndarray | None = None) -> None:
+        tags = {TAG_REPORTS_HEAD: self.producer.next_seq, TAG_EPOCH: self.epoch}
+        if rows is None:
+            self.snapshot.write(self.positions, tags)
+        else:
+            self.snapshot.write(self.positions[rows], tags, rows=rows)
+
+    def send(self, reports: np.ndarray, apply: bool = True) -> None:
+        """Push reports and publish the positions they move (``apply``: not yet counted)."""
+        fills = reports[reports["kind"] == ReportKind.FILL]
+        rows = None
+        if apply and len(fills):
+            rows = self.offsets[fills["population"]] + fills["agent"]
+            np.add.at(
+                self.positions,
+                (rows, fills["symbol"]),
+                fills["side"].astype(np.float64) * fills["fill_qty"],
+            )
+        pushed = self.producer.push_wait(reports, REPORT_PUSH_WAIT_S)
+        if pushed < len(reports):
+            # The host is not reading (dead or stuck). Never stall every other host for
+            # it: drop the rest and bump the epoch, which makes the host reload its
+            # positions from the snapshot instead of replaying reports.
+            self.dropped += len(reports) - pushed
+            self.epoch += 1
+            log.warning(
+                "report queue of host %d full: dropped %d reports, host will resync",
+                self.host,
+                len(reports) - pushed,
+            )
+            rows = None
+        if rows is None and pushed < len(reports):
+            self.publish()
+        elif rows is not None:
+            self.publish(np.unique(rows))
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.close()
+        for seg in (self.intents_q, self.reports_q, self.snapshot):
+            seg.close()
+
+
+def main(w: Worker) -> None:
+    cfg = w.config
+    engine = ExecutionEngine.from_config(cfg)
+    # The queues live as long as the supervisor's segments: their creation time names
+    # that lifetime, so intents re-read after a crash of this process are recognised.
+    summary = engine.recover(epoch=int(w.stats.segment.header["created_ns"]))
+    log.info("recovered: %s", summary)
+    ring = TickRing.attach(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
+    reader = ring.reader(w.strategy, start="latest", slot=layout.EXECUTION_READER)
+    links = [HostLink(w, h, epoch_bump=True) for h in range(len(cfg.hosts))]
+    positions = engine.positions()
+    for link in links:
+        # Positions from the journal already hold what recovery settled: its reports go
+        # out unapplied, and the snapshot's tag (published last, with the new epoch)
+        # tells the host to take the snapshot and skip them.
+        link.load_positions(positions)
+        if len(summary.reports.get(link.host, ())):
+            link.send(summary.reports[link.host], apply=False)
+        link.publish()
+    batch = cfg.execution.batch
+    next_status = 0.0
+    w.event("ready")
+    try:
+        while True:
+            if w.tick():
+                for msg in w.take_messages():
+                    if msg["kind"] == "reload":
+                        engine.apply_config(Config.model_validate(msg["config"]))
+                        log.info("risk limits and trading state reloaded")
+            if w.stopping and not w.draining:
+                break
+            busy = False
+            view = reader.read(TICK_BATCH)
+            if len(view):
+                ticks = view.copy()  # the engine keeps state: never feed it a lapped view
+                if reader.valid():
+                    w.add("ticks_in", len(ticks))
+                    _send(w, links, engine.on_ticks(ticks))
+                else:
+                    w.add("tick_gaps", len(ticks))
+                busy = True
+            runs = [link.consumer.peek(batch) for link in links]
+            total = sum(len(r) for r in runs)
+            if total:
+                intents = np.concatenate(runs) if len(runs) > 1 else runs[0].copy()
+                reports = engine.process(intents)  # journaled before it returns
+                for link, run in zip(links, runs, strict=True):
+                    link.consumer.advance(len(run))
+                w.add("intents", total)
+                _send(w, links, reports)
+                busy = True
+            elif w.draining:
+                heads = {link.host: link.intents_q.head for link in links}
+                engine.record_drained(heads)
+                log.info("drained intent queues up to %s", heads)
+                _final_check(w, engine, links)
+                break
+            now = time.monotonic()
+            if now >= next_status:
+                next_status = now + cfg.status_interval_s
+                w.event("status", **engine.status())
+            if not busy:
+                reader.wait(IDLE_WAIT_S)
+    finally:
+        w.event("status", **engine.status())
+        engine.close()
+        for link in links:
+            link.close()
+        reader.close()
+        ring.close()
+
+
+def _final_check(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> None:
+    """At a clean stop: positions held, journaled and reported to hosts must agree."""
+    held = engine.positions()
+    journaled = engine.journal.positions_from_fills()
+    told = {}
+    for link in links:
+        for p in range(len(link.offsets) - 1):
+            rows = link.positions[link.offsets[p] : link.offsets[p + 1]]
+            for agent, sym in zip(*np.nonzero(rows), strict=True):
+                told[(link.host, p, int(agent), int(sym))] = float(rows[agent, sym])
+    ok_journal = _same(held, journaled)
+    ok_told = _same(held, told)
+    if not (ok_journal and ok_told):
+        log.error(
+            "position mismatch at stop: journal %s, reported to hosts %s",
+            "agrees" if ok_journal else "DIFFERS",
+            "agrees" if ok_told else "DIFFERS",
+        )
+    w.event(
+        "final",
+        positions=[[*k, q] for k, q in sorted(held.items())],
+        journal_matches=ok_journal,
+        reported_matches=ok_told,
+    )
+
+
+def _same(a: dict, b: dict, tol: float = 1e-9) -> bool:
+    keys = {k for k, v in a.items() if abs(v) > tol} | {k for k, v in b.items() if abs(v) > tol}
+    return all(
+        abs(a.get(k, 0.0) - b.get(k, 0.0)) <= tol * max(1.0, abs(a.get(k, 0.0))) for k in keys
+    )
+
+
+def _send(w: Worker, links: list[HostLink], reports: dict[int, np.ndarray]) -> None:
+    for h, rep in reports.items():
+        if len(rep) == 0:
+            continue
+        links[h].send(rep)
+        w.add("reports", len(rep))
+        w.add("fills", int((rep["kind"] == ReportKind.FILL).sum()))
+        w.add("rejects", int((rep["kind"] == ReportKind.REJECT).sum()))
