@@ -1,0 +1,245 @@
+"""Run a real appliance (`dynamind run` in a subprocess) and inspect what it left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from appliance.shm import Stats, list_names
+from appliance.shm.segment import SegmentError
+
+TEST_CONFIG = """
+instance = "{instance}"
+journal_path = "{dir}/journal.sqlite"
+venue_state_path = "{dir}/venue.sqlite"
+log_format = "json"
+status_interval_s = 0.5
+wait = "block"
+ring_capacity = 16384
+queue_capacity = 4096
+
+[supervisor]
+heartbeat_timeout_s = 3.0
+restart_backoff_initial_s = 0.1
+restart_backoff_max_s = 0.5
+max_restarts = {max_restarts}
+restart_window_s = 60.0
+
+[[symbols]]
+name = "BTC/USDT"
+start_price = 65000.0
+tick_size = 0.01
+lot_size = 0.00001
+max_position = 0.02
+max_order_notional = 5000.0
+
+[[symbols]]
+name = "ETH/USDT"
+start_price = 3400.0
+tick_size = 0.01
+lot_size = 0.0001
+max_position = 0.4
+max_order_notional = 5000.0
+
+[feed]
+kind = "synthetic"
+rate = {rate}
+batch_size = 128
+seed = 7
+
+[[hosts]]
+name = "host-a"
+[[hosts.populations]]
+kind = "ema_cross"
+agents = 60
+[hosts.populations.params]
+fast = [3, 8]
+slow = [10, 30]
+qty = [0.002, 0.04]
+reject_backoff_s = 0.2
+
+[[hosts]]
+name = "host-b"
+[[hosts.populations]]
+kind = "ema_cross"
+agents = 40
+[hosts.populations.params]
+fast = [3, 8]
+slow = [10, 30]
+qty = [0.002, 0.04]
+"""
+
+
+def write_config(directory: Path, **overrides: Any) -> tuple[Path, str]:
+    instance = f"t{os.getpid()}{uuid.uuid4().hex[:6]}"
+    values = {"instance": instance, "dir": directory, "rate": 4000, "max_restarts": 100}
+    values.update(overrides)
+    path = directory / "dynamind.toml"
+    path.write_text(TEST_CONFIG.format(**values))
+    return path, instance
+
+
+class Appliance:
+    """A `dynamind run` subprocess with JSON logs captured to a file."""
+
+    def __init__(self, directory: Path, **overrides: Any) -> None:
+        self.dir = directory
+        self.config, self.instance = write_config(directory, **overrides)
+        self.log_path = directory / "appliance.log"
+        self.proc: subprocess.Popen | None = None
+        self._stats: Stats | None = None
+
+    def start(self, *args: str) -> Appliance:
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance.cli", "run", "--config", str(self.config), *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+        )
+        return self
+
+    # -- observing -----------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        if self._stats is None:
+            self._stats = Stats.attach(self.instance, "stats")
+        return self._stats
+
+    def workers(self) -> dict[str, dict]:
+        return {s["name"]: s for s in self.stats().snapshot()}
+
+    def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"appliance exited with {self.proc.returncode} while waiting for {what}:\n"
+                    + self.log_tail()
+                )
+            try:
+                if predicate():
+                    return
+            except SegmentError:
+                pass  # not created yet
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
+
+    def wait_ready(self) -> None:
+        self.wait_for(lambda: "ready:" in self.log_path.read_text(), what="ready")
+
+    def counter(self, name: str, counter: str) -> int:
+        return self.workers()[name]["counters"][counter]
+
+    def kill(self, name: str) -> int:
+        """SIGKILL worker ``name``; returns the pid killed."""
+        pid = self.workers()[name]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def wait_restarted(self, name: str, incarnation: int) -> None:
+        self.wait_for(
+            lambda: (w := self.workers()[name])["incarnation"] >= incarnation
+            and w["alive"]
+            and w["state"] == "running",
+            what=f"{name} incarnation {incarnation}",
+        )
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120.0) -> int:
+        if self._stats is not None:
+            self._stats.close()
+            self._stats = None
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self._log.close()
+        return code
+
+    def kill_all(self) -> None:
+        """Test cleanup: nothing of this appliance may outlive the test."""
+        if self._stats is not None:
+            self._stats.close()
+            self._stats = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    # -- what it left ----------------------------------------------------------------------
+
+    def log_lines(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-n:])
+
+    def leftovers(self) -> list[str]:
+        return list_names(self.instance)
+
+    def journal(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.dir}/journal.sqlite?mode=ro", uri=True)
+
+
+def assert_intents_accounted(app: Appliance) -> dict[int, int]:
+    """Every published intent is in the journal exactly once, in a legal end state.
+
+    Published intents are queue positions 0..head-1 per host; execution records the heads
+    it drained at a clean stop. Returns the heads.
+    """
+    with app.journal() as db:
+        epochs = {e for (e,) in db.execute("SELECT DISTINCT epoch FROM runs")}
+        assert len(epochs) == 1, f"one appliance lifetime expected, journal has {epochs}"
+        (drained,) = db.execute(
+            "SELECT drained FROM runs WHERE drained IS NOT NULL ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        heads = {int(h): n for h, n in json.loads(drained).items()}
+        for host, head in heads.items():
+            seqs = [
+                s
+                for (s,) in db.execute(
+                    "SELECT intent_seq FROM orders WHERE host = ? ORDER BY intent_seq", (host,)
+                )
+            ]
+            assert len(seqs) == len(set(seqs)), f"host {host}: an intent journaled twice"
+            assert seqs == list(range(head)), (
+                f"host {host}: journal has {len(seqs)} intents, published {head}; "
+                f"missing {sorted(set(range(head)) - set(seqs))[:10]}, "
+                f"extra {sorted(set(seqs) - set(range(head)))[:10]}"
+            )
+        bad = db.execute(
+            "SELECT count(*) FROM orders WHERE state = 7 AND (reason = 0 OR reason_text = '')"
+        ).fetchone()[0]
+        assert bad == 0, f"{bad} rejected intents without a reason"
+    return heads
+
+
+def final_report(app: Appliance) -> dict:
+    finals = [line for line in app.log_lines() if line["msg"].startswith("final positions")]
+    assert finals, "execution sent no final report:\n" + app.log_tail()
+    return finals[-1]
+
+
+def journal_positions(app: Appliance) -> dict[tuple[int, int, int, int], float]:
+    from appliance.journal import Journal
+
+    j = Journal(app.dir / "journal.sqlite", readonly=True)
+    try:
+        return j.positions_from_fills()
+    finally:
+        j.close()
