@@ -147,9 +147,11 @@ class Appliance:
 
     def wait_restarted(self, name: str, incarnation: int) -> None:
         self.wait_for(
-            lambda: (w := self.workers()[name])["incarnation"] >= incarnation
-            and w["alive"]
-            and w["state"] == "running",
+            lambda: (
+                (w := self.workers()[name])["incarnation"] >= incarnation
+                and w["alive"]
+                and w["state"] == "running"
+            ),
             what=f"{name} incarnation {incarnation}",
         )
 

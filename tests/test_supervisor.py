@@ -75,7 +75,7 @@ def test_killed_supervisor_takes_its_children_and_next_start_reclaims(app):
     app._stats = None
     app.proc.kill()
     app.proc.wait(10)
-    gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 30)
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 30)
     assert alive == [], f"orphans: {alive}"
     assert list_names(app.instance), "a SIGKILLed supervisor cannot have unlinked anything"
     app.start("--duration", "2")
@@ -119,9 +119,7 @@ def test_sighup_applies_live_changes_and_rejects_bad_files(app):
     app.wait_for(lambda: "feed rate now 1000" in app.log_path.read_text(), what="feed rate")
     app.config.write_text(text.replace("ring_capacity = 16384", "ring_capacity = 3"))
     app.proc.send_signal(signal.SIGHUP)
-    app.wait_for(
-        lambda: "reload rejected" in app.log_path.read_text(), what="bad reload rejected"
-    )
+    app.wait_for(lambda: "reload rejected" in app.log_path.read_text(), what="bad reload rejected")
     time.sleep(0.5)
     assert app.proc.poll() is None
     assert app.stop() == 0
