@@ -65,8 +65,13 @@ def _process_name() -> str:
     return os.environ.get("DYNAMIND_PROCESS", "dynamind")
 
 
-def setup(fmt: str = "text", level: int = logging.INFO, process: str | None = None) -> None:
-    """Configure the root logger of this process (idempotent)."""
+def setup(fmt: str = "text", level: int | None = None, process: str | None = None) -> None:
+    """Configure the root logger of this process (idempotent).
+
+    The level defaults to $DYNAMIND_LOG_LEVEL (inherited by workers), else INFO.
+    """
+    if level is None:
+        level = logging.getLevelName(os.environ.get("DYNAMIND_LOG_LEVEL", "INFO").upper())
     if process is not None:
         os.environ["DYNAMIND_PROCESS"] = process
     handler = logging.StreamHandler(sys.stderr)

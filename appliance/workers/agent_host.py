@@ -81,12 +81,14 @@ class Host:
     def resync_positions(self) -> None:
         """Load positions from the execution side's snapshot (see the module docstring)."""
         data, tags, _ = self.snapshot.read()
+        changed = tags[TAG_EPOCH] != self.epoch
         self.epoch = tags[TAG_EPOCH]
         self.skip_reports_before = tags[TAG_REPORTS_HEAD]
         for p, pop in enumerate(self.populations):
             rows = data[self.offsets[p] : self.offsets[p + 1]]
             pop.set_positions(rows[np.arange(pop.n_agents), pop.agent_symbol])
-        log.info(
+        log.log(
+            logging.INFO if changed else logging.DEBUG,
             "positions loaded from execution snapshot (epoch %d, reports from %d)",
             self.epoch,
             self.skip_reports_before,
