@@ -23,9 +23,7 @@ RECORD_SIZE = 64
 def _dtype(fields: list[tuple[str, str, int]]) -> np.dtype:
     """A packed structured dtype from (name, format, offset) rows, checked to be 64 bytes."""
     names, formats, offsets = zip(*fields, strict=True)
-    dt = np.dtype(
-        {"names": names, "formats": formats, "offsets": offsets, "itemsize": RECORD_SIZE}
-    )
+    dt = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": RECORD_SIZE})
     end = max(off + np.dtype(fmt).itemsize for _, fmt, off in fields)
     if end != RECORD_SIZE:
         raise AssertionError(f"record layout leaves {RECORD_SIZE - end} bytes unused")
