@@ -50,10 +50,11 @@ max_position = 0.4
 max_order_notional = 5000.0
 
 [feed]
-kind = "synthetic"
+kind = "{feed_kind}"
 rate = {rate}
 batch_size = 128
 seed = 7
+{feed_extra}
 
 [[hosts]]
 name = "host-a"
@@ -75,12 +76,22 @@ agents = 40
 fast = [3, 8]
 slow = [10, 30]
 qty = [0.002, 0.04]
+
+{extra}
 """
 
 
 def write_config(directory: Path, **overrides: Any) -> tuple[Path, str]:
     instance = f"t{os.getpid()}{uuid.uuid4().hex[:6]}"
-    values = {"instance": instance, "dir": directory, "rate": 4000, "max_restarts": 100}
+    values = {
+        "instance": instance,
+        "dir": directory,
+        "rate": 4000,
+        "max_restarts": 100,
+        "feed_kind": "synthetic",
+        "feed_extra": "",
+        "extra": "",
+    }
     values.update(overrides)
     path = directory / "dynamind.toml"
     path.write_text(TEST_CONFIG.format(**values))

@@ -78,6 +78,7 @@ def _synthetic(w: Worker, writer, feed: SyntheticFeed, pacer: Pacer, out: int) -
             continue
         view = writer.claim(n)
         feed.fill(view, time.time_ns())
+        view["recv_ns"] = time.time_ns()  # as written: generation time is not latency
         writer.publish(len(view))
         pacer.sent(len(view))
         w.slot.add(out, len(view))
