@@ -283,21 +283,19 @@ class Supervisor:
                 continue
             if child.alive:
                 beat = int(slots[child.process.stats_slot]["heartbeat_ns"])
-                if (
-                    child.ready
-                    and now - child.started > cfg.heartbeat_timeout_s
-                    and time.time_ns() - beat > heartbeat_ns
-                ):
-                    log.error(
-                        "%s (pid %d) missed heartbeats for %.1fs; killing it",
-                        child.process.name,
-                        child.proc.pid,
-                        (time.time_ns() - beat) / 1e9,
-                    )
-                    child.proc.kill()
-                    child.proc.join(5)
+                # Before it is ready a worker may be busy recovering (execution replays its
+                # journal): it gets READY_TIMEOUT_S for that, heartbeats only after.
+                if child.ready:
+                    stalled = time.time_ns() - beat > heartbeat_ns
+                    why = f"missed heartbeats for {(time.time_ns() - beat) / 1e9:.1f}s"
                 else:
+                    stalled = now - child.started > READY_TIMEOUT_S
+                    why = f"not ready after {READY_TIMEOUT_S:.0f}s"
+                if not stalled:
                     continue
+                log.error("%s (pid %d) %s; killing it", child.process.name, child.proc.pid, why)
+                child.proc.kill()
+                child.proc.join(5)
             self._schedule_restart(child, now)
 
     def _schedule_restart(self, child: Child, now: float) -> None:
