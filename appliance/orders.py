@@ -82,7 +82,8 @@ def walk(current: OrderState, steps: list[OrderState], order: str = "?") -> Orde
 
 @dataclass(slots=True, eq=False)
 class _Tracked:
-    """State plus the steps taken since the journal last saw the order.
+    """What every order has: its terms, fills so far, and its state plus the steps taken
+    since the journal last saw it.
 
     ``persisted`` is the state the journal holds (None: not journaled yet). The journal
     replays ``steps`` from ``persisted`` through ``transition`` and updates the row only if
@@ -93,6 +94,17 @@ class _Tracked:
     state: OrderState = OrderState.NEW
     persisted: OrderState | None = None
     steps: list[OrderState] = field(default_factory=list)
+    symbol: int = 0
+    side: int = 0
+    order_type: int = 0
+    qty_lots: int = 0
+    lot: float = 1.0
+    limit_price: float = 0.0
+    created_ns: int = 0
+    filled_lots: int = 0
+    notional: float = 0.0  # sum of fill qty * price, for the average price
+    reason: int = 0  # RejectReason of a reject, or of the cause of a cancel
+    reason_text: str = ""
 
     def advance(self, new: OrderState) -> None:
         self.state = transition(self.state, new, self.client_order_id)
@@ -106,32 +118,6 @@ class _Tracked:
     def is_terminal(self) -> bool:
         return self.state in TERMINAL
 
-
-@dataclass(slots=True, eq=False)
-class IntentOrder(_Tracked):
-    """One agent intent as the execution side tracks it."""
-
-    host: int = 0
-    population: int = 0
-    agent: int = 0
-    intent_seq: int = 0
-    symbol: int = 0
-    side: int = 0
-    order_type: int = 0
-    qty_lots: int = 0
-    lot: float = 1.0
-    limit_price: float = 0.0
-    created_ns: int = 0
-    filled_lots: int = 0
-    notional: float = 0.0  # sum of fill qty * price, for the average price
-    reason: int = 0  # RejectReason of a reject, or of the cause of a cancel
-    reason_text: str = ""
-
-    @property
-    def key(self) -> tuple[int, int, int, int]:
-        """(host, population, agent, symbol): the portfolio's key for this order."""
-        return (self.host, self.population, self.agent, self.symbol)
-
     @property
     def qty(self) -> float:
         return self.qty_lots * self.lot
@@ -141,12 +127,27 @@ class IntentOrder(_Tracked):
         return self.filled_lots * self.lot
 
     @property
-    def remaining_lots(self) -> int:
-        return 0 if self.is_terminal else self.qty_lots - self.filled_lots
-
-    @property
     def avg_price(self) -> float:
         return self.notional / self.filled_qty if self.filled_lots else 0.0
+
+
+@dataclass(slots=True, eq=False)
+class IntentOrder(_Tracked):
+    """One agent intent as the execution side tracks it."""
+
+    host: int = 0
+    population: int = 0
+    agent: int = 0
+    intent_seq: int = 0
+
+    @property
+    def key(self) -> tuple[int, int, int, int]:
+        """(host, population, agent, symbol): the portfolio's key for this order."""
+        return (self.host, self.population, self.agent, self.symbol)
+
+    @property
+    def remaining_lots(self) -> int:
+        return 0 if self.is_terminal else self.qty_lots - self.filled_lots
 
 
 @dataclass(slots=True, eq=False)
@@ -167,30 +168,7 @@ class VenueOrder(_Tracked):
     """One order as sent to the venue, with the intent orders it covers."""
 
     venue_seq: int = 0
-    symbol: int = 0
-    side: int = 0
-    order_type: int = 0
-    qty_lots: int = 0
-    lot: float = 1.0
-    limit_price: float = 0.0
-    created_ns: int = 0
-    filled_lots: int = 0
-    notional: float = 0.0
-    reason: int = 0
-    reason_text: str = ""
     allocations: list[Allocation] = field(default_factory=list)
-
-    @property
-    def qty(self) -> float:
-        return self.qty_lots * self.lot
-
-    @property
-    def filled_qty(self) -> float:
-        return self.filled_lots * self.lot
-
-    @property
-    def avg_price(self) -> float:
-        return self.notional / self.filled_qty if self.filled_lots else 0.0
 
 
 @dataclass(frozen=True, slots=True)
