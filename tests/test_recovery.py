@@ -24,14 +24,6 @@ from tests.harness import (
 )
 
 
-@pytest.fixture
-def app(tmp_path):
-    a = Appliance(tmp_path)
-    yield a
-    a.kill_all()
-    assert a.leftovers() == [], "segments left behind"
-
-
 def intents_published(app: Appliance, name: str) -> int:
     return app.counter(name, "intents")
 

@@ -9,18 +9,9 @@ import sys
 import time
 
 import psutil
-import pytest
 
 from appliance.shm import list_names
 from tests.harness import Appliance, assert_intents_accounted
-
-
-@pytest.fixture
-def app(tmp_path):
-    a = Appliance(tmp_path)
-    yield a
-    a.kill_all()
-    assert a.leftovers() == [], "segments left behind"
 
 
 def dynamind(*args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -1,0 +1,15 @@
+"""Fixtures shared by the whole-appliance tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import Appliance
+
+
+@pytest.fixture
+def app(tmp_path):
+    a = Appliance(tmp_path)
+    yield a
+    a.kill_all()
+    assert a.leftovers() == [], "segments left behind"
