@@ -185,9 +185,10 @@ class Segment:
         except posix_ipc.ExistentialError:
             raise SegmentMissing(f"segment {name} does not exist") from None
         if shm.size < HEADER_SIZE:
+            size = shm.size  # read before closing: posix_ipc's size is an fstat of the fd
             os.close(shm.fd)
             raise SegmentMismatch(
-                f"segment {name} is {shm.size} bytes, smaller than a header: not a segment"
+                f"segment {name} is {size} bytes, smaller than a header: not a segment"
             )
         seg = cls(name, shm, owner=False)
         try:
@@ -354,4 +355,26 @@ def remove_instance(instance: str) -> list[str]:
             removed.append(entry)
         except posix_ipc.ExistentialError:
             pass
+    return removed
+
+
+def reclaim_stale(instance: str) -> list[str]:
+    """Unlink an instance's segments whose owners are dead, and semaphores left orphaned.
+
+    Segments with a live owner are left alone (creating one of the same name will then
+    fail with a message naming the owner).
+    """
+    removed = []
+    for entry in list_names(instance):
+        if not entry.startswith("sem.") and not owner_alive("/" + entry):
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_shared_memory("/" + entry)
+                removed.append(entry)
+    segments = {e for e in list_names(instance) if not e.startswith("sem.")}
+    for entry in list_names(instance):
+        # semaphore names are "<segment>.<suffix>": orphaned once the segment is gone
+        if entry.startswith("sem.") and entry[4:].rsplit(".", 1)[0] not in segments:
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_semaphore("/" + entry[4:])
+                removed.append(entry)
     return removed
