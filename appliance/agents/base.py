@@ -44,6 +44,9 @@ class PopulationParams(BaseModel):
     # After a REJECT an agent waits this long before it may try again, so an agent whose
     # wish breaks a risk limit does not resend it on every batch.
     reject_backoff_s: float = Field(default=1.0, ge=0.0)
+    # After any other finished intent an agent waits this long before its next one: a
+    # holding period, which keeps agents on noisy signals from trading on every tick.
+    cooldown_s: float = Field(default=0.0, ge=0.0)
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,10 @@ class Population(ABC):
             done = xp.asarray(agent[final])
             self.pending[done] = False
             self.pending_qty[done] = 0.0
+            settled = final & ~rejects
+            if self.params.cooldown_s and settled.any():
+                until = reports["ts_ns"][settled] + int(self.params.cooldown_s * 1e9)
+                self.retry_after_ns[xp.asarray(agent[settled])] = xp.asarray(until)
 
     def set_positions(self, positions: np.ndarray) -> None:
         """Replace every agent's position (rebuilt from the execution side after a restart).

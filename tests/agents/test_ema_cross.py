@@ -213,3 +213,29 @@ def test_params_are_validated_and_registry():
         make_population("ema_cross", 4, [0], {"colour": "red"}, 0)
     with pytest.raises(ValueError, match="distinct"):
         make_population("ema_cross", 4, [0, 0], {}, 0)
+
+
+def test_cooldown_holds_an_agent_after_a_fill():
+    from appliance.agents.base import PopulationParams
+
+    assert PopulationParams(cooldown_s=0.5).cooldown_s == 0.5
+    pop = EmaCross(
+        2,
+        [0],
+        {"fast": (2, 2), "slow": (5, 5), "qty": 1.0, "warmup": 0, "cooldown_s": 10.0},
+        seed=1,
+    )
+    ticks = np.zeros(4, TICK)
+    ticks["bid"], ticks["ask"] = [100, 101, 102, 103], [100.5, 101.5, 102.5, 103.5]
+    now = 1_000_000_000
+    sent = pop.step(pop.prepare(ticks), now)
+    assert len(sent) == 2
+    reports = np.zeros(2, REPORT)
+    reports["agent"] = sent.agent
+    reports["kind"], reports["final"], reports["ts_ns"] = ReportKind.FILL, 1, now
+    reports["side"], reports["fill_qty"] = sent.side, sent.qty
+    pop.on_reports(reports)
+    falling = ticks.copy()
+    falling["bid"], falling["ask"] = [90, 80, 70, 60], [90.5, 80.5, 70.5, 60.5]
+    assert len(pop.step(pop.prepare(falling), now + 1_000_000_000)) == 0, "still holding"
+    assert len(pop.step(pop.prepare(falling), now + 11_000_000_000)) == 2, "hold over"
