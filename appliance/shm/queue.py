@@ -158,7 +158,11 @@ class QueueProducer:
 
     def push(self, records: np.ndarray) -> int:
         """Append as many of ``records`` as fit; returns that count (0: the queue is full)."""
-        if records.dtype is not self._dtype or not records.flags.c_contiguous:
+        try:
+            fast = records.dtype is self._dtype and records.ndim == 1 and records.flags.c_contiguous
+        except AttributeError:  # not an array: check_records raises the TypeError
+            fast = False
+        if not fast:
             records = check_records(records, self._dtype, f"queue {self.queue.segment.name}")
         head = self._head[0]
         n = min(len(records), self._cap - (head - self._tail[0]))

@@ -205,9 +205,18 @@ class RingWriter:
 
     def write(self, records: np.ndarray) -> int:
         """Publish ``records`` (any length; long batches go in capacity-sized chunks)."""
-        if records.dtype is not self._dtype or not records.flags.c_contiguous:
+        try:
+            fast = records.dtype is self._dtype and records.ndim == 1 and records.flags.c_contiguous
+        except AttributeError:  # not an array: check_records raises the TypeError
+            fast = False
+        if not fast:
             records = check_records(records, self._dtype, f"ring {self.ring.segment.name}")
         n = len(records)
+        if 0 < n <= self._cap:  # the usual case, without the chunk loop's cost (batch 1)
+            pub = self._begin(n)
+            self._slots.copy_in(pub, records, 0, n)
+            self._end(pub, n)
+            return n
         for done in range(0, n, self._cap):
             k = min(self._cap, n - done)
             pub = self._begin(k)
@@ -236,7 +245,7 @@ class RingWriter:
         producer generate records straight into the ring without an intermediate array.
         """
         pub = self._c[16]
-        n = len(self._slots.run(pub, n))
+        n = min(n, self._cap - (pub & self.ring.mask))  # the room run() gives, sans a view
         return self._slots.run(self._begin(n), n)
 
     def publish(self, n: int) -> None:
@@ -253,7 +262,8 @@ class RingWriter:
         # set theirs, so this costs a fence and a 128-byte read when nobody sleeps.
         ring = self.ring
         full_fence()
-        if ring._sleeper_bytes != _NO_SLEEPERS:
+        # tobytes() then ==: comparing the memoryview itself unpacks it item by item (4x)
+        if ring._sleeper_bytes.tobytes() != _NO_SLEEPERS:
             for i, db in enumerate(ring._doorbells):
                 if ring._sleepers[i]:
                     db.wake()
@@ -327,6 +337,10 @@ class RingReader:
         pub = self._c[16]
         if pub - pos > self._cap:
             oldest = self._c[0] - self._cap
+            # Reload publish after claim: the writer may have lapped us again since the
+            # first load, leaving oldest > pub (a negative run, a position moving back).
+            # claim <= publish + capacity whenever claim is stored, so now oldest <= pub.
+            pub = self._c[16]
             skipped = oldest - pos
             self.lost += skipped
             self.gaps += 1

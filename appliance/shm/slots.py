@@ -20,6 +20,10 @@ def check_records(records: np.ndarray, dtype: np.dtype, where: str) -> np.ndarra
     return np.ascontiguousarray(records)
 
 
+# Batches up to this many bytes are copied through ``bytes`` (see Slots.copy_in).
+SMALL_COPY = 16384
+
+
 class Slots:
     """A view of ``capacity`` record slots with wrapping copy-in and sequence stamping."""
 
@@ -28,6 +32,7 @@ class Slots:
         self.capacity = len(records)
         self.mask = self.capacity - 1
         self._bytes = records.view(np.uint8)
+        self._mv = memoryview(self._bytes)
         self._isz = records.dtype.itemsize
         self._seq = None if seq_field is None else records[seq_field]
 
@@ -35,10 +40,19 @@ class Slots:
         """Copy ``src[offset:offset+n]`` to the slots of sequence numbers ``seq0...``."""
         start = seq0 & self.mask
         first = min(n, self.capacity - start)
-        if n == 1:  # a record scalar copies faster than any array view of one record
-            self.records[start] = src[offset]
+        isz = self._isz
+        if n * isz <= SMALL_COPY:
+            # Small batches: one bytes round trip into a memoryview costs a few hundred ns,
+            # where numpy's slicing and assignment machinery costs over a microsecond.
+            raw = (src if offset == 0 and len(src) == n else src[offset : offset + n]).tobytes()
+            a, cut = start * isz, first * isz
+            if first == n:
+                self._mv[a : a + cut] = raw
+            else:
+                view = memoryview(raw)
+                self._mv[a : a + cut] = view[:cut]
+                self._mv[: n * isz - cut] = view[cut:]
         else:
-            isz = self._isz
             raw = src.view(np.uint8)
             base = offset * isz
             self._bytes[start * isz : (start + first) * isz] = raw[base : base + first * isz]
