@@ -32,8 +32,8 @@ import time
 import numpy as np
 
 from appliance.shm.ordering import full_fence
-from appliance.shm.segment import Segment, SegmentInUse, full_name, try_lock, unlock
-from appliance.shm.slots import Slots, check_records
+from appliance.shm.segment import Segment, SegmentInUse
+from appliance.shm.slots import Slots, SlotSegment, check_records
 from appliance.shm.wait import Doorbell, WaitStrategy, wait_until
 
 KIND = "recordqueue"
@@ -41,50 +41,33 @@ HEAD, TAIL, CONSUMER_SLEEPS, PRODUCER_SLEEPS, PIDS, RECORDS = 0, 128, 256, 384, 
 PRODUCER_LOCK_BYTE, CONSUMER_LOCK_BYTE = 1, 2
 
 
-class RecordQueue:
+class RecordQueue(SlotSegment):
     """An SPSC queue in a named segment. Create once (owner), attach elsewhere."""
 
+    KIND = KIND
+    RECORDS = RECORDS
+
     def __init__(self, segment: Segment, dtype: np.dtype) -> None:
-        self.segment = segment
-        self.dtype = dtype
-        self.capacity = segment.capacity
-        self.mask = self.capacity - 1
+        super().__init__(segment, dtype)
         self._head = segment.words(HEAD)
         self._tail = segment.words(TAIL)
         self._pids = segment.words(PIDS, 2)
-        self.records = segment.array(RECORDS, dtype, self.capacity)
-        self._held: set[int] = set()
-        self.not_empty: Doorbell | None = None
-        self.not_full: Doorbell | None = None
 
-    @classmethod
-    def create(cls, instance: str, name: str, dtype: np.dtype, capacity: int) -> RecordQueue:
-        if capacity < 2 or capacity & (capacity - 1):
-            raise ValueError(f"queue capacity must be a power of two >= 2, got {capacity}")
-        seg = Segment.create(
-            full_name(instance, name),
-            kind=KIND,
-            dtype=dtype,
-            capacity=capacity,
-            data_size=RECORDS + capacity * dtype.itemsize,
-        )
-        q = cls(seg, dtype)
-        q._open_doorbells(create=True)
-        return q
+    def _sleeper_flags(self) -> list[tuple[memoryview, str]]:
+        return [
+            (self.segment.words(CONSUMER_SLEEPS), "c"),
+            (self.segment.words(PRODUCER_SLEEPS), "p"),
+        ]
 
-    @classmethod
-    def attach(
-        cls, instance: str, name: str, dtype: np.dtype, capacity: int | None = None
-    ) -> RecordQueue:
-        seg = Segment.attach(full_name(instance, name), kind=KIND, dtype=dtype, capacity=capacity)
-        q = cls(seg, dtype)
-        q._open_doorbells(create=False)
-        return q
+    @property
+    def not_empty(self) -> Doorbell:
+        """Rung by the producer; the consumer sleeps on it."""
+        return self._doorbells[0]
 
-    def _open_doorbells(self, create: bool) -> None:
-        seg = self.segment
-        self.not_empty = Doorbell(seg.words(CONSUMER_SLEEPS), f"{seg.name}.c", create=create)
-        self.not_full = Doorbell(seg.words(PRODUCER_SLEEPS), f"{seg.name}.p", create=create)
+    @property
+    def not_full(self) -> Doorbell:
+        """Rung by the consumer; the producer sleeps on it."""
+        return self._doorbells[1]
 
     @property
     def head(self) -> int:
@@ -105,40 +88,23 @@ class RecordQueue:
     def consumer(self, strategy: WaitStrategy | str = WaitStrategy.BLOCK) -> QueueConsumer:
         return QueueConsumer(self, WaitStrategy(strategy))
 
-    def _take(self, byte: int, role: str, pid_index: int) -> None:
-        if byte in self._held or not try_lock(self.segment.fd, byte):
+    def _take_role(self, byte: int, role: str, pid_index: int) -> None:
+        if not self._take(byte):
             raise SegmentInUse(
                 f"queue {self.segment.name} already has a live {role} (pid {self._pids[pid_index]})"
             )
-        self._held.add(byte)
         self._pids[pid_index] = os.getpid()
 
-    def _give(self, byte: int, pid_index: int) -> None:
-        self._held.discard(byte)
+    def _give_role(self, byte: int, pid_index: int) -> None:
         self._pids[pid_index] = 0
-        unlock(self.segment.fd, byte)
-
-    def close(self) -> None:
-        for d in (self.not_empty, self.not_full):
-            if d is not None:
-                d.close()
-        self.records = None
-        self.segment.close()
-
-    def destroy(self) -> None:
-        """Owner only: unlink the segment and its semaphores, then close."""
-        for d in (self.not_empty, self.not_full):
-            if d is not None:
-                d.unlink()
-        self.segment.unlink()
-        self.close()
+        self._give(byte)
 
 
 class QueueProducer:
     """The queue's only producer. Continues from ``head`` after a predecessor died."""
 
     def __init__(self, queue: RecordQueue, strategy: WaitStrategy, seq_field: str | None) -> None:
-        queue._take(PRODUCER_LOCK_BYTE, "producer", 0)
+        queue._take_role(PRODUCER_LOCK_BYTE, "producer", 0)
         self.queue = queue
         self.strategy = strategy
         self._head = queue._head
@@ -193,14 +159,14 @@ class QueueProducer:
         return done
 
     def close(self) -> None:
-        self.queue._give(PRODUCER_LOCK_BYTE, 0)
+        self.queue._give_role(PRODUCER_LOCK_BYTE, 0)
 
 
 class QueueConsumer:
     """The queue's only consumer. Resumes at ``tail``: unconsumed records survive it."""
 
     def __init__(self, queue: RecordQueue, strategy: WaitStrategy) -> None:
-        queue._take(CONSUMER_LOCK_BYTE, "consumer", 1)
+        queue._take_role(CONSUMER_LOCK_BYTE, "consumer", 1)
         self.queue = queue
         self.strategy = strategy
         self._head = queue._head
@@ -242,4 +208,4 @@ class QueueConsumer:
         return wait_until(lambda: head[0] > tail[0], self.strategy, self.queue.not_empty, timeout)
 
     def close(self) -> None:
-        self.queue._give(CONSUMER_LOCK_BYTE, 1)
+        self.queue._give_role(CONSUMER_LOCK_BYTE, 1)

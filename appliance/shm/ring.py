@@ -38,13 +38,10 @@ from appliance.shm.segment import (
     LINE,
     Segment,
     SegmentInUse,
-    full_name,
     is_locked,
-    try_lock,
-    unlock,
 )
-from appliance.shm.slots import Slots, check_records
-from appliance.shm.wait import Doorbell, WaitStrategy, wait_until
+from appliance.shm.slots import Slots, SlotSegment, check_records
+from appliance.shm.wait import WaitStrategy, wait_until
 
 KIND = "tickring"
 CLAIM, PUBLISH, WRITER, SLEEPERS, SLOTS = 0, 128, 256, 384, 512
@@ -59,84 +56,23 @@ _NO_SLEEPERS = bytes(8 * MAX_READERS)
 Start = Literal["latest", "oldest", "resume"] | int
 
 
-def _check_capacity(capacity: int) -> None:
-    if capacity < 2 or capacity & (capacity - 1):
-        raise ValueError(f"ring capacity must be a power of two >= 2, got {capacity}")
-
-
-class TickRing:
+class TickRing(SlotSegment):
     """A broadcast ring in a named segment. Create it once (owner), attach elsewhere."""
 
+    KIND = KIND
+    RECORDS = RECORDS
+    META = {"max_readers": MAX_READERS}
+
     def __init__(self, segment: Segment, dtype: np.dtype) -> None:
-        self.segment = segment
-        self.dtype = dtype
-        self.capacity = segment.capacity
-        self.mask = self.capacity - 1
+        super().__init__(segment, dtype)
         self._cursors = segment.words(0, 2 * LINE // 8)  # claim at [0], publish at [16]
-        self.records = segment.array(RECORDS, dtype, self.capacity)
         self._sleepers = segment.words(SLEEPERS, MAX_READERS)
         self._sleeper_bytes = segment.region(SLEEPERS, 8 * MAX_READERS)
-        # Roles this process holds through this object: OFD locks taken on one file
-        # description do not conflict with each other, so in-process exclusion is ours.
-        self._held: set[int] = set()
         self._slots = segment.words(SLOTS, MAX_READERS * LINE // 8)
         self._writer_pid = segment.words(WRITER)
-        self._doorbells: list[Doorbell] = []
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    @classmethod
-    def create(cls, instance: str, name: str, dtype: np.dtype, capacity: int) -> TickRing:
-        _check_capacity(capacity)
-        seg = Segment.create(
-            full_name(instance, name),
-            kind=KIND,
-            dtype=dtype,
-            capacity=capacity,
-            data_size=RECORDS + capacity * dtype.itemsize,
-            meta={"max_readers": MAX_READERS},
-        )
-        ring = cls(seg, dtype)
-        ring._open_doorbells(create=True)
-        return ring
-
-    @classmethod
-    def attach(
-        cls, instance: str, name: str, dtype: np.dtype, capacity: int | None = None
-    ) -> TickRing:
-        seg = Segment.attach(full_name(instance, name), kind=KIND, dtype=dtype, capacity=capacity)
-        ring = cls(seg, dtype)
-        ring._open_doorbells(create=False)
-        return ring
-
-    def _open_doorbells(self, create: bool) -> None:
-        self._doorbells = [
-            Doorbell(self._sleepers[i : i + 1], f"{self.segment.name}.r{i}", create=create)
-            for i in range(MAX_READERS)
-        ]
-
-    def _take(self, byte: int) -> bool:
-        if byte in self._held or not try_lock(self.segment.fd, byte):
-            return False
-        self._held.add(byte)
-        return True
-
-    def _give(self, byte: int) -> None:
-        self._held.discard(byte)
-        unlock(self.segment.fd, byte)
-
-    def close(self) -> None:
-        for d in self._doorbells:
-            d.close()
-        self.records = None
-        self.segment.close()
-
-    def destroy(self) -> None:
-        """Owner only: unlink the segment and its semaphores, then close."""
-        for d in self._doorbells:
-            d.unlink()
-        self.segment.unlink()
-        self.close()
+    def _sleeper_flags(self) -> list[tuple[memoryview, str]]:
+        return [(self._sleepers[i : i + 1], f"r{i}") for i in range(MAX_READERS)]
 
     # -- cursors and introspection ------------------------------------------------------
 
