@@ -176,6 +176,10 @@ class Supervisor:
 
     def start(self) -> None:
         cfg = self.config
+        # Workers are pinned to one core each: a BLAS thread pool inside one would only
+        # fight its own process for that core. Children read these at numpy import.
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
         procs = layout.processes(cfg)
         self.cpu = plan([p.name for p in procs], cfg.cpu.mode, cfg.cpu.cores, cfg.wait)
         log.info("cpu layout: %s", self.cpu.note)
