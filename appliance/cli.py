@@ -48,47 +48,54 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
+def _monitor(config_path: str):
     from appliance.config import ConfigError, load_config
-    from appliance.layout import STATS
-    from appliance.shm import SegmentError, Stats
+    from appliance.monitor import Monitor
+    from appliance.shm import SegmentError
 
     try:
-        instance = load_config(args.config).instance
+        config = load_config(config_path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return None
     try:
-        stats = Stats.attach(instance, STATS)
+        return Monitor(config)
     except SegmentError as exc:
-        print(f"no running appliance {instance!r}: {exc}", file=sys.stderr)
+        print(f"no running appliance {config.instance!r}: {exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from appliance.monitor import format_text
+
+    monitor = _monitor(args.config)
+    if monitor is None:
         return 1
     try:
+        monitor.sample()  # a baseline for the rates
         while True:
-            _print_status(stats)
+            time.sleep(args.watch or 0.5)
+            print(format_text(monitor.sample(), monitor.config), flush=True)
             if not args.watch:
                 return 0
-            time.sleep(args.watch)
+            print()
     except KeyboardInterrupt:
         return 0
     finally:
-        stats.close()
+        monitor.close()
 
 
-def _print_status(stats) -> None:
-    from appliance.shm.stats import percentile
+def _cmd_top(args: argparse.Namespace) -> int:
+    from appliance import tui
 
-    now = time.time_ns()
-    print(f"{'name':<12} {'role':<11} {'pid':>7} {'state':<9} {'beat':>6} {'inc':>3}  counters")
-    for s in stats.snapshot():
-        nonzero = " ".join(f"{k}={v}" for k, v in s["counters"].items() if v)
-        p99 = percentile(s["histogram"], 99)
-        lat = "" if p99 != p99 else f" p99<={p99 / 1000:.0f}us"
-        print(
-            f"{s['name']:<12} {s['role']:<11} {s['pid']:>7} "
-            f"{s['state'] if s['alive'] else 'dead':<9} "
-            f"{(now - s['heartbeat_ns']) / 1e9:>5.1f}s {s['incarnation']:>3}  {nonzero}{lat}"
-        )
+    monitor = _monitor(args.config)
+    if monitor is None:
+        return 1
+    try:
+        tui.run(monitor, args.interval)
+    finally:
+        monitor.close()
+    return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -119,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     status.add_argument("--watch", type=float, metavar="S", help="refresh every S seconds")
     status.set_defaults(func=_cmd_status)
+
+    top = sub.add_parser("top", help="live terminal view of the running appliance (q quits)")
+    top.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    top.add_argument("--interval", type=float, default=1.0, metavar="S")
+    top.set_defaults(func=_cmd_top)
 
     bench = sub.add_parser("bench", help="benchmarks (results under bench/results/)")
     bench.add_argument("which", choices=["ipc", "pipeline"])

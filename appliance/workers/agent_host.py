@@ -20,7 +20,7 @@ import numpy as np
 
 from appliance import layout
 from appliance.agents import Population, make_population
-from appliance.records import INTENT, REPORT, TICK
+from appliance.records import INTENT, REPORT, TICK, ReportKind
 from appliance.shm import RecordQueue, TickRing
 from appliance.shm.snapshot import SharedSnapshot
 from appliance.supervisor import POSITION_DTYPE, TAG_EPOCH, TAG_REPORTS_HEAD
@@ -107,6 +107,9 @@ class Host:
                 pop.on_reports(mine)
         self.consumer.advance(n)  # after applying: a crash here re-reads, never skips
         self.w.add("reports", len(fresh))
+        kinds = fresh["kind"]
+        self.w.add("fills", int((kinds == ReportKind.FILL).sum()))
+        self.w.add("rejects", int((kinds == ReportKind.REJECT).sum()))
         return n
 
     def on_ticks(self, view: np.ndarray, emit: bool) -> None:
