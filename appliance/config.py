@@ -156,7 +156,7 @@ class FeedConfig(_Model):
     rate: NonNegativeFloat = 20_000.0
     # Most ticks per ring write.
     batch_size: PositiveInt = 256
-    seed: int = 1
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 1
     # Synthetic only: fraction of TRADE ticks, log-price step stdev per tick of a symbol,
     # mean spread in basis points (at least one tick).
     trade_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
@@ -187,7 +187,7 @@ class PopulationConfig(_Model):
     symbols: list[str] | None = None
     # Seed of the agents' drawn parameters; None: derived from the host and population
     # indexes (see Config.population_seed).
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None
     params: dict[str, Any] = {}
 
 
@@ -285,7 +285,9 @@ class Config(_Model):
             if sum(p.agents for p in host.populations) > 2**32 - 1:
                 errors.append((f"hosts[{h}].populations", "more than 2**32-1 agents in a host"))
             for p, pop in enumerate(host.populations):
-                errors += self._population_errors(f"hosts[{h}].populations[{p}]", pop, names)
+                errors += self._population_errors(
+                    f"hosts[{h}].populations[{p}]", pop, self.symbols
+                )
         if self.feed.batch_size * 2 > self.ring_capacity:
             errors.append(
                 ("feed.batch_size", f"must be at most half the ring ({self.ring_capacity})")
@@ -296,8 +298,9 @@ class Config(_Model):
 
     @staticmethod
     def _population_errors(
-        loc: str, pop: PopulationConfig, names: list[str]
+        loc: str, pop: PopulationConfig, symbols: list[SymbolConfig]
     ) -> list[tuple[str, str]]:
+        names = [s.name for s in symbols]
         errors = []
         if pop.kind not in POPULATIONS:
             known = ", ".join(sorted(POPULATIONS))
@@ -313,9 +316,16 @@ class Config(_Model):
         elif pop.agents < len(chosen):
             errors.append((f"{loc}.agents", f"fewer agents than symbols ({len(chosen)})"))
         try:
-            POPULATIONS[pop.kind].validate_params(pop.params, len(chosen))
+            params = POPULATIONS[pop.kind].validate_params(pop.params, len(chosen))
         except ValidationError as exc:
-            errors += _from_validation_error(exc, prefix=f"{loc}.params")
+            return errors + _from_validation_error(exc, prefix=f"{loc}.params")
+        if errors:
+            return errors
+        traded = [symbols[names.index(n)] for n in chosen]
+        errors += [
+            (f"{loc}.params.{where}", msg)
+            for where, msg in POPULATIONS[pop.kind].instrument_errors(params, traded)
+        ]
         return errors
 
     def _replay_symbol_errors(self, names: list[str]) -> list[tuple[str, str]]:

@@ -36,17 +36,21 @@ from appliance.xp import to_host
 QTY_EPSILON = 1e-12
 
 
+# Longest wait a param may ask for: a day keeps every time in int64 nanoseconds.
+MAX_WAIT_S = 86_400.0
+
+
 class PopulationParams(BaseModel):
     """Parameters every population kind accepts; kinds subclass this with their own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # After a REJECT an agent waits this long before it may try again, so an agent whose
     # wish breaks a risk limit does not resend it on every batch.
-    reject_backoff_s: float = Field(default=1.0, ge=0.0)
+    reject_backoff_s: float = Field(default=1.0, ge=0.0, le=MAX_WAIT_S)
     # After any other finished intent an agent waits this long before its next one: a
     # holding period, which keeps agents on noisy signals from trading on every tick.
-    cooldown_s: float = Field(default=0.0, ge=0.0)
+    cooldown_s: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_S)
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,15 @@ class Population(ABC):
         context for params that give one value per symbol.
         """
         return cls.Params.model_validate(dict(params), context={"n_symbols": n_symbols})
+
+    @classmethod
+    def instrument_errors(
+        cls, params: PopulationParams, instruments: Sequence[Any]
+    ) -> list[tuple[str, str]]:
+        """Problems of valid ``params`` against the instruments the population trades
+        (objects with ``name``, ``lot_size`` and ``max_position``, in population order):
+        (param name, message) pairs, checked when the config loads."""
+        return []
 
     # ---- tick handling -----------------------------------------------------------------
 

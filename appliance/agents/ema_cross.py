@@ -32,6 +32,8 @@ from appliance.agents.base import Population, PopulationParams, Prepared
 # Ticks per chunk of the EMA update: the decay table has this many + 1 columns per
 # distinct period. Larger is fewer matrix products on long catch-up batches.
 CHUNK = 1024
+# Longest EMA period a param may ask for (ticks of the agent's symbol).
+MAX_PERIOD = 1_000_000
 
 
 class EmaCrossParams(PopulationParams):
@@ -51,8 +53,10 @@ class EmaCrossParams(PopulationParams):
     @classmethod
     def _range(cls, value: tuple[int, int]) -> tuple[int, int]:
         lo, hi = value
-        if lo < 1 or hi < lo:
-            raise ValueError(f"expected [low, high] with 1 <= low <= high, got [{lo}, {hi}]")
+        if lo < 1 or hi < lo or hi > MAX_PERIOD:
+            raise ValueError(
+                f"expected [low, high] with 1 <= low <= high <= {MAX_PERIOD}, got [{lo}, {hi}]"
+            )
         return value
 
     @field_validator("qty")
@@ -139,12 +143,37 @@ class EmaCross(Population):
             "slow_period": self.slow_period,
         }
 
+    @classmethod
+    def instrument_errors(
+        cls, params: PopulationParams, instruments: Sequence[Any]
+    ) -> list[tuple[str, str]]:
+        # A qty off the lot grid can never be filled exactly: the agent would chase the
+        # remainder with rejected intents forever. One above max_position never passes risk.
+        assert isinstance(params, EmaCrossParams)
+        qtys = params.qty if isinstance(params.qty, list) else [params.qty] * len(instruments)
+        errors = []
+        for i, (inst, q) in enumerate(zip(instruments, qtys, strict=True)):
+            where = f"qty[{i}]" if isinstance(params.qty, list) else "qty"
+            lots = q / inst.lot_size
+            if lots < 1 - 1e-9 or abs(lots - round(lots)) > 1e-6:
+                errors.append(
+                    (where, f"{q} is not a whole number of {inst.name} lots ({inst.lot_size})")
+                )
+            if q > inst.max_position:
+                errors.append(
+                    (where, f"{q} exceeds the max_position of {inst.name} ({inst.max_position})")
+                )
+        return errors
+
     def prepare(self, ticks: np.ndarray) -> EmaPrepared:
         # Reading fields of the view makes fresh arrays; nothing keeps a reference to it.
         n = len(ticks)
-        symbol = np.array(ticks["symbol"])
-        mid = (ticks["bid"] + ticks["ask"]) * 0.5
         tick_ns = int(ticks["recv_ns"][-1]) if n else 0
+        bid, ask = ticks["bid"], ticks["ask"]
+        # A one-sided or broken quote has no mid: skip it rather than poison the EMAs.
+        sound = np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask > 0)
+        symbol = ticks["symbol"][sound]
+        mid = (bid[sound] + ask[sound]) * 0.5
         mids = []
         for g, (s, _) in enumerate(self.groups):
             m = mid[symbol == s]
