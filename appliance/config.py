@@ -285,9 +285,7 @@ class Config(_Model):
             if sum(p.agents for p in host.populations) > 2**32 - 1:
                 errors.append((f"hosts[{h}].populations", "more than 2**32-1 agents in a host"))
             for p, pop in enumerate(host.populations):
-                errors += self._population_errors(
-                    f"hosts[{h}].populations[{p}]", pop, self.symbols
-                )
+                errors += self._population_errors(f"hosts[{h}].populations[{p}]", pop, self.symbols)
         if self.feed.batch_size * 2 > self.ring_capacity:
             errors.append(
                 ("feed.batch_size", f"must be at most half the ring ({self.ring_capacity})")

@@ -56,7 +56,13 @@ def plan(
         spare = available[1:] if len(available) > len(processes) else available
         cores = {p: [spare[i % len(spare)]] for i, p in enumerate(processes)}
         shared = len(processes) > len(spare)
-    chosen = resolve(strategy, spinners=len(processes), cores=len(available))
+    # A process that shares its core must never spin: it would burn the slice the
+    # process it waits for needs.
+    chosen = (
+        WaitStrategy.BLOCK
+        if shared and strategy == WaitStrategy.AUTO
+        else resolve(strategy, spinners=len(processes), cores=len(available))
+    )
     if shared and chosen is WaitStrategy.SPIN:
         log.warning("spin wait strategy with processes sharing cores: expect poor latency")
     note = (

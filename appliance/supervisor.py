@@ -41,13 +41,16 @@ LOOP_S = 0.05
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 60.0
+DRAIN_ATTEMPTS = 3
+EXIT_UNDRAINED = 3
 STABLE_S = 10.0  # a worker up this long has its backoff reset
 EXIT_HALTED = 2
 
 #: positions snapshot per host: one row per agent, one column per symbol (signed qty)
 POSITION_DTYPE = np.dtype("<f8")
-#: tag index in the positions snapshot: report-queue head the snapshot includes
-TAG_REPORTS_HEAD, TAG_EPOCH = 0, 1
+#: tags of the positions snapshot: the report-queue head and the intent-queue tail its
+#: positions include, and an epoch bumped whenever hosts must reload from it
+TAG_REPORTS_HEAD, TAG_EPOCH, TAG_INTENTS_TAIL = 0, 1, 2
 
 
 class Halted(RuntimeError):
@@ -67,6 +70,7 @@ class Child:
     restart_at: float | None = None
     ready: bool = False
     exits: list[int | None] = field(default_factory=list)
+    restarts: deque[float] = field(default_factory=deque)  # times, within the window
 
     @property
     def alive(self) -> bool:
@@ -80,7 +84,6 @@ class Supervisor:
         self.ctx = mp.get_context("spawn")
         self.notifier = Notifier()
         self.children: dict[str, Child] = {}
-        self.restarts: deque[float] = deque()
         self.segments: list[Any] = []
         self.cpu: CpuPlan | None = None
         self.stats: Stats | None = None
@@ -109,20 +112,25 @@ class Supervisor:
         self.ring = TickRing.create(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
         self.segments.append(self.ring)
         for h in range(len(cfg.hosts)):
+            # Each segment is recorded as soon as it exists, so a failure part-way
+            # through still unlinks everything made before it.
             iq = RecordQueue.create(
                 cfg.instance, layout.intents_queue(h), INTENT, cfg.queue_capacity
             )
+            self.segments.append(iq)
             rq = RecordQueue.create(
                 cfg.instance, layout.reports_queue(h), REPORT, cfg.queue_capacity
             )
-            snap = SharedSnapshot.create(
-                cfg.instance,
-                layout.positions_snapshot(h),
-                POSITION_DTYPE,
-                (layout.host_agents(cfg, h), len(cfg.symbols)),
-            )
+            self.segments.append(rq)
             self.queues.append((iq, rq))
-            self.segments += [iq, rq, snap]
+            self.segments.append(
+                SharedSnapshot.create(
+                    cfg.instance,
+                    layout.positions_snapshot(h),
+                    POSITION_DTYPE,
+                    (layout.host_agents(cfg, h), len(cfg.symbols)),
+                )
+            )
 
     def destroy_segments(self) -> None:
         for seg in reversed(self.segments):
@@ -162,6 +170,8 @@ class Supervisor:
     def _wait_ready(self, names: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not all(self.children[n].ready for n in names):
+            if self._stop_requested:
+                return  # stop now; run() stops whatever did start
             self._pump_events()
             for n in names:
                 c = self.children[n]
@@ -195,8 +205,12 @@ class Supervisor:
         for n in readers:
             self._spawn(self.children[n])
         self._wait_ready(readers, READY_TIMEOUT_S)
+        if self._stop_requested:
+            return
         self._spawn(self.children["feed"])
         self._wait_ready(["feed"], READY_TIMEOUT_S)
+        if self._stop_requested:
+            return
         self.notifier.ready(f"running {len(procs)} workers")
         log.info("appliance %s ready: %d workers", cfg.instance, len(procs))
 
@@ -223,7 +237,8 @@ class Supervisor:
             log.critical("halting: %s", exc)
             code = EXIT_HALTED
         finally:
-            self.stop()
+            if self.stop() and code == 0:
+                code = EXIT_UNDRAINED
         return code
 
     def watch(self, duration: float | None) -> int:
@@ -254,7 +269,7 @@ class Supervisor:
 
     def _pump_events(self) -> None:
         for child in self.children.values():
-            if child.up is None:
+            if child.up is None or _killed(child):
                 continue
             for msg in child.up.receive():
                 kind = msg.get("kind")
@@ -290,8 +305,9 @@ class Supervisor:
                 # Before it is ready a worker may be busy recovering (execution replays its
                 # journal): it gets READY_TIMEOUT_S for that, heartbeats only after.
                 if child.ready:
-                    stalled = time.time_ns() - beat > heartbeat_ns
-                    why = f"missed heartbeats for {(time.time_ns() - beat) / 1e9:.1f}s"
+                    age = time.monotonic_ns() - beat
+                    stalled = age > heartbeat_ns
+                    why = f"missed heartbeats for {age / 1e9:.1f}s"
                 else:
                     stalled = now - child.started > READY_TIMEOUT_S
                     why = f"not ready after {READY_TIMEOUT_S:.0f}s"
@@ -306,14 +322,15 @@ class Supervisor:
         cfg = self.config.supervisor
         code = child.proc.exitcode
         child.exits.append(code)
-        self.restarts.append(now)
-        while self.restarts and now - self.restarts[0] > cfg.restart_window_s:
-            self.restarts.popleft()
-        if len(self.restarts) > cfg.max_restarts:
+        recent = child.restarts
+        recent.append(now)
+        while recent and now - recent[0] > cfg.restart_window_s:
+            recent.popleft()
+        if len(recent) > cfg.max_restarts:
             self.halted = True
             raise Halted(
-                f"{len(self.restarts)} restarts within {cfg.restart_window_s:.0f}s "
-                f"(limit {cfg.max_restarts}); last: {child.process.name} exited with {code}"
+                f"{len(recent)} restarts within {cfg.restart_window_s:.0f}s of "
+                f"{child.process.name} (limit {cfg.max_restarts}); it last exited with {code}"
             )
         if now - child.started > STABLE_S:
             child.backoff = 0.0
@@ -422,7 +439,7 @@ class Supervisor:
         for n in names:
             c = self.children.get(n)
             if c is not None and c.alive:
-                c.down.send(kind)
+                c.down.send(kind)  # a live child's queue: see _killed
         deadline = time.monotonic() + timeout
         for n in names:
             c = self.children.get(n)
@@ -435,21 +452,46 @@ class Supervisor:
                 c.proc.join(5)
             log.info("%s stopped (exit code %s)", n, c.proc.exitcode)
 
-    def stop(self) -> None:
-        """Intake first, then drain execution, then the rest; unlink every segment."""
+    def _drain(self) -> int:
+        """Have execution take every queued intent; returns how many were left (0 = all).
+
+        A queue must not be unlinked with published intents in it: if execution is down,
+        or dies while draining, it is started again for the drain (a few times at most).
+        """
+        ex = self.children.get("execution")
+        if ex is None or (self.halted and not ex.alive):
+            # halted: a crash-looping execution is not restarted, a live one still drains
+            return sum(len(iq) for iq, _ in self.queues)
+        for _ in range(DRAIN_ATTEMPTS):
+            if not ex.alive:
+                self._spawn(ex)
+            self._stop_children(["execution"], "drain", DRAIN_TIMEOUT_S)
+            left = sum(len(iq) for iq, _ in self.queues)
+            if ex.proc.exitcode == 0 and left == 0:
+                return 0
+            log.error(
+                "execution exited with %s while draining, %d intents still queued; draining again",
+                ex.proc.exitcode,
+                left,
+            )
+        left = sum(len(iq) for iq, _ in self.queues)
+        log.critical("%d published intents could not be drained", left)
+        return left
+
+    def stop(self) -> int:
+        """Intake first, then drain execution, then the rest; unlink every segment.
+
+        Returns the number of published intents that could not be drained (0 normally).
+        """
         self.notifier.stopping()
+        undrained = 0
         try:
             if self.children:
                 intake = [
                     n for n, c in self.children.items() if c.process.role in ("feed", "agent_host")
                 ]
                 self._stop_children(intake, "stop", STOP_TIMEOUT_S)
-                ex = self.children.get("execution")
-                if ex is not None:
-                    if not ex.alive and self.stats is not None and not self.halted:
-                        self._spawn(ex)  # a queue must not be left undrained
-                    if ex.alive:
-                        self._stop_children(["execution"], "drain", DRAIN_TIMEOUT_S)
+                undrained = self._drain()
                 rest = [n for n in self.children if n not in intake and n != "execution"]
                 self._stop_children(rest, "stop", STOP_TIMEOUT_S)
                 self._pump_events()  # the last status and execution's final report
@@ -458,6 +500,13 @@ class Supervisor:
                 self._my_slot.close()
             self.destroy_segments()
             log.info("stopped; segments removed")
+        return undrained
+
+
+def _killed(child: Child) -> bool:
+    """A child that died by a signal may have died holding its control queue's lock
+    (faster-fifo's mutex is not robust): never touch that queue again."""
+    return child.proc is not None and (child.proc.exitcode or 0) < 0
 
 
 def run_appliance(config_path: str | Path, duration: float | None = None) -> int:

@@ -13,7 +13,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from appliance.shm import Stats, list_names
+import psutil
+
+from appliance.shm import Stats, list_names, remove_instance
 from appliance.shm.segment import SegmentError
 
 TEST_CONFIG = """
@@ -144,6 +146,16 @@ class Appliance:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
 
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
+        """Wait until the appliance's log contains ``text`` (the appliance may be exiting)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_path.read_text():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out waiting for {text!r} in the log:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
     def wait_ready(self) -> None:
         self.wait_for(lambda: "ready:" in self.log_path.read_text(), what="ready")
 
@@ -181,14 +193,25 @@ class Appliance:
             self._log.close()
         return code
 
-    def kill_all(self) -> None:
-        """Test cleanup: nothing of this appliance may outlive the test."""
+    def kill_all(self) -> bool:
+        """Test cleanup: nothing of this appliance may outlive the test.
+
+        Returns True when the supervisor had to be killed; its workers are then waited
+        for and the segments it could not unlink are removed.
+        """
         if self._stats is not None:
+            pids = [w["pid"] for w in self.workers().values()]
             self._stats.close()
             self._stats = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
+        else:
+            pids = []
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        self.proc.kill()
+        self.proc.wait(30)
+        psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 30)
+        remove_instance(self.instance)
+        return True
 
     # -- what it left ----------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ against fills, ring sequence numbers, and that no segment is left behind.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 
 import numpy as np
@@ -118,8 +120,8 @@ def test_random_kills_then_clean_stop(app, seed):
     app.start().wait_ready()
     names = ["feed", "host-a", "host-b", "execution"]
     killed = []
-    deadline = time.monotonic() + 8.0
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 30.0
+    while len(killed) < 12 and time.monotonic() < deadline:
         time.sleep(rng.uniform(0.2, 0.5))
         name = rng.choice(names)
         w = app.workers()[name]
@@ -169,3 +171,23 @@ def test_recorded_ticks_replay_through_the_appliance(tmp_path):
     finally:
         play.kill_all()
     assert rec.leftovers() == [] and play.leftovers() == []
+
+
+def test_execution_dying_during_the_drain_is_restarted_to_finish_it(app):
+    app.start().wait_ready()
+    app.wait_for(lambda: app.counter("execution", "intents") > 50, what="execution busy")
+    pid = app.workers()["execution"]["pid"]
+    os.kill(pid, signal.SIGSTOP)  # intents pile up in the queues
+    app.wait_for(
+        lambda: (
+            app.counter("host-a", "intents") + app.counter("host-b", "intents")
+            > app.counter("execution", "intents") + 20
+        ),
+        what="intents queued behind a stopped execution",
+    )
+    app.proc.send_signal(signal.SIGTERM)  # stop: intake, then drain...
+    app.wait_for_log("feed stopped")
+    os.kill(pid, signal.SIGKILL)  # ...and execution dies before draining anything
+    assert app.stop() == 0, app.log_tail()
+    assert "while draining" in app.log_path.read_text()
+    assert_intents_accounted(app)

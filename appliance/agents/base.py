@@ -276,18 +276,21 @@ class Population(ABC):
                 until = reports["ts_ns"][settled] + int(self.params.cooldown_s * 1e9)
                 self.retry_after_ns[xp.asarray(agent[settled])] = xp.asarray(until)
 
-    def set_positions(self, positions: np.ndarray) -> None:
-        """Replace every agent's position (rebuilt from the execution side after a restart).
+    def set_positions(self, positions: np.ndarray, in_flight: np.ndarray | None = None) -> None:
+        """Replace every agent's position with the execution side's, after a restart.
 
-        Outstanding flags are cleared too: the execution side's positions are the truth
-        once the host restarts, and an agent left pending could never trade again.
+        ``in_flight`` is each agent's signed quantity still on its way (published, not yet
+        taken by execution; 0: none). Those agents stay pending with it; every other agent
+        is settled, since its reports may have been lost with a crashed process and an
+        agent left pending could never trade again.
         """
         positions = np.asarray(positions, dtype=np.float64)
         if positions.shape != (self.n_agents,):
             raise ValueError(f"expected {self.n_agents} positions, got shape {positions.shape}")
+        flying = np.zeros(self.n_agents) if in_flight is None else np.asarray(in_flight, float)
         self.position[...] = self.xp.asarray(positions)
-        self.pending[...] = False
-        self.pending_qty[...] = 0.0
+        self.pending[...] = self.xp.asarray(flying != 0)
+        self.pending_qty[...] = self.xp.asarray(flying)
 
     # ---- snapshots and counters --------------------------------------------------------
 

@@ -152,8 +152,11 @@ class Segment:
         except posix_ipc.ExistentialError:
             _reclaim_if_stale(name)
             shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=total)
-        if not try_lock(shm.fd, OWNER_LOCK_BYTE):  # fresh file: cannot fail, but never assume
-            raise SegmentInUse(f"segment {name}: could not take the owner lock")
+        # Between O_CREX and the lock another starter could have taken the fresh file for
+        # a stale one and unlinked it: only a locked file that still owns the name counts.
+        if not try_lock(shm.fd, OWNER_LOCK_BYTE) or not _still_named(shm.fd, name):
+            os.close(shm.fd)
+            raise SegmentInUse(f"segment {name}: another process is creating it right now")
         seg = cls(name, shm, owner=True)
         h = seg.header
         h["owner_pid"] = os.getpid()
@@ -289,6 +292,13 @@ def _dtype_difference(found: str, expected: str) -> str:
         if a != b:
             return f"record dtype differs at field {i}: segment has {a}, expected {b}"
     return f"record dtype differs: segment has {found}, expected {expected}"
+
+
+def _still_named(fd: int, name: str) -> bool:
+    try:
+        return os.stat(f"/dev/shm/{name.lstrip('/')}").st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _round_up(n: int, to: int) -> int:

@@ -12,6 +12,9 @@ then the array's bytes.
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 
 from appliance.shm.segment import Segment, full_name
@@ -72,8 +75,10 @@ class SharedSnapshot:
         rows: np.ndarray | None = None,
     ) -> None:
         """Publish new contents: whole ``values``, or ``values`` for ``rows`` only."""
-        v = self._version[0]
-        self._version[0] = v + 1  # odd: write in progress
+        # Odd while writing. A writer killed mid-write leaves the version odd, so the next
+        # one starts from the odd value rather than flipping the parity for good.
+        odd = self._version[0] | 1
+        self._version[0] = odd
         if values is not None:
             if rows is None:
                 self.array[...] = values
@@ -81,23 +86,32 @@ class SharedSnapshot:
                 self.array[rows] = values
         for i, t in (tags or {}).items():
             self._tags[i] = t
-        self._version[0] = v + 2
+        self._version[0] = odd + 1
 
     def tag(self, index: int) -> int:
         """One tag word, without the seqlock (a single aligned word is never torn)."""
         return self._tags[index]
 
-    def read(self, retries: int = 100_000) -> tuple[np.ndarray, list[int], int]:
-        """A consistent copy: (array, tags, version)."""
-        for _ in range(retries):
+    def read(self, timeout: float = 2.0) -> tuple[np.ndarray, list[int], int]:
+        """A consistent copy: (array, tags, version).
+
+        Retries while a write is in progress, yielding the core: on a machine with fewer
+        cores than processes the writer may be pre-empted mid-write for a while.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
             v1 = self._version[0]
-            if v1 & 1:
-                continue
-            data = self.array.copy()
-            tags = self._tags.tolist()
-            if self._version[0] == v1:
-                return data, tags, v1
-        raise SnapshotBusy(f"snapshot {self.segment.name} stayed busy for {retries} tries")
+            if not v1 & 1:
+                data = self.array.copy()
+                tags = self._tags.tolist()
+                if self._version[0] == v1:
+                    return data, tags, v1
+            if time.monotonic() > deadline:
+                raise SnapshotBusy(
+                    f"snapshot {self.segment.name} stayed mid-write for {timeout}s "
+                    "(its writer is stuck or was killed mid-write)"
+                )
+            os.sched_yield()
 
     def close(self) -> None:
         self.array = None

@@ -4,7 +4,8 @@ Each slot has exactly one writer (the process that holds it, enforced by an OFD 
 and any process may read any slot without locks. Every value a reader cares about is an
 aligned 8-byte word written with one store, so a reader sees either the old or the new
 value of each word, never a torn one. A snapshot across words is not atomic, which is fine
-for monitoring: counters and histogram buckets only grow, and the heartbeat is a time.
+for monitoring: counters and histogram buckets only grow, and the heartbeat is a time
+(``time.monotonic_ns()``; ``started_ns`` is wall-clock time).
 
 Counter names are chosen by whoever creates the segment and stored in its header, so the
 segment stays generic. Counters survive a restart of the slot's process (the successor
@@ -170,11 +171,10 @@ class StatsSlot:
         rec = stats.slots[index]
         rec["role"] = role.encode()[:16]
         rec["name"] = name.encode()[:32]
-        now = time.time_ns()
         self._w[_CORE] = core
         self._w[_INCARNATION] += 1
-        self._w[_HEARTBEAT] = now
-        self._w[_STARTED] = now
+        self._w[_HEARTBEAT] = time.monotonic_ns()
+        self._w[_STARTED] = time.time_ns()
         self._w[_STATE] = SlotState.STARTING
         self._w[_PID] = os.getpid()
 
@@ -197,7 +197,9 @@ class StatsSlot:
         return self._c[counter]
 
     def beat(self, now_ns: int | None = None) -> None:
-        self._w[_HEARTBEAT] = time.time_ns() if now_ns is None else now_ns
+        # CLOCK_MONOTONIC: system-wide on Linux, and a wall-clock step cannot make every
+        # process look stalled at once.
+        self._w[_HEARTBEAT] = time.monotonic_ns() if now_ns is None else now_ns
 
     def state(self, state: int) -> None:
         self._w[_STATE] = state

@@ -94,7 +94,9 @@ class Doorbell:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 self._sem.acquire(timeout)
-            except posix_ipc.BusyError:
+            except (posix_ipc.BusyError, posix_ipc.SignalError):
+                # Timed out, or a signal (e.g. SIGTERM) interrupted the wait: the caller's
+                # loop looks at its stop flag, so return rather than raise.
                 self._flag[0] = 0
                 return ready()
             self._flag[0] = 0

@@ -22,8 +22,8 @@ from appliance import layout
 from appliance.agents import Population, make_population
 from appliance.records import INTENT, REPORT, TICK, ReportKind
 from appliance.shm import RecordQueue, TickRing
-from appliance.shm.snapshot import SharedSnapshot
-from appliance.supervisor import POSITION_DTYPE, TAG_EPOCH, TAG_REPORTS_HEAD
+from appliance.shm.snapshot import SharedSnapshot, SnapshotBusy
+from appliance.supervisor import POSITION_DTYPE, TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
 from appliance.workers.base import Worker
 from appliance.xp import get_xp
 
@@ -79,20 +79,51 @@ class Host:
         self._buf = np.zeros(READ_BATCH, INTENT)
 
     def resync_positions(self) -> None:
-        """Load positions from the execution side's snapshot (see the module docstring)."""
-        data, tags, _ = self.snapshot.read()
+        """Load positions from the execution side's snapshot (see the module docstring).
+
+        Waits until the snapshot covers every report this host has already applied
+        (execution publishes right after pushing, so that is a moment), then marks the
+        agents whose intents are still in the intent queue as pending with them.
+        """
+        while True:
+            try:
+                data, tags, _ = self.snapshot.read()
+                if tags[TAG_REPORTS_HEAD] >= self.reports_q.tail:
+                    break
+            except SnapshotBusy:
+                pass
+            self.w.tick()
+            if self.w.stopping:
+                return
+            time.sleep(0.001)
         changed = tags[TAG_EPOCH] != self.epoch
         self.epoch = tags[TAG_EPOCH]
         self.skip_reports_before = tags[TAG_REPORTS_HEAD]
+        flying = self._in_flight(tags[TAG_INTENTS_TAIL])
         for p, pop in enumerate(self.populations):
             rows = data[self.offsets[p] : self.offsets[p + 1]]
-            pop.set_positions(rows[np.arange(pop.n_agents), pop.agent_symbol])
+            mine = flying[flying["population"] == p]
+            in_flight = np.zeros(pop.n_agents)
+            in_flight[mine["agent"]] = mine["side"] * mine["qty"]
+            pop.set_positions(rows[np.arange(pop.n_agents), pop.agent_symbol], in_flight)
         log.log(
             logging.INFO if changed else logging.DEBUG,
-            "positions loaded from execution snapshot (epoch %d, reports from %d)",
+            "positions loaded from execution snapshot (epoch %d, reports from %d, "
+            "%d intents in flight)",
             self.epoch,
             self.skip_reports_before,
+            len(flying),
         )
+
+    def _in_flight(self, tail: int) -> np.ndarray:
+        """Copies of the intents this host published from queue position ``tail`` on.
+
+        The producer's own records: nothing overwrites them but this process."""
+        head = self.intents_q.head
+        if head <= tail:
+            return np.zeros(0, INTENT)
+        seqs = np.arange(tail, head, dtype=np.int64)
+        return self.intents_q.records[seqs & self.intents_q.mask]
 
     def poll_reports(self) -> int:
         view = self.consumer.peek(REPORT_BATCH)

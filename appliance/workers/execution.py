@@ -23,7 +23,7 @@ from appliance.execution import ExecutionEngine
 from appliance.records import INTENT, REPORT, TICK, ReportKind
 from appliance.shm import RecordQueue, TickRing
 from appliance.shm.snapshot import SharedSnapshot
-from appliance.supervisor import POSITION_DTYPE, TAG_EPOCH, TAG_REPORTS_HEAD
+from appliance.supervisor import POSITION_DTYPE, TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
 from appliance.workers.base import Worker
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,18 @@ class HostLink:
             if h == self.host:
                 self.positions[self.offsets[pop] + agent, sym] = qty
 
-    def publish(self, rows: np.ndarray | None = None) -> None:
-        tags = {TAG_REPORTS_HEAD: self.producer.next_seq, TAG_EPOCH: self.epoch}
-        if rows is None:
+    def publish(self, rows: np.ndarray | None = None, values: bool = True) -> None:
+        """Publish positions (all, ``rows`` only, or none) with the tags saying what they
+        include: every report before the report-queue head, every intent before the
+        intent-queue tail."""
+        tags = {
+            TAG_REPORTS_HEAD: self.producer.next_seq,
+            TAG_EPOCH: self.epoch,
+            TAG_INTENTS_TAIL: self.intents_q.tail,
+        }
+        if not values:
+            self.snapshot.write(None, tags)
+        elif rows is None:
             self.snapshot.write(self.positions, tags)
         else:
             self.snapshot.write(self.positions[rows], tags, rows=rows)
@@ -92,11 +101,11 @@ class HostLink:
                 self.host,
                 len(reports) - pushed,
             )
-            rows = None
-        if rows is None and pushed < len(reports):
             self.publish()
-        elif rows is not None:
-            self.publish(np.unique(rows))
+            return
+        # Always publish the tags, fills or not: a host resyncing waits until the
+        # snapshot covers every report it has already applied.
+        self.publish(None if rows is None else np.unique(rows), values=rows is not None)
 
     def close(self) -> None:
         self.consumer.close()

@@ -130,3 +130,23 @@ def test_block_queue_no_lost_wakeup(instance: str, procs) -> None:
         c.close()
     finally:
         q.destroy()
+
+
+def test_a_signal_during_a_block_wait_returns_instead_of_raising(instance):
+    import signal
+
+    from appliance.records import TICK
+    from appliance.shm import TickRing
+
+    ring = TickRing.create(instance, "sig", TICK, 16)
+    reader = ring.reader("block")
+    old = signal.signal(signal.SIGALRM, lambda *_: None)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        # No timeout: only the signal can end this wait (pytest-timeout guards a hang).
+        assert reader.wait(None) is False
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        reader.close()
+        ring.destroy()
