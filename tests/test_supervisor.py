@@ -108,6 +108,13 @@ def test_sighup_applies_live_changes_and_rejects_bad_files(app):
     app.proc.send_signal(signal.SIGHUP)
     app.wait_for(lambda: "applied live: feed.rate" in app.log_path.read_text(), what="reload")
     app.wait_for(lambda: "feed rate now 1000" in app.log_path.read_text(), what="feed rate")
+    app.config.write_text(
+        text.replace("rate = 4000", "rate = 1000") + '\n[trading]\nstate = "halted"\n'
+    )
+    app.proc.send_signal(signal.SIGHUP)
+    app.wait_for_log("trading halted: resting orders cancelled")
+    rejects = app.counter("execution", "rejects")
+    app.wait_for(lambda: app.counter("execution", "rejects") > rejects + 5, what="HALTED rejects")
     app.config.write_text(text.replace("ring_capacity = 16384", "ring_capacity = 3"))
     app.proc.send_signal(signal.SIGHUP)
     app.wait_for(lambda: "reload rejected" in app.log_path.read_text(), what="bad reload rejected")

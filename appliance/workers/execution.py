@@ -141,8 +141,14 @@ def main(w: Worker) -> None:
             if w.tick():
                 for msg in w.take_messages():
                     if msg["kind"] == "reload":
-                        engine.apply_config(Config.model_validate(msg["config"]))
+                        new = Config.model_validate(msg["config"])
+                        was = engine.status()["trading"]
+                        engine.apply_config(new)
                         log.info("risk limits and trading state reloaded")
+                        if new.trading.state == "halted" and was != "halted":
+                            # Halting stops new risk, resting orders included.
+                            _send(w, links, engine.cancel_all())
+                            log.warning("trading halted: resting orders cancelled")
             if w.stopping and not w.draining:
                 break
             busy = False
