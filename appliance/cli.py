@@ -18,6 +18,7 @@ log = logging.getLogger("dynamind")
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError, load_config
+    from appliance.journal import LayoutMismatch
     from appliance.supervisor import Supervisor
 
     try:
@@ -28,7 +29,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.log_format:
         config = config.model_copy(update={"log_format": args.log_format})
     logs.setup(config.log_format, process="supervisor")
-    return Supervisor(config, args.config).run(args.duration)
+    try:
+        return Supervisor(config, args.config).run(args.duration)
+    except LayoutMismatch as exc:
+        print(f"nothing started: {exc}", file=sys.stderr)
+        return 2
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

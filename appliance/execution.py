@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from appliance.journal import Journal
+from appliance.journal import Journal, LayoutMismatch
 from appliance.netting import net_market, pro_rata
 from appliance.orders import (
+    TERMINAL,
     Allocation,
     Fill,
     IntentOrder,
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from appliance.config import Config
 
 log = logging.getLogger(__name__)
+
+__all__ = ["EngineConfig", "ExecutionEngine", "LayoutMismatch", "RecoverySummary"]
 
 _S = OrderState
 
@@ -134,7 +137,7 @@ class _Batch:
         self.intents: dict[str, IntentOrder] = {}  # journaled intents that changed
         self.venue: dict[str, VenueOrder] = {}  # journaled venue orders that changed
         self.venue_fills: list[VenueFill] = []
-        self.venue_fill_ids: set[str] = set()
+        self.venue_fill_ids: set[tuple[str, str]] = set()  # (venue order, venue fill id)
         self.fills: list[Fill] = []
 
     def touch(self, o: IntentOrder | VenueOrder) -> None:
@@ -146,8 +149,10 @@ class ExecutionEngine:
     """The execution side's logic, drivable in one process.
 
     ``symbols`` are the instrument names in index order (an intent's ``symbol`` is an
-    index into it). The engine owns ``journal`` and ``venue`` (``close`` closes both).
-    Call ``recover`` once before anything else.
+    index into it). ``agents`` is the agent count per (host, population), recorded with the
+    run and checked against open positions at ``recover`` (None: agents not checked). The
+    engine owns ``journal`` and ``venue`` (``close`` closes both). Call ``recover`` once
+    before anything else.
     """
 
     def __init__(
@@ -158,9 +163,11 @@ class ExecutionEngine:
         venue: Venue,
         config: EngineConfig | None = None,
         clock: Callable[[], int] = time.time_ns,
+        agents: Mapping[tuple[int, int], int] | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self.symbols = list(symbols)
+        self.agents = None if agents is None else dict(agents)
         self.lots = np.array(
             [self.config.lot_sizes.get(s, self.config.lot_size) for s in self.symbols], float
         )
@@ -180,6 +187,7 @@ class ExecutionEngine:
         self.duplicates = 0
         self.venue_orders_sent = 0
         self.unknown_fills = 0
+        self.fill_mismatches = 0  # terminal venue orders whose fills disagree with the venue
         self.rejects: Counter[RejectReason] = Counter()
 
     @classmethod
@@ -205,6 +213,11 @@ class ExecutionEngine:
                 lot_sizes={s.name: s.lot_size for s in cfg.symbols},
                 internal_fee_bps=cfg.execution.internal_fee_bps,
             ),
+            agents={
+                (h, p): pop.agents
+                for h, host in enumerate(cfg.hosts)
+                for p, pop in enumerate(host.populations)
+            },
         )
         engine.set_trading_state(cfg.trading.state)
         return engine
@@ -227,11 +240,23 @@ class ExecutionEngine:
         ``epoch`` names the lifetime of the intent queues (see Journal.begin_run): pass the
         same value as the crashed run when the queues survived it, so intents it journaled
         and that are delivered again are recognised as duplicates.
+
+        Raises LayoutMismatch, with nothing written, if the symbols, lots or agents
+        contradict positions open in the journal (see ``Journal.layout_problems``).
         """
         if self._recovered:
             raise RuntimeError("recover() runs once per engine")
+        # Fills are keyed by symbol index and agent; a changed table would replay them onto
+        # other symbols/agents, or crash the portfolio after the journal committed (a crash
+        # loop). Refuse before anything is written.
+        lots = self.lots.tolist()
+        problems = self.journal.layout_problems(self.symbols, lots, self.agents)
+        if problems:
+            raise LayoutMismatch(self.journal.path, problems)
         now = self._clock()
-        run_id = self.journal.begin_run(epoch, now)
+        run_id = self.journal.begin_run(
+            epoch, now, symbols=self.symbols, lots=lots, agents=self.agents
+        )
         self._recovered = True
         self._intents = {o.client_order_id: o for o in self.journal.open_orders()}
         for o in self._intents.values():
@@ -348,7 +373,13 @@ class ExecutionEngine:
         mid = self.quotes.mid[sym]
         take = np.where(side > 0, self.quotes.ask[sym], self.quotes.bid[sym])
         take = np.where(np.isfinite(mid), take, np.nan)
-        ref = np.where(otype == OrderType.LIMIT, intents["limit_price"], take)
+        # A LIMIT order is valued at the highest price it can trade at: a buy at its limit
+        # (it takes the ask only if ask <= limit, and rests at the limit); a sell at the
+        # bid if that is above its limit (a marketable sell takes the bid), else its limit.
+        # fmax: an unknown bid (NaN) leaves the limit.
+        limit_px = intents["limit_price"]
+        limit_ref = np.where(side < 0, np.fmax(limit_px, self.quotes.bid[sym]), limit_px)
+        ref = np.where(otype == OrderType.LIMIT, limit_ref, take)
         host, pop, agent = (intents[f].tolist() for f in ("host", "population", "agent"))
         sym_l, seq_l, side_l = sym.tolist(), intents["seq"].tolist(), side.tolist()
         position, open_buy, open_sell = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -507,11 +538,13 @@ class ExecutionEngine:
         self._need_run()
         self.quotes.update(ticks)
         fills = self.venue.on_ticks(ticks)
-        if not fills:
+        if not (fills or self._in_doubt):
             return {}
         reports = _Reports()
         b = _Batch(reports)
         self._apply_fills(fills, b)
+        if self._in_doubt:  # not only when intents arrive: a quiet engine settles them too
+            self._retry_in_doubt(b)
         self._commit(b)
         return reports.build(self._clock())
 
@@ -548,6 +581,18 @@ class ExecutionEngine:
                     self._accept(o, b)
         for f in new_fills:
             self._venue_fill(vo, f, b)
+        if status.state in TERMINAL and round(status.filled_qty / vo.lot) != vo.filled_lots:
+            # The venue is done with the order, yet its fills and ours disagree (fills we
+            # never got, or ones it no longer has): positions differ from the venue's. Say
+            # so loudly and close the order rather than leave it open forever.
+            self.fill_mismatches += 1
+            text = (
+                f"venue reports {_S(status.state).name} with {status.filled_qty} filled, the "
+                f"journal holds {vo.filled_qty}"
+            )
+            log.error("FILL MISMATCH on venue order %s: %s", vo.client_order_id, text)
+            if not vo.is_terminal:
+                self._venue_ended(vo, RejectReason.VENUE, text, b)
         if status.state in (_S.CANCELED, _S.REJECTED) and not vo.is_terminal:
             self._venue_ended(vo, status.reason, status.reason_text or "cancelled by the venue", b)
 
@@ -567,9 +612,10 @@ class ExecutionEngine:
     def _unseen(self, fills: Sequence[VenueFill], b: _Batch) -> list[VenueFill]:
         if not fills:
             return []
-        known = self.journal.known_venue_fill_ids(f.venue_fill_id for f in fills)
+        # Keyed per venue order: fill ids are only unique per order at some venues.
+        known = self.journal.known_venue_fill_ids((f.client_id, f.venue_fill_id) for f in fills)
         known |= b.venue_fill_ids
-        return [f for f in fills if f.venue_fill_id not in known]
+        return [f for f in fills if (f.client_id, f.venue_fill_id) not in known]
 
     def _venue_fill(self, vo: VenueOrder, f: VenueFill, b: _Batch) -> None:
         lots = round(f.qty / vo.lot)
@@ -583,7 +629,7 @@ class ExecutionEngine:
         vo.advance(_S.FILLED if vo.filled_lots == vo.qty_lots else _S.PARTIALLY_FILLED)
         b.touch(vo)
         b.venue_fills.append(f)
-        b.venue_fill_ids.add(f.venue_fill_id)
+        b.venue_fill_ids.add((f.client_id, f.venue_fill_id))
         shares = pro_rata(lots, [a.remaining_lots for a in vo.allocations])
         for a, share in zip(vo.allocations, shares.tolist(), strict=True):
             if share:
@@ -707,7 +753,8 @@ class ExecutionEngine:
     # ---- stop and status ----------------------------------------------------------------
 
     def record_drained(self, host_seqs: Mapping[int, int]) -> None:
-        """Clean stop: the last intent seq drained per host, stored with the run."""
+        """Clean stop: per host, the intent queue head (records ever pushed, one past the
+        last seq) up to which this run drained, stored with the run."""
         self.journal.record_drained(host_seqs, self._clock())
 
     def close(self) -> None:
@@ -738,6 +785,7 @@ class ExecutionEngine:
             "open_orders": self.open_orders,
             "venue_orders": self.venue_orders_sent,
             "in_doubt": len(self._in_doubt),
+            "fill_mismatches": self.fill_mismatches,
             "rejects": {r.name: n for r, n in sorted(self.rejects.items())},
             "realized": totals.realized,
             "unrealized": totals.unrealized,

@@ -35,9 +35,42 @@ from appliance.sqlitefile import StoreError, open_store, transaction
 from appliance.venues.base import VenueFill
 
 APPLICATION_ID = 0x444D4A4E  # "DMJN": marks the file as a dynamind journal
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.layout, venue fills keyed per venue order
 _OPEN_STATES = f"state < {min(TERMINAL)}"  # NEW..PARTIALLY_FILLED; matches the partial index
 _CHUNK = 500  # bound on "IN (...)" parameter lists
+
+# Venue fill ids are only unique per venue order at some venues (the paper venue's restart
+# at P1 when its state file is recreated): a venue fill is keyed by (venue order, fill id).
+_VENUE_FILLS = """
+CREATE TABLE {name} (             -- fills as the venue reported them; the idempotence key
+    venue_order_id TEXT NOT NULL REFERENCES venue_orders(client_order_id),
+    venue_fill_id  TEXT NOT NULL,
+    qty            REAL NOT NULL,
+    price          REAL NOT NULL,
+    fee            REAL NOT NULL,
+    maker          INTEGER NOT NULL,
+    ts_ns          INTEGER NOT NULL,
+    PRIMARY KEY (venue_order_id, venue_fill_id)
+);
+"""
+_FILLS = """
+CREATE TABLE {name} (             -- fills of intent orders (internal, or a venue fill's share)
+    fill_id         INTEGER PRIMARY KEY AUTOINCREMENT,     -- application order
+    client_order_id TEXT NOT NULL REFERENCES orders(client_order_id),
+    venue_order_id  TEXT REFERENCES venue_orders(client_order_id),
+    venue_fill_id   TEXT,
+    side            INTEGER NOT NULL,
+    qty             REAL NOT NULL,
+    price           REAL NOT NULL,
+    fee             REAL NOT NULL,
+    liquidity       TEXT NOT NULL CHECK (liquidity IN ('internal', 'venue')),
+    ts_ns           INTEGER NOT NULL,
+    FOREIGN KEY (venue_order_id, venue_fill_id)
+        REFERENCES venue_fills(venue_order_id, venue_fill_id),
+    UNIQUE (venue_order_id, venue_fill_id, client_order_id)  -- applied to an intent once
+);
+"""
+_FILL_TABLES = _VENUE_FILLS.format(name="venue_fills") + _FILLS.format(name="fills")
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -45,7 +78,8 @@ CREATE TABLE runs (
     epoch      TEXT NOT NULL,     -- scope in which (host, intent_seq) identifies an intent
     started_ns INTEGER NOT NULL,
     stopped_ns INTEGER,           -- NULL: still running, or did not stop cleanly
-    drained    TEXT               -- JSON {host: last intent seq drained} at clean stop
+    drained    TEXT,              -- JSON {host: intent queue head} at clean stop
+    layout     TEXT               -- JSON {symbols, lots, agents} the run was started with
 );
 CREATE TABLE orders (             -- one row per intent
     client_order_id TEXT PRIMARY KEY,                      -- "{run_id}-{host}-{intent_seq}"
@@ -99,30 +133,27 @@ CREATE TABLE venue_order_intents (  -- the intents a venue order covers, with th
     PRIMARY KEY (venue_order_id, client_order_id)
 ) WITHOUT ROWID;
 CREATE INDEX venue_order_intents_intent ON venue_order_intents(client_order_id);
-CREATE TABLE venue_fills (        -- fills as the venue reported them; the idempotence key
-    venue_fill_id  TEXT PRIMARY KEY,
-    venue_order_id TEXT NOT NULL REFERENCES venue_orders(client_order_id),
-    qty            REAL NOT NULL,
-    price          REAL NOT NULL,
-    fee            REAL NOT NULL,
-    maker          INTEGER NOT NULL,
-    ts_ns          INTEGER NOT NULL
-);
-CREATE TABLE fills (              -- fills of intent orders (internal, or a venue fill's share)
-    fill_id         INTEGER PRIMARY KEY AUTOINCREMENT,     -- application order
-    client_order_id TEXT NOT NULL REFERENCES orders(client_order_id),
-    venue_order_id  TEXT REFERENCES venue_orders(client_order_id),
-    venue_fill_id   TEXT REFERENCES venue_fills(venue_fill_id),
-    side            INTEGER NOT NULL,
-    qty             REAL NOT NULL,
-    price           REAL NOT NULL,
-    fee             REAL NOT NULL,
-    liquidity       TEXT NOT NULL CHECK (liquidity IN ('internal', 'venue')),
-    ts_ns           INTEGER NOT NULL,
-    UNIQUE (venue_fill_id, client_order_id)   -- a venue fill is applied to an intent once
-);
-CREATE INDEX fills_order ON fills(client_order_id);
 """
+_SCHEMA += _FILL_TABLES + "CREATE INDEX fills_order ON fills(client_order_id);\n"
+
+# Version 1 -> 2: runs.layout; venue fills keyed by (venue order, fill id). SQLite cannot
+# change a primary key in place: rebuild both fill tables (copy, drop, rename).
+_UPGRADES = {
+    1: "ALTER TABLE runs ADD COLUMN layout TEXT;"
+    + _VENUE_FILLS.format(name="venue_fills_v2")
+    + _FILLS.format(name="fills_v2")
+    + """
+INSERT INTO venue_fills_v2 (venue_order_id, venue_fill_id, qty, price, fee, maker, ts_ns)
+    SELECT venue_order_id, venue_fill_id, qty, price, fee, maker, ts_ns FROM venue_fills;
+INSERT INTO fills_v2 SELECT fill_id, client_order_id, venue_order_id, venue_fill_id, side, qty,
+    price, fee, liquidity, ts_ns FROM fills;
+DROP TABLE fills;
+DROP TABLE venue_fills;
+ALTER TABLE venue_fills_v2 RENAME TO venue_fills;
+ALTER TABLE fills_v2 RENAME TO fills;
+CREATE INDEX fills_order ON fills(client_order_id);
+""",
+}
 
 _ORDER_COLS = (
     "client_order_id, host, population, agent, intent_seq, symbol, side, order_type, qty, "
@@ -136,6 +167,36 @@ _VENUE_COLS = (
 
 class JournalError(StoreError):
     """The journal file is unusable, or a write would contradict what it holds."""
+
+
+class LayoutMismatch(RuntimeError):
+    """The configured instrument table or agent layout contradicts positions the journal
+    holds open (see ``layout_problems``): starting would misattribute or crash on them."""
+
+    def __init__(self, path: str | os.PathLike[str], problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            f"{path}: the configuration does not fit the positions open in the journal "
+            "(restore the old symbols/agents, or flatten those positions first):\n  "
+            + "\n  ".join(self.problems)
+        )
+
+
+def layout_problems(
+    path: str | os.PathLike[str],
+    symbols: Sequence[str],
+    lots: Sequence[float],
+    agents: Mapping[tuple[int, int], int] | None = None,
+) -> list[str]:
+    """``Journal.layout_problems`` of the journal at ``path``, opened read-only (callable
+    before anything starts); no file yet is a fresh journal: no problems."""
+    if not Path(path).exists():
+        return []
+    j = Journal(path, readonly=True)
+    try:
+        return j.layout_problems(symbols, lots, agents)
+    finally:
+        j.close()
 
 
 def _lots(qty: float, lot: float) -> int:
@@ -168,7 +229,10 @@ class Journal:
             synchronous=synchronous,
             readonly=readonly,
             error=JournalError,
+            upgrades=_UPGRADES,
         )
+        # A read-only open may find an older file (not upgraded yet): what it lacks.
+        self.schema_version = self._conn.execute("PRAGMA user_version").fetchone()[0]
 
     def close(self) -> None:
         self._conn.close()
@@ -178,15 +242,38 @@ class Journal:
 
     # ---- runs ---------------------------------------------------------------------------
 
-    def begin_run(self, epoch: str | int | None = None, now_ns: int | None = None) -> int:
+    def begin_run(
+        self,
+        epoch: str | int | None = None,
+        now_ns: int | None = None,
+        *,
+        symbols: Sequence[str] | None = None,
+        lots: Sequence[float] | None = None,
+        agents: Mapping[tuple[int, int], int] | None = None,
+    ) -> int:
         """Start a run. ``epoch`` names the lifetime of the intent queues: intents are
         identified by (epoch, host, intent_seq), so a run that continues the queues of a
         crashed run (same epoch) sees that run's intents as already journaled. Without an
-        epoch every run is its own scope (queues recreated, seqs start again)."""
+        epoch every run is its own scope (queues recreated, seqs start again).
+
+        ``symbols``/``lots`` (index order) and ``agents`` (count per (host, population)) are
+        the layout the journal's indices mean in this run; ``layout_problems`` checks the
+        next run's layout against it."""
         now = time.time_ns() if now_ns is None else now_ns
+        layout = None
+        if symbols is not None:
+            layout = json.dumps(
+                {
+                    "symbols": list(symbols),
+                    "lots": [float(x) for x in lots] if lots is not None else None,
+                    "agents": None
+                    if agents is None
+                    else [[int(h), int(p), int(n)] for (h, p), n in sorted(agents.items())],
+                }
+            )
         with self._tx() as c:
             run_id = c.execute(
-                "INSERT INTO runs (epoch, started_ns) VALUES ('', ?)", (now,)
+                "INSERT INTO runs (epoch, started_ns, layout) VALUES ('', ?, ?)", (now, layout)
             ).lastrowid
             ep = f"run-{run_id}" if epoch is None else str(epoch)
             c.execute("UPDATE runs SET epoch = ? WHERE run_id = ?", (ep, run_id))
@@ -197,7 +284,8 @@ class Journal:
         return run_id
 
     def record_drained(self, host_seqs: Mapping[int, int], now_ns: int | None = None) -> None:
-        """Clean stop: remember, per host, the last intent seq this run drained."""
+        """Clean stop: remember, per host, the intent queue's head when this run drained it
+        (the count of records ever pushed, i.e. one past the last seq; not the last seq)."""
         run_id = self._need_run()
         now = time.time_ns() if now_ns is None else now_ns
         drained = json.dumps({str(h): int(s) for h, s in sorted(host_seqs.items())})
@@ -221,6 +309,85 @@ class Journal:
             }
             for r in rows
         ]
+
+    def last_layout(self) -> dict | None:
+        """The layout recorded by the latest run that recorded one (None: no run did)."""
+        if self.schema_version < 2:  # read-only view of a file not upgraded yet
+            return None
+        row = self._conn.execute(
+            "SELECT layout FROM runs WHERE layout IS NOT NULL ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def layout_problems(
+        self,
+        symbols: Sequence[str],
+        lots: Sequence[float],
+        agents: Mapping[tuple[int, int], int] | None = None,
+    ) -> list[str]:
+        """What in a new layout contradicts the positions still open in this journal, as
+        human-readable lines; empty: compatible (a fresh journal, or changes that touch
+        only flat symbols and agents).
+
+        Fills are keyed by symbol index and (host, population, agent) and carry their lot,
+        so an open position breaks if its index now names another symbol (reordered,
+        removed), its lot size changed, or its agent no longer exists. Symbol names are
+        compared with the latest recorded layout (runs before layout recording: lots and
+        agents only). ``agents`` None: agents not checked."""
+        old = self.last_layout() or {}
+        old_syms: list[str] = old.get("symbols") or []
+        old_agents = {(h, p): n for h, p, n in old.get("agents") or []}
+        by_symbol: dict[int, dict[float, list[tuple[int, int, int]]]] = {}
+        by_pop: dict[tuple[int, int], set[int]] = {}
+        rows = self._conn.execute(
+            "SELECT o.host, o.population, o.agent, o.symbol, o.lot, "
+            "SUM(f.side * CAST(ROUND(f.qty / o.lot) AS INTEGER)) AS held "
+            "FROM fills f JOIN orders o USING (client_order_id) "
+            "GROUP BY o.host, o.population, o.agent, o.symbol, o.lot HAVING held != 0"
+        )
+        for h, p, a, s, lot, _ in rows:
+            by_symbol.setdefault(s, {}).setdefault(lot, []).append((h, p, a))
+            by_pop.setdefault((h, p), set()).add(a)
+        problems = []
+        for s, held in sorted(by_symbol.items()):
+            who = [k for ks in held.values() for k in ks]
+            ex = f"positions open ({len(who)} agent(s), e.g. host {who[0][0]} population "
+            ex += f"{who[0][1]} agent {who[0][2]})"
+            was = old_syms[s] if s < len(old_syms) else None
+            now = symbols[s] if s < len(symbols) else None
+            if was is not None and was != now:
+                where = (
+                    f"is now index {list(symbols).index(was)}"
+                    if was in symbols
+                    else "is no longer configured"
+                )
+                instead = f" (index {s} is now {now})" if now is not None else ""
+                problems.append(f"symbol {was} (index {s}) {where}{instead}: {ex}")
+            elif now is None:
+                problems.append(
+                    f"symbol index {s} is no longer configured ({len(symbols)} symbols): {ex}"
+                )
+            else:
+                for lot in sorted(held):
+                    if lot != float(lots[s]):  # exact, as Portfolio compares
+                        problems.append(
+                            f"symbol {now} (index {s}): lot size {lot:g} -> {float(lots[s]):g} "
+                            f"with {ex}"
+                        )
+        if agents is not None:
+            for (h, p), held_by in sorted(by_pop.items()):
+                n = agents.get((h, p), 0)
+                gone = sorted(a for a in held_by if a >= n)
+                if not gone:
+                    continue
+                was_n = old_agents.get((h, p))
+                was_txt = f" (was {was_n})" if was_n is not None else ""
+                now_txt = f"now has {n} agents" if n else "no longer exists"
+                problems.append(
+                    f"host {h} population {p} {now_txt}{was_txt}: {len(gone)} agent(s) beyond "
+                    f"it hold positions, e.g. agent {gone[0]}"
+                )
+        return problems
 
     def _need_run(self) -> int:
         if self.run_id is None:
@@ -416,17 +583,20 @@ class Journal:
         )
         return {h: s for h, s in rows}
 
-    def known_venue_fill_ids(self, ids: Iterable[str]) -> set[str]:
-        ids = list(ids)
-        known: set[str] = set()
-        for i in range(0, len(ids), _CHUNK):
-            part = ids[i : i + _CHUNK]
+    def known_venue_fill_ids(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The subset of (venue_order_id, venue_fill_id) already journaled. A fill id alone
+        is not a key: some venues number fills per order (or restart their numbering)."""
+        wanted = set(keys)
+        orders = sorted({vo for vo, _ in wanted})
+        known: set[tuple[str, str]] = set()
+        for i in range(0, len(orders), _CHUNK):
+            part = orders[i : i + _CHUNK]
             rows = self._conn.execute(
-                "SELECT venue_fill_id FROM venue_fills WHERE venue_fill_id IN "
+                "SELECT venue_order_id, venue_fill_id FROM venue_fills WHERE venue_order_id IN "
                 f"({','.join('?' * len(part))})",
                 part,
             )
-            known.update(r[0] for r in rows)
+            known.update(k for k in rows if k in wanted)
         return known
 
     def _intents(self, where: str, args: tuple = ()) -> list[IntentOrder]:

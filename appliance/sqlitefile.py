@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -30,12 +30,17 @@ def open_store(
     synchronous: str,
     readonly: bool = False,
     error: type[StoreError] = StoreError,
+    upgrades: Mapping[int, str] | None = None,
 ) -> sqlite3.Connection:
     """Open (creating if new and writable) an SQLite file of one kind, in WAL mode.
 
     The connection is in autocommit mode: writers use ``transaction``. ``error`` is the
     exception type raised for an unusable file (a subclass, so callers can catch their own).
+    ``upgrades`` maps an older schema version to the SQL that brings it to the next one: a
+    writable open applies the chain in one transaction; a read-only open accepts such an
+    older file as it is (the reader checks ``PRAGMA user_version`` for what it lacks).
     """
+    upgrades = upgrades or {}
     if synchronous not in ("FULL", "NORMAL"):
         raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
     path = Path(path)
@@ -63,7 +68,10 @@ def open_store(
             raise error(f"{path}: application id {app_id:#x}, not a {what}")
         found = conn.execute("PRAGMA user_version").fetchone()[0]
         if found != version:
-            raise error(f"{path}: {what} schema version {found}, expected {version}")
+            if found > version or not all(v in upgrades for v in range(found, version)):
+                raise error(f"{path}: {what} schema version {found}, expected {version}")
+            if not readonly:
+                _upgrade(conn, path, found, version, upgrades, what, error)
         if not readonly:
             _wal(conn, path, error)
             conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -76,6 +84,26 @@ def open_store(
         conn.close()
         raise
     return conn
+
+
+def _upgrade(
+    conn: sqlite3.Connection,
+    path: Path,
+    found: int,
+    version: int,
+    upgrades: Mapping[int, str],
+    what: str,
+    error: type[StoreError],
+) -> None:
+    # Runs before foreign_keys is switched on, so tables can be rebuilt (create, copy,
+    # drop, rename) the way SQLite documents for changes ALTER TABLE cannot make.
+    script = "".join(upgrades[v] for v in range(found, version))
+    try:
+        conn.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={version}; COMMIT;")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise error(f"{path}: cannot upgrade {what} from version {found} ({exc})") from exc
 
 
 def _wal(conn: sqlite3.Connection, path: Path, error: type[StoreError]) -> None:

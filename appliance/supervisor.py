@@ -27,6 +27,7 @@ from appliance import layout
 from appliance.config import Config, ConfigError, diff_config, load_config
 from appliance.control import Channel
 from appliance.cpu import CpuPlan, plan
+from appliance.journal import LayoutMismatch, layout_problems
 from appliance.records import INTENT, REPORT, TICK
 from appliance.shm import RecordQueue, Stats, TickRing, require_tso
 from appliance.shm.segment import reclaim_stale
@@ -184,8 +185,25 @@ class Supervisor:
                 raise RuntimeError(f"workers not ready after {timeout:.0f}s: {late}")
             time.sleep(0.01)
 
+    def check_journal(self) -> None:
+        """Refuse to start when the config contradicts positions open in the journal."""
+        cfg = self.config
+        problems = layout_problems(
+            cfg.journal_path,
+            cfg.symbol_names,
+            [s.lot_size for s in cfg.symbols],
+            {
+                (h, p): pop.agents
+                for h, host in enumerate(cfg.hosts)
+                for p, pop in enumerate(host.populations)
+            },
+        )
+        if problems:
+            raise LayoutMismatch(cfg.journal_path, problems)
+
     def start(self) -> None:
         cfg = self.config
+        self.check_journal()
         # Workers are pinned to one core each: a BLAS thread pool inside one would only
         # fight its own process for that core. Children read these at numpy import.
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -1,13 +1,15 @@
+import re
+
 import numpy as np
 import pytest
 
 from appliance.execution import EngineConfig, ExecutionEngine
-from appliance.journal import Journal
+from appliance.journal import Journal, LayoutMismatch
 from appliance.orders import OrderState
 from appliance.portfolio import Portfolio
 from appliance.records import OrderType, RejectReason, ReportKind, Side
 from appliance.risk import RiskLimits
-from appliance.venues.base import OrderRequest
+from appliance.venues.base import OrderRequest, OrderStatus
 from appliance.venues.paper import PaperVenue
 from tests.exec_factories import intents, quotes, trade
 
@@ -425,6 +427,13 @@ def test_from_config(tmp_path):
     )
     e = ExecutionEngine.from_config(cfg)
     assert e.recover().run_id == 1
+    agents = [[h, p, pop.agents] for h, host in enumerate(cfg.hosts)
+              for p, pop in enumerate(host.populations)]  # fmt: skip
+    assert e.journal.last_layout() == {
+        "symbols": [s.name for s in cfg.symbols],
+        "lots": [s.lot_size for s in cfg.symbols],
+        "agents": agents,
+    }
     assert e.symbols == [s.name for s in cfg.symbols]
     assert e.lots.tolist() == [s.lot_size for s in cfg.symbols]
     first = cfg.symbols[0]
@@ -441,3 +450,97 @@ def test_summary_is_one_log_line(tmp_path):
     e.process(intents([{"order_type": OrderType.LIMIT, "limit_price": 90.0}]))
     line = str(make(tmp_path).summary)
     assert "\n" not in line and "1 open intents" in line and "last intent seqs {0: 0}" in line
+
+
+def test_layout_change_with_open_positions_is_refused_before_writing(tmp_path):
+    e = make(tmp_path)
+    e.process(intents([{"agent": 0, "qty": 1.0}]))  # long BTC/USD
+    e.close()
+
+    def restart(symbols=SYMS, lot=0.001, agents=None):
+        j = Journal(tmp_path / "journal.sqlite", synchronous="NORMAL")
+        v = PaperVenue(tmp_path / "venue.sqlite", len(symbols), lot_size=lot,
+                       synchronous="NORMAL")  # fmt: skip
+        limits = dict.fromkeys(symbols, RiskLimits(10.0, 1e6))
+        return ExecutionEngine(symbols, limits, j, v, EngineConfig(lot_size=lot), agents=agents)
+
+    runs = len(Journal(tmp_path / "journal.sqlite", readonly=True).runs())
+    for kw, text in [
+        ({"lot": 0.01}, "symbol BTC/USD (index 0): lot size 0.001 -> 0.01"),
+        ({"symbols": ["ETH/USD", "BTC/USD", "SOL/USD"]}, "BTC/USD (index 0) is now index 1"),
+        ({"symbols": ["ETH/USD", "SOL/USD"]}, "BTC/USD (index 0) is no longer configured"),
+        ({"agents": {(0, 1): 3}}, "host 0 population 0 no longer exists"),
+    ]:
+        e = restart(**kw)
+        with pytest.raises(LayoutMismatch, match=re.escape(text)):
+            e.recover()  # before: replayed onto another symbol, or crashed in the portfolio
+        e.close()
+    assert len(Journal(tmp_path / "journal.sqlite", readonly=True).runs()) == runs  # untouched
+    e = restart(symbols=[*SYMS, "DOGE/USD"], agents={(0, 0): 1})  # appending is fine
+    e.recover()
+    assert e.positions() == {(0, 0, 0, 0): 1.0}
+    e.close()
+    e = restart(agents={(0, 0): 1})  # the recorded agents are compared next time
+    e.recover()
+    e.close()
+    with pytest.raises(LayoutMismatch, match=r"now has 0 agents|no longer exists"):
+        restart(agents={(0, 0): 0, (0, 1): 1}).recover()
+
+
+def test_venue_fill_ids_restarting_per_venue_file_are_not_dropped(tmp_path):
+    e = make(tmp_path)
+    e.process(intents([{"agent": 0, "qty": 1.0}]))  # venue fill P1 of order 1-v1
+    e.close()
+    (tmp_path / "venue.sqlite").unlink()  # venue state recreated: fill ids start at P1 again
+    e = make(tmp_path, epoch="queues-2")
+    rep = e.process(intents([{"agent": 1, "qty": 2.0}]))  # its fill is P1 of order 2-v2
+    assert events(rep) == [(0, "ACK", 0), (0, "FILL", 1)]
+    assert e.positions() == {(0, 0, 0, 0): 1.0, (0, 0, 1, 0): 2.0} and e.open_orders == 0
+    check_invariants(e)
+
+
+def test_terminal_venue_status_with_other_fills_is_loud_and_closed(tmp_path, caplog):
+    e = make(tmp_path)
+    e.process(intents([{"qty": 2.0, "order_type": OrderType.LIMIT, "limit_price": 90.0}]))
+    (cid,) = [c for c, *_ in venue_orders(e)]
+    real = e.venue.fetch_order
+    # the venue says it filled (its fills lost to us): before, the order stayed open forever
+    e.venue.fetch_order = lambda c: OrderStatus(c, S.FILLED, 2.0) if c == cid else real(c)
+    with caplog.at_level("ERROR"):
+        rep = e.reconcile()
+    assert events(rep) == [(0, "CANCEL", 1)] and e.open_orders == 0
+    assert e.status()["fill_mismatches"] == 1
+    assert "FILL MISMATCH" in caplog.text and "2.0 filled, the journal holds 0.0" in caplog.text
+    assert e.journal.venue_order(cid).state is S.CANCELED
+    check_invariants(e)
+
+
+def test_sell_limit_far_below_the_bid_is_valued_at_the_bid(tmp_path):
+    e = make(tmp_path)  # ETH/USD: bid 10
+    e.risk.set_limits({**LIMITS, "ETH/USD": RiskLimits(100.0, 500.0)})
+    lim = {"symbol": 1, "side": Side.SELL, "order_type": OrderType.LIMIT}
+    rep = e.process(intents([
+        {**lim, "qty": 60.0, "limit_price": 0.01},  # 0.6 at its limit, 600 at the bid
+        {**lim, "qty": 40.0, "limit_price": 0.01, "agent": 1},  # 400 at the bid: passes
+        {**lim, "qty": 10.0, "limit_price": 60.0, "agent": 2},  # above the bid: its limit
+        {"symbol": 1, "qty": 10.0, "order_type": OrderType.LIMIT, "limit_price": 60.0,
+         "agent": 3},  # buy: valued at its limit (it may rest and fill there)
+    ]))  # fmt: skip
+    reasons = {int(r["intent_seq"]): R(r["reason"]) for r in rep[0] if r["kind"] == K.REJECT}
+    assert reasons == {0: R.MAX_NOTIONAL, 2: R.MAX_NOTIONAL, 3: R.MAX_NOTIONAL}
+
+
+def test_in_doubt_orders_are_settled_from_on_ticks(tmp_path):
+    e = make(tmp_path)
+    real = e.venue.submit
+
+    def flaky(order):
+        real(order)  # it reached the venue, but the answer was lost
+        raise ConnectionError("timeout")
+
+    e.venue.submit = flaky
+    assert e.process(intents([{"qty": 1.0}])) == {} and e.status()["in_doubt"] == 1
+    e.venue.submit = real
+    rep = e.on_ticks(quotes(0, 100.0, 101.0))  # no intents arrive, no resting fill
+    assert events(rep) == [(0, "ACK", 0), (0, "FILL", 1)] and e.status()["in_doubt"] == 0
+    check_invariants(e, {0: 1})

@@ -2,7 +2,7 @@ import sqlite3
 
 import pytest
 
-from appliance.journal import Journal, JournalError
+from appliance.journal import Journal, JournalError, LayoutMismatch, layout_problems
 from appliance.orders import (
     Allocation,
     Fill,
@@ -154,7 +154,8 @@ def test_venue_fill_recorded_once(journal):
     shares = [fill(o, 5, venue_order_id=vo.client_order_id, venue_fill_id="P1", liquidity="venue")
               for o in (a, b)]  # fmt: skip
     journal.write(venue_fills=[vf], fills=shares)
-    assert journal.known_venue_fill_ids(["P1", "P2"]) == {"P1"}
+    v = vo.client_order_id
+    assert journal.known_venue_fill_ids([(v, "P1"), (v, "P2"), ("1-v9", "P1")]) == {(v, "P1")}
     with pytest.raises(sqlite3.IntegrityError):
         journal.write(venue_fills=[vf], fills=shares)
     assert journal.fill_count() == 2
@@ -216,3 +217,177 @@ def test_write_needs_a_run(tmp_path):
     j = Journal(tmp_path / "j.sqlite")
     with pytest.raises(JournalError, match="begin_run"):
         j.write()
+
+
+def test_venue_fill_ids_are_keyed_per_venue_order(journal):
+    # Some venues number fills per order (the paper venue restarts at P1 with a new state
+    # file): the same fill id on another venue order is another fill.
+    a, b = intent(journal, 0), intent(journal, 1)
+    vos = [
+        VenueOrder(journal.next_venue_order_id()[1], venue_seq=i + 1, symbol=0, side=1,
+                   order_type=1, qty_lots=10, lot=0.1,
+                   allocations=[Allocation(o.client_order_id, 10)])
+        for i, o in enumerate((a, b))
+    ]  # fmt: skip
+    journal.write(new_intents=[a, b], new_venue_orders=vos)
+    for o, vo in zip((a, b), vos, strict=True):
+        journal.write(
+            venue_fills=[VenueFill("P1", vo.client_order_id, 1.0, 100.0, 0.0, False, 5)],
+            fills=[fill(o, 10, venue_order_id=vo.client_order_id, venue_fill_id="P1",
+                        liquidity="venue")],
+        )  # fmt: skip
+    keys = [(vo.client_order_id, "P1") for vo in vos]
+    assert journal.known_venue_fill_ids(keys) == set(keys)
+    assert journal.positions_from_fills() == {(0, 0, 0, 0): 2.0}
+
+
+def held(
+    j: Journal,
+    agent: int,
+    symbol: int,
+    lots: int,
+    lot: float = 0.1,
+    seq: int = 0,
+    population: int = 0,
+):
+    o = IntentOrder(j.intent_client_id(0, seq), population=population, agent=agent,
+                    intent_seq=seq, symbol=symbol, side=1 if lots > 0 else -1, order_type=1,
+                    qty_lots=abs(lots), lot=lot, created_ns=1)  # fmt: skip
+    j.write(new_intents=[o], fills=[fill(o, abs(lots))])
+
+
+def test_layout_problems(tmp_path):
+    path = tmp_path / "j.sqlite"
+    syms, lots, agents = ["A", "B", "C"], [0.1, 0.1, 0.1], {(0, 0): 4, (0, 1): 2}
+    assert layout_problems(path, syms, lots, agents) == []  # no journal yet
+    j = Journal(path, synchronous="NORMAL")
+    j.begin_run(symbols=syms, lots=lots, agents=agents)
+    assert j.layout_problems(["X"], [1.0], {}) == []  # nothing held: anything goes
+    held(j, agent=3, symbol=1, lots=5)  # agent 3 of (0, 0) long B
+    held(j, agent=1, symbol=2, lots=2, seq=1, population=1)  # agent 1 of (0, 1) long C
+    held(j, agent=0, symbol=0, lots=2, seq=2)
+    held(j, agent=0, symbol=0, lots=-2, seq=3)  # A: flat again
+    assert j.last_layout() == {"symbols": syms, "lots": lots, "agents": [[0, 0, 4], [0, 1, 2]]}
+    ok = [
+        (syms, lots, agents),
+        (["Z", "B", "C"], [9.0, 0.1, 0.1], agents),  # flat A replaced, its lot changed
+        ([*syms, "D"], [*lots, 1.0], {(0, 0): 4, (0, 1): 2, (1, 0): 9}),  # appended
+        (syms, lots, {(0, 0): 4, (0, 1): 2}),
+        (syms, lots, None),  # agents not checked
+    ]
+    for s, lt, ag in ok:
+        assert j.layout_problems(s, lt, ag) == [], (s, lt, ag)
+    (p,) = j.layout_problems(syms, [0.1, 0.01, 0.1], agents)
+    assert "symbol B (index 1): lot size 0.1 -> 0.01" in p and "agent 3" in p
+    b, c = j.layout_problems(["A", "C", "B"], lots, agents)
+    assert b.startswith("symbol B (index 1) is now index 2 (index 1 is now C)")
+    assert c.startswith("symbol C (index 2) is now index 1 (index 2 is now B)")
+    problems = j.layout_problems(["A", "B"], [0.1, 0.1], agents)
+    assert problems == [
+        "symbol C (index 2) is no longer configured: positions open (1 agent(s), e.g. host 0 "
+        "population 1 agent 1)"
+    ]
+    (p,) = j.layout_problems(syms, lots, {(0, 0): 3, (0, 1): 2})
+    assert p.startswith("host 0 population 0 now has 3 agents (was 4)") and "agent 3" in p
+    (p,) = j.layout_problems(syms, lots, {(0, 0): 4})
+    assert p.startswith("host 0 population 1 no longer exists (was 2)")
+    # the module-level check (for the supervisor) opens read-only, alongside the writer
+    assert layout_problems(path, ["A", "C", "B"], lots, agents) == j.layout_problems(
+        ["A", "C", "B"], lots, agents
+    )
+    assert "symbol B" in str(LayoutMismatch(path, [p, "symbol B"]))
+    j.close()
+
+
+def _downgrade_to_v1(path):
+    """Rewrite a journal to the version-1 schema (fill ids keyed alone, no runs.layout)."""
+    c = sqlite3.connect(path, isolation_level=None)
+    c.executescript("""
+        BEGIN;
+        CREATE TABLE vf1 (
+            venue_fill_id  TEXT PRIMARY KEY,
+            venue_order_id TEXT NOT NULL REFERENCES venue_orders(client_order_id),
+            qty REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL,
+            maker INTEGER NOT NULL, ts_ns INTEGER NOT NULL);
+        INSERT INTO vf1 SELECT venue_fill_id, venue_order_id, qty, price, fee, maker, ts_ns
+            FROM venue_fills;
+        CREATE TABLE f1 (
+            fill_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            client_order_id TEXT NOT NULL REFERENCES orders(client_order_id),
+            venue_order_id TEXT REFERENCES venue_orders(client_order_id),
+            venue_fill_id TEXT REFERENCES venue_fills(venue_fill_id),
+            side INTEGER NOT NULL, qty REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL,
+            liquidity TEXT NOT NULL CHECK (liquidity IN ('internal', 'venue')),
+            ts_ns INTEGER NOT NULL,
+            UNIQUE (venue_fill_id, client_order_id));
+        INSERT INTO f1 SELECT * FROM fills;
+        DROP TABLE fills; DROP TABLE venue_fills;
+        ALTER TABLE vf1 RENAME TO venue_fills; ALTER TABLE f1 RENAME TO fills;
+        CREATE INDEX fills_order ON fills(client_order_id);
+        ALTER TABLE runs DROP COLUMN layout;
+        PRAGMA user_version = 1;
+        COMMIT;
+    """)
+    c.close()
+
+
+def test_version_1_journal_is_read_then_upgraded(tmp_path):
+    path = tmp_path / "j.sqlite"
+    j = Journal(path, synchronous="NORMAL")
+    j.begin_run(symbols=["A"], lots=[0.1])
+    o = intent(j, 0)
+    vo = VenueOrder(
+        j.next_venue_order_id()[1],
+        venue_seq=1,
+        symbol=0,
+        side=1,
+        order_type=1,
+        qty_lots=10,
+        lot=0.1,
+        allocations=[Allocation(o.client_order_id, 10)],
+    )
+    j.write(new_intents=[o], new_venue_orders=[vo])
+    j.write(venue_fills=[VenueFill("P1", vo.client_order_id, 0.5, 100.0, 0.0, False, 5)],
+            fills=[fill(o, 5, venue_order_id=vo.client_order_id, venue_fill_id="P1",
+                        liquidity="venue")])  # fmt: skip
+    j.close()
+    _downgrade_to_v1(path)
+    ro = Journal(path, readonly=True)  # a reader does not upgrade: it copes
+    assert ro.schema_version == 1 and ro.last_layout() is None
+    assert ro.layout_problems(["A"], [0.1], None) == []
+    assert "lot size 0.1 -> 1" in ro.layout_problems(["A"], [1.0], None)[0]
+    ro.close()
+    j = Journal(path, synchronous="NORMAL")  # the writer upgrades in place
+    assert j.schema_version == 2 and j._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert j._conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert j.positions_from_fills() == {(0, 0, 0, 0): 0.5}
+    assert j.known_venue_fill_ids([(vo.client_order_id, "P1")]) == {(vo.client_order_id, "P1")}
+    j.begin_run(symbols=["A"], lots=[0.1])
+    o2 = intent(j, 1)
+    vo2 = VenueOrder(
+        j.next_venue_order_id()[1],
+        venue_seq=2,
+        symbol=0,
+        side=1,
+        order_type=1,
+        qty_lots=10,
+        lot=0.1,
+        allocations=[Allocation(o2.client_order_id, 10)],
+    )
+    j.write(new_intents=[o2], new_venue_orders=[vo2])
+    j.write(venue_fills=[VenueFill("P1", vo2.client_order_id, 1.0, 100.0, 0.0, False, 5)],
+            fills=[fill(o2, 10, venue_order_id=vo2.client_order_id, venue_fill_id="P1",
+                        liquidity="venue")])  # fmt: skip
+    assert [f.venue_order_id for f in j.fills()] == [vo.client_order_id, vo2.client_order_id]
+    assert j.positions_from_fills() == {(0, 0, 0, 0): 1.5}
+    j.close()
+
+
+def test_newer_journal_is_refused(tmp_path):
+    path = tmp_path / "j.sqlite"
+    Journal(path).close()
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA user_version = 99")
+    c.close()
+    with pytest.raises(JournalError, match="schema version 99, expected 2"):
+        Journal(path)

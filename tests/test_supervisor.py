@@ -121,3 +121,15 @@ def test_sighup_applies_live_changes_and_rejects_bad_files(app):
     time.sleep(0.5)
     assert app.proc.poll() is None
     assert app.stop() == 0
+
+
+def test_config_contradicting_open_positions_starts_nothing(app, tmp_path):
+    app.start("--duration", "3")
+    assert app.proc.wait(120) == 0, app.log_tail()
+    text = app.config.read_text()
+    # a lot size change under open positions would misread every journaled fill
+    app.config.write_text(text.replace("lot_size = 0.00001", "lot_size = 0.001"))
+    res = dynamind("run", "--config", str(app.config), "--duration", "1", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "nothing started" in res.stderr and "BTC/USDT" in res.stderr
+    assert app.leftovers() == []

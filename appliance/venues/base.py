@@ -31,7 +31,8 @@ class OrderRequest:
 
 @dataclass(frozen=True, slots=True)
 class VenueFill:
-    """One execution reported by the venue. venue_fill_id is unique at that venue."""
+    """One execution reported by the venue. venue_fill_id need only be unique per order
+    (client_id): the journal keys venue fills by (client_id, venue_fill_id)."""
 
     venue_fill_id: str
     client_id: str
@@ -47,7 +48,7 @@ class OrderStatus:
     """The venue's view of one order.
 
     From ``submit`` the fills are those of that call; from ``fetch_order`` they are all the
-    order's fills so far (the caller drops the ones it already applied, by venue_fill_id).
+    order's fills so far (the caller drops the ones it already applied, by fill id).
     ``duplicate`` is set when a submit was refused because the id is already known: the
     order exists at the venue, so the caller must reconcile it, not mark it rejected.
     """

@@ -86,6 +86,54 @@ class _Resting:
     lot: float
 
 
+class _RestingIndex:
+    """Resting orders as arrays for the vectorised tick check, kept up to date in O(1) per
+    added or removed order (amortised) instead of rebuilt from the dict on every change,
+    which made a run quadratic in the number of resting orders.
+
+    Slots are append-only in arrival order; a removed order leaves a dead slot, and the
+    arrays are compacted (order kept) once dead slots outnumber live ones.
+    """
+
+    def __init__(self) -> None:
+        self.cids: list[str | None] = []
+        self.sym = np.zeros(16, np.intp)
+        self.side = np.zeros(16, np.int64)
+        self.limit = np.zeros(16, float)
+        self.alive = np.zeros(16, bool)
+        self.slot: dict[str, int] = {}
+        self.compactions = 0  # whole-index rewrites, for tests and diagnostics
+
+    def add(self, cid: str, r: _Resting) -> None:
+        i = len(self.cids)
+        if i == len(self.alive):
+            for name in ("sym", "side", "limit", "alive"):
+                a = getattr(self, name)
+                grown = np.zeros(2 * len(a), a.dtype)
+                grown[:i] = a
+                setattr(self, name, grown)
+        self.sym[i], self.side[i], self.limit[i], self.alive[i] = r.symbol, r.side, r.limit, True
+        self.cids.append(cid)
+        self.slot[cid] = i
+
+    def remove(self, cids: Sequence[str]) -> None:
+        for cid in cids:
+            i = self.slot.pop(cid)
+            self.alive[i] = False
+            self.cids[i] = None
+        n = len(self.cids)
+        if n > 64 and len(self.slot) < n // 2:
+            self.compactions += 1
+            keep = np.flatnonzero(self.alive[:n])
+            self.cids = [self.cids[i] for i in keep.tolist()]
+            self.slot = {cid: i for i, cid in enumerate(self.cids)}
+            for name in ("sym", "side", "limit", "alive"):
+                a = getattr(self, name)
+                a[: len(keep)] = a[keep]
+                a[len(keep) : n] = 0
+        # (the arrays keep their capacity: they are sized for the peak)
+
+
 class PaperVenue:
     """Simulated venue; ``lot_size`` (one for all symbols, or one per symbol) must match
     the execution engine's."""
@@ -132,7 +180,9 @@ class PaperVenue:
             self._resting[cid] = _Resting(
                 sym, side, limit, round(qty / lot), round(filled / lot), lot
             )
-        self._index: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._book = _RestingIndex()
+        for cid, r in self._resting.items():
+            self._book.add(cid, r)
 
     def close(self) -> None:
         self._conn.close()
@@ -197,8 +247,8 @@ class PaperVenue:
             book = self.quotes.ask_size if side > 0 else self.quotes.bid_size
             book[sym] = max(book[sym] - fill_lots * lot, 0.0)
         if state in _RESTING:
-            self._resting[cid] = _Resting(sym, side, limit, lots, fill_lots, lot)
-            self._index = None
+            r = self._resting[cid] = _Resting(sym, side, limit, lots, fill_lots, lot)
+            self._book.add(cid, r)
         return OrderStatus(cid, state, fill_lots * lot, fills, RejectReason(reason), text)
 
     def _validate(self, order: OrderRequest) -> tuple[int, str, int, float]:
@@ -221,7 +271,7 @@ class PaperVenue:
     def cancel(self, client_id: str) -> OrderStatus | None:
         r = self._resting.pop(client_id, None)
         if r is not None:
-            self._index = None
+            self._book.remove([client_id])
             with transaction(self._conn) as c:
                 c.execute(
                     "UPDATE orders SET state = ?, updated_ns = ? WHERE client_id = ?",
@@ -261,17 +311,19 @@ class PaperVenue:
         if not self._resting:
             return []
         low, high = price_extremes(ticks, self.n_symbols)
-        cids, sym, side, limit = self._resting_index()
-        hit = np.where(side > 0, low[sym] <= limit, high[sym] >= limit)
+        book, n = self._book, len(self._book.cids)
+        sym, side, limit = book.sym[:n], book.side[:n], book.limit[:n]
+        hit = book.alive[:n] & np.where(side > 0, low[sym] <= limit, high[sym] >= limit)
         if not hit.any():
             return []
         now = self._clock()
         fills = []
-        for i in np.flatnonzero(hit).tolist():
-            r = self._resting.pop(cids[i])
+        hit_cids = [book.cids[i] for i in np.flatnonzero(hit).tolist()]
+        for cid in hit_cids:
+            r = self._resting.pop(cid)
             qty = (r.lots - r.filled_lots) * r.lot
-            fills.append(self._make_fill(cids[i], qty, r.limit, self.maker_bps, True, now))
-        self._index = None
+            fills.append(self._make_fill(cid, qty, r.limit, self.maker_bps, True, now))
+        book.remove(hit_cids)
         with transaction(self._conn) as c:
             self._insert_fills(c, fills)
             c.executemany(
@@ -279,18 +331,6 @@ class PaperVenue:
                 [(int(OrderState.FILLED), now, f.client_id) for f in fills],
             )
         return fills
-
-    def _resting_index(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-        """Resting orders as arrays (rebuilt only when the set changes)."""
-        if self._index is None:
-            rs = list(self._resting.items())
-            self._index = (
-                [cid for cid, _ in rs],
-                np.array([r.symbol for _, r in rs], np.intp),
-                np.array([r.side for _, r in rs], np.int64),
-                np.array([r.limit for _, r in rs], float),
-            )
-        return self._index
 
     # ---- fills --------------------------------------------------------------------------
 

@@ -1,3 +1,5 @@
+import sqlite3
+
 import numpy as np
 import pytest
 
@@ -152,3 +154,69 @@ def test_quote_book_and_extremes_vectorised():
         trades = rows["kind"] == TickKind.TRADE
         assert low[s] == min(rows["ask"].min(), rows["last_price"][trades].min())
         assert high[s] == max(rows["bid"].max(), rows["last_price"][trades].max())
+
+
+def test_resting_index_matches_the_orders_through_adds_fills_and_cancels(tmp_path):
+    rng = np.random.default_rng(7)
+    path = tmp_path / "v.sqlite"
+    v = PaperVenue(path, 2, lot_size=0.01, synchronous="NORMAL")
+    v.on_ticks(quotes([0, 1], [100.0, 10.0], [101.0, 11.0], size=0.0))
+    live: dict[str, tuple[int, int, float]] = {}  # what must rest, in arrival order
+    n = 0
+    for step in range(300):
+        for _ in range(int(rng.integers(0, 6))):
+            sym, side = int(rng.integers(0, 2)), int(rng.choice([1, -1]))
+            mid = 100.0 if sym == 0 else 10.0
+            limit = round(mid * (1 - side * rng.uniform(0.02, 0.2)), 2)
+            v.submit(req(f"o{n}", side, 0.01, LMT, limit, sym))
+            live[f"o{n}"] = (sym, side, limit)
+            n += 1
+        if live and rng.random() < 0.3:
+            cid = list(live)[int(rng.integers(0, len(live)))]
+            assert v.cancel(cid).state is S.CANCELED
+            del live[cid]
+        if step == 150:  # restart: the index is rebuilt from the state file
+            v.close()
+            v = PaperVenue(path, 2, lot_size=0.01, synchronous="NORMAL")
+        sym = int(rng.integers(0, 2))
+        mid = 100.0 if sym == 0 else 10.0
+        px = round(mid * rng.uniform(0.85, 1.15), 2)
+        tick = trade(sym, px, px - 0.5, px + 0.5)
+        tick["bid_size"] = tick["ask_size"] = 0.0  # nothing takes on arrival: all rest
+        fills = v.on_ticks(tick)
+        # the trade is the batch's extreme both ways: a buy at lim is reached iff px <= lim
+        hit = [cid for cid, (s, sd, lim) in live.items() if s == sym and sd * (lim - px) >= 0]
+        assert [f.client_id for f in fills] == hit  # every reached order, in arrival order
+        for cid in hit:
+            del live[cid]
+        assert [o.client_id for o in v.open_orders()] == list(live)
+    assert len(v._book.cids) < 2 * max(len(live), 64)  # dead slots get compacted
+    v.close()
+
+
+def test_resting_orders_cost_no_rebuild_per_change(tmp_path):
+    # 50k orders rest; each submit then tick must not redo work proportional to all of them
+    # (the index used to be rebuilt from the dict after every change: quadratic per run).
+    path = tmp_path / "v.sqlite"
+    PaperVenue(path, 1, lot_size=0.01, synchronous="NORMAL").close()
+    c = sqlite3.connect(path)
+    c.executemany(
+        "INSERT INTO orders (client_id, symbol, side, order_type, qty, limit_price, lot, "
+        "state, created_ns, updated_ns) VALUES (?, 0, 1, ?, 0.01, 50.0, 0.01, ?, 0, 0)",
+        [(f"r{i}", int(LMT), int(S.ACCEPTED)) for i in range(50_000)],
+    )
+    c.commit()
+    c.close()
+    v = PaperVenue(path, 1, lot_size=0.01, synchronous="NORMAL")
+    v.on_ticks(quotes(0, 100.0, 101.0))
+    index = v._book
+    arrays = (index.sym, index.side, index.limit, index.alive)
+    for k in range(30):
+        v.submit(req(f"n{k}", Side.BUY, 0.01, LMT, 50.0))
+        assert v.on_ticks(quotes(0, 100.0, 101.0)) == []
+    # the same index, updated in place: no rebuild, no compaction, no regrowth
+    assert v._book is index and index.compactions == 0
+    now = (index.sym, index.side, index.limit, index.alive)
+    assert all(a is b for a, b in zip(arrays, now, strict=True))
+    assert len(v.open_orders()) == 50_030
+    v.close()
