@@ -297,6 +297,22 @@ class Supervisor:
                     self.last_status[child.process.name] = msg
                 elif kind == "error":
                     log.error("%s reported: %s", child.process.name, msg.get("error"))
+                elif kind == "positions_check":
+                    differ = msg.get("differ", [])
+                    if differ:
+                        log.error(
+                            "%s positions check: agents DIFFER from execution "
+                            "([population, agent, host's, execution's]): %s",
+                            child.process.name,
+                            differ,
+                        )
+                    else:
+                        log.info(
+                            "%s positions check: %d settled agents agree with execution%s",
+                            child.process.name,
+                            msg.get("checked", 0),
+                            f" ({msg['skipped']})" if msg.get("skipped") else "",
+                        )
                 elif kind == "final":
                     self.final = msg
                     log.info(

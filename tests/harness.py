@@ -279,3 +279,13 @@ def journal_positions(app: Appliance) -> dict[tuple[int, int, int, int], float]:
         return j.positions_from_fills()
     finally:
         j.close()
+
+
+def assert_hosts_agree(app: Appliance) -> None:
+    """At the clean stop every agent host compared its agents' positions with execution's."""
+    lines = [line["msg"] for line in app.log_lines() if "positions check" in line["msg"]]
+    assert "DIFFER" not in " ".join(lines), lines
+    for host in ("host-a", "host-b"):
+        mine = [m for m in lines if m.startswith(f"{host} positions check")]
+        assert mine, f"{host} made no positions check:\n{app.log_tail()}"
+        assert "did not settle" not in mine[-1] and " 0 settled" not in mine[-1], mine[-1]

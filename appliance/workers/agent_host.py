@@ -14,6 +14,7 @@ or missed. State is warmed from the ticks still in the ring, with intents suppre
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -25,7 +26,7 @@ from appliance.shm import RecordQueue, TickRing
 from appliance.shm.snapshot import SharedSnapshot, SnapshotBusy
 from appliance.supervisor import POSITION_DTYPE, TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
 from appliance.workers.base import Worker
-from appliance.xp import get_xp
+from appliance.xp import get_xp, to_host
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,16 @@ class Host:
         self.consumer = self.reports_q.consumer(w.strategy)
         self.epoch = -1
         self.skip_reports_before = 0
+        self.warm = True  # replaying the ring's history: state only, no intents
         self._buf = np.zeros(READ_BATCH, INTENT)
 
-    def resync_positions(self) -> None:
+    def resync_positions(self, deadline: float | None = None) -> bool:
         """Load positions from the execution side's snapshot (see the module docstring).
 
         Waits until the snapshot covers every report this host has already applied
         (execution publishes right after pushing, so that is a moment), then marks the
-        agents whose intents are still in the intent queue as pending with them.
+        agents whose intents are still in the intent queue as pending with them. Gives up
+        (False) when told to stop, or at the monotonic ``deadline`` when one is given.
         """
         while True:
             try:
@@ -93,8 +96,10 @@ class Host:
             except SnapshotBusy:
                 pass
             self.w.tick()
-            if self.w.stopping:
-                return
+            if deadline is None and self.w.stopping:
+                return False
+            if deadline is not None and time.monotonic() > deadline:
+                return False
             time.sleep(0.001)
         changed = tags[TAG_EPOCH] != self.epoch
         self.epoch = tags[TAG_EPOCH]
@@ -114,6 +119,7 @@ class Host:
             self.skip_reports_before,
             len(flying),
         )
+        return True
 
     def _in_flight(self, tail: int) -> np.ndarray:
         """Copies of the intents this host published from queue position ``tail`` on.
@@ -175,6 +181,53 @@ class Host:
                     break
         self.w.add("intents", done)
 
+    def check_positions(self, timeout: float = 5.0) -> dict:
+        """At a clean stop: do the agents hold the positions execution holds for them?
+
+        Compared once execution has taken every intent this host published and the snapshot
+        covers exactly the reports this host applied, for the agents with nothing open
+        (a resting limit order keeps its agent pending).
+        """
+        deadline = time.monotonic() + timeout
+        if self.warm:  # warm-up steps marked agents pending without sending anything
+            self.resync_positions(deadline)
+            self.warm = False
+        while True:
+            self.poll_reports()
+            try:
+                data, tags, _ = self.snapshot.read()
+            except SnapshotBusy:
+                tags = None
+            if tags is not None and tags[TAG_EPOCH] != self.epoch:
+                self.resync_positions(deadline)  # execution restarted while we stopped
+                continue
+            if (
+                tags is not None
+                and tags[TAG_EPOCH] == self.epoch
+                and tags[TAG_REPORTS_HEAD] == self.reports_q.tail
+                and tags[TAG_INTENTS_TAIL] == self.intents_q.head
+                and len(self.consumer) == 0
+            ):
+                break  # execution took all our intents and we applied all its reports
+            if time.monotonic() > deadline:
+                return {
+                    "checked": 0,
+                    "skipped": f"execution did not settle in time (snapshot tags {tags}, "
+                    f"epoch {self.epoch}, reports tail {self.reports_q.tail}, "
+                    f"intents head {self.intents_q.head})",
+                }
+            time.sleep(0.005)
+        checked, differ = 0, []
+        for p, pop in enumerate(self.populations):
+            rows = data[self.offsets[p] : self.offsets[p + 1]]
+            theirs = rows[np.arange(pop.n_agents), pop.agent_symbol]
+            mine = to_host(pop.position)
+            settled = ~to_host(pop.pending)
+            bad = np.flatnonzero(settled & ~np.isclose(mine, theirs, rtol=0, atol=1e-9))
+            checked += int(settled.sum())
+            differ += [[p, int(a), float(mine[a]), float(theirs[a])] for a in bad[:5]]
+        return {"checked": checked, "differ": differ}
+
     def close(self) -> None:
         for role in (self.reader, self.producer, self.consumer):
             role.close()
@@ -187,7 +240,6 @@ def main(w: Worker) -> None:
     try:
         host.resync_positions()
         started = time.time_ns()
-        warm = True  # replaying the ring's history: state only, no intents
         w.event("ready")
         while not w.stopping:
             w.tick()
@@ -198,9 +250,11 @@ def main(w: Worker) -> None:
                 host.reader.wait(WAIT_S)
                 continue
             view = host.reader.read(READ_BATCH)
-            if warm and (len(view) == 0 or int(view["recv_ns"][-1]) >= started):
-                warm = False
+            if host.warm and (len(view) == 0 or int(view["recv_ns"][-1]) >= started):
+                host.warm = False
                 host.resync_positions()  # warm-up marked agents pending: clear that
-            host.on_ticks(view, emit=not warm)
+            host.on_ticks(view, emit=not host.warm)
+        if os.getppid() == w.spec.supervisor_pid:  # a stop, not an orphaning
+            w.event("positions_check", **host.check_positions())
     finally:
         host.close()

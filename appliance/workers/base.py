@@ -107,7 +107,9 @@ class Worker:
         return msgs
 
     def event(self, kind: str, **fields: Any) -> None:
-        """Tell the supervisor something (status figures, errors)."""
+        """Tell the supervisor something (ready, status figures, errors)."""
+        if kind == "ready":  # attached and recovered: from now on the slot says running
+            self.slot.state(SlotState.RUNNING)
         self.up.send(kind, name=self.process.name, pid=os.getpid(), **fields)
 
     def add(self, counter: str, n: int = 1) -> None:
@@ -143,7 +145,6 @@ def run(spec: WorkerSpec, down: Channel, up: Channel) -> None:
     role = importlib.import_module(ROLE_MODULES[spec.process.role])
     code = 0
     try:
-        worker.slot.state(SlotState.RUNNING)
         role.main(worker)
     except Exception as exc:
         log.exception("%s failed", spec.process.name)

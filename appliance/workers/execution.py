@@ -165,11 +165,24 @@ def main(w: Worker) -> None:
             total = sum(len(r) for r in runs)
             if total:
                 intents = np.concatenate(runs) if len(runs) > 1 else runs[0].copy()
+                seen_before = engine.duplicates
                 reports = engine.process(intents)  # journaled before it returns
                 for link, run in zip(links, runs, strict=True):
                     link.consumer.advance(len(run))
                 w.add("intents", total)
                 _send(w, links, reports)
+                resync = engine.duplicates > seen_before
+                for link, run in zip(links, runs, strict=True):
+                    if not len(run):
+                        continue
+                    if resync:
+                        # Intents a crashed incarnation journaled came again: they make no
+                        # reports, so their agents would wait for ever. Their fills are in
+                        # our positions (loaded from the journal): have the host reload.
+                        link.epoch += 1
+                        link.publish()
+                    elif not len(reports.get(link.host, ())):
+                        link.publish(values=False)  # no reports, but the intents were taken
                 busy = True
             elif w.draining:
                 heads = {link.host: link.intents_q.head for link in links}
