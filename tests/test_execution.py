@@ -292,7 +292,9 @@ def test_crash_in_on_ticks_before_journaling_fill(tmp_path):
     check_invariants(e2, {0: 1})
 
 
-def test_submit_error_is_in_doubt_then_reconciled(tmp_path):
+def make_in_doubt(tmp_path):
+    """An engine whose venue takes each order but loses the answer (a timeout), and the
+    venue's real submit to restore."""
     e = make(tmp_path)
     real = e.venue.submit
 
@@ -301,6 +303,11 @@ def test_submit_error_is_in_doubt_then_reconciled(tmp_path):
         raise ConnectionError("timeout")
 
     e.venue.submit = flaky
+    return e, real
+
+
+def test_submit_error_is_in_doubt_then_reconciled(tmp_path):
+    e, real = make_in_doubt(tmp_path)
     rep = e.process(intents([{"qty": 1.0}]))
     assert rep == {} and e.status()["in_doubt"] == 1
     e.venue.submit = real
@@ -531,14 +538,7 @@ def test_sell_limit_far_below_the_bid_is_valued_at_the_bid(tmp_path):
 
 
 def test_in_doubt_orders_are_settled_from_on_ticks(tmp_path):
-    e = make(tmp_path)
-    real = e.venue.submit
-
-    def flaky(order):
-        real(order)  # it reached the venue, but the answer was lost
-        raise ConnectionError("timeout")
-
-    e.venue.submit = flaky
+    e, real = make_in_doubt(tmp_path)
     assert e.process(intents([{"qty": 1.0}])) == {} and e.status()["in_doubt"] == 1
     e.venue.submit = real
     rep = e.on_ticks(quotes(0, 100.0, 101.0))  # no intents arrive, no resting fill
