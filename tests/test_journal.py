@@ -331,14 +331,11 @@ def _downgrade_to_v1(path):
     c.close()
 
 
-def test_version_1_journal_is_read_then_upgraded(tmp_path):
-    path = tmp_path / "j.sqlite"
-    j = Journal(path, synchronous="NORMAL")
-    j.begin_run(symbols=["A"], lots=[0.1])
-    o = intent(j, 0)
-    vo = VenueOrder(
+def buy_covering(j: Journal, o, venue_seq: int) -> VenueOrder:
+    """A venue buy of 10 lots of 0.1 covering intent order ``o``."""
+    return VenueOrder(
         j.next_venue_order_id()[1],
-        venue_seq=1,
+        venue_seq=venue_seq,
         symbol=0,
         side=1,
         order_type=1,
@@ -346,6 +343,14 @@ def test_version_1_journal_is_read_then_upgraded(tmp_path):
         lot=0.1,
         allocations=[Allocation(o.client_order_id, 10)],
     )
+
+
+def test_version_1_journal_is_read_then_upgraded(tmp_path):
+    path = tmp_path / "j.sqlite"
+    j = Journal(path, synchronous="NORMAL")
+    j.begin_run(symbols=["A"], lots=[0.1])
+    o = intent(j, 0)
+    vo = buy_covering(j, o, 1)
     j.write(new_intents=[o], new_venue_orders=[vo])
     j.write(venue_fills=[VenueFill("P1", vo.client_order_id, 0.5, 100.0, 0.0, False, 5)],
             fills=[fill(o, 5, venue_order_id=vo.client_order_id, venue_fill_id="P1",
@@ -364,16 +369,7 @@ def test_version_1_journal_is_read_then_upgraded(tmp_path):
     assert j.known_venue_fill_ids([(vo.client_order_id, "P1")]) == {(vo.client_order_id, "P1")}
     j.begin_run(symbols=["A"], lots=[0.1])
     o2 = intent(j, 1)
-    vo2 = VenueOrder(
-        j.next_venue_order_id()[1],
-        venue_seq=2,
-        symbol=0,
-        side=1,
-        order_type=1,
-        qty_lots=10,
-        lot=0.1,
-        allocations=[Allocation(o2.client_order_id, 10)],
-    )
+    vo2 = buy_covering(j, o2, 2)
     j.write(new_intents=[o2], new_venue_orders=[vo2])
     j.write(venue_fills=[VenueFill("P1", vo2.client_order_id, 1.0, 100.0, 0.0, False, 5)],
             fills=[fill(o2, 10, venue_order_id=vo2.client_order_id, venue_fill_id="P1",
