@@ -38,9 +38,10 @@ from pydantic import (
 
 from appliance.agents import POPULATIONS
 from appliance.feeds.tickfile import TickFileError, read_header
+from appliance.model.enums import SINGLE_ROLES, Role
 
 # Processes other than agent hosts that the supervisor runs (and that CPU lists may name).
-WORKERS = ("feed", "execution", "recorder")
+WORKERS: tuple[str, ...] = tuple(r.value for r in SINGLE_ROLES)
 # The whole appliance, as a restart target in diffs.
 APPLIANCE = "appliance"
 
@@ -487,11 +488,11 @@ def _restart_target(path: str, loc: tuple[str | int, ...], old: Config) -> str |
         return None
     top = loc[0]
     if top == "feed" or (top == "symbols" and loc[-1] == "start_price"):
-        return "feed"
+        return Role.FEED
     if top in ("execution", "journal_path", "venue_state_path"):
-        return "execution"
+        return Role.EXECUTION
     if top == "recorder":
-        return "recorder"
+        return Role.RECORDER
     if top == "cpu" and len(loc) == 3:
         key = str(loc[2])
         return key if key in WORKERS or key in (h.name for h in old.hosts) else APPLIANCE

@@ -1,7 +1,7 @@
 """IPC bench: small messages from one producer process to one consumer process.
 
 Compares multiprocessing.Queue, faster-fifo and the appliance's own shared-memory
-structures (TickRing, RecordQueue) on the same machine in one run, then measures one-way
+structures (BroadcastRing, RecordQueue) on the same machine in one run, then measures one-way
 hand-off latency. Every pair is two spawned processes; throughput is measured on the
 consumer side, from the first message received to the last. See bench/README.md.
 
@@ -86,7 +86,7 @@ def _prefault(records: np.ndarray, write: bool) -> None:
 
 
 def _ticks(n: int) -> np.ndarray:
-    from appliance.records import TICK
+    from appliance.model.records import TICK
 
     t = np.zeros(n, TICK)
     t["bid"], t["ask"], t["last_price"] = 100.0, 100.01, 100.0
@@ -149,13 +149,13 @@ def ff_consumer(q: Any, n: int, batch: int) -> Callable[[], dict]:
     return work
 
 
-# TickRing
+# BroadcastRing
 
 
 def ring_producer(instance: str, n: int, batch: int, strategy: str) -> Callable[[], dict]:
-    from appliance.shm import TickRing
+    from appliance.shm import BroadcastRing
 
-    ring = TickRing.attach(instance, "ring", _ticks(1).dtype)
+    ring = BroadcastRing.attach(instance, "ring", _ticks(1).dtype)
     w = ring.writer(strategy, seq_field="seq")
     _prefault(ring.records, write=True)
     recs = _ticks(batch)
@@ -176,9 +176,9 @@ def ring_producer(instance: str, n: int, batch: int, strategy: str) -> Callable[
 
 
 def ring_consumer(instance: str, n: int, batch: int, strategy: str) -> Callable[[], dict]:
-    from appliance.shm import TickRing
+    from appliance.shm import BroadcastRing
 
-    ring = TickRing.attach(instance, "ring", _ticks(1).dtype)
+    ring = BroadcastRing.attach(instance, "ring", _ticks(1).dtype)
     r = ring.reader(strategy, start=0)
     _prefault(ring.records, write=False)
 
@@ -287,9 +287,9 @@ def _pace(t0: int, i: int) -> None:
 def lat_ring_producer(
     instance: str, n: int, strategy: str, zero_copy: bool = True
 ) -> Callable[[], dict]:
-    from appliance.shm import TickRing
+    from appliance.shm import BroadcastRing
 
-    ring = TickRing.attach(instance, "ring", _ticks(1).dtype)
+    ring = BroadcastRing.attach(instance, "ring", _ticks(1).dtype)
     w = ring.writer(strategy, seq_field="seq")
     _prefault(ring.records, write=True)
     claim, publish, write, clock = w.claim, w.publish, w.write, time.perf_counter_ns
@@ -317,9 +317,9 @@ def lat_ring_producer(
 
 
 def lat_ring_consumer(instance: str, n: int, strategy: str) -> Callable[[], dict]:
-    from appliance.shm import TickRing
+    from appliance.shm import BroadcastRing
 
-    ring = TickRing.attach(instance, "ring", _ticks(1).dtype)
+    ring = BroadcastRing.attach(instance, "ring", _ticks(1).dtype)
     r = ring.reader(strategy, start=0)
     _prefault(ring.records, write=False)
 
@@ -581,8 +581,8 @@ def _receive(conns: list[Any], kind: str, timeout: float) -> list[Any]:
 def _throughput_row(
     ctx: Any, name: str, kind: str, n: int, batch: int, strategy: str, instance: str
 ) -> dict:
-    from appliance.records import TICK
-    from appliance.shm import RecordQueue, TickRing
+    from appliance.model.records import TICK
+    from appliance.shm import BroadcastRing, RecordQueue
 
     owned = None
     if kind == "mpq":
@@ -594,7 +594,7 @@ def _throughput_row(
         q = faster_fifo.Queue(max_size_bytes=16 * 1024 * 1024)
         prod, cons = (ff_producer, (q, n, batch)), (ff_consumer, (q, n, batch))
     elif kind == "ring":
-        owned = TickRing.create(instance, "ring", TICK, RING_CAPACITY)
+        owned = BroadcastRing.create(instance, "ring", TICK, RING_CAPACITY)
         args = (instance, n, batch, strategy)
         prod, cons = (ring_producer, args), (ring_consumer, args)
     else:
@@ -644,8 +644,8 @@ def _median_row(runs: list[dict]) -> dict:
 def _latency_row(ctx: Any, name: str, kind: str, n: int, strategy: str, instance: str) -> dict:
     import posix_ipc
 
-    from appliance.records import TICK
-    from appliance.shm import RecordQueue, TickRing
+    from appliance.model.records import TICK
+    from appliance.shm import BroadcastRing, RecordQueue
 
     owned: Any = None
     cleanup: list[Callable[[], None]] = []
@@ -653,7 +653,7 @@ def _latency_row(ctx: Any, name: str, kind: str, n: int, strategy: str, instance
         q = ctx.Queue()
         prod, cons = (lat_mpq_producer, (q, n)), (lat_mpq_consumer, (q, n))
     elif kind in ("ring", "ring-write"):
-        owned = TickRing.create(instance, "ring", TICK, LAT_RING_CAPACITY)
+        owned = BroadcastRing.create(instance, "ring", TICK, LAT_RING_CAPACITY)
         prod = (lat_ring_producer, (instance, n, strategy, kind == "ring"))
         cons = (lat_ring_consumer, (instance, n, strategy))
     elif kind == "rq":
@@ -687,17 +687,17 @@ THROUGHPUT_PLAN = [
     # name, transport, count key, batch, wait strategy
     ("multiprocessing.Queue", "mpq", "mpq", 1, "-"),
     (f"faster-fifo batch {FF_BATCH}", "ff", "ff", FF_BATCH, "-"),
-    ("TickRing batch 1", "ring", "ring1", 1, "spin"),
-    ("TickRing batch 64", "ring", "ring64", 64, "spin"),
-    ("TickRing batch 1024", "ring", "ring1024", 1024, "spin"),
-    ("TickRing batch 64 (block)", "ring", "ring64", 64, "block"),
+    ("BroadcastRing batch 1", "ring", "ring1", 1, "spin"),
+    ("BroadcastRing batch 64", "ring", "ring64", 64, "spin"),
+    ("BroadcastRing batch 1024", "ring", "ring1024", 1024, "spin"),
+    ("BroadcastRing batch 64 (block)", "ring", "ring64", 64, "block"),
     ("RecordQueue batch 1", "rq", "rq1", 1, "spin"),
     ("RecordQueue batch 256", "rq", "rq256", 256, "spin"),
 ]
 LATENCY_PLAN = [
-    ("TickRing claim/publish", "ring", "spin"),
-    ("TickRing claim/publish", "ring", "block"),
-    ("TickRing write()", "ring-write", "spin"),
+    ("BroadcastRing claim/publish", "ring", "spin"),
+    ("BroadcastRing claim/publish", "ring", "block"),
+    ("BroadcastRing write()", "ring-write", "spin"),
     ("RecordQueue push", "rq", "spin"),
     ("RecordQueue push", "rq", "block"),
     ("multiprocessing.Queue", "mpq", "-"),
@@ -763,15 +763,19 @@ def _targets(rows: list[dict], lat_rows: list[dict]) -> list[dict]:
     by = {r["name"]: r for r in rows}
     lat = {(r["name"], r["strategy"]): r for r in lat_rows}
     checks = [
-        ("TickRing batch 1024 >= 150x mp.Queue", by["TickRing batch 1024"]["vs_mpq"], 150),
-        ("TickRing batch 1 >= 2x mp.Queue", by["TickRing batch 1"]["vs_mpq"], 2),
+        (
+            "BroadcastRing batch 1024 >= 150x mp.Queue",
+            by["BroadcastRing batch 1024"]["vs_mpq"],
+            150,
+        ),
+        ("BroadcastRing batch 1 >= 2x mp.Queue", by["BroadcastRing batch 1"]["vs_mpq"], 2),
     ]
     out = [{"target": t, "measured": v, "met": v >= goal} for t, v, goal in checks]
     for strategy, goal in (("spin", 5.0), ("block", 50.0)):
-        v = lat[("TickRing claim/publish", strategy)]["p99_us"]
+        v = lat[("BroadcastRing claim/publish", strategy)]["p99_us"]
         out.append(
             {
-                "target": f"TickRing hand-off p99 < {goal} us ({strategy})",
+                "target": f"BroadcastRing hand-off p99 < {goal} us ({strategy})",
                 "measured": v,
                 "met": v < goal,
             }

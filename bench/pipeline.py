@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from appliance import layout, logs
 from appliance.config import Config, load_config
+from appliance.runtime import layout, logs
+from appliance.runtime.supervisor import Supervisor
 from appliance.shm.stats import percentile
-from appliance.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

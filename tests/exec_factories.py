@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.records import INTENT, TICK, OrderType, Side, TickKind
+from appliance.model.records import INTENT, TICK, OrderType, Side, TickKind
 
 
 def quotes(

@@ -113,7 +113,7 @@ class Appliance:
     def start(self, *args: str) -> Appliance:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance.cli", "run", "--config", str(self.config), *args],
+            [sys.executable, "-m", "appliance.ops.cli", "run", "--config", str(self.config), *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.dir,
@@ -272,7 +272,7 @@ def final_report(app: Appliance) -> dict:
 
 
 def journal_positions(app: Appliance) -> dict[tuple[int, int, int, int], float]:
-    from appliance.journal import Journal
+    from appliance.trading.journal import Journal
 
     j = Journal(app.dir / "journal.sqlite", readonly=True)
     try:

@@ -10,7 +10,7 @@ import pytest
 
 from appliance.config import Config, ConfigError, diff_config, load_config
 from appliance.feeds.tickfile import TickFileWriter
-from appliance.records import TICK
+from appliance.model.records import TICK
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "config" / "dynamind.toml"

@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from appliance.records import INTENT, REPORT, OrderType, RejectReason, ReportKind, Side
-from appliance.xp import to_host
+from appliance.agents.xp import to_host
+from appliance.model.records import INTENT, REPORT, OrderType, RejectReason, ReportKind, Side
 
 # Exposure differences below this many base units are float noise from adding fills,
 # not a wish to trade.

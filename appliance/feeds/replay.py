@@ -16,15 +16,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
 from appliance.feeds.tickfile import TickFileReader
-from appliance.records import TICK
-
-if TYPE_CHECKING:
-    from appliance.config import Config
+from appliance.model.records import TICK
 
 Pace = Literal["recorded", "fast"]
 
@@ -75,15 +72,6 @@ class ReplayFeed:
         #: Completed passes over the file (ts_ns of the current one is shifted by
         #: passes * the recording's period).
         self.passes = 0
-
-    @classmethod
-    def from_config(cls, config: Config) -> ReplayFeed:
-        """The replay feed a config describes."""
-        f = config.feed
-        if f.path is None:
-            raise ValueError("the replay feed needs feed.path")
-        names = [s.name for s in config.symbols]
-        return cls(f.path, names, pace=f.pace, loop=f.loop, batch_size=f.batch_size)
 
     @property
     def ts_offset_ns(self) -> int:

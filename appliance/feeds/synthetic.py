@@ -13,14 +13,11 @@ trade price. A seed gives the same stream.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from appliance.records import TICK, Side, TickKind
-
-if TYPE_CHECKING:
-    from appliance.config import Config
+from appliance.model.records import TICK, Side, TickKind
 
 # Typical top-of-book depth, in quote currency, that lognormal sizes are centred on.
 BOOK_NOTIONAL = 20_000.0
@@ -80,12 +77,6 @@ class SyntheticFeed:
         self._last_trade = start.copy()
         self._size_noise = np.exp(SIZE_SIGMA * self._rng.standard_normal(POOL_SIZE))
         self._spread_noise = np.exp(SPREAD_SIGMA * self._rng.standard_normal(POOL_SIZE))
-
-    @classmethod
-    def from_config(cls, config: Config) -> SyntheticFeed:
-        """The feed a config describes (its symbols and feed table)."""
-        f = config.feed
-        return cls(config.symbols, f.seed, f.trade_ratio, f.volatility, f.spread_bps)
 
     def resume(self, ring: np.ndarray, published: int) -> None:
         """Continue each symbol's walk from its newest tick in a ring, so a restarted feed

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import orjson
 
-from appliance.records import TICK, Side, TickKind
+from appliance.model.records import TICK, Side, TickKind
 
 MAGIC = b"DMTICKS\x00"
 FORMAT_VERSION = 1

@@ -6,7 +6,7 @@ memory-ordering argument everything here relies on.
 
 from appliance.shm.ordering import UnsupportedArchitecture, require_tso
 from appliance.shm.queue import QueueConsumer, QueueProducer, RecordQueue
-from appliance.shm.ring import RingReader, RingWriter, TickRing
+from appliance.shm.ring import BroadcastRing, RingReader, RingWriter
 from appliance.shm.segment import (
     Segment,
     SegmentError,
@@ -20,6 +20,7 @@ from appliance.shm.stats import Stats, StatsSlot, percentile
 from appliance.shm.wait import WaitStrategy, resolve
 
 __all__ = [
+    "BroadcastRing",
     "QueueConsumer",
     "QueueProducer",
     "RecordQueue",
@@ -32,7 +33,6 @@ __all__ = [
     "SegmentMissing",
     "Stats",
     "StatsSlot",
-    "TickRing",
     "UnsupportedArchitecture",
     "WaitStrategy",
     "list_names",

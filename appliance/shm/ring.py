@@ -1,4 +1,4 @@
-"""TickRing: a one-writer, many-reader broadcast ring of fixed-size records.
+"""BroadcastRing: a one-writer, many-reader broadcast ring of fixed-size records.
 
 Layout of the data area (offsets from the end of the segment header)::
 
@@ -43,7 +43,7 @@ from appliance.shm.segment import (
 from appliance.shm.slots import Slots, SlotSegment, check_records
 from appliance.shm.wait import WaitStrategy, wait_until
 
-KIND = "tickring"
+KIND = "broadcast_ring"
 CLAIM, PUBLISH, WRITER, SLEEPERS, SLOTS = 0, 128, 256, 384, 512
 MAX_READERS = 16
 WRITER_LOCK_BYTE = 1
@@ -56,7 +56,7 @@ _NO_SLEEPERS = bytes(8 * MAX_READERS)
 Start = Literal["latest", "oldest", "resume"] | int
 
 
-class TickRing(SlotSegment):
+class BroadcastRing(SlotSegment):
     """A broadcast ring in a named segment. Create it once (owner), attach elsewhere."""
 
     KIND = KIND
@@ -123,7 +123,7 @@ class TickRing(SlotSegment):
 class RingWriter:
     """The ring's single writer. A second live writer is refused."""
 
-    def __init__(self, ring: TickRing, strategy: WaitStrategy, seq_field: str | None) -> None:
+    def __init__(self, ring: BroadcastRing, strategy: WaitStrategy, seq_field: str | None) -> None:
         if not ring._take(WRITER_LOCK_BYTE):
             raise SegmentInUse(
                 f"ring {ring.segment.name} already has a live writer (pid {ring._writer_pid[0]})"
@@ -213,7 +213,7 @@ class RingReader:
     """One reader: a registered cursor slot, zero-copy batches, lap detection."""
 
     def __init__(
-        self, ring: TickRing, strategy: WaitStrategy, start: Start, slot: int | None
+        self, ring: BroadcastRing, strategy: WaitStrategy, start: Start, slot: int | None
     ) -> None:
         self.ring = ring
         self.strategy = strategy

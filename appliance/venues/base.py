@@ -13,8 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
-from appliance.orders import OrderState
-from appliance.records import TICK, RejectReason, TickKind
+from appliance.model.orders import OrderState
+from appliance.model.records import TICK, RejectReason, TickKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.orders import OrderState
-from appliance.records import OrderType, RejectReason
-from appliance.sqlitefile import StoreError, open_store, transaction
+from appliance.model.orders import OrderState
+from appliance.model.records import OrderType, RejectReason
+from appliance.storage.sqlite import StoreError, open_store, transaction
 from appliance.venues.base import OrderRequest, OrderStatus, QuoteBook, VenueFill, price_extremes
 
 APPLICATION_ID = 0x444D5056  # "DMPV"

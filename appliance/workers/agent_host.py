@@ -19,14 +19,14 @@ import time
 
 import numpy as np
 
-from appliance import layout
 from appliance.agents import Population, make_population
-from appliance.records import INTENT, REPORT, TICK, ReportKind
-from appliance.shm import RecordQueue, TickRing
+from appliance.agents.xp import get_xp, to_host
+from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
+from appliance.runtime import layout
+from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
+from appliance.runtime.worker import Worker
+from appliance.shm import BroadcastRing, RecordQueue
 from appliance.shm.snapshot import SharedSnapshot, SnapshotBusy
-from appliance.supervisor import POSITION_DTYPE, TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
-from appliance.workers.base import Worker
-from appliance.xp import get_xp, to_host
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,13 @@ class Host:
             offsets.append(offsets[-1] + pop.agents)
         self.offsets = offsets
         inst = cfg.instance
-        self.ring = TickRing.attach(inst, layout.TICKS, TICK, cfg.ring_capacity)
+        self.ring = BroadcastRing.attach(inst, layout.TICKS, TICK, cfg.ring_capacity)
         self.intents_q = RecordQueue.attach(inst, layout.intents_queue(h), INTENT)
         self.reports_q = RecordQueue.attach(inst, layout.reports_queue(h), REPORT)
         self.snapshot = SharedSnapshot.attach(
             inst,
             layout.positions_snapshot(h),
-            POSITION_DTYPE,
+            POSITION,
             (layout.host_agents(cfg, h), len(cfg.symbols)),
         )
         self.reader = self.ring.reader(

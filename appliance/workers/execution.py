@@ -17,14 +17,16 @@ import time
 
 import numpy as np
 
-from appliance import layout
 from appliance.config import Config
-from appliance.execution import ExecutionEngine
-from appliance.records import INTENT, REPORT, TICK, ReportKind
-from appliance.shm import RecordQueue, TickRing
+from appliance.model.enums import TradingState
+from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
+from appliance.runtime import layout
+from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
+from appliance.runtime.worker import Worker
+from appliance.shm import BroadcastRing, RecordQueue
 from appliance.shm.snapshot import SharedSnapshot
-from appliance.supervisor import POSITION_DTYPE, TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
-from appliance.workers.base import Worker
+from appliance.trading.engine import ExecutionEngine
+from appliance.workers import compose
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,11 @@ class HostLink:
         self.snapshot = SharedSnapshot.attach(
             inst,
             layout.positions_snapshot(h),
-            POSITION_DTYPE,
+            POSITION,
             (layout.host_agents(cfg, h), len(cfg.symbols)),
         )
         self.offsets = np.cumsum([0] + [p.agents for p in cfg.hosts[h].populations])
-        self.positions = np.zeros(self.snapshot.shape, dtype=POSITION_DTYPE)
+        self.positions = np.zeros(self.snapshot.shape, dtype=POSITION)
         self.epoch = self.snapshot.tag(TAG_EPOCH) + (1 if epoch_bump else 0)
         self.dropped = 0
 
@@ -116,12 +118,12 @@ class HostLink:
 
 def main(w: Worker) -> None:
     cfg = w.config
-    engine = ExecutionEngine.from_config(cfg)
+    engine = compose.execution_engine(cfg)
     # The queues live as long as the supervisor's segments: their creation time names
     # that lifetime, so intents re-read after a crash of this process are recognised.
     summary = engine.recover(epoch=int(w.stats.segment.header["created_ns"]))
     log.info("recovered: %s", summary)
-    ring = TickRing.attach(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
+    ring = BroadcastRing.attach(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
     reader = ring.reader(w.strategy, start="latest", slot=layout.EXECUTION_READER)
     links = [HostLink(w, h, epoch_bump=True) for h in range(len(cfg.hosts))]
     positions = engine.positions()
@@ -143,7 +145,8 @@ def main(w: Worker) -> None:
                     if msg["kind"] == "reload":
                         new = Config.model_validate(msg["config"])
                         was = engine.status()["trading"]
-                        engine.apply_config(new)
+                        engine.risk.set_limits(compose.risk_limits(new))
+                        engine.set_trading_state(TradingState(new.trading.state))
                         log.info("risk limits and trading state reloaded")
                         if new.trading.state == "halted" and was != "halted":
                             # Halting stops new risk, resting orders included.

@@ -1,4 +1,4 @@
-"""Feed worker: writes ticks from the configured source into the TickRing.
+"""Feed worker: writes ticks from the configured source into the BroadcastRing.
 
 Synthetic ticks are generated straight into the ring's slots (claim, fill, publish): no
 intermediate array. ``feed.rate`` paces the writer (0: as fast as it can go). A restarted
@@ -11,19 +11,19 @@ import logging
 import time
 
 from appliance.feeds.pacer import Pacer
-from appliance.feeds.replay import ReplayFeed
 from appliance.feeds.synthetic import SyntheticFeed
-from appliance.layout import TICKS
-from appliance.records import TICK
-from appliance.shm import TickRing
-from appliance.workers.base import Worker
+from appliance.model.records import TICK
+from appliance.runtime.layout import TICKS
+from appliance.runtime.worker import Worker
+from appliance.shm import BroadcastRing
+from appliance.workers import compose
 
 log = logging.getLogger(__name__)
 
 
 def main(w: Worker) -> None:
     cfg = w.config
-    ring = TickRing.attach(cfg.instance, TICKS, TICK, cfg.ring_capacity)
+    ring = BroadcastRing.attach(cfg.instance, TICKS, TICK, cfg.ring_capacity)
     writer = ring.writer(w.strategy, seq_field="seq")
     out = w.c["ticks_out"]
     pacer = Pacer(cfg.feed.rate)
@@ -31,7 +31,7 @@ def main(w: Worker) -> None:
         if cfg.feed.kind == "replay":
             _replay(w, writer, out)
         else:
-            feed = SyntheticFeed.from_config(cfg)
+            feed = compose.synthetic_feed(cfg)
             if w.spec.incarnation > 1:
                 feed.resume(ring.records, ring.publish_cursor)
             _synthetic(w, writer, feed, pacer, out)
@@ -61,7 +61,7 @@ def _synthetic(w: Worker, writer, feed: SyntheticFeed, pacer: Pacer, out: int) -
 
 
 def _replay(w: Worker, writer, out: int) -> None:
-    feed = ReplayFeed.from_config(w.config)
+    feed = compose.replay_feed(w.config)
     w.event("ready")
     for batch in feed:
         if w.stopping:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from appliance import layout
 from appliance.feeds.tickfile import TickFileWriter
-from appliance.records import TICK
-from appliance.shm import TickRing
-from appliance.workers.base import Worker
+from appliance.model.records import TICK
+from appliance.runtime import layout
+from appliance.runtime.worker import Worker
+from appliance.shm import BroadcastRing
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ WAIT_S = 0.05
 
 def main(w: Worker) -> None:
     cfg = w.config
-    ring = TickRing.attach(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
+    ring = BroadcastRing.attach(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
     reader = ring.reader(w.strategy, start="latest", slot=layout.RECORDER_READER)
     writer = TickFileWriter(cfg.recorder.path, cfg.symbol_names)
     log.info("recording ticks to %s", cfg.recorder.path)

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from appliance.agents import POPULATIONS, EmaCross, make_population
 from appliance.agents.ema_cross import CHUNK
-from appliance.records import INTENT, REPORT, TICK, OrderType, RejectReason, ReportKind, Side
+from appliance.model.records import INTENT, REPORT, TICK, OrderType, RejectReason, ReportKind, Side
 
 SECOND = 1_000_000_000
 

@@ -7,7 +7,7 @@ import pytest
 
 from appliance.feeds.replay import ReplayError, ReplayFeed
 from appliance.feeds.tickfile import TickFileWriter
-from appliance.records import TICK
+from appliance.model.records import TICK
 
 MS = 1_000_000
 

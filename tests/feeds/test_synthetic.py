@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from appliance.feeds.synthetic import SyntheticFeed
-from appliance.records import TICK, Side, TickKind
+from appliance.model.records import TICK, Side, TickKind
 
 
 @dataclass(frozen=True)

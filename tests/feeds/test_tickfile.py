@@ -15,7 +15,7 @@ from appliance.feeds.tickfile import (
     TickFileWriter,
     read_header,
 )
-from appliance.records import TICK
+from appliance.model.records import TICK
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.shm import RecordQueue, Stats, TickRing
+from appliance.shm import BroadcastRing, RecordQueue, Stats
 from appliance.shm.stats import SlotState
 
 REC = np.dtype(
@@ -111,7 +111,7 @@ def child(fn: Callable[..., None]) -> Callable[..., None]:
     return main
 
 
-# -- TickRing -----------------------------------------------------------------------------
+# -- BroadcastRing -----------------------------------------------------------------------------
 
 
 @child
@@ -131,7 +131,7 @@ def ring_writer(
     ``zero_copy`` generates each batch straight into the ring (claim, fill, publish), so
     most of the writer's time is spent in the middle of a claimed, unpublished batch.
     """
-    ring = TickRing.attach(instance, name, REC)
+    ring = BroadcastRing.attach(instance, name, REC)
     w = ring.writer("block")
     out.put(("ready", tag, os.getpid()))
     if go is not None:
@@ -164,7 +164,7 @@ def ring_torn_writer(out: Any, tag: str, instance: str, name: str, n: int) -> No
     The junk keeps the seq of the record it overwrites (what a torn old record would look
     like to a reader), so a reader that accepted one would fail the hash, not the order.
     """
-    ring = TickRing.attach(instance, name, REC)
+    ring = BroadcastRing.attach(instance, name, REC)
     w = ring.writer("block")
     view = w.claim(n)
     wv = words(view)
@@ -186,7 +186,7 @@ def ring_reader(
     slot: int | None = None,
 ) -> None:
     """Read from position 0 until ``total``; check every accepted record; report counts."""
-    ring = TickRing.attach(instance, name, REC)
+    ring = BroadcastRing.attach(instance, name, REC)
     r = ring.reader("block", start=0, slot=slot)
     out.put(("ready", tag, {"pid": os.getpid(), "slot": r.slot}))
     disorder = bad = gap_errors = batches = invalid = 0
@@ -239,7 +239,7 @@ def ring_bursts(
     out: Any, tag: str, instance: str, name: str, bursts: int, seed: int, go: Any
 ) -> None:
     """Many bursts of 1-3 records with tiny random pauses (the lost-wake-up stress)."""
-    ring = TickRing.attach(instance, name, REC)
+    ring = BroadcastRing.attach(instance, name, REC)
     w = ring.writer("block")
     sizes, pauses = _bursts(bursts, seed)
     buf = np.zeros(3, REC)
@@ -376,7 +376,7 @@ def queue_bursts(
 @child
 def own_ring(out: Any, tag: str, instance: str, name: str, capacity: int, release: Any) -> None:
     """Create a ring and hold it until ``release`` is set (then destroy it) or death."""
-    ring = TickRing.create(instance, name, REC, capacity)
+    ring = BroadcastRing.create(instance, name, REC, capacity)
     out.put(("created", tag, os.getpid()))
     release.wait(120)
     ring.destroy()
@@ -388,7 +388,7 @@ def hold_roles(
     out: Any, tag: str, instance: str, ring_name: str, queue_name: str, release: Any
 ) -> None:
     """Hold the ring's writer and reader slot 3, the queue's producer and consumer."""
-    ring = TickRing.attach(instance, ring_name, REC)
+    ring = BroadcastRing.attach(instance, ring_name, REC)
     q = RecordQueue.attach(instance, queue_name, REC)
     w = ring.writer("block")
     r = ring.reader("block", slot=3)

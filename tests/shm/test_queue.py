@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from appliance.records import INTENT, TICK
+from appliance.model.records import INTENT, TICK
 from appliance.shm import RecordQueue, SegmentInUse
 from tests.shm.procs import REC, check, make, queue_consumer, queue_peeker, queue_producer
 

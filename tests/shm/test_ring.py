@@ -1,4 +1,4 @@
-"""TickRing: one writer, many readers, real processes, wraparound, laps, crashes."""
+"""BroadcastRing: one writer, many readers, real processes, wraparound, laps, crashes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from appliance.records import TICK
-from appliance.shm import RecordQueue, SegmentInUse, TickRing
+from appliance.model.records import TICK
+from appliance.shm import BroadcastRing, RecordQueue, SegmentInUse
 from tests.shm.procs import (
     REC,
     check,
@@ -37,7 +37,7 @@ def drain(reader, total: int, max_batch: int = 1000) -> tuple[int, int]:
 
 
 def test_wraparound_in_process(instance: str) -> None:
-    ring = TickRing.create(instance, "r", REC, 64)
+    ring = BroadcastRing.create(instance, "r", REC, 64)
     try:
         w = ring.writer("block")
         r = ring.reader("block", start=0)
@@ -63,7 +63,7 @@ def test_wraparound_in_process(instance: str) -> None:
 
 
 def test_seq_field_stamping_and_zero_copy(instance: str) -> None:
-    ring = TickRing.create(instance, "ticks", TICK, 16)
+    ring = BroadcastRing.create(instance, "ticks", TICK, 16)
     try:
         w = ring.writer("block", seq_field="seq")
         r = ring.reader("block", start="oldest")
@@ -88,7 +88,7 @@ def test_seq_field_stamping_and_zero_copy(instance: str) -> None:
 
 
 def test_start_positions_and_lag(instance: str) -> None:
-    ring = TickRing.create(instance, "r", REC, 16)
+    ring = BroadcastRing.create(instance, "r", REC, 16)
     try:
         w = ring.writer("block")
         w.write(make(0, 40))
@@ -112,7 +112,7 @@ def test_start_positions_and_lag(instance: str) -> None:
 
 
 def test_wrong_records_refused(instance: str) -> None:
-    ring = TickRing.create(instance, "r", REC, 16)
+    ring = BroadcastRing.create(instance, "r", REC, 16)
     try:
         w = ring.writer("block")
         with pytest.raises(TypeError) as err:
@@ -130,8 +130,8 @@ def test_wrong_records_refused(instance: str) -> None:
 
 
 def test_second_writer_refused_in_process(instance: str) -> None:
-    ring = TickRing.create(instance, "r", REC, 16)
-    other = TickRing.attach(instance, "r", REC)
+    ring = BroadcastRing.create(instance, "r", REC, 16)
+    other = BroadcastRing.attach(instance, "r", REC)
     try:
         w = ring.writer("block")
         with pytest.raises(SegmentInUse, match=f"live writer \\(pid {os.getpid()}\\)"):
@@ -169,7 +169,7 @@ def test_reader_lapped_between_its_cursor_loads(instance: str) -> None:
     A reader preempted right there used to compute a negative run length and move its
     position backwards; it must jump to the oldest valid record instead.
     """
-    ring = TickRing.create(instance, "r", REC, 16)
+    ring = BroadcastRing.create(instance, "r", REC, 16)
     try:
         w = ring.writer("block")
         r = ring.reader("block", start=0)
@@ -194,7 +194,7 @@ def test_reader_lapped_between_its_cursor_loads(instance: str) -> None:
 
 def test_writer_and_three_readers_five_million(instance: str, procs) -> None:
     total, cap = 5_000_000, 1 << 14
-    ring = TickRing.create(instance, "ticks", REC, cap)
+    ring = BroadcastRing.create(instance, "ticks", REC, cap)
     try:
         go = procs.event()
         readers = {"fast": (4096, 0.0), "odd": (1000, 0.0), "slow": (256, 0.002)}
@@ -228,7 +228,7 @@ def test_writer_and_three_readers_five_million(instance: str, procs) -> None:
 
 def test_reader_killed_mid_stream(instance: str, procs) -> None:
     total, cap = 1_000_000, 1 << 14
-    ring = TickRing.create(instance, "ticks", REC, cap)
+    ring = BroadcastRing.create(instance, "ticks", REC, cap)
     try:
         go = procs.event()
         victim = procs.start(ring_reader, "victim", instance, "ticks", total, 1024, 0, 50_000)
@@ -267,7 +267,7 @@ def test_reader_killed_mid_stream(instance: str, procs) -> None:
 def test_writer_killed_mid_batch(instance: str, procs) -> None:
     total, cap = 4_000_000, 1 << 14
     rng = random.Random(os.getpid())
-    ring = TickRing.create(instance, "ticks", REC, cap)
+    ring = BroadcastRing.create(instance, "ticks", REC, cap)
     try:
         procs.start(ring_reader, "steady", instance, "ticks", total, 4096)
         procs.start(ring_reader, "slow", instance, "ticks", total, 512, 0.0005)
@@ -303,7 +303,7 @@ def test_writer_killed_mid_batch(instance: str, procs) -> None:
 
 def test_roles_held_by_another_process(instance: str, procs) -> None:
     """A second live writer, reader of a taken slot, producer or consumer is refused."""
-    ring = TickRing.create(instance, "ticks", REC, 64)
+    ring = BroadcastRing.create(instance, "ticks", REC, 64)
     q = RecordQueue.create(instance, "q", REC, 64)
     try:
         holder = procs.start(hold_roles, "holder", instance, "ticks", "q", procs.event())

@@ -7,13 +7,13 @@ import os
 import numpy as np
 import pytest
 
-from appliance.records import INTENT, TICK
+from appliance.model.records import INTENT, TICK
 from appliance.shm import (
+    BroadcastRing,
     RecordQueue,
     SegmentInUse,
     SegmentMismatch,
     SegmentMissing,
-    TickRing,
     UnsupportedArchitecture,
     list_names,
     remove_instance,
@@ -28,9 +28,9 @@ OTHER = np.dtype(  # same size as REC, different fields
 
 
 def test_create_attach_and_clean_up(instance: str) -> None:
-    ring = TickRing.create(instance, "ticks", TICK, 1024)
+    ring = BroadcastRing.create(instance, "ticks", TICK, 1024)
     try:
-        other = TickRing.attach(instance, "ticks", TICK, 1024)
+        other = BroadcastRing.attach(instance, "ticks", TICK, 1024)
         assert other.capacity == 1024
         assert other.segment.owner_pid == os.getpid()
         assert not other.segment.owner
@@ -47,18 +47,18 @@ def test_create_attach_and_clean_up(instance: str) -> None:
 
 def test_attach_missing(instance: str) -> None:
     with pytest.raises(SegmentMissing, match="does not exist"):
-        TickRing.attach(instance, "nothing", TICK)
+        BroadcastRing.attach(instance, "nothing", TICK)
 
 
 def test_attach_wrong_dtype_names_the_field(instance: str) -> None:
-    ring = TickRing.create(instance, "ticks", TICK, 64)
+    ring = BroadcastRing.create(instance, "ticks", TICK, 64)
     try:
         with pytest.raises(SegmentMismatch, match="record dtype differs at field 1"):
-            TickRing.attach(instance, "ticks", INTENT)
+            BroadcastRing.attach(instance, "ticks", INTENT)
         with pytest.raises(SegmentMismatch, match="record dtype differs at field 1"):
-            TickRing.attach(instance, "ticks", OTHER)
+            BroadcastRing.attach(instance, "ticks", OTHER)
         with pytest.raises(SegmentMismatch, match="record size 64 != expected 8"):
-            TickRing.attach(instance, "ticks", np.dtype("<u8"))
+            BroadcastRing.attach(instance, "ticks", np.dtype("<u8"))
     finally:
         ring.destroy()
 
@@ -77,22 +77,24 @@ def test_attach_wrong_capacity(instance: str) -> None:
 def test_attach_wrong_kind(instance: str) -> None:
     q = RecordQueue.create(instance, "intents", REC, 64)
     try:
-        with pytest.raises(SegmentMismatch, match="kind 'recordqueue' != expected 'tickring'"):
-            TickRing.attach(instance, "intents", REC)
+        with pytest.raises(
+            SegmentMismatch, match="kind 'recordqueue' != expected 'broadcast_ring'"
+        ):
+            BroadcastRing.attach(instance, "intents", REC)
     finally:
         q.destroy()
 
 
 def test_attach_other_layout_version(instance: str) -> None:
-    ring = TickRing.create(instance, "ticks", REC, 64)
+    ring = BroadcastRing.create(instance, "ticks", REC, 64)
     try:
         ring.segment.header["version"] = LAYOUT_VERSION + 1  # a segment from another build
         with pytest.raises(SegmentMismatch, match=f"layout version {LAYOUT_VERSION + 1}"):
-            TickRing.attach(instance, "ticks", REC)
+            BroadcastRing.attach(instance, "ticks", REC)
         ring.segment.header["version"] = LAYOUT_VERSION
         ring.segment.header["magic"] = b"NOTOURS!"
         with pytest.raises(SegmentMismatch, match="magic"):
-            TickRing.attach(instance, "ticks", REC)
+            BroadcastRing.attach(instance, "ticks", REC)
     finally:
         ring.destroy()
 
@@ -105,7 +107,7 @@ def test_attach_something_too_small(instance: str) -> None:
     os.close(shm.fd)
     try:
         with pytest.raises(SegmentMismatch, match="smaller than a header"):
-            Segment.attach(name, kind="tickring", dtype=REC)
+            Segment.attach(name, kind="broadcast_ring", dtype=REC)
     finally:
         posix_ipc.unlink_shared_memory(name)
 
@@ -113,7 +115,7 @@ def test_attach_something_too_small(instance: str) -> None:
 def test_non_power_of_two_capacity(instance: str) -> None:
     for bad in (0, 1, 3, 1000, 1025):
         with pytest.raises(ValueError, match="power of two"):
-            TickRing.create(instance, "ticks", REC, bad)
+            BroadcastRing.create(instance, "ticks", REC, bad)
         with pytest.raises(ValueError, match="power of two"):
             RecordQueue.create(instance, "q", REC, bad)
     assert list_names(instance) == []
@@ -125,11 +127,11 @@ def test_create_refused_while_another_process_owns_it(instance: str, procs) -> N
     pid = procs.expect("created", "owner")
     assert pid == child.pid
     with pytest.raises(SegmentInUse, match=f"pid {pid}"):
-        TickRing.create(instance, "ticks", REC, 64)
+        BroadcastRing.create(instance, "ticks", REC, 64)
     with pytest.raises(SegmentInUse, match=f"pid {pid}"):  # whatever the structure asked for
         RecordQueue.create(instance, "ticks", REC, 64)
     # refusing must not have disturbed it: it still attaches and its owner still holds it
-    TickRing.attach(instance, "ticks", REC, 64).close()
+    BroadcastRing.attach(instance, "ticks", REC, 64).close()
     assert owner_alive(full_name(instance, "ticks"))
     release.set()
     procs.expect("destroyed", "owner")
@@ -144,9 +146,9 @@ def test_stale_segment_of_a_killed_owner_is_reclaimed(instance: str, procs) -> N
     assert f"{instance}.ticks" in list_names(instance)  # left behind
     assert not owner_alive(full_name(instance, "ticks"))
     # attaching to a stale segment still works (readers may drain it) ...
-    TickRing.attach(instance, "ticks", REC).close()
+    BroadcastRing.attach(instance, "ticks", REC).close()
     # ... and creating reclaims it, with a different layout if it wants
-    ring = TickRing.create(instance, "ticks", REC, 128)
+    ring = BroadcastRing.create(instance, "ticks", REC, 128)
     try:
         assert ring.segment.owner_pid == os.getpid() != dead_pid
         assert ring.capacity == 128

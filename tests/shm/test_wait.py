@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from appliance.shm import RecordQueue, TickRing, WaitStrategy, resolve
+from appliance.shm import BroadcastRing, RecordQueue, WaitStrategy, resolve
 from appliance.shm.wait import wait_until
 from tests.shm.procs import REC, check, make, queue_bursts, ring_bursts
 
@@ -40,7 +40,7 @@ def test_resolve_auto_spins_only_with_a_core_each_and_one_spare() -> None:
 
 
 def test_wait_until_each_strategy(instance: str) -> None:
-    ring = TickRing.create(instance, "r", REC, 16)
+    ring = BroadcastRing.create(instance, "r", REC, 16)
     try:
         w = ring.writer("block")
         for strategy in ("spin", "yield", "block"):
@@ -67,7 +67,7 @@ def _timed_wait(wait, available) -> tuple[bool, bool]:
 
 
 def test_block_ring_no_lost_wakeup(instance: str, procs) -> None:
-    ring = TickRing.create(instance, "r", REC, 1 << 14)  # more than all bursts: no laps
+    ring = BroadcastRing.create(instance, "r", REC, 1 << 14)  # more than all bursts: no laps
     try:
         r = ring.reader("block", start=0)
         sleeps = 0
@@ -135,10 +135,10 @@ def test_block_queue_no_lost_wakeup(instance: str, procs) -> None:
 def test_a_signal_during_a_block_wait_returns_instead_of_raising(instance):
     import signal
 
-    from appliance.records import TICK
-    from appliance.shm import TickRing
+    from appliance.model.records import TICK
+    from appliance.shm import BroadcastRing
 
-    ring = TickRing.create(instance, "sig", TICK, 16)
+    ring = BroadcastRing.create(instance, "sig", TICK, 16)
     reader = ring.reader("block")
     old = signal.signal(signal.SIGALRM, lambda *_: None)
     try:

@@ -3,8 +3,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from appliance.orders import OrderState
-from appliance.records import TICK, OrderType, RejectReason, Side, TickKind
+from appliance.model.orders import OrderState
+from appliance.model.records import TICK, OrderType, RejectReason, Side, TickKind
 from appliance.venues.base import OrderRequest, QuoteBook, price_extremes
 from appliance.venues.paper import PaperVenue, PaperVenueError
 from tests.exec_factories import quotes, trade

@@ -1,0 +1,72 @@
+"""Where everything lives: segment names, stats slots and ring reader slots for a config.
+
+The supervisor and every worker derive these from the same config, so nothing about the
+layout travels between processes except the config itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.config import Config
+from appliance.model.enums import Role
+
+TICKS = "ticks"
+STATS = "stats"
+# Stats counters, shared by every role (each uses the ones that mean something to it).
+COUNTERS = [
+    "ticks_in",  # ticks read from the ring (agent hosts, execution, recorder)
+    "ticks_out",  # ticks written into the ring (feed)
+    "tick_gaps",  # ticks lost to a lapped read
+    "intents",  # intents pushed (hosts) or processed (execution)
+    "intents_full",  # pushes refused because the intent queue was full
+    "reports",  # reports pushed (execution) or consumed (hosts)
+    "fills",  # fill reports
+    "rejects",  # reject reports
+    "duplicates",  # intents seen again after a restart and skipped
+    "batches",  # loop iterations that did work
+    "errors",  # exceptions caught and reported
+]
+# Ring reader slots: fixed per role so a restarted reader can find its predecessor's.
+EXECUTION_READER, RECORDER_READER, FIRST_HOST_READER = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Process:
+    role: Role
+    name: str  # unique, used in logs, stats and the cpu config
+    stats_slot: int
+    host: int = -1  # agent host index, for role agent_host
+
+
+def intents_queue(host: int) -> str:
+    return f"intents.{host}"
+
+
+def reports_queue(host: int) -> str:
+    return f"reports.{host}"
+
+
+def positions_snapshot(host: int) -> str:
+    return f"positions.{host}"
+
+
+def processes(config: Config) -> list[Process]:
+    """Every worker the supervisor runs, in start order (readers before the feed)."""
+    out = [Process(Role.EXECUTION, Role.EXECUTION, 1)]
+    if config.recorder.enabled:
+        out.append(Process(Role.RECORDER, Role.RECORDER, 2))
+    out += [Process(Role.AGENT_HOST, h.name, 3 + i, host=i) for i, h in enumerate(config.hosts)]
+    out.append(Process(Role.FEED, Role.FEED, 3 + len(config.hosts)))
+    return out
+
+
+def host_agents(config: Config, host: int) -> int:
+    return sum(p.agents for p in config.hosts[host].populations)
+
+
+SUPERVISOR_SLOT = 0
+
+
+def stats_slots(config: Config) -> int:
+    return 4 + len(config.hosts)

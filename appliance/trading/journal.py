@@ -1,0 +1,704 @@
+"""The execution journal: every intent, venue order and fill, in SQLite (WAL).
+
+The journal commit is the durability boundary of the appliance. An intent is journaled (as
+NEW, or REJECTED with its reason) before anything is sent for it; a venue order is
+journaled before it is sent; acks and fills are journaled in one transaction per batch.
+After a crash the journal plus the venue's own records are the whole truth: open orders
+are reloaded from here and reconciled with the venue by client order id.
+
+Writes are batch-shaped (``write`` takes everything a batch produced and commits once);
+state changes are replayed through ``orders.transition`` before any row is touched, and a
+row is only updated if it still holds the state the caller last saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from appliance.model.orders import (
+    TERMINAL,
+    Allocation,
+    Fill,
+    IntentOrder,
+    OrderState,
+    VenueOrder,
+    transition,
+    walk,
+)
+from appliance.storage.sqlite import StoreError, open_store, transaction
+from appliance.venues.base import VenueFill
+
+APPLICATION_ID = 0x444D4A4E  # "DMJN": marks the file as a dynamind journal
+SCHEMA_VERSION = 2  # 2: runs.layout, venue fills keyed per venue order
+_OPEN_STATES = f"state < {min(TERMINAL)}"  # NEW..PARTIALLY_FILLED; matches the partial index
+_CHUNK = 500  # bound on "IN (...)" parameter lists
+
+# Venue fill ids are only unique per venue order at some venues (the paper venue's restart
+# at P1 when its state file is recreated): a venue fill is keyed by (venue order, fill id).
+_VENUE_FILLS = """
+CREATE TABLE {name} (             -- fills as the venue reported them; the idempotence key
+    venue_order_id TEXT NOT NULL REFERENCES venue_orders(client_order_id),
+    venue_fill_id  TEXT NOT NULL,
+    qty            REAL NOT NULL,
+    price          REAL NOT NULL,
+    fee            REAL NOT NULL,
+    maker          INTEGER NOT NULL,
+    ts_ns          INTEGER NOT NULL,
+    PRIMARY KEY (venue_order_id, venue_fill_id)
+);
+"""
+_FILLS = """
+CREATE TABLE {name} (             -- fills of intent orders (internal, or a venue fill's share)
+    fill_id         INTEGER PRIMARY KEY AUTOINCREMENT,     -- application order
+    client_order_id TEXT NOT NULL REFERENCES orders(client_order_id),
+    venue_order_id  TEXT REFERENCES venue_orders(client_order_id),
+    venue_fill_id   TEXT,
+    side            INTEGER NOT NULL,
+    qty             REAL NOT NULL,
+    price           REAL NOT NULL,
+    fee             REAL NOT NULL,
+    liquidity       TEXT NOT NULL CHECK (liquidity IN ('internal', 'venue')),
+    ts_ns           INTEGER NOT NULL,
+    FOREIGN KEY (venue_order_id, venue_fill_id)
+        REFERENCES venue_fills(venue_order_id, venue_fill_id),
+    UNIQUE (venue_order_id, venue_fill_id, client_order_id)  -- applied to an intent once
+);
+"""
+_FILL_TABLES = _VENUE_FILLS.format(name="venue_fills") + _FILLS.format(name="fills")
+
+_SCHEMA = """
+CREATE TABLE runs (
+    run_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    epoch      TEXT NOT NULL,     -- scope in which (host, intent_seq) identifies an intent
+    started_ns INTEGER NOT NULL,
+    stopped_ns INTEGER,           -- NULL: still running, or did not stop cleanly
+    drained    TEXT,              -- JSON {host: intent queue head} at clean stop
+    layout     TEXT               -- JSON {symbols, lots, agents} the run was started with
+);
+CREATE TABLE orders (             -- one row per intent
+    client_order_id TEXT PRIMARY KEY,                      -- "{run_id}-{host}-{intent_seq}"
+    run_id      INTEGER NOT NULL REFERENCES runs(run_id),
+    epoch       TEXT NOT NULL,
+    host        INTEGER NOT NULL,
+    population  INTEGER NOT NULL,
+    agent       INTEGER NOT NULL,
+    intent_seq  INTEGER NOT NULL,
+    symbol      INTEGER NOT NULL,
+    side        INTEGER NOT NULL,                          -- +1 buy, -1 sell
+    order_type  INTEGER NOT NULL,                          -- records.OrderType
+    qty         REAL NOT NULL,                             -- base units, on the lot grid
+    limit_price REAL NOT NULL,
+    lot         REAL NOT NULL,
+    state       INTEGER NOT NULL,                          -- orders.OrderState
+    filled_qty  REAL NOT NULL DEFAULT 0,
+    avg_price   REAL,
+    reason      INTEGER NOT NULL DEFAULT 0,                -- records.RejectReason
+    reason_text TEXT NOT NULL DEFAULT '',
+    created_ns  INTEGER NOT NULL,
+    updated_ns  INTEGER NOT NULL,
+    UNIQUE (epoch, host, intent_seq)                       -- an intent is journaled once
+);
+CREATE INDEX orders_open ON orders(state) WHERE state < 5;
+CREATE TABLE venue_orders (       -- what was actually sent to the venue
+    client_order_id TEXT PRIMARY KEY,                      -- "{run_id}-v{venue_seq}"
+    venue_seq   INTEGER NOT NULL UNIQUE,
+    run_id      INTEGER NOT NULL REFERENCES runs(run_id),
+    symbol      INTEGER NOT NULL,
+    side        INTEGER NOT NULL,
+    order_type  INTEGER NOT NULL,
+    qty         REAL NOT NULL,
+    limit_price REAL NOT NULL,
+    lot         REAL NOT NULL,
+    state       INTEGER NOT NULL,
+    filled_qty  REAL NOT NULL DEFAULT 0,
+    avg_price   REAL,
+    reason      INTEGER NOT NULL DEFAULT 0,
+    reason_text TEXT NOT NULL DEFAULT '',
+    created_ns  INTEGER NOT NULL,
+    updated_ns  INTEGER NOT NULL
+);
+CREATE INDEX venue_orders_open ON venue_orders(state) WHERE state < 5;
+CREATE TABLE venue_order_intents (  -- the intents a venue order covers, with their shares
+    venue_order_id  TEXT NOT NULL REFERENCES venue_orders(client_order_id),
+    client_order_id TEXT NOT NULL REFERENCES orders(client_order_id),
+    pos             INTEGER NOT NULL,                      -- allocation order (tie-breaks)
+    qty             REAL NOT NULL,                         -- allocated share of the order
+    filled_qty      REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (venue_order_id, client_order_id)
+) WITHOUT ROWID;
+CREATE INDEX venue_order_intents_intent ON venue_order_intents(client_order_id);
+"""
+_SCHEMA += _FILL_TABLES + "CREATE INDEX fills_order ON fills(client_order_id);\n"
+
+# Version 1 -> 2: runs.layout; venue fills keyed by (venue order, fill id). SQLite cannot
+# change a primary key in place: rebuild both fill tables (copy, drop, rename).
+_UPGRADES = {
+    1: "ALTER TABLE runs ADD COLUMN layout TEXT;"
+    + _VENUE_FILLS.format(name="venue_fills_v2")
+    + _FILLS.format(name="fills_v2")
+    + """
+INSERT INTO venue_fills_v2 (venue_order_id, venue_fill_id, qty, price, fee, maker, ts_ns)
+    SELECT venue_order_id, venue_fill_id, qty, price, fee, maker, ts_ns FROM venue_fills;
+INSERT INTO fills_v2 SELECT fill_id, client_order_id, venue_order_id, venue_fill_id, side, qty,
+    price, fee, liquidity, ts_ns FROM fills;
+DROP TABLE fills;
+DROP TABLE venue_fills;
+ALTER TABLE venue_fills_v2 RENAME TO venue_fills;
+ALTER TABLE fills_v2 RENAME TO fills;
+CREATE INDEX fills_order ON fills(client_order_id);
+""",
+}
+
+_ORDER_COLS = (
+    "client_order_id, host, population, agent, intent_seq, symbol, side, order_type, qty, "
+    "limit_price, lot, state, filled_qty, avg_price, reason, reason_text, created_ns"
+)
+_VENUE_COLS = (
+    "client_order_id, venue_seq, symbol, side, order_type, qty, limit_price, lot, state, "
+    "filled_qty, avg_price, reason, reason_text, created_ns"
+)
+
+
+class JournalError(StoreError):
+    """The journal file is unusable, or a write would contradict what it holds."""
+
+
+class LayoutMismatch(RuntimeError):
+    """The configured instrument table or agent layout contradicts positions the journal
+    holds open (see ``layout_problems``): starting would misattribute or crash on them."""
+
+    def __init__(self, path: str | os.PathLike[str], problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            f"{path}: the configuration does not fit the positions open in the journal "
+            "(restore the old symbols/agents, or flatten those positions first):\n  "
+            + "\n  ".join(self.problems)
+        )
+
+
+def layout_problems(
+    path: str | os.PathLike[str],
+    symbols: Sequence[str],
+    lots: Sequence[float],
+    agents: Mapping[tuple[int, int], int] | None = None,
+) -> list[str]:
+    """``Journal.layout_problems`` of the journal at ``path``, opened read-only (callable
+    before anything starts); no file yet is a fresh journal: no problems."""
+    if not Path(path).exists():
+        return []
+    j = Journal(path, readonly=True)
+    try:
+        return j.layout_problems(symbols, lots, agents)
+    finally:
+        j.close()
+
+
+def _lots(qty: float, lot: float) -> int:
+    return round(qty / lot)
+
+
+class Journal:
+    """One SQLite journal file. Single writer (the execution process); readers may attach
+    with ``readonly=True`` while it runs."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", readonly: bool = False
+    ) -> None:
+        # synchronous=FULL: a commit is fsynced before it returns. The pre-send commit is
+        # what makes "journal, then send" safe; with NORMAL a power loss can drop the last
+        # commits of the WAL after the order already went out, leaving a live order at the
+        # venue that the journal never heard of. One fsync per batch (not per row) is the
+        # price. NORMAL is still safe against a process crash (the WAL is in the page
+        # cache), so tests and benchmarks may choose it.
+        self.path = Path(path)
+        self.run_id: int | None = None
+        self.epoch: str | None = None
+        self._venue_seq = 0
+        self._conn = open_store(
+            self.path,
+            what="dynamind journal",
+            application_id=APPLICATION_ID,
+            version=SCHEMA_VERSION,
+            schema=_SCHEMA,
+            synchronous=synchronous,
+            readonly=readonly,
+            error=JournalError,
+            upgrades=_UPGRADES,
+        )
+        # A read-only open may find an older file (not upgraded yet): what it lacks.
+        self.schema_version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._conn)
+
+    # ---- runs ---------------------------------------------------------------------------
+
+    def begin_run(
+        self,
+        epoch: str | int | None = None,
+        now_ns: int | None = None,
+        *,
+        symbols: Sequence[str] | None = None,
+        lots: Sequence[float] | None = None,
+        agents: Mapping[tuple[int, int], int] | None = None,
+    ) -> int:
+        """Start a run. ``epoch`` names the lifetime of the intent queues: intents are
+        identified by (epoch, host, intent_seq), so a run that continues the queues of a
+        crashed run (same epoch) sees that run's intents as already journaled. Without an
+        epoch every run is its own scope (queues recreated, seqs start again).
+
+        ``symbols``/``lots`` (index order) and ``agents`` (count per (host, population)) are
+        the layout the journal's indices mean in this run; ``layout_problems`` checks the
+        next run's layout against it."""
+        now = time.time_ns() if now_ns is None else now_ns
+        layout = None
+        if symbols is not None:
+            layout = json.dumps(
+                {
+                    "symbols": list(symbols),
+                    "lots": [float(x) for x in lots] if lots is not None else None,
+                    "agents": None
+                    if agents is None
+                    else [[int(h), int(p), int(n)] for (h, p), n in sorted(agents.items())],
+                }
+            )
+        with self._tx() as c:
+            run_id = c.execute(
+                "INSERT INTO runs (epoch, started_ns, layout) VALUES ('', ?, ?)", (now, layout)
+            ).lastrowid
+            ep = f"run-{run_id}" if epoch is None else str(epoch)
+            c.execute("UPDATE runs SET epoch = ? WHERE run_id = ?", (ep, run_id))
+        self.run_id, self.epoch = run_id, ep
+        self._venue_seq = c.execute(
+            "SELECT COALESCE(MAX(venue_seq), 0) FROM venue_orders"
+        ).fetchone()[0]
+        return run_id
+
+    def record_drained(self, host_seqs: Mapping[int, int], now_ns: int | None = None) -> None:
+        """Clean stop: remember, per host, the intent queue's head when this run drained it
+        (the count of records ever pushed, i.e. one past the last seq; not the last seq)."""
+        run_id = self._need_run()
+        now = time.time_ns() if now_ns is None else now_ns
+        drained = json.dumps({str(h): int(s) for h, s in sorted(host_seqs.items())})
+        with self._tx() as c:
+            c.execute(
+                "UPDATE runs SET stopped_ns = ?, drained = ? WHERE run_id = ?",
+                (now, drained, run_id),
+            )
+
+    def runs(self) -> list[dict]:
+        rows = self._conn.execute(
+            "SELECT run_id, epoch, started_ns, stopped_ns, drained FROM runs ORDER BY run_id"
+        ).fetchall()
+        return [
+            {
+                "run_id": r[0],
+                "epoch": r[1],
+                "started_ns": r[2],
+                "stopped_ns": r[3],
+                "drained": {int(h): s for h, s in json.loads(r[4]).items()} if r[4] else None,
+            }
+            for r in rows
+        ]
+
+    def last_layout(self) -> dict | None:
+        """The layout recorded by the latest run that recorded one (None: no run did)."""
+        if self.schema_version < 2:  # read-only view of a file not upgraded yet
+            return None
+        row = self._conn.execute(
+            "SELECT layout FROM runs WHERE layout IS NOT NULL ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def layout_problems(
+        self,
+        symbols: Sequence[str],
+        lots: Sequence[float],
+        agents: Mapping[tuple[int, int], int] | None = None,
+    ) -> list[str]:
+        """What in a new layout contradicts the positions still open in this journal, as
+        human-readable lines; empty: compatible (a fresh journal, or changes that touch
+        only flat symbols and agents).
+
+        Fills are keyed by symbol index and (host, population, agent) and carry their lot,
+        so an open position breaks if its index now names another symbol (reordered,
+        removed), its lot size changed, or its agent no longer exists. Symbol names are
+        compared with the latest recorded layout (runs before layout recording: lots and
+        agents only). ``agents`` None: agents not checked."""
+        old = self.last_layout() or {}
+        old_syms: list[str] = old.get("symbols") or []
+        old_agents = {(h, p): n for h, p, n in old.get("agents") or []}
+        by_symbol: dict[int, dict[float, list[tuple[int, int, int]]]] = {}
+        by_pop: dict[tuple[int, int], set[int]] = {}
+        rows = self._conn.execute(
+            "SELECT o.host, o.population, o.agent, o.symbol, o.lot, "
+            "SUM(f.side * CAST(ROUND(f.qty / o.lot) AS INTEGER)) AS held "
+            "FROM fills f JOIN orders o USING (client_order_id) "
+            "GROUP BY o.host, o.population, o.agent, o.symbol, o.lot HAVING held != 0"
+        )
+        for h, p, a, s, lot, _ in rows:
+            by_symbol.setdefault(s, {}).setdefault(lot, []).append((h, p, a))
+            by_pop.setdefault((h, p), set()).add(a)
+        problems = []
+        for s, held in sorted(by_symbol.items()):
+            who = [k for ks in held.values() for k in ks]
+            ex = f"positions open ({len(who)} agent(s), e.g. host {who[0][0]} population "
+            ex += f"{who[0][1]} agent {who[0][2]})"
+            was = old_syms[s] if s < len(old_syms) else None
+            now = symbols[s] if s < len(symbols) else None
+            if was is not None and was != now:
+                where = (
+                    f"is now index {list(symbols).index(was)}"
+                    if was in symbols
+                    else "is no longer configured"
+                )
+                instead = f" (index {s} is now {now})" if now is not None else ""
+                problems.append(f"symbol {was} (index {s}) {where}{instead}: {ex}")
+            elif now is None:
+                problems.append(
+                    f"symbol index {s} is no longer configured ({len(symbols)} symbols): {ex}"
+                )
+            else:
+                for lot in sorted(held):
+                    if lot != float(lots[s]):  # exact, as Portfolio compares
+                        problems.append(
+                            f"symbol {now} (index {s}): lot size {lot:g} -> {float(lots[s]):g} "
+                            f"with {ex}"
+                        )
+        if agents is not None:
+            for (h, p), held_by in sorted(by_pop.items()):
+                n = agents.get((h, p), 0)
+                gone = sorted(a for a in held_by if a >= n)
+                if not gone:
+                    continue
+                was_n = old_agents.get((h, p))
+                was_txt = f" (was {was_n})" if was_n is not None else ""
+                now_txt = f"now has {n} agents" if n else "no longer exists"
+                problems.append(
+                    f"host {h} population {p} {now_txt}{was_txt}: {len(gone)} agent(s) beyond "
+                    f"it hold positions, e.g. agent {gone[0]}"
+                )
+        return problems
+
+    def _need_run(self) -> int:
+        if self.run_id is None:
+            raise JournalError(f"{self.path}: no run begun (call begin_run first)")
+        return self.run_id
+
+    # ---- ids ----------------------------------------------------------------------------
+
+    def intent_client_id(self, host: int, intent_seq: int) -> str:
+        return f"{self._need_run()}-{host}-{intent_seq}"
+
+    def next_venue_order_id(self) -> tuple[int, str]:
+        """(venue_seq, client id) for the next venue order; the seq continues across runs."""
+        run_id = self._need_run()
+        self._venue_seq += 1
+        return self._venue_seq, f"{run_id}-v{self._venue_seq}"
+
+    # ---- the batch write ----------------------------------------------------------------
+
+    def write(
+        self,
+        *,
+        new_intents: Sequence[IntentOrder] = (),
+        intent_updates: Sequence[IntentOrder] = (),
+        new_venue_orders: Sequence[VenueOrder] = (),
+        venue_updates: Sequence[VenueOrder] = (),
+        venue_fills: Sequence[VenueFill] = (),
+        fills: Sequence[Fill] = (),
+        now_ns: int | None = None,
+    ) -> None:
+        """Journal everything one batch produced, in one transaction.
+
+        New orders are inserted in the state their recorded steps reach from NEW; updated
+        orders replay their steps from the state the journal holds. Any illegal step, or a
+        row that no longer holds the expected state, aborts the whole batch untouched.
+        """
+        run_id = self._need_run()
+        now = time.time_ns() if now_ns is None else now_ns
+        for o in (*new_intents, *new_venue_orders):
+            if o.persisted is not None:
+                raise JournalError(f"order {o.client_order_id} is already journaled")
+            if walk(OrderState.NEW, o.steps, o.client_order_id) != o.state:
+                raise JournalError(f"order {o.client_order_id}: steps do not reach its state")
+        for o in (*intent_updates, *venue_updates):
+            if o.persisted is None:
+                raise JournalError(f"order {o.client_order_id} was never journaled")
+            if walk(o.persisted, o.steps, o.client_order_id) != o.state:
+                raise JournalError(f"order {o.client_order_id}: steps do not reach its state")
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO orders (client_order_id, run_id, epoch, host, population, agent, "
+                "intent_seq, symbol, side, order_type, qty, limit_price, lot, state, "
+                "filled_qty, avg_price, reason, reason_text, created_ns, updated_ns) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        o.client_order_id, run_id, self.epoch, o.host, o.population, o.agent,
+                        o.intent_seq, o.symbol, o.side, o.order_type, o.qty, o.limit_price,
+                        o.lot, int(o.state), o.filled_qty, o.avg_price if o.filled_lots else None,
+                        int(o.reason), o.reason_text, o.created_ns, now,
+                    )
+                    for o in new_intents
+                ],
+            )  # fmt: skip
+            c.executemany(
+                "INSERT INTO venue_orders (client_order_id, venue_seq, run_id, symbol, side, "
+                "order_type, qty, limit_price, lot, state, filled_qty, avg_price, reason, "
+                "reason_text, created_ns, updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        v.client_order_id, v.venue_seq, run_id, v.symbol, v.side, v.order_type,
+                        v.qty, v.limit_price, v.lot, int(v.state), v.filled_qty,
+                        v.avg_price if v.filled_lots else None, int(v.reason), v.reason_text,
+                        v.created_ns, now,
+                    )
+                    for v in new_venue_orders
+                ],
+            )  # fmt: skip
+            c.executemany(
+                "INSERT INTO venue_order_intents (venue_order_id, client_order_id, pos, qty, "
+                "filled_qty) VALUES (?,?,?,?,?)",
+                [
+                    (v.client_order_id, a.client_order_id, i, a.lots * v.lot,
+                     a.filled_lots * v.lot)
+                    for v in new_venue_orders
+                    for i, a in enumerate(v.allocations)
+                ],
+            )  # fmt: skip
+            c.executemany(
+                "INSERT INTO venue_fills (venue_fill_id, venue_order_id, qty, price, fee, "
+                "maker, ts_ns) VALUES (?,?,?,?,?,?,?)",
+                [
+                    (f.venue_fill_id, f.client_id, f.qty, f.price, f.fee, int(f.maker), f.ts_ns)
+                    for f in venue_fills
+                ],
+            )
+            c.executemany(
+                "INSERT INTO fills (client_order_id, venue_order_id, venue_fill_id, side, qty, "
+                "price, fee, liquidity, ts_ns) VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (f.client_order_id, f.venue_order_id, f.venue_fill_id, f.side, f.qty,
+                     f.price, f.fee, f.liquidity, f.ts_ns)
+                    for f in fills
+                ],
+            )  # fmt: skip
+            self._update(c, "orders", intent_updates, now)
+            self._update(c, "venue_orders", venue_updates, now)
+            c.executemany(
+                "UPDATE venue_order_intents SET filled_qty = ? "
+                "WHERE venue_order_id = ? AND client_order_id = ?",
+                [
+                    (a.filled_lots * v.lot, v.client_order_id, a.client_order_id)
+                    for v in venue_updates
+                    for a in v.allocations
+                ],
+            )
+        for o in (*new_intents, *intent_updates, *new_venue_orders, *venue_updates):
+            o.mark_persisted()
+
+    @staticmethod
+    def _update(
+        c: sqlite3.Connection, table: str, orders: Sequence[IntentOrder | VenueOrder], now: int
+    ) -> None:
+        if not orders:
+            return
+        cur = c.executemany(
+            f"UPDATE {table} SET state = ?, filled_qty = ?, avg_price = ?, reason = ?, "
+            "reason_text = ?, updated_ns = ? WHERE client_order_id = ? AND state = ?",
+            [
+                (int(o.state), o.filled_qty, o.avg_price if o.filled_lots else None,
+                 int(o.reason), o.reason_text, now, o.client_order_id, int(o.persisted))
+                for o in orders
+            ],
+        )  # fmt: skip
+        if cur.rowcount != len(orders):
+            raise JournalError(
+                f"{table}: {len(orders) - cur.rowcount} of {len(orders)} updates found the row "
+                "missing or in another state than expected; batch not written"
+            )
+
+    def set_state(
+        self,
+        client_order_id: str,
+        new: OrderState,
+        *,
+        reason: int = 0,
+        reason_text: str = "",
+        now_ns: int | None = None,
+    ) -> OrderState:
+        """Move one intent order to ``new`` (an operator's or a tool's single change)."""
+        now = time.time_ns() if now_ns is None else now_ns
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT state FROM orders WHERE client_order_id = ?", (client_order_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"{self.path}: no order {client_order_id}")
+            state = transition(OrderState(row[0]), new, client_order_id)
+            c.execute(
+                "UPDATE orders SET state = ?, reason = ?, reason_text = ?, updated_ns = ? "
+                "WHERE client_order_id = ?",
+                (int(state), int(reason), reason_text, now, client_order_id),
+            )
+        return state
+
+    # ---- queries ------------------------------------------------------------------------
+
+    def journaled_seqs(self, host: int, seqs: Iterable[int], epoch: str | None = None) -> set[int]:
+        """The subset of ``seqs`` already journaled for ``host`` in the epoch (default: the
+        current run's)."""
+        ep = epoch if epoch is not None else self.epoch
+        wanted = sorted({int(s) for s in seqs})
+        if not wanted:
+            return set()
+        rows = self._conn.execute(
+            "SELECT intent_seq FROM orders WHERE epoch = ? AND host = ? "
+            "AND intent_seq BETWEEN ? AND ?",
+            (ep, host, wanted[0], wanted[-1]),
+        )
+        return {r[0] for r in rows}.intersection(wanted)
+
+    def max_intent_seqs(
+        self, *, run_id: int | None = None, epoch: str | None = None
+    ) -> dict[int, int]:
+        """Per host, the highest journaled intent seq: of ``epoch`` if given, else of
+        ``run_id`` (default: the current run)."""
+        if epoch is not None:
+            sql, arg = "epoch = ?", epoch
+        else:
+            sql, arg = "run_id = ?", run_id if run_id is not None else self._need_run()
+        rows = self._conn.execute(
+            f"SELECT host, MAX(intent_seq) FROM orders WHERE {sql} GROUP BY host", (arg,)
+        )
+        return {h: s for h, s in rows}
+
+    def known_venue_fill_ids(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The subset of (venue_order_id, venue_fill_id) already journaled. A fill id alone
+        is not a key: some venues number fills per order (or restart their numbering)."""
+        wanted = set(keys)
+        orders = sorted({vo for vo, _ in wanted})
+        known: set[tuple[str, str]] = set()
+        for i in range(0, len(orders), _CHUNK):
+            part = orders[i : i + _CHUNK]
+            rows = self._conn.execute(
+                "SELECT venue_order_id, venue_fill_id FROM venue_fills WHERE venue_order_id IN "
+                f"({','.join('?' * len(part))})",
+                part,
+            )
+            known.update(k for k in rows if k in wanted)
+        return known
+
+    def _intents(self, where: str, args: tuple = ()) -> list[IntentOrder]:
+        rows = self._conn.execute(
+            f"SELECT {_ORDER_COLS} FROM orders WHERE {where} ORDER BY rowid", args
+        )
+        out = []
+        for r in rows:
+            lot, filled, avg = r[10], r[12], r[13]
+            state = OrderState(r[11])
+            out.append(
+                IntentOrder(
+                    client_order_id=r[0], state=state, persisted=state, host=r[1],
+                    population=r[2], agent=r[3], intent_seq=r[4], symbol=r[5], side=r[6],
+                    order_type=r[7], qty_lots=_lots(r[8], lot), lot=lot, limit_price=r[9],
+                    filled_lots=_lots(filled, lot), notional=(avg or 0.0) * filled,
+                    reason=r[14], reason_text=r[15], created_ns=r[16],
+                )
+            )  # fmt: skip
+        return out
+
+    def open_orders(self) -> list[IntentOrder]:
+        """Intent orders in a non-terminal state, in journal order."""
+        return self._intents(_OPEN_STATES)
+
+    def order(self, client_order_id: str) -> IntentOrder | None:
+        found = self._intents("client_order_id = ?", (client_order_id,))
+        return found[0] if found else None
+
+    def _venue_orders(self, where: str, args: tuple = ()) -> list[VenueOrder]:
+        rows = self._conn.execute(
+            f"SELECT {_VENUE_COLS} FROM venue_orders WHERE {where} ORDER BY venue_seq", args
+        ).fetchall()
+        out = []
+        for r in rows:
+            lot, filled, avg = r[7], r[9], r[10]
+            state = OrderState(r[8])
+            allocs = [
+                Allocation(cid, _lots(q, lot), _lots(f, lot))
+                for cid, q, f in self._conn.execute(
+                    "SELECT client_order_id, qty, filled_qty FROM venue_order_intents "
+                    "WHERE venue_order_id = ? ORDER BY pos",
+                    (r[0],),
+                )
+            ]
+            out.append(
+                VenueOrder(
+                    client_order_id=r[0], state=state, persisted=state, venue_seq=r[1],
+                    symbol=r[2], side=r[3], order_type=r[4], qty_lots=_lots(r[5], lot), lot=lot,
+                    limit_price=r[6], filled_lots=_lots(filled, lot),
+                    notional=(avg or 0.0) * filled, reason=r[11], reason_text=r[12],
+                    created_ns=r[13], allocations=allocs,
+                )
+            )  # fmt: skip
+        return out
+
+    def open_venue_orders(self) -> list[VenueOrder]:
+        """Venue orders in a non-terminal state, oldest first, with their allocations."""
+        return self._venue_orders(_OPEN_STATES)
+
+    def venue_order(self, client_order_id: str) -> VenueOrder | None:
+        found = self._venue_orders("client_order_id = ?", (client_order_id,))
+        return found[0] if found else None
+
+    def fills(self, client_order_id: str | None = None) -> list[Fill]:
+        """Intent fills in the order they were applied (fill_id order)."""
+        where, args = "", ()
+        if client_order_id is not None:
+            where, args = "WHERE f.client_order_id = ?", (client_order_id,)
+        rows = self._conn.execute(
+            "SELECT f.client_order_id, o.host, o.population, o.agent, o.symbol, f.side, f.qty, "
+            "o.lot, f.price, f.fee, f.liquidity, f.ts_ns, f.venue_order_id, f.venue_fill_id "
+            f"FROM fills f JOIN orders o USING (client_order_id) {where} ORDER BY f.fill_id",
+            args,
+        )
+        return [
+            Fill(r[0], r[1], r[2], r[3], r[4], r[5], _lots(r[6], r[7]), r[7], r[8], r[9], r[10],
+                 r[11], r[12], r[13])
+            for r in rows
+        ]  # fmt: skip
+
+    def fill_count(self) -> int:
+        return self._conn.execute("SELECT count(*) FROM fills").fetchone()[0]
+
+    def positions_from_fills(self) -> dict[tuple[int, int, int, int], float]:
+        """Signed position per (host, population, agent, symbol), summed in integer lots (so
+        it is exact, whatever order the fills are added in); flat keys are left out."""
+        rows = self._conn.execute(
+            "SELECT o.host, o.population, o.agent, o.symbol, o.lot, "
+            "SUM(f.side * CAST(ROUND(f.qty / o.lot) AS INTEGER)) "
+            "FROM fills f JOIN orders o USING (client_order_id) "
+            "GROUP BY o.host, o.population, o.agent, o.symbol, o.lot"
+        )
+        out: dict[tuple[int, int, int, int], float] = {}
+        for h, p, a, s, lot, lots in rows:
+            if lots:
+                out[(h, p, a, s)] = out.get((h, p, a, s), 0.0) + lots * lot
+        return out
+
+    def state_counts(self) -> dict[OrderState, int]:
+        """Intent orders per state (every state present, zeros included)."""
+        counts = dict.fromkeys(OrderState, 0)
+        for state, n in self._conn.execute("SELECT state, count(*) FROM orders GROUP BY state"):
+            counts[OrderState(state)] = n
+        return counts

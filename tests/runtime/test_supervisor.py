@@ -1,0 +1,135 @@
+"""The supervisor as operators meet it: config checks, signals, restarts, instance lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from appliance.shm import list_names
+from tests.harness import Appliance, assert_intents_accounted
+
+
+def dynamind(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.ops.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_check_config_lists_every_error_and_run_refuses(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'instance = "x y"\nring_capacity = 1000\nbogus = 1\n'
+        '[[symbols]]\nname = "BTC/USDT"\nstart_price = -1\ntick_size = 0.01\n'
+        "lot_size = 0.1\nmax_position = 1\nmax_order_notional = 1\n"
+        '[[hosts]]\nname = "h"\n[[hosts.populations]]\nkind = "ema_cross"\nagents = 5\n'
+    )
+    res = dynamind("check-config", str(bad))
+    assert res.returncode == 1
+    for where in ("instance", "ring_capacity", "bogus", "symbols[0].start_price"):
+        assert f"{bad}: {where}" in res.stderr, res.stderr
+    run = dynamind("run", "--config", str(bad), "--duration", "1", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "nothing started" in run.stderr
+    assert not (tmp_path / "var").exists()
+
+
+def test_check_config_accepts_the_shipped_configs():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for name in ("config/dynamind.toml", "config/examples/bench.toml"):
+        res = dynamind("check-config", os.path.join(root, name))
+        assert res.returncode == 0, res.stderr
+        assert ": ok" in res.stdout
+
+
+def test_second_instance_is_refused_naming_the_owner(app, tmp_path):
+    app.start().wait_ready()
+    res = dynamind("run", "--config", str(app.config), "--duration", "1", cwd=tmp_path)
+    assert res.returncode != 0
+    assert f"owner (pid {app.proc.pid}) is alive" in res.stderr
+    assert app.proc.poll() is None, "the running appliance must be untouched"
+    assert app.stop() == 0
+
+
+def test_killed_supervisor_takes_its_children_and_next_start_reclaims(app):
+    app.start().wait_ready()
+    pids = [w["pid"] for w in app.workers().values() if w["role"] != "supervisor"]
+    app._stats.close()
+    app._stats = None
+    app.proc.kill()
+    app.proc.wait(10)
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 30)
+    assert alive == [], f"orphans: {alive}"
+    assert list_names(app.instance), "a SIGKILLed supervisor cannot have unlinked anything"
+    app.start("--duration", "2")
+    assert app.proc.wait(120) == 0, app.log_tail()
+    assert "reclaiming stale segment" in app.log_path.read_text()
+
+
+def test_restart_intensity_limit_halts_with_nonzero_exit(tmp_path):
+    app = Appliance(tmp_path, max_restarts=2)
+    try:
+        app.start().wait_ready()
+        for incarnation in (2, 3):
+            app.kill("feed")
+            app.wait_restarted("feed", incarnation)
+        app.kill("feed")
+        code = app.proc.wait(120)
+        assert code == 2, app.log_tail()
+        assert "halting: 3 restarts" in app.log_path.read_text()
+    finally:
+        app.kill_all()
+    assert app.leftovers() == []
+
+
+def test_stalled_worker_is_killed_and_restarted(app):
+    app.start().wait_ready()
+    pid = app.workers()["host-b"]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    app.wait_restarted("host-b", 2)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert "missed heartbeats" in app.log_path.read_text()
+    assert app.stop() == 0
+    assert_intents_accounted(app)
+
+
+def test_sighup_applies_live_changes_and_rejects_bad_files(app):
+    app.start().wait_ready()
+    text = app.config.read_text()
+    app.config.write_text(text.replace("rate = 4000", "rate = 1000"))
+    app.proc.send_signal(signal.SIGHUP)
+    app.wait_for(lambda: "applied live: feed.rate" in app.log_path.read_text(), what="reload")
+    app.wait_for(lambda: "feed rate now 1000" in app.log_path.read_text(), what="feed rate")
+    app.config.write_text(
+        text.replace("rate = 4000", "rate = 1000") + '\n[trading]\nstate = "halted"\n'
+    )
+    app.proc.send_signal(signal.SIGHUP)
+    app.wait_for_log("trading halted: resting orders cancelled")
+    rejects = app.counter("execution", "rejects")
+    app.wait_for(lambda: app.counter("execution", "rejects") > rejects + 5, what="HALTED rejects")
+    app.config.write_text(text.replace("ring_capacity = 16384", "ring_capacity = 3"))
+    app.proc.send_signal(signal.SIGHUP)
+    app.wait_for(lambda: "reload rejected" in app.log_path.read_text(), what="bad reload rejected")
+    time.sleep(0.5)
+    assert app.proc.poll() is None
+    assert app.stop() == 0
+
+
+def test_config_contradicting_open_positions_starts_nothing(app, tmp_path):
+    app.start("--duration", "3")
+    assert app.proc.wait(120) == 0, app.log_tail()
+    text = app.config.read_text()
+    # a lot size change under open positions would misread every journaled fill
+    app.config.write_text(text.replace("lot_size = 0.00001", "lot_size = 0.001"))
+    res = dynamind("run", "--config", str(app.config), "--duration", "1", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "nothing started" in res.stderr and "BTC/USDT" in res.stderr
+    assert app.leftovers() == []

@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+
+from appliance.model.enums import TradingState
+from appliance.model.records import OrderType, RejectReason, Side
+from appliance.trading.risk import RiskEngine, RiskLimits, validate_intents
+from tests.exec_factories import intents
+
+R = RejectReason
+LOTS = np.array([0.1, 0.001])
+
+
+def check(engine, batch, ref=100.0, position=0.0, open_buy=0.0, open_sell=0.0):
+    n = len(batch)
+    reasons, lots = validate_intents(batch, LOTS)
+    qty = lots * LOTS[np.where(reasons == 0, batch["symbol"], 0)]
+    full = lambda x: np.broadcast_to(np.asarray(x, float), (n,)).copy()  # noqa: E731
+    return engine.check(
+        batch, qty, full(ref), full(position), full(open_buy), full(open_sell), reasons
+    ).tolist()
+
+
+@pytest.fixture
+def engine():
+    return RiskEngine(["A/B", "C/D"], RiskLimits(max_position=10.0, max_order_notional=1000.0))
+
+
+def test_validation_reasons():
+    batch = intents([
+        {"qty": 0.3},                      # 3 lots of 0.1 despite float noise
+        {"qty": 0.0},
+        {"qty": -1.0},
+        {"qty": float("nan")},
+        {"qty": 0.05},                     # below one lot
+        {"side": 0},
+        {"order_type": 9},
+        {"order_type": OrderType.LIMIT, "limit_price": float("nan")},
+        {"order_type": OrderType.LIMIT, "limit_price": -1.0},
+        {"symbol": 7},
+        {"qty": 0.37},                     # floored onto the grid
+    ])  # fmt: skip
+    reasons, lots = validate_intents(batch, LOTS)
+    assert reasons.tolist() == [0] + [R.BAD_ORDER] * 8 + [R.UNKNOWN_SYMBOL, 0]
+    assert lots.tolist() == [3] + [0] * 9 + [3]
+
+
+def test_notional_uses_reference_price(engine):
+    batch = intents([
+        {"qty": 9.0},
+        {"qty": 11.0, "side": Side.SELL},
+        {"qty": 5.0, "order_type": OrderType.LIMIT, "limit_price": 300.0},
+    ])  # fmt: skip
+    assert check(engine, batch, ref=[100.0, 100.0, 300.0]) == [0, R.MAX_NOTIONAL, R.MAX_NOTIONAL]
+
+
+def test_no_market(engine):
+    assert check(engine, intents([{}]), ref=float("nan")) == [R.NO_MARKET]
+
+
+def test_position_counts_open_orders_on_the_same_side(engine):
+    batch = intents([{"qty": 3.0}, {"qty": 3.0, "side": Side.SELL}])
+    # long 5 + open buys 3 + 3 = 11 > 10; the sell side sees short exposure -5 + 0 + 3
+    assert check(engine, batch, ref=1.0, position=5.0, open_buy=3.0) == [R.MAX_POSITION, 0]
+    # open sells do not count against a buy
+    assert check(engine, batch, ref=1.0, position=5.0, open_sell=9.0)[0] == 0
+    # short 5 + open sells 3 + sell 3 = 11
+    assert check(engine, batch, ref=1.0, position=-5.0, open_sell=3.0) == [0, R.MAX_POSITION]
+
+
+def test_batch_is_checked_in_order_per_agent(engine):
+    batch = intents([
+        {"qty": 8.0}, {"qty": 5.0}, {"qty": 2.0},      # agent 0: 8 ok, 13 no, 10 ok
+        {"qty": 8.0, "agent": 1}, {"qty": 2.0, "agent": 1},   # agent 1: separate budget
+        {"qty": 9.0, "symbol": 1},                     # another symbol: separate budget
+    ])  # fmt: skip
+    assert check(engine, batch, ref=1.0) == [0, R.MAX_POSITION, 0, 0, 0, 0]
+
+
+def test_vectorised_equals_one_at_a_time(engine):
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        n = 60
+        batch = intents([
+            {"agent": int(rng.integers(3)), "side": int(rng.choice([-1, 1])),
+             "qty": float(rng.integers(1, 60)) / 10}
+            for _ in range(n)
+        ])  # fmt: skip
+        got = check(engine, batch, ref=1.0)
+        used: dict = {}
+        want = []
+        for r in batch:
+            k = (int(r["agent"]), int(r["side"]))
+            if used.get(k, 0.0) + r["qty"] > 10.0 + 1e-9:
+                want.append(R.MAX_POSITION)
+            else:
+                used[k] = used.get(k, 0.0) + r["qty"]
+                want.append(0)
+        assert got == want
+
+
+def test_halted_rejects_everything_but_keeps_prior_reasons(engine):
+    engine.set_state("halted")
+    batch = intents([{}, {"qty": 0.0}])
+    assert check(engine, batch) == [R.HALTED, R.BAD_ORDER]
+
+
+def test_reduce_only(engine):
+    engine.set_state(TradingState.REDUCE_ONLY)
+    batch = intents([
+        {"qty": 2.0, "side": Side.SELL},   # long 5 -> 3: shrinks
+        {"qty": 2.0, "side": Side.SELL},   # -> 1
+        {"qty": 2.0, "side": Side.SELL},   # would go short: refused
+        {"qty": 1.0},                      # buying while long: grows
+    ])  # fmt: skip
+    assert check(engine, batch, ref=1.0, position=5.0) == [0, 0, R.HALTED, R.HALTED]
+
+
+def test_limits_must_cover_every_symbol():
+    with pytest.raises(ValueError, match="C/D"):
+        RiskEngine(["A/B", "C/D"], {"A/B": RiskLimits(1, 1)})
+    e = RiskEngine(["A/B"], {"A/B": RiskLimits(1, 2)})
+    e.set_limits({"A/B": RiskLimits(3, 4)})
+    assert e.limits("A/B") == RiskLimits(3, 4)
+    with pytest.raises(ValueError):
+        RiskLimits(-1, 1)
