@@ -14,6 +14,7 @@ from appliance.feeds.pacer import Pacer
 from appliance.feeds.synthetic import SyntheticFeed
 from appliance.model.records import TICK
 from appliance.runtime.layout import TICKS
+from appliance.runtime.messages import Ready, Reload
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing
 from appliance.workers import compose
@@ -42,13 +43,15 @@ def main(w: Worker) -> None:
 
 def _synthetic(w: Worker, writer, feed: SyntheticFeed, pacer: Pacer, out: int) -> None:
     batch = w.config.feed.batch_size
-    w.event("ready")
+    w.subscribe(Reload)
+    w.send(Ready())
     while not w.stopping:
         if w.tick():
             for msg in w.take_messages():
-                if msg["kind"] == "reload":
-                    pacer.set_rate(msg["config"]["feed"]["rate"])
-                    log.info("feed rate now %s ticks/s", pacer.rate)
+                match msg:
+                    case Reload():
+                        pacer.set_rate(w.config.feed.rate)
+                        log.info("feed rate now %s ticks/s", pacer.rate)
         n = pacer.allowance(batch)
         if n == 0:
             continue
@@ -62,7 +65,7 @@ def _synthetic(w: Worker, writer, feed: SyntheticFeed, pacer: Pacer, out: int) -
 
 def _replay(w: Worker, writer, out: int) -> None:
     feed = compose.replay_feed(w.config)
-    w.event("ready")
+    w.send(Ready())
     for batch in feed:
         if w.stopping:
             return

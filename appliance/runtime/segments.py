@@ -1,0 +1,76 @@
+"""The segment set: every shared-memory segment of a config, created and destroyed together.
+
+The supervisor owns them all, so queued intents and published positions outlive any worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TypeVar
+
+from appliance.config import Config
+from appliance.model.records import INTENT, POSITION, REPORT, TICK
+from appliance.runtime import layout
+from appliance.shm import BroadcastRing, RecordQueue, Stats, require_tso
+from appliance.shm.segment import reclaim_stale
+from appliance.shm.snapshot import SharedSnapshot
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", Stats, BroadcastRing, RecordQueue, SharedSnapshot)
+
+
+class SegmentSet:
+    """Stats, the tick ring, and per agent host its intent and report queues and positions
+    snapshot."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stats: Stats | None = None
+        self.ring: BroadcastRing | None = None
+        self.queues: list[tuple[RecordQueue, RecordQueue]] = []  # (intents, reports) per host
+        self._made: list[Stats | BroadcastRing | RecordQueue | SharedSnapshot] = []
+
+    def create(self) -> None:
+        """Create every segment; on failure part-way, what was made is still destroyed by
+        :meth:`destroy` (each segment is recorded as soon as it exists)."""
+        cfg = self.config
+        require_tso()
+        # The stats segment doubles as the instance lock: a live owner means a running
+        # appliance of the same name, which we refuse; a dead one is reclaimed.
+        self.stats = self._made_one(
+            Stats.create(cfg.instance, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS)
+        )
+        for name in reclaim_stale(cfg.instance):
+            log.warning("reclaimed stale %s", name)
+        self.ring = self._made_one(
+            BroadcastRing.create(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
+        )
+        inst, size = cfg.instance, cfg.queue_capacity
+        for h in range(len(cfg.hosts)):
+            iq = self._made_one(RecordQueue.create(inst, layout.intents_queue(h), INTENT, size))
+            rq = self._made_one(RecordQueue.create(inst, layout.reports_queue(h), REPORT, size))
+            self.queues.append((iq, rq))
+            self._made_one(
+                SharedSnapshot.create(
+                    cfg.instance,
+                    layout.positions_snapshot(h),
+                    POSITION,
+                    (layout.host_agents(cfg, h), len(cfg.symbols)),
+                )
+            )
+
+    def _made_one(self, segment: T) -> T:
+        self._made.append(segment)
+        return segment
+
+    def queued_intents(self) -> int:
+        """Intents published and not yet taken by execution, over every host."""
+        return sum(len(iq) for iq, _ in self.queues)
+
+    def destroy(self) -> None:
+        for seg in reversed(self._made):
+            with contextlib.suppress(Exception):
+                seg.destroy()
+        self._made.clear()
