@@ -394,11 +394,21 @@ def load_config(
         raise ConfigError([_toml_error(str(exc))], path) from None
     cores = os.sched_getaffinity(0) if available_cores is None else available_cores
     try:
-        return Config.model_validate(data, context={"available_cores": set(cores)})
-    except ValidationError as exc:
-        raise ConfigError(_from_validation_error(exc), path) from None
+        return validate_config(data, available_cores=cores)
     except ConfigError as exc:
         raise ConfigError(exc.errors, path) from None
+
+
+def validate_config(
+    data: dict[str, Any], *, available_cores: Collection[int] | None = None
+) -> Config:
+    """A Config from its dict form (a TOML file's, or ``model_dump``'s); ConfigError
+    listing every problem. Explicit CPU cores are checked only if ``available_cores``."""
+    context = None if available_cores is None else {"available_cores": set(available_cores)}
+    try:
+        return Config.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(_from_validation_error(exc)) from None
 
 
 def _toml_error(message: str) -> tuple[str, str]:

@@ -22,9 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
-from appliance.config import Config, ConfigError
+from appliance.config import Config, ConfigError, validate_config
 from appliance.model.enums import Role
 from appliance.runtime import logs
 from appliance.runtime.control import Channel
@@ -115,8 +113,8 @@ class Worker:
 
     def _reload(self, msg: Reload) -> bool:
         try:
-            config = Config.model_validate(msg.config)
-        except (ValidationError, ConfigError) as exc:
+            config = validate_config(msg.config)
+        except ConfigError as exc:
             log.error("reload dropped: the config sent is invalid: %s", exc)
             return False
         self.config = config
