@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from appliance.config import Config, load_config
-from appliance.runtime import layout, logs
+from appliance.model.enums import Role
+from appliance.ops.monitor import reader_name
+from appliance.runtime import logs
 from appliance.runtime.supervisor import Supervisor
 from appliance.shm.stats import percentile
 
@@ -51,23 +53,16 @@ def _config(base: Path, work: Path, tag: str, **feed: Any) -> Config:
 
 
 def _sample(sup: Supervisor) -> dict[str, Any]:
-    workers = {s["name"]: s for s in sup.stats.snapshot()}
+    workers = {s["name"]: s for s in sup.segments.stats.snapshot()}
+    ring = sup.segments.ring
     return {
         "t": time.monotonic(),
-        "written": sup.ring.publish_cursor,
+        "written": ring.publish_cursor,
         "hosts": {h.name: dict(workers[h.name]["counters"]) for h in sup.config.hosts},
         "hist": {h.name: workers[h.name]["histogram"].copy() for h in sup.config.hosts},
-        "execution": dict(workers["execution"]["counters"]),
-        "lost": {_reader_name(sup, r["slot"]): r["lost"] for r in sup.ring.readers()},
+        "execution": dict(workers[Role.EXECUTION]["counters"]),
+        "lost": {reader_name(sup.config, r["slot"]): r["lost"] for r in ring.readers()},
     }
-
-
-def _reader_name(sup: Supervisor, slot: int) -> str:
-    if slot == layout.EXECUTION_READER:
-        return "execution"
-    if slot == layout.RECORDER_READER:
-        return "recorder"
-    return sup.config.hosts[slot - layout.FIRST_HOST_READER].name
 
 
 def run_phase(config: Config, warmup: float, measure: float) -> dict[str, Any]:
@@ -173,7 +168,7 @@ def print_table(result: dict[str, Any]) -> None:
             f"{name:<12} {rate:>10} {p['agents']:>7} {p['written_per_s']:>12,.0f} "
             f"{p['through_agents_per_s']:>12,.0f} "
             f"{p['hosts_ring_lost'] + p['discarded_batches_records']:>10,} "
-            f"{p['ring_lost_by_reader'].get('execution', 0):>10,} "
+            f"{p['ring_lost_by_reader'].get(Role.EXECUTION, 0):>10,} "
             f"{p['intents_per_s']:>10,.0f} "
             f"{lat.get('p50', float('nan')):>8.0f} {lat.get('p99', float('nan')):>8.0f} "
             f"{lat.get('p99.9', float('nan')):>9.0f}"

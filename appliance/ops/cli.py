@@ -18,6 +18,7 @@ log = logging.getLogger("dynamind")
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError, load_config
+    from appliance.model.enums import Role
     from appliance.runtime.supervisor import Supervisor
     from appliance.trading.journal import LayoutMismatch
 
@@ -28,7 +29,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     if args.log_format:
         config = config.model_copy(update={"log_format": args.log_format})
-    logs.setup(config.log_format, process="supervisor")
+    logs.setup(config.log_format, process=Role.SUPERVISOR)
     try:
         return Supervisor(config, args.config).run(args.duration)
     except LayoutMismatch as exc:
