@@ -128,28 +128,7 @@ def main(w: Worker) -> None:
                 else:
                     w.add("tick_gaps", len(ticks))
                 busy = True
-            runs = [link.consumer.peek(batch) for link in links]
-            total = sum(len(r) for r in runs)
-            if total:
-                intents = np.concatenate(runs) if len(runs) > 1 else runs[0].copy()
-                seen_before = engine.duplicates
-                reports = engine.process(intents)  # journaled before it returns
-                for link, run in zip(links, runs, strict=True):
-                    link.consumer.advance(len(run))
-                w.add("intents", total)
-                _send(w, links, reports)
-                resync = engine.duplicates > seen_before
-                for link, run in zip(links, runs, strict=True):
-                    if not len(run):
-                        continue
-                    if resync:
-                        # Intents a crashed incarnation journaled came again: they make no
-                        # reports, so their agents would wait for ever. Their fills are in
-                        # our positions (loaded from the journal): have the host reload.
-                        link.positions.resync()
-                    elif not len(reports.get(link.host, ())):
-                        # no reports, but the intents were taken
-                        link.positions.publish(values=False)
+            if _take_intents(w, engine, links, batch):
                 busy = True
             elif w.draining:
                 heads = {link.host: link.intents_q.head for link in links}
@@ -170,6 +149,34 @@ def main(w: Worker) -> None:
             link.close()
         reader.close()
         ring.close()
+
+
+def _take_intents(w: Worker, engine: ExecutionEngine, links: list[HostLink], batch: int) -> bool:
+    """Take up to ``batch`` intents from each host's queue, journal and answer them, and
+    publish what each host's snapshot now includes. False when every queue was empty."""
+    runs = [link.consumer.peek(batch) for link in links]
+    total = sum(len(r) for r in runs)
+    if not total:
+        return False
+    intents = np.concatenate(runs) if len(runs) > 1 else runs[0].copy()
+    seen_before = engine.duplicates
+    reports = engine.process(intents)  # journaled before it returns
+    for link, run in zip(links, runs, strict=True):
+        link.consumer.advance(len(run))
+    w.add("intents", total)
+    _send(w, links, reports)
+    resync = engine.duplicates > seen_before
+    for link, run in zip(links, runs, strict=True):
+        if not len(run):
+            continue
+        if resync:
+            # Intents a crashed incarnation journaled came again: they make no reports,
+            # so their agents would wait for ever. Their fills are in our positions
+            # (loaded from the journal): have the host reload.
+            link.positions.resync()
+        elif not len(reports.get(link.host, ())):
+            link.positions.publish(values=False)  # no reports, but the intents were taken
+    return True
 
 
 def _reload(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> None:
