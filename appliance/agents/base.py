@@ -294,7 +294,9 @@ class Population(ABC):
 
     def _add_report_counts(self, counts: np.ndarray, by_reason: np.ndarray) -> None:
         for name, n in zip(
-            ("acks", "fills", "cancels", "rejects", "bad_reports"), to_host(counts).tolist()
+            ("acks", "fills", "cancels", "rejects", "bad_reports"),
+            to_host(counts).tolist(),
+            strict=True,
         ):
             self._counts[name] += int(n)
         self._rejects_by_reason += to_host(by_reason)

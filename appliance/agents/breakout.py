@@ -43,9 +43,8 @@ class Breakout(TargetPopulation):
     cuda_name = "breakout"
     f_rows = ("qty",)
     i_rows = ("channel",)
-    state_names = (
-        *TargetPopulation.state_names, "history", "dq_idx", "dq_val", "dq_head", "dq_len",
-    )  # fmt: skip
+    # The channel deques are derived from the history: rebuilt on restore.
+    state_names = (*TargetPopulation.state_names, "history")
     params: BreakoutParams
 
     def __init__(
@@ -93,6 +92,26 @@ class Breakout(TargetPopulation):
             self.history, self.dq_idx, self.dq_val, self.dq_head, self.dq_len, self._x,
         )  # fmt: skip
         return self._x
+
+    def restore(self, snap: Mapping[str, np.ndarray]) -> None:
+        super().restore(snap)
+        # Replay each symbol's last mids (up to the longest window) into fresh deques.
+        depth = self.history.shape[1]
+        kept = np.minimum(self.group_seen, depth)
+        offsets = np.concatenate([[0], np.cumsum(kept)])
+        first = self.group_seen - kept
+        mids = np.concatenate(
+            [
+                self.history[g, np.arange(f, f + k) % depth]
+                for g, (f, k) in enumerate(zip(first, kept, strict=True))
+            ]
+        )
+        self.dq_head[:] = 0
+        self.dq_len[:] = 0
+        x = np.zeros((self._x.shape[0], max(int(kept.max()), 1)))
+        history = self.history.copy()  # rewritten with the same values
+        breakout_channels(offsets, mids, first, self.ch_group, self.ch_window, history,
+                          self.dq_idx, self.dq_val, self.dq_head, self.dq_len, x)  # fmt: skip
 
     def update(self, g: int, agents: slice, mid: float, seen: int) -> np.ndarray:
         depth = self.history.shape[1]

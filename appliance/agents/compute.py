@@ -49,7 +49,7 @@ def _probe_cupy() -> tuple[ModuleType | None, str]:
 
 @functools.cache
 def _probe_numba() -> str:
-    """"" when numba imports, else why not."""
+    """ "" when numba imports, else why not."""
     try:
         import numba  # noqa: F401
     except Exception as exc:

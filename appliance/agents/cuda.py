@@ -15,15 +15,12 @@ is how the tests run it on machines without a GPU.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from appliance.agents.compute import to_host
 from appliance.model.records import OrderType, ReportKind
-
-if TYPE_CHECKING:
-    from appliance.agents.target import TargetPopulation
 
 THREADS = 128
 
@@ -240,8 +237,8 @@ extern "C" __global__ void market_making(
         if (seen + 1 < I_(6)) continue;
         double mid = mids[t];
         double r = mid * (1.0 - skew * (pos / max_inv));
-        double px_bid = fmin(floor(r * (1.0 - half) / tick) * tick, asks[t] - tick);
-        double px_ask = fmax(ceil(r * (1.0 + half) / tick) * tick, bids[t] + tick);
+        double px_bid = fmin(floor(r * (1.0 - half) / tick + 1e-9) * tick, asks[t] - tick);
+        double px_ask = fmax(ceil(r * (1.0 + half) / tick - 1e-9) * tick, bids[t] + tick);
         for (int s = 0; s < 2; ++s) {
             bool can = s == 0 ? pos + qty <= max_inv + room : pos - qty >= -max_inv - room;
             double px = s == 0 ? px_bid : px_ask;
@@ -338,7 +335,7 @@ def source(body: str) -> str:
 class CudaKernels:
     """Device buffers and launches of one population of a built-in kind."""
 
-    def __init__(self, pop: TargetPopulation, report_kernel: str) -> None:
+    def __init__(self, pop: Any, report_kernel: str) -> None:
         self.pop = pop
         xp = pop.xp
         code = source(TARGET + MARKET_MAKING)

@@ -12,10 +12,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import Field, PositiveFloat, ValidationInfo, field_validator
+from pydantic import Field, PositiveFloat, ValidationInfo, field_validator, model_validator
 
 from appliance.agents.kernels import EMA_CROSS
-from appliance.agents.params import AgentParam, PopulationParams, Spec, per_symbol
+from appliance.agents.params import (
+    AgentParam,
+    PopulationParams,
+    Spec,
+    Values,
+    per_symbol,
+    spec_values,
+)
 from appliance.agents.target import TargetPopulation
 
 # Longest EMA period a param may ask for (ticks of the agent's symbol).
@@ -34,7 +41,7 @@ class QtyParams(PopulationParams):
     def _qty_per_symbol(
         cls, value: float | list[float], info: ValidationInfo
     ) -> float | list[float]:
-        per_symbol(value, "qty", (info.context or {}).get("n_symbols"))
+        per_symbol(value, "qty", (info.context or {}).get("n_symbols"), "quantities")
         return value
 
 
@@ -47,9 +54,11 @@ def qty_errors(qty: float | list[float], instruments: Sequence[Any]) -> list[tup
         where = f"qty[{i}]" if isinstance(qty, list) else "qty"
         lots = q / inst.lot_size
         if lots < 1 - 1e-9 or abs(lots - round(lots)) > 1e-6:
-            errors.append((where, f"{q} is not a whole number of {inst.name} lots ({inst.lot_size})"))
+            lot = f"{inst.name} lots ({inst.lot_size})"
+            errors.append((where, f"{q} is not a whole number of {lot}"))
         if q > inst.max_position:
-            errors.append((where, f"{q} exceeds the max_position of {inst.name} ({inst.max_position})"))
+            cap = f"{inst.name} ({inst.max_position})"
+            errors.append((where, f"{q} exceeds the max_position of {cap}"))
     return errors
 
 
@@ -66,6 +75,17 @@ class EmaCrossParams(QtyParams):
     slow: Spec = (50, 200)
     # Ticks of its symbol an agent sees before it trades; default: its slow period.
     warmup: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> EmaCrossParams:
+        # Numbers and ranges must not overlap; explicit values and grids are checked
+        # agent by agent (check_agents).
+        if isinstance(self.fast, Values) or isinstance(self.slow, Values):
+            return self
+        fast, slow = spec_values(self.fast), spec_values(self.slow)
+        if max(fast) >= min(slow):
+            raise ValueError(f"fast periods {fast} must all be below slow periods {slow}")
+        return self
 
 
 class EmaCross(TargetPopulation):

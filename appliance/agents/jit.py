@@ -27,7 +27,10 @@ QTY_EPSILON = 1e-12
 ACKS, FILLS, CANCELS, REJECTS, BAD = range(5)
 # Report kinds.
 ACK, FILL, CANCEL, REJECT = (
-    int(ReportKind.ACK), int(ReportKind.FILL), int(ReportKind.CANCEL), int(ReportKind.REJECT)
+    int(ReportKind.ACK),
+    int(ReportKind.FILL),
+    int(ReportKind.CANCEL),
+    int(ReportKind.REJECT),
 )
 
 
@@ -92,7 +95,7 @@ def gate(
     """
     for j in range(lo, hi):
         t = target[j]
-        if pending[j] or retry_after[j] > now_ns or not (t == t):
+        if pending[j] or retry_after[j] > now_ns or t != t:
             continue
         delta = t - (position[j] + pending_qty[j])
         if abs(delta) <= QTY_EPSILON:

@@ -19,9 +19,9 @@ EMA_CROSS, MEAN_REVERSION, BREAKOUT = 0, 1, 2
 
 
 @njit(cache=True)
-def _ema(lo, hi, mid, seen, decide_now, new, F, I):
+def _ema(lo, hi, mid, seen, decide_now, new, F, ints):
     alpha_f, alpha_s, qty, fast, slow = F[0], F[1], F[2], F[3], F[4]
-    warmup = I[0]
+    warmup = ints[0]
     if seen == 0:  # start the EMAs at the first mid: the recursion from there is exact
         for j in range(lo, hi):
             fast[j] = mid
@@ -38,9 +38,9 @@ def _ema(lo, hi, mid, seen, decide_now, new, F, I):
 
 
 @njit(cache=True)
-def _reversion(lo, hi, mid, seen, decide_now, new, F, I, target):
+def _reversion(lo, hi, mid, seen, decide_now, new, F, ints, target):
     alpha, entry, exit_, qty, mean, var = F[0], F[1], F[2], F[3], F[4], F[5]
-    warmup = I[0]
+    warmup = ints[0]
     for j in range(lo, hi):
         z = 0.0
         if seen == 0:
@@ -63,19 +63,17 @@ def _reversion(lo, hi, mid, seen, decide_now, new, F, I, target):
                 t = -qty[j]
             elif z <= -entry[j]:
                 t = qty[j]
-            elif cur > 0.0 and z >= -exit_[j]:
-                t = 0.0
-            elif cur < 0.0 and z <= exit_[j]:
+            elif (cur > 0.0 and z >= -exit_[j]) or (cur < 0.0 and z <= exit_[j]):
                 t = 0.0
             new[j - lo] = t
 
 
 @njit(cache=True)
-def _breakout(lo, hi, mid, tl, decide_now, new, F, I, X):
+def _breakout(lo, hi, mid, tl, decide_now, new, F, ints, X):
     if not decide_now:
         return
     qty = F[0]
-    channel = I[0]
+    channel = ints[0]
     for j in range(lo, hi):
         c = channel[j]
         high = X[2 * c, tl]
@@ -91,7 +89,7 @@ def _breakout(lo, hi, mid, tl, decide_now, new, F, I, X):
 @njit(cache=True)
 def run_target(
     kind, offsets, order, mids, starts, stops, group_seen, per_tick, tick_base, now_ns,
-    F, I, X, target, decided, position, pending_qty, pending, retry_after, new,
+    F, ints, X, target, decided, position, pending_qty, pending, retry_after, new,
     out_agent, out_side, out_qty, out_tick,
 ):  # fmt: skip
     """One batch of a target-position population; (intents written, signals)."""
@@ -109,11 +107,11 @@ def run_target(
                 seen = group_seen[g] + (t - t0)
                 decide_now = per_tick or t == t1 - 1
                 if kind == EMA_CROSS:
-                    _ema(lo, hi, mid, seen, decide_now, new, F, I)
+                    _ema(lo, hi, mid, seen, decide_now, new, F, ints)
                 elif kind == MEAN_REVERSION:
-                    _reversion(lo, hi, mid, seen, decide_now, new, F, I, target)
+                    _reversion(lo, hi, mid, seen, decide_now, new, F, ints, target)
                 else:
-                    _breakout(lo, hi, mid, t - t0, decide_now, new, F, I, X)
+                    _breakout(lo, hi, mid, t - t0, decide_now, new, F, ints, X)
                 if decide_now:
                     signals += jit.decide(lo, hi, new, tick_base + order[t], target, decided)
             k = jit.gate(
@@ -175,24 +173,26 @@ def breakout_channels(
 # Quote states per side, plan codes, rows of F / I (market_making.py names them).
 IDLE, SENT, RESTING, CANCELLING = 0, 1, 2, 3
 NONE, PLACE, CANCEL = 0, 1, 2
+# Slack when putting a quote on the price grid: 99.9 / 0.01 is 9989.999999999998.
+ROUNDING = 1e-9
 _LIMIT, _CANCEL_ORDER = int(OrderType.LIMIT), int(OrderType.CANCEL)
 
 
 @njit(cache=True)
-def mm_decide(j, mid, best_bid, best_ask, at, F, I, position):
+def mm_decide(j, mid, best_bid, best_ask, at, F, ints, position):
     """One agent's quotes at one tick: the plan per side (place at a price, cancel, none);
     returns how many plans changed (signals)."""
     half, skew, requote, qty, max_inv, tick = F[0, j], F[1, j], F[2, j], F[3, j], F[4, j], F[5, j]
     pos = position[j]
     r = mid * (1.0 - skew * (pos / max_inv))  # reservation price: skewed against inventory
-    px_bid = min(np.floor(r * (1.0 - half) / tick) * tick, best_ask - tick)
-    px_ask = max(np.ceil(r * (1.0 + half) / tick) * tick, best_bid + tick)
+    px_bid = min(np.floor(r * (1.0 - half) / tick + ROUNDING) * tick, best_ask - tick)
+    px_ask = max(np.ceil(r * (1.0 + half) / tick - ROUNDING) * tick, best_bid + tick)
     room = max_inv * 1e-9
     changed = 0
     for s in range(2):
         can = (pos + qty <= max_inv + room) if s == 0 else (pos - qty >= -max_inv - room)
         px = px_bid if s == 0 else px_ask
-        state = I[s, j]
+        state = ints[s, j]
         plan = NONE
         if state == IDLE and can and px > 0.0:
             plan = PLACE
@@ -201,49 +201,49 @@ def mm_decide(j, mid, best_bid, best_ask, at, F, I, position):
             if not can or not (abs(mid - quoted) <= requote * quoted):
                 plan = CANCEL
         price = px if plan == PLACE else 0.0
-        if plan != I[2 + s, j] or price != F[8 + s, j]:
+        if plan != ints[2 + s, j] or price != F[8 + s, j]:
             changed += 1
-            I[4 + s, j] = at
-        I[2 + s, j] = plan
+            ints[4 + s, j] = at
+        ints[2 + s, j] = plan
         F[8 + s, j] = price
         F[10 + s, j] = mid
     return changed
 
 
 @njit(cache=True)
-def mm_gate(lo, hi, last_i, tick_base, now_ns, F, I, retry_after, out_agent, out_side,
+def mm_gate(lo, hi, last_i, tick_base, now_ns, F, ints, retry_after, out_agent, out_side,
             out_qty, out_type, out_price, out_tick, k):  # fmt: skip
     """Carry out the plans of agents lo..hi: a LIMIT or a CANCEL per side, bid first."""
     for j in range(lo, hi):
         if retry_after[j] > now_ns:
             continue
         for s in range(2):
-            plan = I[2 + s, j]
+            plan = ints[2 + s, j]
             if plan == NONE:
                 continue
             out_agent[k] = j
             out_side[k] = 1 if s == 0 else -1
-            since = I[4 + s, j] - tick_base
+            since = ints[4 + s, j] - tick_base
             out_tick[k] = since if since >= 0 else last_i
             if plan == PLACE:
                 out_qty[k] = F[3, j]
                 out_type[k] = _LIMIT
                 out_price[k] = F[8 + s, j]
-                I[s, j] = SENT
+                ints[s, j] = SENT
                 F[6 + s, j] = F[10 + s, j]
             else:
                 out_qty[k] = 0.0
                 out_type[k] = _CANCEL_ORDER
                 out_price[k] = 0.0
-                I[s, j] = CANCELLING
-            I[2 + s, j] = NONE
+                ints[s, j] = CANCELLING
+            ints[2 + s, j] = NONE
             k += 1
     return k
 
 
 @njit(cache=True)
 def run_market_making(offsets, order, mids, bid, ask, starts, stops, group_seen, per_tick,
-                      tick_base, now_ns, F, I, position, retry_after, out_agent, out_side,
+                      tick_base, now_ns, F, ints, position, retry_after, out_agent, out_side,
                       out_qty, out_type, out_price, out_tick):  # fmt: skip
     """One batch of a market-making population; (intents written, signals)."""
     k = 0
@@ -259,16 +259,18 @@ def run_market_making(offsets, order, mids, bid, ask, starts, stops, group_seen,
             i = order[t]
             seen = group_seen[g] + (t - t0)
             for j in range(starts[g], stops[g]):
-                if seen + 1 >= I[6, j]:
-                    signals += mm_decide(j, mids[t], bid[i], ask[i], tick_base + i, F, I, position)
-        k = mm_gate(starts[g], stops[g], order[t1 - 1], tick_base, now_ns, F, I, retry_after,
+                if seen + 1 >= ints[6, j]:
+                    signals += mm_decide(
+                        j, mids[t], bid[i], ask[i], tick_base + i, F, ints, position
+                    )
+        k = mm_gate(starts[g], stops[g], order[t1 - 1], tick_base, now_ns, F, ints, retry_after,
                     out_agent, out_side, out_qty, out_type, out_price, out_tick, k)  # fmt: skip
     return k, signals
 
 
 @njit(cache=True)
 def mm_reports(agent, kind, side, fill_qty, reason, final, ts_ns, backoff_ns, cooldown_ns,
-               position, I, retry_after, counts, by_reason):  # fmt: skip
+               position, ints, retry_after, counts, by_reason):  # fmt: skip
     """Apply REPORT columns, in order, to agents with at most one order per side.
 
     Per side: FILL moves the position (final: the quote is gone); ACK of the quote makes
@@ -284,7 +286,7 @@ def mm_reports(agent, kind, side, fill_qty, reason, final, ts_ns, backoff_ns, co
             counts[jit.BAD] += 1
             continue
         row = 0 if s == 1 else 1
-        state = I[row, a]
+        state = ints[row, a]
         if k == jit.FILL:
             q = fill_qty[r]
             if not (q > 0.0 and q < np.inf):
@@ -293,21 +295,20 @@ def mm_reports(agent, kind, side, fill_qty, reason, final, ts_ns, backoff_ns, co
             position[a] += s * q
             counts[jit.FILLS] += 1
             if final[r]:
-                I[row, a] = IDLE
+                ints[row, a] = IDLE
                 if cooldown_ns > 0:
                     retry_after[a] = ts_ns[r] + cooldown_ns
         elif k == jit.ACK:
             counts[jit.ACKS] += 1
             if final[r] and state == CANCELLING:
-                I[row, a] = IDLE
+                ints[row, a] = IDLE
             elif not final[r] and state == SENT:
-                I[row, a] = RESTING
+                ints[row, a] = RESTING
         elif k == jit.CANCEL:
             counts[jit.CANCELS] += 1
-            I[row, a] = IDLE
+            ints[row, a] = IDLE
         elif k == jit.REJECT:
             counts[jit.REJECTS] += 1
             by_reason[min(reason[r], len(by_reason) - 1)] += 1
-            I[row, a] = RESTING if state == CANCELLING else IDLE
+            ints[row, a] = RESTING if state == CANCELLING else IDLE
             retry_after[a] = ts_ns[r] + backoff_ns
-

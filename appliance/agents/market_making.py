@@ -157,56 +157,57 @@ class MarketMaking(TargetPopulation):
 
     def _plan(self, agents: slice, i: int, batch: TickBatch, seen: int, at: int) -> int:
         mid = (batch.bid[i] + batch.ask[i]) * 0.5
-        F, I = self.F[:, agents], self.I[:, agents]
-        warm = seen + 1 >= I[6]
+        F, ints = self.F[:, agents], self.I[:, agents]
+        warm = seen + 1 >= ints[6]
         pos = self.position[agents]
         tick, qty, max_inv = F[5], F[3], F[4]
         r = mid * (1.0 - F[1] * (pos / max_inv))
         px = (
-            np.minimum(np.floor(r * (1.0 - F[0]) / tick) * tick, batch.ask[i] - tick),
-            np.maximum(np.ceil(r * (1.0 + F[0]) / tick) * tick, batch.bid[i] + tick),
+            np.minimum(np.floor(r * (1.0 - F[0]) / tick + K.ROUNDING) * tick, batch.ask[i] - tick),
+            np.maximum(np.ceil(r * (1.0 + F[0]) / tick - K.ROUNDING) * tick, batch.bid[i] + tick),
         )
         room = max_inv * 1e-9
         can = (pos + qty <= max_inv + room, pos - qty >= -max_inv - room)
         changed = 0
         for s in range(2):
-            state, quoted = I[s], F[6 + s]
+            state, quoted = ints[s], F[6 + s]
             with np.errstate(invalid="ignore"):
                 moved = ~(np.abs(mid - quoted) <= F[2] * quoted)
+            place = (state == K.IDLE) & can[s] & (px[s] > 0)
             plan = np.select(
-                [(state == K.IDLE) & can[s] & (px[s] > 0), (state == K.RESTING) & (~can[s] | moved)],
+                [place, (state == K.RESTING) & (~can[s] | moved)],
                 [K.PLACE, K.CANCEL],
                 K.NONE,
             )
-            plan = np.where(warm, plan, I[2 + s])
+            plan = np.where(warm, plan, ints[2 + s])
             price = np.where(plan == K.PLACE, px[s], 0.0)
             price = np.where(warm, price, F[8 + s])
-            diff = warm & ((plan != I[2 + s]) | (price != F[8 + s]))
+            diff = warm & ((plan != ints[2 + s]) | (price != F[8 + s]))
             changed += int(diff.sum())
-            I[4 + s] = np.where(diff, at, I[4 + s])
-            I[2 + s] = plan
+            ints[4 + s] = np.where(diff, at, ints[4 + s])
+            ints[2 + s] = plan
             F[8 + s] = price
             F[10 + s] = np.where(warm, mid, F[10 + s])
         return changed
 
     def _send(self, agents: slice, last_i: int, tick_base: int, now_ns: int, k: int) -> int:
-        F, I = self.F[:, agents], self.I[:, agents]
+        F, ints = self.F[:, agents], self.I[:, agents]
         free = self.retry_after_ns[agents] <= now_ns
         for s in range(2):
-            plan = I[2 + s]
+            plan = ints[2 + s]
             idx = np.flatnonzero(free & (plan != K.NONE))
             rows = slice(k, k + len(idx))
             place = plan[idx] == K.PLACE
             self._out_agent[rows] = agents.start + idx
             self._out_side[rows] = 1 if s == 0 else -1
-            since = I[4 + s][idx] - tick_base
+            since = ints[4 + s][idx] - tick_base
             self._out_tick[rows] = np.where(since >= 0, since, last_i)
             self._out_qty[rows] = np.where(place, F[3][idx], 0.0)
             self._out_type[rows] = np.where(place, OrderType.LIMIT, OrderType.CANCEL)
             self._out_price[rows] = np.where(place, F[8 + s][idx], 0.0)
-            I[s][idx] = np.where(place, K.SENT, K.CANCELLING)
+            ints[s][idx] = np.where(place, K.SENT, K.CANCELLING)
             F[6 + s][idx] = np.where(place, F[10 + s][idx], F[6 + s][idx])
-            I[2 + s][idx] = K.NONE
+            ints[2 + s][idx] = K.NONE
             k += len(idx)
         return k
 

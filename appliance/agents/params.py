@@ -166,9 +166,11 @@ def _explicit(
     )
 
 
-def per_symbol(value: float | list[float], name: str, n_symbols: int | None) -> None:
+def per_symbol(
+    value: float | list[float], name: str, n_symbols: int | None, noun: str = "values"
+) -> None:
     """Check a one-number-or-one-per-symbol param against the population's symbol count."""
     if isinstance(value, list) and n_symbols is not None and len(value) != n_symbols:
         raise ValueError(
-            f"{name} lists {len(value)} values but the population trades {n_symbols} symbols"
+            f"{name} lists {len(value)} {noun} but the population trades {n_symbols} symbols"
         )
