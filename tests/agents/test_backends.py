@@ -82,8 +82,8 @@ def test_backend_matches_reference(kind, backend, decide, random_ticks):
     a, b = ref.step(ref.prepare(more), 10**18), twin.step(twin.prepare(more), 10**18)
     assert np.array_equal(a.agent, b.agent) and np.array_equal(a.limit_price, b.limit_price)
 
+
 def test_per_tick_decides_more_than_batch(random_ticks):
     tick, _ = run("mean_reversion", "numba", random_ticks, "tick")
     batch, _ = run("mean_reversion", "numba", random_ticks, "batch")
     assert tick.counters["signals"] > 3 * batch.counters["signals"]
-
