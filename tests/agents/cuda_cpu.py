@@ -23,7 +23,8 @@ from appliance.agents.compute import Backend
 PRELUDE = r"""
 #include <cmath>
 #include <cstring>
-using std::floor; using std::ceil; using std::fabs; using std::sqrt; using std::fmin; using std::fmax;
+using std::floor; using std::ceil; using std::fabs;
+using std::sqrt; using std::fmin; using std::fmax;
 struct Dim3 { unsigned x; };
 static Dim3 blockIdx, blockDim, threadIdx;
 #define __global__
@@ -31,7 +32,9 @@ static Dim3 blockIdx, blockDim, threadIdx;
 static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
     unsigned long long old = *p; *p += v; return old;
 }
-static inline double __longlong_as_double(long long x) { double d; std::memcpy(&d, &x, 8); return d; }
+static inline double __longlong_as_double(long long x) {
+    double d; std::memcpy(&d, &x, 8); return d;
+}
 extern "C" void dm_set_thread(unsigned b, unsigned t, unsigned bd) {
     blockIdx.x = b; threadIdx.x = t; blockDim.x = bd;
 }
