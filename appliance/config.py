@@ -36,7 +36,9 @@ from pydantic import (
     model_validator,
 )
 
-from appliance.agents import POPULATIONS
+from appliance.agents import population_class
+from appliance.agents.compute import BACKENDS, BackendError, resolve
+from appliance.agents.params import grid_size
 from appliance.feeds.tickfile import TickFileError, read_header
 from appliance.model.enums import SINGLE_ROLES, Role
 
@@ -182,8 +184,12 @@ class FeedConfig(_Model):
 
 
 class PopulationConfig(_Model):
+    # A built-in kind, or a user's class as "module.path:ClassName".
     kind: str
+    # With a grid, agents may be left out: one per combination and symbol.
     agents: Annotated[int, Field(ge=1, le=10_000_000)]
+    # Per-agent params as lists of values: one agent per combination (per symbol).
+    grid: dict[str, Annotated[list[float], Field(min_length=1)]] | None = None
     # Symbol names this population trades; None: every symbol of the config.
     symbols: list[str] | None = None
     # Seed of the agents' drawn parameters; None: derived from the host and population
@@ -195,6 +201,12 @@ class PopulationConfig(_Model):
 class HostConfig(_Model):
     name: Name
     populations: Annotated[list[PopulationConfig], Field(min_length=1, max_length=65535)]
+
+
+class ComputeConfig(_Model):
+    # Where agent kernels run: auto (cupy on a usable GPU, else numba), numpy (the
+    # reference), numba (compiled CPU kernels) or cupy (CUDA).
+    backend: Literal[BACKENDS] = "auto"  # type: ignore[valid-type]
 
 
 class ExecutionConfig(_Model):
@@ -246,6 +258,34 @@ class Config(_Model):
     execution: ExecutionConfig = ExecutionConfig()
     cpu: CpuConfig = CpuConfig()
     recorder: RecorderConfig = RecorderConfig()
+    compute: ComputeConfig = ComputeConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grid_agents(cls, data: Any) -> Any:
+        """A population with a grid and no agent count gets one agent per combination and
+        symbol (anything malformed is left for the field checks to report)."""
+        try:
+            n_all = len(data["symbols"])
+            for host in data["hosts"]:
+                for pop in host["populations"]:
+                    if isinstance(pop.get("grid"), dict) and "agents" not in pop:
+                        n_sym = len(pop["symbols"]) if pop.get("symbols") else n_all
+                        pop["agents"] = grid_size(pop["grid"]) * n_sym
+        except (KeyError, TypeError, AttributeError):
+            pass
+        return data
+
+    @field_validator("compute")
+    @classmethod
+    def _backend_runs(cls, compute: ComputeConfig, info: ValidationInfo) -> ComputeConfig:
+        # Only when loading for this machine (see load_config), like the CPU cores.
+        if (info.context or {}).get("available_cores") is not None:
+            try:
+                resolve(compute.backend)
+            except BackendError as exc:
+                raise ValueError(str(exc)) from None
+        return compute
 
     @field_validator("cpu")
     @classmethod
@@ -286,7 +326,9 @@ class Config(_Model):
             if sum(p.agents for p in host.populations) > 2**32 - 1:
                 errors.append((f"hosts[{h}].populations", "more than 2**32-1 agents in a host"))
             for p, pop in enumerate(host.populations):
-                errors += self._population_errors(f"hosts[{h}].populations[{p}]", pop, self.symbols)
+                errors += self._population_errors(
+                    f"hosts[{h}].populations[{p}]", pop, self.symbols, self.population_seed(h, p)
+                )
         if self.feed.batch_size * 2 > self.ring_capacity:
             errors.append(
                 ("feed.batch_size", f"must be at most half the ring ({self.ring_capacity})")
@@ -295,15 +337,16 @@ class Config(_Model):
         errors += self._cpu_errors(hosts)
         return errors
 
-    @staticmethod
     def _population_errors(
-        loc: str, pop: PopulationConfig, symbols: list[SymbolConfig]
+        self, loc: str, pop: PopulationConfig, symbols: list[SymbolConfig], seed: int
     ) -> list[tuple[str, str]]:
         names = [s.name for s in symbols]
         errors = []
-        if pop.kind not in POPULATIONS:
-            known = ", ".join(sorted(POPULATIONS))
-            return [(f"{loc}.kind", f"unknown population kind {pop.kind!r} (known: {known})")]
+        try:
+            kind = population_class(pop.kind)
+            resolve(self.compute.backend, (*kind.backends, "auto"))
+        except (ValueError, BackendError) as exc:
+            return [(f"{loc}.kind", str(exc))]
         chosen = names if pop.symbols is None else pop.symbols
         for i, name in enumerate(pop.symbols or ()):
             if name not in names:
@@ -315,15 +358,19 @@ class Config(_Model):
         elif pop.agents < len(chosen):
             errors.append((f"{loc}.agents", f"fewer agents than symbols ({len(chosen)})"))
         try:
-            params = POPULATIONS[pop.kind].validate_params(pop.params, len(chosen))
+            params = kind.validate_params(pop.params, len(chosen))
         except ValidationError as exc:
             return errors + _from_validation_error(exc, prefix=f"{loc}.params")
         if errors:
             return errors
+        try:  # draws every agent's params, as the host will
+            rng = np.random.default_rng(seed)
+            kind.agent_table(params, pop.grid, pop.agents, len(chosen), rng)
+        except ValueError as exc:
+            return [(f"{loc}.grid" if pop.grid else f"{loc}.params", str(exc))]
         traded = [symbols[names.index(n)] for n in chosen]
         errors += [
-            (f"{loc}.params.{where}", msg)
-            for where, msg in POPULATIONS[pop.kind].instrument_errors(params, traded)
+            (f"{loc}.params.{where}", msg) for where, msg in kind.instrument_errors(params, traded)
         ]
         return errors
 
@@ -488,6 +535,7 @@ _WHOLE: list[tuple[re.Pattern[str], str]] = [
             "the journal and the venue state hold the appliance's orders and positions",
         ),
         (r"^recorder\.enabled$", "it adds or removes a process"),
+        (r"^compute", "it is the kernel backend of every agent host"),
     ]
 ]
 
@@ -524,7 +572,7 @@ def _diff(a: Any, b: Any, loc: tuple[str | int, ...], old: Config, out: list[Cha
 
 def _is_params(loc: tuple[str | int, ...]) -> bool:
     # A population's params table is compared whole: its keys are the kind's business.
-    return len(loc) == 5 and loc[0] == "hosts" and loc[-1] == "params"
+    return len(loc) == 5 and loc[0] == "hosts" and loc[-1] in ("params", "grid")
 
 
 def _is_layout(loc: tuple[str | int, ...]) -> bool:
@@ -538,7 +586,7 @@ def _classify(path: str, loc: tuple[str | int, ...], old: Config) -> tuple[str |
     if _LIVE.match(path):
         return None, ""
     top = loc[0]
-    if top == "hosts" and len(loc) == 5 and loc[-1] in ("params", "seed"):
+    if top == "hosts" and len(loc) == 5 and loc[-1] in ("params", "seed", "grid"):
         # A population's params only change its host's agents; the layout stays.
         return old.hosts[int(loc[1])].name, ""
     if top == "feed":

@@ -109,6 +109,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from bench import ipc
 
         return ipc.main(["--quick"] if args.quick else [])
+    if args.which == "agents":
+        from bench import agents
+
+        return agents.main(["--quick"] if args.quick else [])
     from bench import pipeline
 
     return pipeline.main(["--quick"] if args.quick else [])
@@ -139,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.set_defaults(func=_cmd_top)
 
     bench = sub.add_parser("bench", help="benchmarks (results under bench/results/)")
-    bench.add_argument("which", choices=["ipc", "pipeline"])
+    bench.add_argument("which", choices=["ipc", "pipeline", "agents"])
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     bench.set_defaults(func=_cmd_bench)
     return p

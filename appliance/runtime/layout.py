@@ -18,7 +18,8 @@ COUNTERS = [
     "ticks_in",  # ticks read from the ring (agent hosts, execution, recorder)
     "ticks_out",  # ticks written into the ring (feed)
     "tick_gaps",  # ticks lost to a lapped read
-    "intents",  # intents pushed (hosts) or processed (execution)
+    "signals",  # agent decisions that changed what an agent wants, per tick (hosts)
+    "intents",  # intents pushed (hosts: orders, at most one net per agent and batch)
     "intents_full",  # pushes refused because the intent queue was full
     "reports",  # reports pushed (execution) or consumed (hosts)
     "fills",  # fill reports
