@@ -106,6 +106,20 @@ class Host:
             pop.set_positions(held, in_flight)
         return True
 
+    def prime(self) -> None:
+        """Run every population over an empty tick batch and an empty report batch.
+
+        That builds its compiled kernels (or loads them from numba's cache) now, before
+        ready, while the supervisor allows for start-up. Built in the first real batch
+        instead, a compile (seconds on a loaded machine) would read as missed heartbeats.
+        Nothing happens to the agents: no tick, no report, no intent.
+        """
+        no_ticks = TickBatch.from_ticks(np.zeros(0, TICK))
+        no_reports = np.zeros(0, REPORT)
+        for pop in self.populations:
+            pop.step(no_ticks, time.time_ns())
+            pop.on_reports(no_reports)
+
     def poll_reports(self) -> int:
         view = self.consumer.peek(REPORT_BATCH)
         n = len(view)
@@ -197,6 +211,7 @@ class Host:
 def main(w: Worker) -> None:
     host = Host(w)
     try:
+        host.prime()
         host.resync_positions()
         started = time.time_ns()
         w.send(Ready())
