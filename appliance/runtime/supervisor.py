@@ -46,7 +46,7 @@ class Supervisor:
         self.notifier = Notifier()
         self.segments = SegmentSet(config)
         self.inbox = Inbox()
-        self.status = StatusReporter(self.segments)
+        self.reporter = StatusReporter(self.segments)
         self.cpu: CpuPlan | None = None
         self.children: Children | None = None
         self._stop_requested = False
@@ -144,7 +144,9 @@ class Supervisor:
             self._my_slot.beat()
             if now >= next_status:
                 next_status = now + self.config.status_interval_s
-                line = self.status.line(self.status.status(self.children, self.inbox.last_status))
+                line = self.reporter.line(
+                    self.reporter.status(self.children, self.inbox.last_status)
+                )
                 log.info("status %s", line)
                 self.notifier.status(line)
             wd = self.notifier.watchdog_interval
