@@ -126,7 +126,7 @@ def test_random_kills_then_clean_stop(app, seed):
     names = ["feed", "host-a", "host-b", "execution"]
     killed = []
     last = {}  # name -> incarnation last killed
-    deadline = time.monotonic() + 30.0
+    deadline = time.monotonic() + 90.0  # a bound, not a pace: under load restarts are slow
     while len(killed) < 12 and time.monotonic() < deadline:
         time.sleep(rng.uniform(0.2, 0.5))
         name = rng.choice(names)
