@@ -11,7 +11,7 @@ from appliance.shm.segment import full_name
 from tests.shm.procs import race_segment, starter
 
 RACERS = 4
-TRIALS = 300  # the double-owner race showed in about one start pair in six
+TRIALS = 1000  # the code before the fix failed 8 to 22 of 1000 here (depends on load)
 
 
 def _inode(path: str) -> int | None:
