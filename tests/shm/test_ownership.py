@@ -127,3 +127,14 @@ def test_an_unknown_group_is_refused_before_anything_exists(instance: str) -> No
     with pytest.raises(SegmentError, match="group 'no-such-group' does not exist"):
         BroadcastRing.create(instance, "ticks", REC, 64, group="no-such-group")
     assert list_names(instance) == []
+
+
+def test_a_group_the_creator_is_not_in_is_refused_and_leaves_nothing(instance: str) -> None:
+    require_root()
+
+    def create() -> None:
+        BroadcastRing.create(instance, "ticks", REC, 64, group="nogroup")
+
+    kind, message = as_user(create, STRANGER, STRANGER)
+    assert kind == "error" and "must be a member of that group" in message, message
+    assert list_names(instance) == []
