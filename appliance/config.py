@@ -13,6 +13,7 @@ WorkingDirectory. They are kept as written, so a config dumps back to what it wa
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 import tomllib
@@ -250,6 +251,9 @@ class Config(_Model):
     # Records per tick ring and per intent/report queue: powers of two (index masking).
     ring_capacity: PowerOfTwo = 65536
     queue_capacity: PowerOfTwo = 16384
+    # A group whose members may read the shared memory (status, top); None: only the
+    # service user. Never any access for others.
+    operator_group: str | None = None
     trading: TradingConfig = TradingConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     symbols: Annotated[list[SymbolConfig], Field(min_length=1, max_length=65535)]
@@ -286,6 +290,16 @@ class Config(_Model):
             except BackendError as exc:
                 raise ValueError(str(exc)) from None
         return compute
+
+    @field_validator("operator_group")
+    @classmethod
+    def _group_exists(cls, group: str | None) -> str | None:
+        if group is not None:
+            try:
+                grp.getgrnam(group)
+            except KeyError:
+                raise ValueError(f"no group named {group!r} on this machine") from None
+        return group
 
     @field_validator("cpu")
     @classmethod

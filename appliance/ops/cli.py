@@ -18,7 +18,9 @@ log = logging.getLogger("dynamind")
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError, load_config
+    from appliance.runtime import layout
     from appliance.runtime.supervisor import Supervisor
+    from appliance.shm import SegmentError, check_space
     from appliance.trading.journal import LayoutMismatch
 
     try:
@@ -30,6 +32,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"log_format": args.log_format})
     logs.setup(config.log_format, process="supervisor")
     try:
+        # Early and whole: a tmpfs that fills part-way would fail a later segment.
+        check_space(layout.shm_bytes(config), config.instance)
+    except SegmentError as exc:
+        print(f"nothing started: {exc}", file=sys.stderr)
+        return 2
+    try:
         return Supervisor(config, args.config).run(args.duration)
     except LayoutMismatch as exc:
         print(f"nothing started: {exc}", file=sys.stderr)
@@ -38,6 +46,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError, load_config
+    from appliance.runtime.layout import shm_bytes
+    from appliance.shm import format_bytes, free_bytes
 
     try:
         config = load_config(args.file)
@@ -49,6 +59,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(
         f"{args.file}: ok (instance {config.instance}, {len(config.symbols)} symbols, "
         f"{len(config.hosts)} agent hosts, {agents} agents, feed {config.feed.kind})"
+    )
+    print(
+        f"shared memory needed: {format_bytes(shm_bytes(config))} "
+        f"({format_bytes(free_bytes())} free in /dev/shm here)"
     )
     return 0
 

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from appliance.config import Config
 from appliance.model.enums import Role
+from appliance.model.records import INTENT, POSITION, REPORT, TICK
+from appliance.shm import BroadcastRing, RecordQueue, Stats
+from appliance.shm.snapshot import SharedSnapshot
 
 TICKS = "ticks"
 STATS = "stats"
@@ -71,3 +74,14 @@ SUPERVISOR_SLOT = 0
 
 def stats_slots(config: Config) -> int:
     return 4 + len(config.hosts)
+
+
+def shm_bytes(config: Config) -> int:
+    """Bytes of shared memory (segments and semaphores) the supervisor creates for config."""
+    total = Stats.footprint(stats_slots(config))
+    total += BroadcastRing.footprint(TICK, config.ring_capacity)
+    for h in range(len(config.hosts)):
+        total += RecordQueue.footprint(INTENT, config.queue_capacity)
+        total += RecordQueue.footprint(REPORT, config.queue_capacity)
+        total += SharedSnapshot.footprint(POSITION, (host_agents(config, h), len(config.symbols)))
+    return total
