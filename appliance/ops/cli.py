@@ -1,4 +1,4 @@
-"""The `dynamind` command: run, check-config, status, bench."""
+"""The `dynamind` command: run, check-config, status, top, bench, exchange-sim, markets."""
 
 from __future__ import annotations
 
@@ -113,6 +113,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return pipeline.main(["--quick"] if args.quick else [])
 
 
+def _cmd_exchange_sim(args: argparse.Namespace) -> int:
+    from appliance.ops import exsim_cmd
+
+    return exsim_cmd.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dynamind", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -141,6 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("which", choices=["ipc", "pipeline"])
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     bench.set_defaults(func=_cmd_bench)
+
+    sim = sub.add_parser(
+        "exchange-sim",
+        help="a loopback Binance-compatible exchange replaying a capture (127.0.0.1 only)",
+    )
+    sim.add_argument("--data", required=True, type=Path, help="capture folder")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--pace", choices=["recorded", "fast"], default="recorded")
+    sim.add_argument("--once", action="store_true", help="replay once instead of looping")
+    sim.add_argument(
+        "--start-delay",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds from the first subscription to the first frame",
+    )
+    sim.set_defaults(func=_cmd_exchange_sim)
     return p
 
 
