@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Appliance
+from tests.loopback import make_sim  # noqa: F401  (the loopback exchange fixture)
 
 _GUARD_DIR = Path(__file__).parent / "netguard"
 sys.path.insert(0, str(_GUARD_DIR))

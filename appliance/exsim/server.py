@@ -17,6 +17,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -87,6 +88,7 @@ class ExchangeSim:
         }
         self.engine = MatchingEngine(self.filters, self.books, balance)
         self.market, self.users = MarketHub(), UserHub()
+        self.requests: Counter[str] = Counter()  # per path, for status and tests
         self.replay = Replay(
             capture, self.books, self.engine, self.market, self.users,
             pace=pace, loop=loop, start_delay_s=start_delay_s,
@@ -137,6 +139,7 @@ class ExchangeSim:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests[request.path] += 1
         try:
             return await handler(request)
         except BinanceError as exc:
@@ -341,6 +344,7 @@ class ExchangeSim:
                 "user_connections": len(self.users.api) + len(self.users.keyed),
                 "orders": len(self.engine.account.orders),
                 "trades": len(self.engine.account.trades),
+                "requests": dict(self.requests),
             }
         )
 

@@ -119,6 +119,28 @@ def _cmd_exchange_sim(args: argparse.Namespace) -> int:
     return exsim_cmd.run(args)
 
 
+def _cmd_markets_save(args: argparse.Namespace) -> int:
+    import json
+
+    from appliance.markets import ExchangeSettings, MarketsError, make_exchange, save_markets
+
+    try:
+        urls, options = json.loads(args.urls), json.loads(args.options)
+        exchange = make_exchange(
+            ExchangeSettings(args.exchange, urls, options, sandbox=args.sandbox), pro=False
+        )
+        exchange.load_markets()
+        n = save_markets(exchange, args.file)
+    except (MarketsError, ValueError) as exc:
+        print(f"markets save: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # ccxt's network and exchange errors: say which, no traceback
+        print(f"markets save: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{n} markets of {args.exchange} saved to {args.file}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dynamind", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -164,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds from the first subscription to the first frame",
     )
     sim.set_defaults(func=_cmd_exchange_sim)
+
+    markets = sub.add_parser("markets", help="exchange markets through ccxt")
+    msub = markets.add_subparsers(dest="action", required=True)
+    save = msub.add_parser("save", help="fetch an exchange's markets into FILE (markets_file)")
+    save.add_argument("exchange", help="ccxt exchange id, e.g. binanceus")
+    save.add_argument("file", type=Path)
+    save.add_argument("--urls", default="{}", metavar="JSON", help="merged into ccxt urls")
+    save.add_argument("--options", default="{}", metavar="JSON", help="merged into options")
+    save.add_argument("--sandbox", action="store_true", help="the exchange's testnet")
+    save.set_defaults(func=_cmd_markets_save)
     return p
 
 

@@ -18,6 +18,7 @@ COUNTERS = [
     "ticks_in",  # ticks read from the ring (agent hosts, execution, recorder)
     "ticks_out",  # ticks written into the ring (feed)
     "tick_gaps",  # ticks lost to a lapped read
+    "feed_gaps",  # GAP ticks (source lost, see TickKind.GAP) written (feed) or read
     "intents",  # intents pushed (hosts) or processed (execution)
     "intents_full",  # pushes refused because the intent queue was full
     "reports",  # reports pushed (execution) or consumed (hosts)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.config import Config
+from appliance.config import CcxtConfig, Config
+from appliance.feeds.ccxt_feed import CcxtFeed
 from appliance.feeds.replay import ReplayFeed
 from appliance.feeds.synthetic import SyntheticFeed
+from appliance.markets import ExchangeSettings, load_credentials, make_exchange
 from appliance.model.enums import TradingState
 from appliance.trading.engine import EngineConfig, ExecutionEngine
 from appliance.trading.journal import Journal
@@ -67,3 +69,32 @@ def replay_feed(cfg: Config) -> ReplayFeed:
     if f.path is None:
         raise ValueError("the replay feed needs feed.path")
     return ReplayFeed(f.path, cfg.symbol_names, pace=f.pace, loop=f.loop, batch_size=f.batch_size)
+
+
+def exchange_settings(table: CcxtConfig) -> ExchangeSettings:
+    """A config's ccxt table as plain settings, keys read from their file or environment."""
+    return ExchangeSettings(
+        table.exchange,
+        table.urls,
+        table.options,
+        table.markets_file,
+        table.sandbox,
+        load_credentials(table.credentials_file, table.credentials_env),
+    )
+
+
+def instruments(cfg: Config) -> list[tuple[str, float, float]]:
+    return [(s.name, s.tick_size, s.lot_size) for s in cfg.symbols]
+
+
+def ccxt_feed(cfg: Config) -> CcxtFeed:
+    f = cfg.feed
+    if f.ccxt is None:
+        raise ValueError("the ccxt feed needs feed.ccxt")
+    exchange = make_exchange(exchange_settings(f.ccxt), pro=True)
+    return CcxtFeed(
+        exchange,
+        instruments(cfg),
+        backoff=(f.reconnect_initial_s, f.reconnect_max_s),
+        batch_size=f.batch_size,
+    )

@@ -12,7 +12,7 @@ import time
 import ccxt
 import pytest
 
-from tests.exsim.conftest import (
+from tests.loopback import (
     VENUES,
     capture_books,
     capture_frames,

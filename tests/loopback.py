@@ -1,4 +1,5 @@
-"""The loopback exchange running in a thread of the test process, and ccxt clients for it."""
+"""The loopback exchange in a thread of the test process, ccxt clients for it, and the
+capture files read directly (what tests check clients against)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from appliance.exsim import ExchangeSim, bound_port, client_urls, load_capture, serve
 from appliance.markets import Credentials, ExchangeSettings, make_exchange
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parent / "data"
 KEY, SECRET = "test-key", "test-secret"
 
 
