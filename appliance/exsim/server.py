@@ -6,7 +6,9 @@ book). Signed (HMAC-SHA256 of the query string and body, key in ``X-MBX-APIKEY``
 trades, account. ``userDataStream`` (key only) creates, keeps alive and closes listenKeys
 for ``/ws/<listenKey>``. ``/ws-api/v3`` answers ``userDataStream.subscribe.signature``
 (what ccxt.pro uses for spot ``watch_orders``/``watch_my_trades``/``watch_balance``),
-``ping`` and ``time``. ``/sim/status`` and ``POST /sim/drop`` are the simulator's own.
+``ping`` and ``time``. ``/sim/status``, ``POST /sim/drop`` (close client websockets) and
+``POST /sim/delay`` (answer requests late: a client's timeout after the exchange acted) are
+the simulator's own, for demonstrations and tests of failure handling.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class ExchangeSim:
         self.engine = MatchingEngine(self.filters, self.books, balance)
         self.market, self.users = MarketHub(), UserHub()
         self.requests: Counter[str] = Counter()  # per path, for status and tests
+        self.delays: dict[str, list[float]] = {}  # path -> answer delays still to apply
         self.replay = Replay(
             capture, self.books, self.engine, self.market, self.users,
             pace=pace, loop=loop, start_delay_s=start_delay_s,
@@ -125,6 +128,7 @@ class ExchangeSim:
         app.router.add_get("/ws-api/v3", self._ws_api)
         app.router.add_get("/sim/status", self._status)
         app.router.add_post("/sim/drop", self._drop)
+        app.router.add_post("/sim/delay", self._delay)
         app.on_startup.append(self._start_replay)
         app.on_cleanup.append(self._stop_replay)
         return app
@@ -141,7 +145,11 @@ class ExchangeSim:
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests[request.path] += 1
         try:
-            return await handler(request)
+            response = await handler(request)
+            pending = self.delays.get(request.path)
+            if pending:  # processed, but the answer comes late (a client may time out)
+                await asyncio.sleep(pending.pop(0))
+            return response
         except BinanceError as exc:
             return _json(exc.body(), exc.status)
         except web.HTTPNotFound:
@@ -347,6 +355,13 @@ class ExchangeSim:
                 "requests": dict(self.requests),
             }
         )
+
+    async def _delay(self, request: web.Request) -> web.Response:
+        """Answer the next ``count`` requests to ``path`` ``seconds`` late (after doing them)."""
+        path = request.query.get("path", "/api/v3/order")
+        count, seconds = int(request.query.get("count", 1)), float(request.query["seconds"])
+        self.delays.setdefault(path, []).extend([seconds] * count)
+        return _json({"path": path, "delays": self.delays[path]})
 
     async def _drop(self, request: web.Request) -> web.Response:
         """Close client websockets: ``?what=market`` (default), ``user`` or ``all``."""

@@ -9,6 +9,7 @@ skip the REST call for markets (``set_markets``).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -59,6 +60,10 @@ def make_exchange(settings: ExchangeSettings, *, pro: bool) -> Any:
     """A ccxt (``pro`` False: synchronous REST) or ccxt.pro exchange, markets preloaded from
     the markets file when one is set, ccxt's rate limiter on."""
     cls = exchange_class(settings.exchange, pro)
+    # ccxt's debug records dump request headers, the API key among them: never below INFO.
+    ccxt_log = logging.getLogger("ccxt")
+    if ccxt_log.getEffectiveLevel() < logging.INFO:
+        ccxt_log.setLevel(logging.INFO)
     config: dict[str, Any] = {"enableRateLimit": True, **settings.credentials.ccxt()}
     exchange = cls(config)
     deep_merge(exchange.options, settings.options)
