@@ -75,6 +75,7 @@ class ExchangeSim:
         pace: str = "recorded",
         loop: bool = True,
         start_delay_s: float = 1.0,
+        speed: float = 1.0,
         balance: Decimal = Decimal(1_000_000),
     ) -> None:
         self.capture = capture
@@ -94,7 +95,7 @@ class ExchangeSim:
         self.delays: dict[str, list[float]] = {}  # path -> answer delays still to apply
         self.replay = Replay(
             capture, self.books, self.engine, self.market, self.users,
-            pace=pace, loop=loop, start_delay_s=start_delay_s,
+            pace=pace, loop=loop, start_delay_s=start_delay_s, speed=speed,
         )  # fmt: skip
 
     # ---- application ------------------------------------------------------------------

@@ -10,7 +10,7 @@ trade events (same price, quantity, time and aggressor; the aggregate id as the 
 
 The replay starts ``start_delay_s`` after the first market subscription (so that every
 subscription of a starting client lands before the first frame) and runs at the recorded
-pace or as fast as the clients read, once or in a loop. Event times (``E``, and ``T`` moved
+pace (``speed`` times faster if asked) or as fast as the clients read, once or in a loop. Event times (``E``, and ``T`` moved
 with it) are set to the replay's clock when each frame is sent; prices and quantities are
 the capture's.
 """
@@ -180,13 +180,17 @@ class Replay:
         pace: str = "recorded",
         loop: bool = True,
         start_delay_s: float = 1.0,
+        speed: float = 1.0,
     ) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
         if pace not in ("recorded", "fast"):
             raise ValueError(f"pace must be 'recorded' or 'fast', got {pace!r}")
         self.frames = capture.frames
         self.books, self.engine = books, engine
         self.market, self.users = market, users
         self.pace, self.loop, self.start_delay_s = pace, loop, start_delay_s
+        self.speed = speed  # recorded pace: time runs this many times faster
         self.state = "waiting"  # waiting -> running -> finished (once through, no loop)
         self.passes = 0
         self.frames_sent = 0
@@ -212,7 +216,7 @@ class Replay:
         first = self.frames[0].recv_ts if self.frames else 0.0
         for i, frame in enumerate(self.frames):
             if self.pace == "recorded":
-                delay = (frame.recv_ts - first) - (time.monotonic() - t0)
+                delay = (frame.recv_ts - first) / self.speed - (time.monotonic() - t0)
                 if delay > 0:
                     await asyncio.sleep(delay)
             elif i % FAST_YIELD_EVERY == 0:

@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--data", required=True, type=Path, help="capture folder")
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--pace", choices=["recorded", "fast"], default="recorded")
+    sim.add_argument("--speed", type=float, default=1.0, help="recorded pace, N times faster")
     sim.add_argument("--once", action="store_true", help="replay once instead of looping")
     sim.add_argument(
         "--start-delay",

@@ -1,6 +1,6 @@
 """`dynamind exchange-sim`: run the loopback exchange until Ctrl-C or SIGTERM.
 
-Its API key pair comes from DYNAMIND_SIM_API_KEY / DYNAMIND_SIM_API_SECRET (defaults below,
+Its API key pair comes from DYNAMIND_SIM_API_KEY / DYNAMIND_SIM_SECRET (defaults below,
 which the example live-sim config's credentials file also holds): never from the command
 line, where other users could read it in the process list.
 """
@@ -33,10 +33,11 @@ def run(args: argparse.Namespace) -> int:
     sim = ExchangeSim(
         capture,
         api_key=os.environ.get("DYNAMIND_SIM_API_KEY", DEFAULT_KEY),
-        api_secret=os.environ.get("DYNAMIND_SIM_API_SECRET", DEFAULT_SECRET),
+        api_secret=os.environ.get("DYNAMIND_SIM_SECRET", DEFAULT_SECRET),
         pace=args.pace,
         loop=not args.once,
         start_delay_s=args.start_delay,
+        speed=args.speed,
     )
     try:
         asyncio.run(_serve(sim, args.port))
