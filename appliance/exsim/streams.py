@@ -10,9 +10,9 @@ trade events (same price, quantity, time and aggressor; the aggregate id as the 
 
 The replay starts ``start_delay_s`` after the first market subscription (so that every
 subscription of a starting client lands before the first frame) and runs at the recorded
-pace (``speed`` times faster if asked) or as fast as the clients read, once or in a loop. Event times (``E``, and ``T`` moved
-with it) are set to the replay's clock when each frame is sent; prices and quantities are
-the capture's.
+pace (``speed`` times faster if asked) or as fast as the clients read, once or in a loop.
+Event times (``E``, and ``T`` moved with it) are set to the replay's clock when each frame
+is sent; prices and quantities are the capture's.
 """
 
 from __future__ import annotations
