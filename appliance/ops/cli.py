@@ -108,6 +108,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from bench import ipc
 
         return ipc.main(["--quick"] if args.quick else [])
+    if args.which == "ccxt":
+        from bench import ccxt_feed
+
+        return ccxt_feed.main(["--quick"] if args.quick else [])
     from bench import pipeline
 
     return pipeline.main(["--quick"] if args.quick else [])
@@ -166,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.set_defaults(func=_cmd_top)
 
     bench = sub.add_parser("bench", help="benchmarks (results under bench/results/)")
-    bench.add_argument("which", choices=["ipc", "pipeline"])
+    bench.add_argument("which", choices=["ipc", "pipeline", "ccxt"])
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     bench.set_defaults(func=_cmd_bench)
 
