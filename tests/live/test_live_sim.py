@@ -19,8 +19,7 @@ from tests.harness import (
     Appliance,
     assert_hosts_agree,
     assert_intents_accounted,
-    final_report,
-    journal_positions,
+    assert_positions_equal_fills,
 )
 from tests.loopback import DATA, settings
 
@@ -104,6 +103,19 @@ def assert_no_secret_anywhere(paths: list[Path], keys) -> None:
             assert value.encode() not in data, f"{path.name} holds a key"
 
 
+def audit(app: Appliance, port: int, keys, sim_log: Path) -> dict[int, int]:
+    """What every live run must leave: each published intent journaled exactly once, hosts
+    and execution agreeing, positions equal to fills, the journal equal to the exchange's
+    trades, no key in any log or file, no segment left."""
+    heads = assert_intents_accounted(app)
+    assert_hosts_agree(app)
+    assert_positions_equal_fills(app)
+    assert_journal_matches_exchange(app, port, keys)
+    assert_no_secret_anywhere([app.log_path, sim_log, *app.dir.glob("*.sqlite*")], keys)
+    assert app.leftovers() == []
+    return heads
+
+
 def test_live_sim_trades_end_to_end(exchange_sim, keys, tmp_path):
     port, sim_log = exchange_sim
     app = LiveAppliance(tmp_path, port)
@@ -114,17 +126,11 @@ def test_live_sim_trades_end_to_end(exchange_sim, keys, tmp_path):
         assert app.stop() == 0, app.log_tail()
     finally:
         app.kill_all()
-    heads = assert_intents_accounted(app)
+    heads = audit(app, port, keys, sim_log)
     assert sum(heads.values()) > 0
-    assert_hosts_agree(app)
-    assert "DIFFERS" not in final_report(app)["msg"]
-    assert_journal_matches_exchange(app, port, keys)
     with app.journal() as db:
         sent = db.execute("SELECT count(*) FROM venue_orders WHERE state >= 3").fetchone()[0]
     assert sent > 0
-    files = [app.log_path, sim_log, *tmp_path.glob("*.sqlite*")]
-    assert_no_secret_anywhere(files, keys)
-    assert app.leftovers() == []
 
 
 def test_sigkill_execution_reconciles_with_the_exchange(exchange_sim, keys, tmp_path):
@@ -140,17 +146,7 @@ def test_sigkill_execution_reconciles_with_the_exchange(exchange_sim, keys, tmp_
         assert app.stop() == 0, app.log_tail()
     finally:
         app.kill_all()
-    assert_intents_accounted(app)
-    assert_hosts_agree(app)
-    final = final_report(app)
-    assert "DIFFERS" not in final["msg"], final["msg"]
-    held = {tuple(p[:4]): p[4] for p in final["positions"]}
-    fills = journal_positions(app)
-    assert set(held) == {k for k, v in fills.items() if v}
-    for key, qty in held.items():
-        assert qty == pytest.approx(fills[key], abs=1e-9)
+    audit(app, port, keys, sim_log)
     with app.journal() as db:
         assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
-    assert_journal_matches_exchange(app, port, keys)
-    assert_no_secret_anywhere([app.log_path, sim_log, *tmp_path.glob("*.sqlite*")], keys)
     assert os.path.exists(tmp_path / "venue.sqlite")
