@@ -23,6 +23,7 @@ COUNTERS = [
     "tick_gaps",  # ticks lost to a lapped read
     "signals",  # agent decisions that changed what an agent wants, per tick (hosts)
     "intents",  # intents pushed (hosts: orders, at most one net per agent and batch)
+    "feed_gaps",  # GAP ticks (source lost, see TickKind.GAP) written (feed) or read
     "intents_full",  # pushes refused because the intent queue was full
     "reports",  # reports pushed (execution) or consumed (hosts)
     "fills",  # fill reports
