@@ -13,6 +13,7 @@ WorkingDirectory. They are kept as written, so a config dumps back to what it wa
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 import tomllib
@@ -153,8 +154,66 @@ class SymbolConfig(_Model):
         return self
 
 
+# Keys that hold secrets in ccxt: they never belong in the config (credentials_file or
+# credentials_env instead), so a config that names one is refused.
+_SECRET_KEYS = {"apikey", "secret", "password", "privatekey", "uid", "token", "walletaddress"}
+
+
+def _secret_keys(value: Any, where: str) -> list[str]:
+    if isinstance(value, dict):
+        found = [f"{where}.{k}" for k in value if str(k).lower() in _SECRET_KEYS]
+        for k, v in value.items():
+            found += _secret_keys(v, f"{where}.{k}")
+        return found
+    return []
+
+
+class CcxtConfig(_Model):
+    """A ccxt (REST) / ccxt.pro (websocket) exchange connection; keys never live here."""
+
+    # ccxt exchange id, e.g. "binance", "binanceus", "kraken".
+    exchange: Annotated[str, Field(pattern=r"^[a-z0-9_]{2,32}$")]
+    # Deep-merged into the exchange's ccxt ``urls`` (REST and websocket keys alike).
+    urls: dict[str, Any] = {}
+    # Deep-merged into the exchange's ccxt ``options``.
+    options: dict[str, Any] = {}
+    # Markets saved by `dynamind markets save`: a start then needs no REST call for them.
+    markets_file: Path | None = None
+    # The exchange's sandbox/testnet urls (ccxt set_sandbox_mode) before ``urls`` apply.
+    sandbox: bool = False
+    # Where the keys come from: a TOML file only its owner can read, or environment
+    # variables <PREFIX>_API_KEY, <PREFIX>_SECRET (optional _PASSWORD, _UID).
+    credentials_file: Path | None = None
+    credentials_env: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")] | None = None
+
+    @model_validator(mode="after")
+    def _no_secrets(self) -> CcxtConfig:
+        found = _secret_keys(self.urls, "urls") + _secret_keys(self.options, "options")
+        if found:
+            raise ValueError(
+                f"{', '.join(found)}: keys never go in the config; use credentials_file or "
+                "credentials_env"
+            )
+        if self.credentials_file is not None and self.credentials_env is not None:
+            raise ValueError("give credentials_file or credentials_env, not both")
+        if self.markets_file is not None and not self.markets_file.is_file():
+            raise ValueError(f"markets_file {str(self.markets_file)!r} does not exist")
+        return self
+
+
+class CcxtVenueConfig(CcxtConfig):
+    # Network errors (timeouts, dropped connections) are retried this many times, each
+    # attempt journaled; other errors are answers and are never retried.
+    retries: Annotated[int, Field(ge=0, le=20)] = 3
+    retry_backoff_s: PositiveFloat = 0.5
+    # Order updates: "watch" (ccxt.pro watch_orders/watch_my_trades), "poll" (REST every
+    # poll_interval_s), "auto" (watch where the exchange supports it).
+    updates: Literal["auto", "watch", "poll"] = "auto"
+    poll_interval_s: PositiveFloat = 1.0
+
+
 class FeedConfig(_Model):
-    kind: Literal["synthetic", "replay"] = "synthetic"
+    kind: Literal["synthetic", "replay", "ccxt"] = "synthetic"
     # Ticks per second over all symbols; 0: as fast as possible.
     rate: NonNegativeFloat = 20_000.0
     # Most ticks per ring write.
@@ -169,6 +228,11 @@ class FeedConfig(_Model):
     path: Annotated[Path | None, Field(validate_default=True)] = None
     pace: Literal["recorded", "fast"] = "recorded"
     loop: bool = False
+    # ccxt only: the exchange to watch (the symbols' names are ccxt unified symbols).
+    ccxt: CcxtConfig | None = None
+    # ccxt only: reconnect backoff after a dropped connection (doubling up to the max).
+    reconnect_initial_s: PositiveFloat = 0.25
+    reconnect_max_s: PositiveFloat = 30.0
 
     @field_validator("path")
     @classmethod
@@ -210,7 +274,9 @@ class ComputeConfig(_Model):
 
 
 class ExecutionConfig(_Model):
-    venue: Literal["paper"] = "paper"
+    venue: Literal["paper", "ccxt"] = "paper"
+    # ccxt venue only: the exchange orders go to.
+    ccxt: CcxtVenueConfig | None = None
     # Fees in basis points of notional; internal: on quantity crossed between agents.
     taker_fee_bps: NonNegativeFloat = 10.0
     # May be negative: a maker rebate.
@@ -250,6 +316,9 @@ class Config(_Model):
     # Records per tick ring and per intent/report queue: powers of two (index masking).
     ring_capacity: PowerOfTwo = 65536
     queue_capacity: PowerOfTwo = 16384
+    # A group whose members may read the shared memory (status, top); None: only the
+    # service user. Never any access for others.
+    operator_group: str | None = None
     trading: TradingConfig = TradingConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     symbols: Annotated[list[SymbolConfig], Field(min_length=1, max_length=65535)]
@@ -286,6 +355,16 @@ class Config(_Model):
             except BackendError as exc:
                 raise ValueError(str(exc)) from None
         return compute
+
+    @field_validator("operator_group")
+    @classmethod
+    def _group_exists(cls, group: str | None) -> str | None:
+        if group is not None:
+            try:
+                grp.getgrnam(group)
+            except KeyError:
+                raise ValueError(f"no group named {group!r} on this machine") from None
+        return group
 
     @field_validator("cpu")
     @classmethod
@@ -334,6 +413,7 @@ class Config(_Model):
                 ("feed.batch_size", f"must be at most half the ring ({self.ring_capacity})")
             )
         errors += self._replay_symbol_errors(names)
+        errors += self._ccxt_errors()
         errors += self._cpu_errors(hosts)
         return errors
 
@@ -385,6 +465,38 @@ class Config(_Model):
         if unknown:
             return [("feed.path", f"recorded symbols {unknown} are not in the config's symbols")]
         return []
+
+    def _ccxt_errors(self) -> list[tuple[str, str]]:
+        errors = []
+        tables = []
+        if self.feed.kind == "ccxt":
+            tables.append(("feed.ccxt", self.feed.ccxt))
+        if self.execution.venue == "ccxt":
+            tables.append(("execution.ccxt", self.execution.ccxt))
+        for where, table in tables:
+            if table is None:
+                errors.append((where, f"required by {where.split('.')[0]} kind 'ccxt'"))
+            elif table.markets_file is not None:
+                errors += [(where, msg) for msg in self.market_problems(table)]
+        return errors
+
+    def market_problems(self, table: CcxtConfig) -> list[str]:
+        """The instrument table checked against ``table``'s exchange markets (saved file,
+        no network): unknown symbols, tick/lot sizes off the markets' precision."""
+        from appliance.markets import (
+            ExchangeSettings,
+            MarketsError,
+            instrument_problems,
+            make_exchange,
+        )
+
+        settings = ExchangeSettings(table.exchange, table.urls, table.options, table.markets_file)
+        try:
+            exchange = make_exchange(settings, pro=False)
+        except MarketsError as exc:
+            return [str(exc)]
+        rows = [(s.name, s.tick_size, s.lot_size) for s in self.symbols]
+        return [f"symbols[{i}]: {msg}" for i, msg in instrument_problems(exchange, rows)]
 
     def _cpu_errors(self, hosts: list[str]) -> list[tuple[str, str]]:
         if self.cpu.mode != "explicit":
@@ -523,7 +635,7 @@ _WHOLE: list[tuple[re.Pattern[str], str]] = [
         (r"^instance$", "it names every shared-memory segment"),
         (r"^(ring|queue)_capacity$", "it sizes shared-memory segments"),
         (r"^wait$", "it is every process's wait strategy"),
-        (r"^cpu", "it places every process on its cores"),
+        (r"^cpu\.mode$", "it places every process on its cores"),
         (r"^symbols", "the symbol table is in every process, every record and the journal"),
         (
             r"^hosts",
@@ -536,6 +648,11 @@ _WHOLE: list[tuple[re.Pattern[str], str]] = [
         ),
         (r"^recorder\.enabled$", "it adds or removes a process"),
         (r"^compute", "it is the kernel backend of every agent host"),
+        (r"^operator_group$", "every segment is created with that group"),
+        (
+            r"^execution\.(venue|ccxt\.(exchange|sandbox))$",
+            "the journal's open orders and positions are at the venue it names",
+        ),
     ]
 ]
 
@@ -589,6 +706,9 @@ def _classify(path: str, loc: tuple[str | int, ...], old: Config) -> tuple[str |
     if top == "hosts" and len(loc) == 5 and loc[-1] in ("params", "seed", "grid"):
         # A population's params only change its host's agents; the layout stays.
         return old.hosts[int(loc[1])].name, ""
+    for pattern, why in _WHOLE:
+        if pattern.match(path):
+            return APPLIANCE, why
     if top == "feed":
         return Role.FEED, ""
     if top == "execution":
@@ -599,7 +719,4 @@ def _classify(path: str, loc: tuple[str | int, ...], old: Config) -> tuple[str |
         key = str(loc[2])
         if key in WORKERS or key in (h.name for h in old.hosts):
             return key, ""  # that process is restarted on its new cores
-    for pattern, why in _WHOLE:
-        if pattern.match(path):
-            return APPLIANCE, why
     return APPLIANCE, "every process depends on it"

@@ -31,10 +31,17 @@ def _dtype(fields: list[tuple[str, str, int]]) -> np.dtype:
 
 
 class TickKind(IntEnum):
-    """What a Tick reports. Every tick carries the current best bid/ask either way."""
+    """What a Tick reports. QUOTE and TRADE carry the current best bid/ask."""
 
     QUOTE = 1  # best bid/ask changed
     TRADE = 2  # a trade printed: last_price/last_size/side are set
+    # The feed lost its source for this symbol (a dropped connection, a restarted feed):
+    # ticks may be missing before this one. Its prices and sizes are 0, i.e. unknown, so
+    # the market is unknown until the symbol's next QUOTE. Readers count it (``feed_gaps``)
+    # and must not use its prices: EMA agents skip it like any one-sided quote (their EMAs
+    # bridge the gap); execution's quotes for the symbol become unknown, so market orders
+    # are refused (NO_MARKET) until a fresh quote arrives.
+    GAP = 3
 
 
 class Side(IntEnum):

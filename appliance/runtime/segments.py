@@ -36,29 +36,29 @@ class SegmentSet:
         """Create every segment; on failure part-way, what was made is still destroyed by
         :meth:`destroy` (each segment is recorded as soon as it exists)."""
         cfg = self.config
+        inst = cfg.instance
+        group = cfg.operator_group  # may read every segment (status, top)
         require_tso()
         # The stats segment doubles as the instance lock: a live owner means a running
         # appliance of the same name, which we refuse; a dead one is reclaimed.
         self.stats = self._made_one(
-            Stats.create(cfg.instance, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS)
+            Stats.create(inst, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS, group)
         )
-        for name in reclaim_stale(cfg.instance):
+        for name in reclaim_stale(inst):
             log.warning("reclaimed stale %s", name)
         self.ring = self._made_one(
-            BroadcastRing.create(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
+            BroadcastRing.create(inst, layout.TICKS, TICK, cfg.ring_capacity, group)
         )
-        inst, size = cfg.instance, cfg.queue_capacity
+        size = cfg.queue_capacity
         for h in range(len(cfg.hosts)):
-            iq = self._made_one(RecordQueue.create(inst, layout.intents_queue(h), INTENT, size))
-            rq = self._made_one(RecordQueue.create(inst, layout.reports_queue(h), REPORT, size))
+            iq = RecordQueue.create(inst, layout.intents_queue(h), INTENT, size, group)
+            self._made_one(iq)
+            rq = RecordQueue.create(inst, layout.reports_queue(h), REPORT, size, group)
+            self._made_one(rq)
             self.queues.append((iq, rq))
+            shape = (layout.host_agents(cfg, h), len(cfg.symbols))
             self._made_one(
-                SharedSnapshot.create(
-                    cfg.instance,
-                    layout.positions_snapshot(h),
-                    POSITION,
-                    (layout.host_agents(cfg, h), len(cfg.symbols)),
-                )
+                SharedSnapshot.create(inst, layout.positions_snapshot(h), POSITION, shape, group)
             )
 
     def _made_one(self, segment: T) -> T:

@@ -20,7 +20,7 @@ import numpy as np
 
 from appliance.agents import Population, TickBatch, make_population
 from appliance.agents.compute import to_host
-from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
+from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind, TickKind
 from appliance.runtime import layout
 from appliance.runtime.messages import PositionsCheck, Ready
 from appliance.runtime.positions import PositionsReader, compare
@@ -146,6 +146,7 @@ class Host:
             self.w.add("tick_gaps", len(view))
             return
         self.w.add("ticks_in", len(view))
+        self.w.add("feed_gaps", int((view["kind"] == TickKind.GAP).sum()))
         now = time.time_ns()
         for p, pop in enumerate(self.populations):
             signals = pop.counters["signals"]
