@@ -203,6 +203,8 @@ def test_diff_classifies_live_and_restart_changes():
         d["hosts"][1]["populations"][0]["params"]["fast"] = [6, 9]
         d["hosts"][0]["populations"][0]["seed"] = 5
         d["wait"] = "spin"
+        d["operator_group"] = "root"
+        d["compute"]["backend"] = "numpy"
         d["ring_capacity"] = 1 << 17
         d["instance"] = "other"
         d["symbols"][3]["tick_size"] = 0.001
@@ -226,6 +228,8 @@ def test_diff_classifies_live_and_restart_changes():
         "hosts[1].populations[0].params": "host-b",
         "hosts[0].populations[0].seed": "host-a",
         "wait": "appliance",
+        "operator_group": "appliance",
+        "compute.backend": "appliance",
         "ring_capacity": "appliance",
         "instance": "appliance",
         "symbols[3].tick_size": "appliance",
