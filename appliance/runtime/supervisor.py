@@ -192,30 +192,40 @@ class Supervisor:
         for name, changes in change.restart.items():
             child = self.children.get(name)
             for c in changes:
-                log.info("applied by %s: %s", "a restart" if child else "no process to", c)
+                if child is None:
+                    log.info("applied (no %s runs now): %s", name, c)
+                else:
+                    log.info("applied by a restart of %s: %s", name, c)
             if child is not None:
                 child.cores = change.cpu.cores[name]
                 self.children.restart(child)
 
     # -- stop ----------------------------------------------------------------------------
 
-    def _execution_up(self) -> None:
-        """While the intake stops: start execution again at once if it is down (its
-        restart was pending, or it just died), a few times at most.
+    def _execution_up(self, wait: bool) -> None:
+        """At a stop: start execution again at once if it is down (its restart was
+        pending, or it just died; a few times at most), and with ``wait``, wait until it
+        is ready (recovered) before the intake stops.
 
         Agent hosts check their positions against execution as they stop, and it must take
-        their last intents; waiting for the drain to bring it back would leave every host
-        check unsettled. A halted appliance does not restart its crash-looping execution.
+        their last intents; waiting for the drain to bring it back, or stopping the hosts
+        while it still recovers, would leave their checks unsettled. A halted appliance
+        does not restart its crash-looping execution.
         """
         self.inbox.read_all(self.children)
         ex = self.children.get(Role.EXECUTION)
-        if ex is None or ex.alive or self.children.halted or self._stop_spawns >= DRAIN_ATTEMPTS:
-            return
-        if not any(c.alive for c in self.children if c.process.role == Role.AGENT_HOST):
+        hosts = [c for c in self.children if c.process.role == Role.AGENT_HOST]
+        if ex is None or self.children.halted or not any(c.alive for c in hosts):
             return  # no host left to check
-        self._stop_spawns += 1
-        log.warning("execution is down at the stop; starting it for the hosts' checks")
-        self.children.spawn(ex)
+        if not ex.alive and self._stop_spawns < DRAIN_ATTEMPTS:
+            self._stop_spawns += 1
+            log.warning("execution is down at the stop; starting it for the hosts' checks")
+            self.children.spawn(ex)
+        if wait and ex.alive and not ex.ready:
+            try:
+                self.children.wait_ready([Role.EXECUTION], READY_TIMEOUT_S, lambda: False)
+            except RuntimeError as exc:
+                log.error("at the stop: %s; the hosts' checks may not settle", exc)
 
     def _drain(self) -> int:
         """Have execution take every queued intent; returns how many were left (0 = all).
@@ -253,9 +263,11 @@ class Supervisor:
         try:
             if self.children:
                 intake = [c.name for c in self.children if c.process.role in INTAKE]
-                self._execution_up()
+                self._execution_up(wait=True)
                 # While the intake stops, execution stays up (restarted if it dies).
-                self.children.stop(intake, Stop(), STOP_TIMEOUT_S, self._execution_up)
+                self.children.stop(
+                    intake, Stop(), STOP_TIMEOUT_S, lambda: self._execution_up(wait=False)
+                )
                 undrained = self._drain()
                 rest = [
                     c.name for c in self.children if c.process.role not in (*INTAKE, Role.EXECUTION)

@@ -43,7 +43,7 @@ def test_population_params_restart_their_host_with_the_new_params(tmp_path):
         app.wait_for(lambda: app.counter("host-a", "intents") > 20, what="host-a trading")
         text = app.config.read_text()
         reload(app, text.replace(HOST_A_PARAMS, HOST_A_PARAMS + "\nwarmup = 100000000"))
-        app.wait_for_log("applied by a restart: hosts[0].populations[0].params")
+        app.wait_for_log("applied by a restart of host-a: hosts[0].populations[0].params")
         app.wait_restarted("host-a", 2)
         quiet_from = app.workers()["host-a"]["started_ns"]
         ticks = app.counter("host-a", "ticks_in")
@@ -51,7 +51,7 @@ def test_population_params_restart_their_host_with_the_new_params(tmp_path):
         # a seed is a restart too; the params are the original, trading ones again
         seeded = text.replace("agents = 60", "agents = 60\nseed = 11")
         reload(app, seeded)
-        app.wait_for_log("applied by a restart: hosts[0].populations[0].seed: None -> 11")
+        app.wait_for_log("applied by a restart of host-a: hosts[0].populations[0].seed: None -> 11")
         app.wait_restarted("host-a", 3)
         trading_from = app.workers()["host-a"]["started_ns"]
         intents = app.counter("host-a", "intents")
