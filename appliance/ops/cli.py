@@ -1,146 +1,427 @@
-"""The `dynamind` command: run, check-config, status, bench."""
+"""The `dynamind` command: run the appliance, watch it, operate it, install it."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from appliance.runtime import logs
-
-DEFAULT_CONFIG = os.environ.get("DYNAMIND_CONFIG", "config/dynamind.toml")
+from appliance.runtime.exits import MEANING, Exit, help_text
 
 log = logging.getLogger("dynamind")
 
+# The config every command reads unless told otherwise: $DYNAMIND_CONFIG, else the
+# checkout's config/dynamind.toml, else the installed service's.
+CONFIG_CANDIDATES = ("config/dynamind.toml", "/etc/dynamind/dynamind.toml")
 
-def _cmd_run(args: argparse.Namespace) -> int:
+
+def default_config() -> str:
+    env = os.environ.get("DYNAMIND_CONFIG")
+    if env:
+        return env
+    return next((c for c in CONFIG_CANDIDATES if Path(c).is_file()), CONFIG_CANDIDATES[0])
+
+
+def _version() -> str:
+    try:
+        return version("dynamind")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _load(path: str):
+    """The config at ``path``, or None after printing every error."""
     from appliance.config import ConfigError, load_config
-    from appliance.runtime.supervisor import Supervisor
-    from appliance.trading.journal import LayoutMismatch
 
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
-        print(f"invalid config, nothing started:\n{exc}", file=sys.stderr)
-        return 2
+        print(f"invalid config:\n{exc}", file=sys.stderr)
+        return None
+
+
+# ---- run and check-config --------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from appliance.runtime.supervisor import Supervisor
+    from appliance.shm import SegmentInUse
+    from appliance.trading.journal import LayoutMismatch
+
+    config = _load(args.config)
+    if config is None:
+        print("nothing started", file=sys.stderr)
+        return Exit.CONFIG
     if args.log_format:
         config = config.model_copy(update={"log_format": args.log_format})
     logs.setup(config.log_format, process="supervisor")
     try:
         return Supervisor(config, args.config).run(args.duration)
     except LayoutMismatch as exc:
+        print(f"nothing started: {exc}\n{START_OVER}", file=sys.stderr)
+        return Exit.JOURNAL_CONFLICT
+    except SegmentInUse as exc:
         print(f"nothing started: {exc}", file=sys.stderr)
-        return 2
+        return Exit.ALREADY_RUNNING
+
+
+START_OVER = (
+    "To start over: run the appliance with the config the journal was written with and "
+    "`dynamind flatten` it, then stop it and start with the new config; or "
+    "`dynamind reset --journal` (the appliance stopped) to archive the journal and start "
+    "with no positions."
+)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from appliance.config import ConfigError, load_config
+    from appliance.ops.checks import cannot_trade, journal_conflicts
 
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        print(f"{len(exc.errors)} error(s)", file=sys.stderr)
-        return 1
+    path = args.file or args.config
+    config = _load(path)
+    if config is None:
+        return Exit.CONFIG
     agents = sum(p.agents for h in config.hosts for p in h.populations)
     print(
-        f"{args.file}: ok (instance {config.instance}, {len(config.symbols)} symbols, "
+        f"{path}: ok (instance {config.instance}, {len(config.symbols)} symbols, "
         f"{len(config.hosts)} agent hosts, {agents} agents, feed {config.feed.kind})"
     )
-    return 0
+    for loc, warning in cannot_trade(config):
+        print(f"{path}: warning: {loc}: {warning}")
+    if args.journal is not None:
+        journal = Path(args.journal or config.journal_path)
+        problems = journal_conflicts(config, journal)
+        if problems:
+            print(f"{journal}: the config contradicts positions open in the journal:")
+            for p in problems:
+                print(f"  {p}")
+            print(START_OVER)
+            return Exit.JOURNAL_CONFLICT
+        print(f"{journal}: consistent with the config")
+    return Exit.OK
 
 
-def _monitor(config_path: str):
-    from appliance.config import ConfigError, load_config
+# ---- watching ----------------------------------------------------------------------------
+
+
+def _attached_monitor(config_path: str):
     from appliance.ops.monitor import Monitor
     from appliance.shm import SegmentError
 
+    config = _load(config_path)
+    if config is None:
+        return None, Exit.CONFIG
     try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return None
-    try:
-        return Monitor(config)
+        return Monitor.open(config), Exit.OK
     except SegmentError as exc:
         print(f"no running appliance {config.instance!r}: {exc}", file=sys.stderr)
-        return None
+        return None, Exit.NOT_RUNNING
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from appliance.ops.monitor import format_text
 
-    monitor = _monitor(args.config)
+    monitor, code = _attached_monitor(args.config)
     if monitor is None:
-        return 1
+        return code
     try:
         monitor.sample()  # a baseline for the rates
         while True:
             time.sleep(args.watch or 0.5)
-            print(format_text(monitor.sample(), monitor.config), flush=True)
+            sample = monitor.sample()
+            print(format_text(sample, monitor.config), flush=True)
             if not args.watch:
-                return 0
+                return Exit.OK if sample.running else Exit.NOT_RUNNING
             print()
     except KeyboardInterrupt:
-        return 0
+        return Exit.OK
     finally:
         monitor.close()
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
     from appliance.ops import tui
+    from appliance.ops.monitor import Monitor
 
-    monitor = _monitor(args.config)
-    if monitor is None:
-        return 1
+    config = _load(args.config)
+    if config is None:
+        return Exit.CONFIG
+    monitor = Monitor(config)  # attaches when the appliance runs, waits when it does not
     try:
         tui.run(monitor, args.interval)
     finally:
         monitor.close()
-    return 0
+    return Exit.OK
+
+
+# ---- operating -----------------------------------------------------------------------
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    """SIGHUP the supervisor and wait for the outcome (what ExecReload runs)."""
+    monitor, code = _attached_monitor(args.config)
+    if monitor is None:
+        return code
+    try:
+        board = monitor.sample().board
+        before = board.get("reload_count", 0)
+        pid = monitor.supervisor_pid
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            sample = monitor.sample()
+            if not sample.running:
+                print("the appliance stopped during the reload", file=sys.stderr)
+                return Exit.NOT_RUNNING
+            if sample.board.get("reload_count", 0) > before:
+                note = sample.board["reload_note"]
+                ok = bool(sample.board["reload_ok"])
+                print(note, file=sys.stdout if ok else sys.stderr)
+                return Exit.OK if ok else Exit.CONFIG
+        print(f"no reload outcome from pid {pid} within {args.timeout:g}s", file=sys.stderr)
+        return Exit.ERROR
+    finally:
+        monitor.close()
+
+
+def _cmd_flatten(args: argparse.Namespace) -> int:
+    from appliance.ops import flatten
+
+    monitor, code = _attached_monitor(args.config)
+    if monitor is None:
+        return code
+    try:
+        return flatten.run(monitor, args.timeout)
+    finally:
+        monitor.close()
+
+
+def _stopped_config(path: str):
+    """The config, if no appliance of its instance runs (journal files are then ours)."""
+    from appliance.runtime.layout import STATS
+    from appliance.shm.segment import full_name, owner_alive
+
+    config = _load(path)
+    if config is None:
+        return None, Exit.CONFIG
+    if owner_alive(full_name(config.instance, STATS)):
+        print(f"appliance {config.instance!r} is running: stop it first", file=sys.stderr)
+        return None, Exit.ALREADY_RUNNING
+    return config, Exit.OK
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    from appliance.ops import journal_tools
+
+    if not args.journal:
+        print("reset: say what to reset (--journal)", file=sys.stderr)
+        return Exit.USAGE
+    config, code = _stopped_config(args.config)
+    if config is None:
+        return code
+    for src, dst in journal_tools.reset(config):
+        print(f"archived {src} -> {dst}")
+    print("the next start begins with an empty journal and no positions")
+    return Exit.OK
+
+
+def _cmd_journal(args: argparse.Namespace) -> int:
+    from appliance.ops import journal_tools
+
+    config, code = _stopped_config(args.config)
+    if config is None:
+        return code
+    try:
+        before = journal_tools.parse_time(args.before)
+    except ValueError as exc:
+        print(f"journal archive: --before: {exc}", file=sys.stderr)
+        return Exit.USAGE
+    print(journal_tools.archive(config, before, args.to))
+    return Exit.OK
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    from appliance.ops import install
+
+    return install.main(args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    extra = ["--quick"] if args.quick else []
+    extra += ["--out-dir", str(args.out_dir)]
     if args.which == "ipc":
         from bench import ipc
 
-        return ipc.main(["--quick"] if args.quick else [])
+        return ipc.main(extra)
     from bench import pipeline
 
-    return pipeline.main(["--quick"] if args.quick else [])
+    return pipeline.main(extra)
+
+
+# ---- the parser -------------------------------------------------------------------------
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after every option's help; epilogs (exit codes) as written."""
+
+
+def _sub(sub, name: str, func, help: str, codes: tuple[Exit, ...] = ()) -> argparse.ArgumentParser:
+    shown = (Exit.OK, *codes)
+    epilog = "exit codes:\n" + "\n".join(f"  {int(c):>3}  {MEANING[c]}" for c in shown)
+    p = sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=_Help)
+    p.set_defaults(func=func)
+    return p
+
+
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        default=default_config(),
+        metavar="FILE",
+        help="TOML config ($DYNAMIND_CONFIG, else ./config/dynamind.toml, else "
+        "/etc/dynamind/dynamind.toml)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynamind", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="dynamind", description=__doc__, epilog=help_text(), formatter_class=_Help
+    )
+    p.add_argument("--version", action="version", version=f"dynamind {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    E = Exit
 
-    run = sub.add_parser("run", help="run the appliance (supervisor and workers)")
-    run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="TOML config file")
-    run.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
-    run.add_argument("--log-format", choices=["text", "json"], help="override log_format")
-    run.set_defaults(func=_cmd_run)
+    run = _sub(
+        sub,
+        "run",
+        _cmd_run,
+        "run the appliance (supervisor and workers)",
+        (E.ERROR, E.HALTED, E.UNDRAINED, E.ALREADY_RUNNING, E.JOURNAL_CONFLICT, E.CONFIG),
+    )
+    _config_option(run)
+    run.add_argument("--duration", type=float, metavar="S", help="stop cleanly after S seconds")
+    run.add_argument(
+        "--log-format", choices=["text", "json"], help="override the config's log_format"
+    )
 
-    check = sub.add_parser("check-config", help="validate a config file, list every error")
-    check.add_argument("file", type=Path)
-    check.set_defaults(func=_cmd_check_config)
+    check = _sub(
+        sub,
+        "check-config",
+        _cmd_check_config,
+        "validate a config: every error with its location, and warnings about "
+        "what would keep it from trading",
+        (E.JOURNAL_CONFLICT, E.CONFIG),
+    )
+    _config_option(check)
+    check.add_argument("file", nargs="?", help="the config, as an alternative to -c")
+    check.add_argument(
+        "--journal",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="also check the config against the positions open in this journal (without "
+        "PATH: the config's journal_path)",
+    )
 
-    status = sub.add_parser("status", help="show the running appliance's processes")
-    status.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    status.add_argument("--watch", type=float, metavar="S", help="refresh every S seconds")
-    status.set_defaults(func=_cmd_status)
+    status = _sub(
+        sub,
+        "status",
+        _cmd_status,
+        "the running appliance: trading state, PnL, processes, ring readers, queues",
+        (E.NOT_RUNNING, E.CONFIG),
+    )
+    _config_option(status)
+    status.add_argument("--watch", type=float, metavar="S", help="print again every S seconds")
 
-    top = sub.add_parser("top", help="live terminal view of the running appliance (q quits)")
-    top.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    top.add_argument("--interval", type=float, default=1.0, metavar="S")
-    top.set_defaults(func=_cmd_top)
+    top = _sub(
+        sub,
+        "top",
+        _cmd_top,
+        "live terminal view; waits for the appliance and "
+        "survives its restarts (? lists the keys, q quits)",
+        (E.CONFIG,),
+    )
+    _config_option(top)
+    top.add_argument("--interval", type=float, default=1.0, metavar="S", help="refresh period")
 
-    bench = sub.add_parser("bench", help="benchmarks (results under bench/results/)")
-    bench.add_argument("which", choices=["ipc", "pipeline"])
+    reload = _sub(
+        sub,
+        "reload",
+        _cmd_reload,
+        "re-read the config file in the running appliance (SIGHUP) and wait for the outcome",
+        (E.ERROR, E.NOT_RUNNING, E.CONFIG),
+    )
+    _config_option(reload)
+    reload.add_argument("--timeout", type=float, default=60.0, metavar="S", help="wait at most")
+
+    flat = _sub(
+        sub,
+        "flatten",
+        _cmd_flatten,
+        "close every position: trading goes reduce-only, "
+        "agents send closing orders through execution (journaled); waits until flat",
+        (E.ERROR, E.NOT_RUNNING, E.CONFIG),
+    )
+    _config_option(flat)
+    flat.add_argument("--timeout", type=float, default=120.0, metavar="S", help="wait at most")
+
+    reset = _sub(
+        sub,
+        "reset",
+        _cmd_reset,
+        "start over (the appliance stopped): archive the journal and the paper venue's state",
+        (E.USAGE, E.ALREADY_RUNNING, E.CONFIG),
+    )
+    _config_option(reset)
+    reset.add_argument("--journal", action="store_true", help="archive the journal files")
+
+    journal = _sub(
+        sub,
+        "journal",
+        _cmd_journal,
+        "journal maintenance (the appliance stopped)",
+        (E.USAGE, E.ALREADY_RUNNING, E.CONFIG),
+    )
+    journal.add_argument("action", choices=["archive"], help="archive: move closed runs out")
+    _config_option(journal)
+    journal.add_argument(
+        "--before",
+        required=True,
+        metavar="T",
+        help="runs that ended before T: ISO date/time (local time unless it has an offset) "
+        "or an age like 30d, 12h",
+    )
+    journal.add_argument(
+        "--to", type=Path, metavar="FILE", help="archive file (default: next to the journal)"
+    )
+
+    inst = _sub(
+        sub,
+        "install-service",
+        _cmd_install,
+        "install or upgrade the systemd service "
+        "(clean venv from a wheel, user, config, unit); idempotent",
+        (E.ERROR,),
+    )
+    from appliance.ops.install import add_arguments
+
+    add_arguments(inst)
+
+    bench = _sub(
+        sub, "bench", _cmd_bench, "benchmarks: delivered messages/s with losses beside", (E.ERROR,)
+    )
+    bench.add_argument("which", choices=["ipc", "pipeline"], help="which benchmark")
     bench.add_argument("--quick", action="store_true", help="a shorter run")
-    bench.set_defaults(func=_cmd_bench)
+    bench.add_argument(
+        "--out-dir", type=Path, default=Path("."), metavar="DIR", help="where results go"
+    )
     return p
 
 
@@ -148,7 +429,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "run":
         logs.setup("text", level=logging.WARNING, process="dynamind")
-    return args.func(args)
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # The reader (head, less) went away: not our error. Point stdout at /dev/null so
+        # the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return Exit.OK
 
 
 if __name__ == "__main__":

@@ -137,21 +137,16 @@ def main(w: Worker) -> None:
         link.publish()
     batch = cfg.execution.batch
     next_status = 0.0
+    configured = cfg.trading.state  # trading.state as the config file last said
     w.event("ready")
     try:
         while True:
             if w.tick():
                 for msg in w.take_messages():
                     if msg["kind"] == "reload":
-                        new = Config.model_validate(msg["config"])
-                        was = engine.status()["trading"]
-                        engine.risk.set_limits(compose.risk_limits(new))
-                        engine.set_trading_state(TradingState(new.trading.state))
-                        log.info("risk limits and trading state reloaded")
-                        if new.trading.state == "halted" and was != "halted":
-                            # Halting stops new risk, resting orders included.
-                            _send(w, links, engine.cancel_all())
-                            log.warning("trading halted: resting orders cancelled")
+                        configured = _reload(w, engine, links, msg["config"], configured)
+                    elif msg["kind"] == "flatten":
+                        _flatten(w, engine, links)
             if w.stopping and not w.draining:
                 break
             busy = False
@@ -206,6 +201,37 @@ def main(w: Worker) -> None:
             link.close()
         reader.close()
         ring.close()
+
+
+def _reload(
+    w: Worker, engine: ExecutionEngine, links: list[HostLink], config: dict, configured: str
+) -> str:
+    """Apply a reloaded config's risk limits and trading state; log only what changed.
+
+    ``configured`` is trading.state as the file last said: the engine's state follows
+    the file only when that key changes. Returns the file's new trading.state.
+    """
+    new = Config.model_validate(config)
+    was = engine.status()["trading"]
+    limits = compose.risk_limits(new)
+    if limits != {s: engine.risk.limits(s) for s in limits}:
+        engine.risk.set_limits(limits)
+        log.info("risk limits reloaded")
+    if new.trading.state != configured:
+        engine.set_trading_state(TradingState(new.trading.state))
+        log.info("trading state %s -> %s", was, new.trading.state)
+    if new.trading.state == "halted" and was != "halted":
+        # Halting stops new risk, resting orders included.
+        _send(w, links, engine.cancel_all())
+        log.warning("trading halted: resting orders cancelled")
+    return new.trading.state
+
+
+def _flatten(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> None:
+    """`dynamind flatten`: only closing orders pass from now on (the agents send them)."""
+    engine.set_trading_state(TradingState.REDUCE_ONLY)
+    _send(w, links, engine.cancel_all())  # a resting order could open a position again
+    log.warning("flattening: trading reduce_only, resting orders cancelled")
 
 
 def _final_check(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> None:
