@@ -110,13 +110,15 @@ class Appliance:
         self.proc: subprocess.Popen | None = None
         self._stats: Stats | None = None
 
-    def start(self, *args: str) -> Appliance:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> Appliance:
+        """``dynamind run`` with ``args``; ``env`` adds to the environment (e.g. systemd's)."""
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "appliance.ops.cli", "run", "--config", str(self.config), *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.dir,
+            env=None if env is None else {**os.environ, **env},
         )
         return self
 

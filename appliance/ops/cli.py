@@ -109,17 +109,26 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 # ---- watching ----------------------------------------------------------------------------
 
 
+def _instance(path: str) -> str | None:
+    """The instance a config names, for commands that only watch or signal a running
+    appliance: read leniently, so they work while the file on disk is invalid."""
+    if not Path(path).is_file():
+        print(f"{path}: no such config file (see -c)", file=sys.stderr)
+        return None
+    return _instance_of(path)
+
+
 def _attached_monitor(config_path: str):
     from appliance.ops.monitor import Monitor
     from appliance.shm import SegmentError
 
-    config = _load(config_path)
-    if config is None:
+    instance = _instance(config_path)
+    if instance is None:
         return None, Exit.CONFIG
     try:
-        return Monitor.open(config), Exit.OK
-    except SegmentError as exc:
-        print(f"no running appliance {config.instance!r}: {exc}", file=sys.stderr)
+        return Monitor.open(instance), Exit.OK
+    except SegmentError:
+        print(f"no running appliance {instance!r} (config {config_path})", file=sys.stderr)
         return None, Exit.NOT_RUNNING
 
 
@@ -134,7 +143,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         while True:
             time.sleep(args.watch or 0.5)
             sample = monitor.sample()
-            print(format_text(sample, monitor.config), flush=True)
+            print(format_text(sample), flush=True)
             if not args.watch:
                 return Exit.OK if sample.running else Exit.NOT_RUNNING
             print()
@@ -148,10 +157,10 @@ def _cmd_top(args: argparse.Namespace) -> int:
     from appliance.ops import tui
     from appliance.ops.monitor import Monitor
 
-    config = _load(args.config)
-    if config is None:
+    instance = _instance(args.config)
+    if instance is None:
         return Exit.CONFIG
-    monitor = Monitor(config)  # attaches when the appliance runs, waits when it does not
+    monitor = Monitor(instance)  # attaches when the appliance runs, waits when it does not
     try:
         tui.run(monitor, args.interval)
     finally:
@@ -162,32 +171,57 @@ def _cmd_top(args: argparse.Namespace) -> int:
 # ---- operating -----------------------------------------------------------------------
 
 
+def _instance_of(path: str) -> str:
+    """The instance a config file names, read leniently: a reload must reach the running
+    appliance even when the new file is invalid (the appliance rejects it and says why)."""
+    import re
+    import tomllib
+
+    from appliance.config import Config
+
+    default = Config.model_fields["instance"].default
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return default
+    try:
+        return str(tomllib.loads(text).get("instance", default))
+    except tomllib.TOMLDecodeError:
+        m = re.search(r'^\s*instance\s*=\s*"([^"]*)"', text, re.MULTILINE)
+        return m[1] if m else default
+
+
 def _cmd_reload(args: argparse.Namespace) -> int:
     """SIGHUP the supervisor and wait for the outcome (what ExecReload runs)."""
-    monitor, code = _attached_monitor(args.config)
-    if monitor is None:
-        return code
+    from appliance.runtime.board import Board
+    from appliance.shm import SegmentError
+
+    instance = _instance(args.config)
+    if instance is None:
+        return Exit.CONFIG
     try:
-        board = monitor.sample().board
-        before = board.get("reload_count", 0)
-        pid = monitor.supervisor_pid
-        os.kill(pid, signal.SIGHUP)
+        board = Board.attach(instance)
+    except SegmentError as exc:
+        print(f"no running appliance {instance!r}: {exc}", file=sys.stderr)
+        return Exit.NOT_RUNNING
+    try:
+        before = board.read()["reload_count"]
+        os.kill(board.owner_pid, signal.SIGHUP)
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
             time.sleep(0.1)
-            sample = monitor.sample()
-            if not sample.running:
-                print("the appliance stopped during the reload", file=sys.stderr)
-                return Exit.NOT_RUNNING
-            if sample.board.get("reload_count", 0) > before:
-                note = sample.board["reload_note"]
-                ok = bool(sample.board["reload_ok"])
-                print(note, file=sys.stdout if ok else sys.stderr)
+            now = board.read()
+            if now["reload_count"] > before:
+                ok = bool(now["reload_ok"])
+                print(now["reload_note"], file=sys.stdout if ok else sys.stderr)
                 return Exit.OK if ok else Exit.CONFIG
-        print(f"no reload outcome from pid {pid} within {args.timeout:g}s", file=sys.stderr)
+        print(f"no reload outcome within {args.timeout:g}s", file=sys.stderr)
         return Exit.ERROR
+    except ProcessLookupError:
+        print(f"appliance {instance!r} stopped during the reload", file=sys.stderr)
+        return Exit.NOT_RUNNING
     finally:
-        monitor.close()
+        board.close()
 
 
 def _cmd_flatten(args: argparse.Namespace) -> int:
@@ -267,8 +301,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 # ---- the parser -------------------------------------------------------------------------
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after every option's help; epilogs (exit codes) as written."""
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's default after its help (when it has one); epilogs as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
 
 
 def _sub(sub, name: str, func, help: str, codes: tuple[Exit, ...] = ()) -> argparse.ArgumentParser:

@@ -24,22 +24,20 @@ from appliance.model.records import POSITION
 from appliance.ops.monitor import Monitor, trading_text
 from appliance.runtime import layout
 from appliance.runtime.exits import Exit
-from appliance.shm.snapshot import SharedSnapshot
+from appliance.shm.segment import Segment, full_name
+from appliance.shm.snapshot import KIND, SharedSnapshot
 
 PROGRESS_S = 1.0
 
 
 def open_positions(monitor: Monitor) -> tuple[int, float]:
     """(positions open, their summed |base units|) over every host, as execution holds them."""
-    cfg = monitor.config
     count, size = 0, 0.0
-    for h in range(len(cfg.hosts)):
-        snap = SharedSnapshot.attach(
-            cfg.instance,
-            layout.positions_snapshot(h),
-            POSITION,
-            (layout.host_agents(cfg, h), len(cfg.symbols)),
-        )
+    for h in range(len(monitor.hosts)):
+        name = layout.positions_snapshot(h)
+        with Segment.attach(full_name(monitor.instance, name), kind=KIND, dtype=POSITION) as seg:
+            shape = tuple(seg.meta["shape"])
+        snap = SharedSnapshot.attach(monitor.instance, name, POSITION, shape)
         try:
             data, _, _ = snap.read()
         finally:

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.config import Config
 from appliance.model.enums import Role
 from appliance.model.records import INTENT, REPORT, TICK
 from appliance.runtime import layout
@@ -78,20 +77,19 @@ class Sample:
 
 
 class _Attached:
-    """The segments of one running instance."""
+    """The segments of one running instance. Agent hosts are found in the stats segment
+    (a slot per process, named by the config), so no config file is needed: `status` works
+    while the file on disk is being edited, or is invalid."""
 
-    def __init__(self, config: Config) -> None:
-        inst = config.instance
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
         self.parts: list[Any] = []
+        self.hosts: list[str] = []
+        self.queues: list[tuple[str, RecordQueue]] = []
         try:
-            self.stats = self._keep(Stats.attach(inst, layout.STATS))
-            self.board = self._keep(Board.attach(inst))
-            self.ring = self._keep(BroadcastRing.attach(inst, layout.TICKS, TICK))
-            self.queues: list[tuple[str, RecordQueue]] = []
-            for h, host in enumerate(config.hosts):
-                iq = self._keep(RecordQueue.attach(inst, layout.intents_queue(h), INTENT))
-                rq = self._keep(RecordQueue.attach(inst, layout.reports_queue(h), REPORT))
-                self.queues += [(f"intents {host.name}", iq), (f"reports {host.name}", rq)]
+            self.stats = self._keep(Stats.attach(instance, layout.STATS))
+            self.board = self._keep(Board.attach(instance))
+            self.ring = self._keep(BroadcastRing.attach(instance, layout.TICKS, TICK))
         except BaseException:
             self.close()
             raise
@@ -99,6 +97,29 @@ class _Attached:
     def _keep(self, part: Any) -> Any:
         self.parts.append(part)
         return part
+
+    def find_hosts(self, slots: list[dict[str, Any]]) -> None:
+        """Attach the queues of agent hosts that appeared since the last look."""
+        hosts = [s["name"] for s in sorted(slots, key=lambda s: s["slot"])
+                 if s["role"] == Role.AGENT_HOST]  # fmt: skip
+        for h in range(len(self.hosts), len(hosts)):
+            try:
+                iq = RecordQueue.attach(self.instance, layout.intents_queue(h), INTENT)
+                rq = RecordQueue.attach(self.instance, layout.reports_queue(h), REPORT)
+            except SegmentError:
+                return  # not there yet: next time
+            self.parts += [iq, rq]
+            self.queues += [(f"intents {hosts[h]}", iq), (f"reports {hosts[h]}", rq)]
+            self.hosts.append(hosts[h])
+
+    def reader_name(self, slot: int) -> str:
+        """Who a ring reader slot belongs to (slots are fixed per role, see layout.py)."""
+        if slot == layout.EXECUTION_READER:
+            return Role.EXECUTION
+        if slot == layout.RECORDER_READER:
+            return Role.RECORDER
+        host = slot - layout.FIRST_HOST_READER
+        return self.hosts[host] if 0 <= host < len(self.hosts) else f"slot {slot}"
 
     @property
     def owner_alive(self) -> bool:
@@ -117,8 +138,8 @@ class _Attached:
 class Monitor:
     """Samples an instance's segments on demand; survives the instance stopping."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
         self._seg: _Attached | None = None
         self._last: tuple[float, int, dict[str, dict[str, int]]] | None = None
         self._last_board: dict[str, Any] = {}
@@ -126,10 +147,10 @@ class Monitor:
         self.attach_error = ""
 
     @classmethod
-    def open(cls, config: Config) -> Monitor:
+    def open(cls, instance: str) -> Monitor:
         """A monitor already attached; SegmentError if the instance is not running."""
-        m = cls(config)
-        m._seg = _Attached(config)
+        m = cls(instance)
+        m._seg = _Attached(instance)
         return m
 
     @property
@@ -141,9 +162,13 @@ class Monitor:
         """The pid of the supervisor that created the attached segments (0: none)."""
         return self._seg.board.owner_pid if self._seg is not None else 0
 
+    @property
+    def hosts(self) -> list[str]:
+        return list(self._seg.hosts) if self._seg is not None else []
+
     def _try_attach(self) -> bool:
         try:
-            self._seg = _Attached(self.config)
+            self._seg = _Attached(self.instance)
         except SegmentError as exc:  # not running, or still creating its segments
             self.attach_error = str(exc)
             return False
@@ -171,6 +196,8 @@ class Monitor:
         board = seg.board.read()
         self._last_board = board
         slots = seg.stats.snapshot()
+        if board["phase"] != "starting":  # by then every host holds its stats slot
+            seg.find_hosts(slots)
         # Reader cursors first, then the publish cursor: a cursor never passes the publish
         # cursor it was read before, so lag (publish - cursor) cannot come out negative.
         readers = seg.ring.readers()
@@ -186,7 +213,7 @@ class Monitor:
             processes=rows,
             readers=[
                 ReaderRow(
-                    reader_name(self.config, r["slot"]),
+                    seg.reader_name(r["slot"]),
                     max(0, published - r["cursor"]),
                     r["lost"],
                     r["gaps"],
@@ -204,9 +231,8 @@ class Monitor:
     @staticmethod
     def _row(s: dict[str, Any], before_all: dict[str, dict[str, int]], dt: float) -> ProcessRow:
         before = before_all.get(s["name"], {})
-        rates = {
-            k: (v - before.get(k, v)) / dt if dt > 0 else 0.0 for k, v in s["counters"].items()
-        }
+        counters = s["counters"]
+        rates = {k: (v - before.get(k, v)) / dt if dt > 0 else 0.0 for k, v in counters.items()}
         return ProcessRow(
             name=s["name"],
             role=s["role"],
@@ -223,13 +249,13 @@ class Monitor:
         )
 
     def _banner(self) -> str:
-        inst = self.config.instance
+        inst = self.instance
         if self._gone_at is None:
-            return f"appliance {inst!r} is not running; waiting for it to start"
+            return f"{inst} is not running; waiting for it to start"
         when = time.strftime("%H:%M:%S", time.localtime(self._gone_at))
         last = trading_text(self._last_board) if self._last_board else ""
-        seen = f" (last seen: {last})" if last else ""
-        return f"appliance {inst!r} stopped at {when}{seen}; waiting for it to start again"
+        seen = f", trading was {last}" if last else ""
+        return f"{inst} stopped at {when}{seen}; waiting for it to start again"
 
     def close(self) -> None:
         if self._seg is not None:
@@ -241,18 +267,6 @@ def _phase_banner(phase: str) -> str:
     if phase in ("starting", "stopping", "halting", "reloading"):
         return f"appliance is {phase}"
     return ""
-
-
-def reader_name(config: Config, slot: int) -> str:
-    """Who a ring reader slot belongs to (slots are fixed per role, see layout.py)."""
-    if slot == layout.EXECUTION_READER:
-        return Role.EXECUTION
-    if slot == layout.RECORDER_READER:
-        return Role.RECORDER
-    host = slot - layout.FIRST_HOST_READER
-    if 0 <= host < len(config.hosts):
-        return config.hosts[host].name
-    return f"slot {slot}"
 
 
 # ---- the shared wording ---------------------------------------------------------------
@@ -309,7 +323,7 @@ def p99_text(p: ProcessRow) -> str:
     return "-" if p.p99_us != p.p99_us else f"{p.p99_us:,.0f}"
 
 
-def format_text(sample: Sample, config: Config) -> str:
+def format_text(sample: Sample) -> str:
     """The plain-text status (what `dynamind status` prints)."""
     lines = summary_lines(sample)
     if not sample.running:

@@ -131,7 +131,7 @@ class StatusApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = self.monitor.config.instance
+        self.sub_title = self.monitor.instance
         self._fit_columns()
         readers = self.query_one("#readers", DataTable)
         readers.add_column("ring reader", width=12)

@@ -65,9 +65,10 @@ class ServiceReport:
         self._next_ping = 0.0
         self._withheld: tuple[str, ...] = ()
 
-    def open_board(self, instance: str) -> Board:
+    def open_board(self, instance: str, trading: str) -> Board:
+        """Create the board; ``trading`` is the configured state until execution reports."""
         self.board = Board.create(instance)
-        self.board.update(phase="starting", trading_why=self.trading_why)
+        self.board.update(phase="starting", trading=trading, trading_why=self.trading_why)
         return self.board
 
     def _board(self, **fields: Any) -> None:

@@ -104,7 +104,7 @@ class Supervisor:
         self.segments.append(self.stats)
         for name in reclaim_stale(cfg.instance):
             log.warning("reclaimed stale %s", name)
-        self.segments.append(self.service.open_board(cfg.instance))
+        self.segments.append(self.service.open_board(cfg.instance, cfg.trading.state))
         self.ring = BroadcastRing.create(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
         self.segments.append(self.ring)
         for h in range(len(cfg.hosts)):
@@ -168,6 +168,7 @@ class Supervisor:
         while not all(self.children[n].ready for n in names):
             if self._stop_requested:
                 return  # stop now; run() stops whatever did start
+            self._my_slot.beat()  # starting is not hanging (status and top show the beat)
             self._pump_events()
             for n in names:
                 c = self.children[n]

@@ -35,6 +35,7 @@ from appliance.trading.journal import Journal
 from appliance.trading.portfolio import Position
 
 CARRY_EPOCH = "archive"
+CARRY_PREFIX = "carry-"
 _TERMINAL = min(TERMINAL)
 _FILLED = 5  # OrderState.FILLED
 _TABLES = ("runs", "orders", "venue_orders", "venue_order_intents", "venue_fills", "fills")
@@ -102,6 +103,12 @@ class _Selection:
             self.fills[row[2:6]].append(row)
         while self._venue_rule() | self._prefix_rule():
             pass
+        # A key whose moving fills are only its carry has nothing new to fold in: leave it
+        # (moving it would write the same carry back, and make archiving twice do work).
+        for rows in self.fills.values():
+            moving = [r for r in rows if r[1] in self.movable]
+            if moving and all(r[1].startswith(CARRY_PREFIX) for r in moving):
+                self.movable.difference_update(r[1] for r in moving)
 
     def _venue_rule(self) -> bool:
         changed = False
@@ -182,7 +189,7 @@ def _carries(fills: dict[tuple, list[tuple]], run_id: int) -> list[tuple]:
         if pos.lots == 0:
             continue
         fill_id, ts = rows[-1][0], rows[-1][11]  # the carry takes the last moved fill's place
-        cid = f"carry-{fill_id}"
+        cid = f"{CARRY_PREFIX}{fill_id}"
         side = 1 if pos.lots > 0 else -1
         qty = abs(pos.lots) * lot
         order = (cid, run_id, CARRY_EPOCH, host, pop, agent, fill_id, sym, side,
