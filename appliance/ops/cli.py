@@ -330,38 +330,16 @@ def _config_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="dynamind", description=__doc__, epilog=help_text(), formatter_class=_Help
-    )
-    p.add_argument("--version", action="version", version=f"dynamind {_version()}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    E = Exit
+def _run_options(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--duration", type=float, metavar="S", help="stop cleanly after S seconds")
+    p.add_argument("--log-format", choices=["text", "json"], help="override the config's")
 
-    run = _sub(
-        sub,
-        "run",
-        _cmd_run,
-        "run the appliance (supervisor and workers)",
-        (E.ERROR, E.HALTED, E.UNDRAINED, E.ALREADY_RUNNING, E.JOURNAL_CONFLICT, E.CONFIG),
-    )
-    _config_option(run)
-    run.add_argument("--duration", type=float, metavar="S", help="stop cleanly after S seconds")
-    run.add_argument(
-        "--log-format", choices=["text", "json"], help="override the config's log_format"
-    )
 
-    check = _sub(
-        sub,
-        "check-config",
-        _cmd_check_config,
-        "validate a config: every error with its location, and warnings about "
-        "what would keep it from trading",
-        (E.JOURNAL_CONFLICT, E.CONFIG),
-    )
-    _config_option(check)
-    check.add_argument("file", nargs="?", help="the config, as an alternative to -c")
-    check.add_argument(
+def _check_options(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("file", nargs="?", help="the config, as an alternative to -c")
+    p.add_argument(
         "--journal",
         nargs="?",
         const="",
@@ -370,98 +348,96 @@ def build_parser() -> argparse.ArgumentParser:
         "PATH: the config's journal_path)",
     )
 
-    status = _sub(
-        sub,
-        "status",
-        _cmd_status,
-        "the running appliance: trading state, PnL, processes, ring readers, queues",
-        (E.NOT_RUNNING, E.CONFIG),
-    )
-    _config_option(status)
-    status.add_argument("--watch", type=float, metavar="S", help="print again every S seconds")
 
-    top = _sub(
-        sub,
-        "top",
-        _cmd_top,
-        "live terminal view; waits for the appliance and "
-        "survives its restarts (? lists the keys, q quits)",
-        (E.CONFIG,),
-    )
-    _config_option(top)
-    top.add_argument("--interval", type=float, default=1.0, metavar="S", help="refresh period")
+def _status_options(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--watch", type=float, metavar="S", help="print again every S seconds")
 
-    reload = _sub(
-        sub,
-        "reload",
-        _cmd_reload,
-        "re-read the config file in the running appliance (SIGHUP) and wait for the outcome",
-        (E.ERROR, E.NOT_RUNNING, E.CONFIG),
-    )
-    _config_option(reload)
-    reload.add_argument("--timeout", type=float, default=60.0, metavar="S", help="wait at most")
 
-    flat = _sub(
-        sub,
-        "flatten",
-        _cmd_flatten,
-        "close every position: trading goes reduce-only, "
-        "agents send closing orders through execution (journaled); waits until flat",
-        (E.ERROR, E.NOT_RUNNING, E.CONFIG),
-    )
-    _config_option(flat)
-    flat.add_argument("--timeout", type=float, default=120.0, metavar="S", help="wait at most")
+def _top_options(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="refresh period")
 
-    reset = _sub(
-        sub,
-        "reset",
-        _cmd_reset,
-        "start over (the appliance stopped): archive the journal and the paper venue's state",
-        (E.USAGE, E.ALREADY_RUNNING, E.CONFIG),
-    )
-    _config_option(reset)
-    reset.add_argument("--journal", action="store_true", help="archive the journal files")
 
-    journal = _sub(
-        sub,
-        "journal",
-        _cmd_journal,
-        "journal maintenance (the appliance stopped)",
-        (E.USAGE, E.ALREADY_RUNNING, E.CONFIG),
-    )
-    journal.add_argument("action", choices=["archive"], help="archive: move closed runs out")
-    _config_option(journal)
-    journal.add_argument(
+def _wait_options(default: float):
+    def add(p: argparse.ArgumentParser) -> None:
+        _config_option(p)
+        p.add_argument("--timeout", type=float, default=default, metavar="S", help="wait at most")
+
+    return add
+
+
+def _reset_options(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--journal", action="store_true", help="archive the journal files")
+
+
+def _journal_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["archive"], help="archive: move closed runs out")
+    _config_option(p)
+    p.add_argument(
         "--before",
         required=True,
         metavar="T",
         help="runs that ended before T: ISO date/time (local time unless it has an offset) "
-        "or an age like 30d, 12h",
+        "or an age like 30d, 12h, 0m",
     )
-    journal.add_argument(
+    p.add_argument(
         "--to", type=Path, metavar="FILE", help="archive file (default: next to the journal)"
     )
 
-    inst = _sub(
-        sub,
-        "install-service",
-        _cmd_install,
-        "install or upgrade the systemd service "
-        "(clean venv from a wheel, user, config, unit); idempotent",
-        (E.ERROR,),
-    )
+
+def _install_options(p: argparse.ArgumentParser) -> None:
     from appliance.ops.install import add_arguments
 
-    add_arguments(inst)
+    add_arguments(p)
 
-    bench = _sub(
-        sub, "bench", _cmd_bench, "benchmarks: delivered messages/s with losses beside", (E.ERROR,)
-    )
-    bench.add_argument("which", choices=["ipc", "pipeline"], help="which benchmark")
-    bench.add_argument("--quick", action="store_true", help="a shorter run")
-    bench.add_argument(
+
+def _bench_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("which", choices=["ipc", "pipeline"], help="which benchmark")
+    p.add_argument("--quick", action="store_true", help="a shorter run")
+    p.add_argument(
         "--out-dir", type=Path, default=Path("."), metavar="DIR", help="where results go"
     )
+
+
+E = Exit
+# name, function, what it does, exit codes besides 0, its options
+COMMANDS = (
+    ("run", _cmd_run, "run the appliance (supervisor and workers)",
+     (E.ERROR, E.HALTED, E.UNDRAINED, E.ALREADY_RUNNING, E.JOURNAL_CONFLICT, E.CONFIG),
+     _run_options),
+    ("check-config", _cmd_check_config, "validate a config: every error with its location, "
+     "and warnings about what would keep it from trading", (E.JOURNAL_CONFLICT, E.CONFIG),
+     _check_options),
+    ("status", _cmd_status, "the running appliance: trading state, PnL, processes, ring "
+     "readers, queues", (E.NOT_RUNNING, E.CONFIG), _status_options),
+    ("top", _cmd_top, "live terminal view; waits for the appliance and survives its "
+     "restarts (? lists the keys, q quits)", (E.CONFIG,), _top_options),
+    ("reload", _cmd_reload, "re-read the config file in the running appliance (SIGHUP) and "
+     "wait for the outcome", (E.ERROR, E.NOT_RUNNING, E.CONFIG), _wait_options(60.0)),
+    ("flatten", _cmd_flatten, "close every position: trading goes reduce-only, agents send "
+     "closing orders through execution (journaled); waits until flat",
+     (E.ERROR, E.NOT_RUNNING, E.CONFIG), _wait_options(120.0)),
+    ("reset", _cmd_reset, "start over (the appliance stopped): archive the journal and the "
+     "paper venue's state", (E.USAGE, E.ALREADY_RUNNING, E.CONFIG), _reset_options),
+    ("journal", _cmd_journal, "journal maintenance (the appliance stopped)",
+     (E.USAGE, E.ALREADY_RUNNING, E.CONFIG), _journal_options),
+    ("install-service", _cmd_install, "install or upgrade the systemd service (clean venv "
+     "from a wheel, user, config, unit); idempotent", (E.ERROR,), _install_options),
+    ("bench", _cmd_bench, "benchmarks: delivered messages/s with losses beside", (E.ERROR,),
+     _bench_options),
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dynamind", description=__doc__, epilog=help_text(), formatter_class=_Help
+    )
+    p.add_argument("--version", action="version", version=f"dynamind {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, func, text, codes, options in COMMANDS:
+        options(_sub(sub, name, func, text, codes))
     return p
 
 
