@@ -154,9 +154,6 @@ class Population(ABC):
         self.pending = xp.zeros(n_agents, dtype=bool)
         # An agent may not send before this time (set by rejects).
         self.retry_after_ns = xp.zeros(n_agents, dtype=np.int64)
-        # Flattening (`dynamind flatten`): every agent's target is no position; the kind's
-        # state still advances, but no agent opens anything again in this process.
-        self.flat = False
 
         self._counts = dict.fromkeys(
             ("batches", "ticks", "intents", "acks", "fills", "cancels", "rejects", "bad_reports"),
@@ -196,8 +193,6 @@ class Population(ABC):
         """Advance over ``prepared`` and return the intents, marking their agents pending."""
         xp = self.xp
         target = self._advance(prepared)
-        if self.flat:
-            target = xp.zeros_like(target)
         self._counts["batches"] += 1
         self._counts["ticks"] += prepared.n_ticks
 

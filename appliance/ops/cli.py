@@ -416,8 +416,8 @@ COMMANDS = (
      "restarts (? lists the keys, q quits)", (E.CONFIG,), _top_options),
     ("reload", _cmd_reload, "re-read the config file in the running appliance (SIGHUP) and "
      "wait for the outcome", (E.ERROR, E.NOT_RUNNING, E.CONFIG), _wait_options(60.0)),
-    ("flatten", _cmd_flatten, "close every position: trading goes reduce-only, agents send "
-     "closing orders through execution (journaled); waits until flat",
+    ("flatten", _cmd_flatten, "close every position: trading goes reduce-only, execution "
+     "sends closing orders (risk-checked, netted, journaled); waits until flat",
      (E.ERROR, E.NOT_RUNNING, E.CONFIG), _wait_options(120.0)),
     ("reset", _cmd_reset, "start over (the appliance stopped): archive the journal and the "
      "paper venue's state", (E.USAGE, E.ALREADY_RUNNING, E.CONFIG), _reset_options),

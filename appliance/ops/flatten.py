@@ -1,11 +1,11 @@
 """`dynamind flatten`: close every position of a running appliance, and wait until flat.
 
-SIGUSR1 asks the supervisor; it sets execution to reduce-only (only closing orders pass;
-resting orders are cancelled) and tells every agent host to aim each agent at no
-position. The agents then send their closing intents the ordinary way, through
-execution's risk checks, netting and journal, so the journal shows every closing order
-like any other. This command watches the positions execution publishes for each host
-until none is left open.
+SIGUSR1 asks the supervisor; it tells execution, which goes reduce-only (only orders that
+shrink a position pass; resting orders are cancelled) and sends a closing order for every
+open position through its own risk checks, netting and journal (trading/flatten.py),
+again each status interval for what the market did not fill. The hosts reload their
+agents' positions from execution. This command watches the positions execution
+publishes for each host until none is left open.
 
 Trading stays reduce-only afterwards (the board says why); a reload that changes
 trading.state, or a restart, ends it.

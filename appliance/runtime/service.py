@@ -93,7 +93,7 @@ class ServiceReport:
 
     def flattening(self) -> None:
         self.trading_why = f"dynamind flatten at {time.strftime('%H:%M:%S')}"
-        log.warning("flatten requested: trading goes reduce_only, every agent closes out")
+        log.warning("flatten requested: trading goes reduce_only, execution closes every position")
 
     def trading_changed(self, old: str, new: str, how: str) -> None:
         self.trading_why = f"{how}: trading.state {old} -> {new}"

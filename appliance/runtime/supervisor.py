@@ -452,11 +452,11 @@ class Supervisor:
         self.service.reload_applied(live, needs)
 
     def flatten(self) -> None:
-        """SIGUSR1 (`dynamind flatten`): execution goes reduce-only, agents close out."""
+        """SIGUSR1 (`dynamind flatten`): execution goes reduce-only and closes out."""
         self.service.flattening()
-        for child in self.children.values():
-            if child.alive and child.process.role in (Role.EXECUTION, Role.AGENT_HOST):
-                child.down.send("flatten")
+        ex = self.children.get(Role.EXECUTION)
+        if ex is not None and ex.alive:
+            ex.down.send("flatten")
 
     def _merge_live(self, new: Config, needs: list) -> Config:
         # Restart-only changes are not applied, so the running config keeps their old

@@ -228,14 +228,6 @@ class Host:
             differ += [[p, int(a), float(mine[a]), float(theirs[a])] for a in bad[:5]]
         return {"checked": checked, "differ": differ}
 
-    def on_messages(self, messages: list[dict]) -> None:
-        if any(m["kind"] == "flatten" for m in messages) and not self.populations[0].flat:
-            # Every agent aims at no position: the populations send the closing intents
-            # themselves, through execution, as they see their next ticks.
-            for pop in self.populations:
-                pop.flat = True
-            log.warning("flattening: every agent closes its positions and opens none")
-
     def close(self) -> None:
         for role in (self.reader, self.producer, self.consumer):
             role.close()
@@ -250,8 +242,7 @@ def main(w: Worker) -> None:
         started = time.time_ns()
         w.event("ready")
         while not w.stopping:
-            if w.tick():
-                host.on_messages(w.take_messages())
+            w.tick()
             host.poll_reports()
             if host.snapshot.tag(TAG_EPOCH) != host.epoch:
                 host.resync_positions()  # the execution process restarted

@@ -26,6 +26,7 @@ from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing, RecordQueue
 from appliance.shm.snapshot import SharedSnapshot
 from appliance.trading.engine import ExecutionEngine
+from appliance.trading.flatten import flatten_round
 from appliance.workers import compose
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ def main(w: Worker) -> None:
     batch = cfg.execution.batch
     next_status = 0.0
     configured = cfg.trading.state  # trading.state as the config file last said
+    flattening = False
     w.event("ready")
     try:
         while True:
@@ -146,7 +148,7 @@ def main(w: Worker) -> None:
                     if msg["kind"] == "reload":
                         configured = _reload(w, engine, links, msg["config"], configured)
                     elif msg["kind"] == "flatten":
-                        _flatten(w, engine, links)
+                        flattening = _flatten(w, engine, links)
             if w.stopping and not w.draining:
                 break
             busy = False
@@ -191,6 +193,8 @@ def main(w: Worker) -> None:
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + cfg.status_interval_s
+                if flattening:  # what the last round could not close: try again
+                    flattening = _flatten(w, engine, links)
                 w.event("status", **engine.status())
             if not busy:
                 reader.wait(IDLE_WAIT_S)
@@ -227,11 +231,25 @@ def _reload(
     return new.trading.state
 
 
-def _flatten(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> None:
-    """`dynamind flatten`: only closing orders pass from now on (the agents send them)."""
-    engine.set_trading_state(TradingState.REDUCE_ONLY)
-    _send(w, links, engine.cancel_all())  # a resting order could open a position again
-    log.warning("flattening: trading reduce_only, resting orders cancelled")
+def _flatten(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> bool:
+    """One round of `dynamind flatten` (see trading/flatten.py); True while still open."""
+    done = flatten_round(engine)
+    _send(w, links, done.cancel_reports)
+    if done.closing:
+        # The closing intents are the operator's: no agent waits for their reports. The
+        # hosts reload their positions from the snapshot instead (a new epoch says so).
+        positions = engine.positions()
+        for link in links:
+            link.load_positions(positions)
+            link.epoch += 1
+            link.publish()
+        w.add("intents", done.closing)
+    log.warning(
+        "flattening: trading reduce_only, %d closing intents, %d positions still open",
+        done.closing,
+        done.open_after,
+    )
+    return done.open_after > 0
 
 
 def _final_check(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> None:

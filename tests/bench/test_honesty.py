@@ -71,4 +71,4 @@ def test_results_go_to_the_current_directory_by_default():
     from appliance.ops.cli import build_parser
 
     assert build_parser().parse_args(["bench", "pipeline"]).out_dir == Path(".")
-    assert ipc.RESULTS_DIR == Path(".")
+    assert Path(".") == ipc.RESULTS_DIR

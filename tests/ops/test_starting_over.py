@@ -6,7 +6,13 @@ import subprocess
 import sys
 
 from appliance.runtime.exits import Exit
-from tests.harness import assert_intents_accounted, final_report, journal_positions
+from appliance.trading.flatten import FLATTEN_SEQ
+from tests.harness import (
+    assert_hosts_agree,
+    assert_intents_accounted,
+    final_report,
+    journal_positions,
+)
 
 
 def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -28,7 +34,13 @@ def test_flatten_closes_every_position_through_execution(app):
     assert app.stop() == 0
     assert final_report(app)["positions"] == []
     assert journal_positions(app) == {}
-    assert_intents_accounted(app)  # the closing orders are intents like any other
+    assert_intents_accounted(app)  # the agents' own intents, each journaled once
+    assert_hosts_agree(app)  # the hosts took their agents' flat positions from execution
+    with app.journal() as db:
+        closing = db.execute(
+            "SELECT count(*), sum(state = 5) FROM orders WHERE intent_seq >= ?", (FLATTEN_SEQ,)
+        ).fetchone()
+    assert closing[0] > 0 and closing[1] > 0  # journaled, and filled
 
 
 def test_flatten_needs_a_running_appliance(tmp_path):

@@ -4,60 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from appliance.runtime.exits import Exit
 from appliance.runtime.sdnotify import Notifier
-from tests.harness import Appliance
-
-
-class NotifySocket:
-    """A bound AF_UNIX datagram socket collecting every message, with arrival times."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path).replace("@", "\0", 1))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, dict[str, str]]] = []
-        self._lock = threading.Lock()
-        self._stop = False
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
-
-    def _receive(self) -> None:
-        while not self._stop:
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
-            with self._lock:
-                self.messages.append((time.monotonic(), fields))
-
-    def received(self) -> list[tuple[float, dict[str, str]]]:
-        with self._lock:
-            return list(self.messages)
-
-    def wait_for(self, pred, timeout: float = 60.0, after: float = 0.0) -> tuple[float, dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for t, msg in self.received():
-                if t >= after and pred(msg):
-                    return t, msg
-            time.sleep(0.05)
-        raise AssertionError(f"no such message; got {[m for _, m in self.received()][-10:]}")
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join()
-        self.sock.close()
+from tests.harness import Appliance, NotifySocket
 
 
 @pytest.fixture
@@ -119,6 +74,10 @@ def test_appliance_speaks_the_protocol_and_a_rejected_reload_is_visible(tmp_path
         t_rel, rel = sock.wait_for(lambda m: "RELOADING" in m, after=t0)
         sock.wait_for(lambda m: m.get("READY") == "1", after=t_rel)
         assert int(rel["MONOTONIC_USEC"]) > 0
+        app.wait_for_log("feed rate now 3000")
+        log = app.log_path.read_text()  # a reload logs what changed, and only that
+        assert "applied live: feed.rate: 4000.0 -> 3000.0" in log
+        assert "risk limits reloaded" not in log and "trading state" not in log
 
         # a rejected one: the CLI fails, STATUS= names it (and keeps naming it), status shows it
         app.config.write_text(text.replace("ring_capacity = 16384", "ring_capacity = 3"))

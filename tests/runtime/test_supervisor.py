@@ -12,7 +12,7 @@ import psutil
 
 from appliance.runtime.exits import Exit
 from appliance.shm import list_names
-from tests.harness import Appliance, assert_intents_accounted
+from tests.harness import Appliance, NotifySocket, assert_intents_accounted
 
 
 def dynamind(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -77,8 +77,9 @@ def test_killed_supervisor_takes_its_children_and_next_start_reclaims(app):
 
 def test_restart_intensity_limit_halts_with_nonzero_exit(tmp_path):
     app = Appliance(tmp_path, max_restarts=2)
+    notify = NotifySocket(tmp_path / "notify.sock")
     try:
-        app.start().wait_ready()
+        app.start(env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}).wait_ready()
         for incarnation in (2, 3):
             app.kill("feed")
             app.wait_restarted("feed", incarnation)
@@ -86,8 +87,12 @@ def test_restart_intensity_limit_halts_with_nonzero_exit(tmp_path):
         code = app.proc.wait(120)
         assert code == Exit.HALTED, app.log_tail()
         assert "halting: 3 restarts" in app.log_path.read_text()
+        # while it stopped, it said so: halted, not active
+        _, msg = notify.wait_for(lambda m: m.get("STATUS", "").startswith("HALTED: 3 restarts"))
+        assert "a person must look" in msg["STATUS"]
     finally:
         app.kill_all()
+        notify.close()
     assert app.leftovers() == []
 
 
