@@ -119,7 +119,9 @@ def _instance(path: str) -> str | None:
 
 
 def _attached_monitor(config_path: str):
-    from appliance.ops.monitor import Monitor
+    import posix_ipc
+
+    from appliance.ops.monitor import NO_PERMISSION, Monitor
     from appliance.shm import SegmentError
 
     instance = _instance(config_path)
@@ -130,6 +132,9 @@ def _attached_monitor(config_path: str):
     except SegmentError:
         print(f"no running appliance {instance!r} (config {config_path})", file=sys.stderr)
         return None, Exit.NOT_RUNNING
+    except posix_ipc.PermissionsError:
+        print(f"{instance}: {NO_PERMISSION}", file=sys.stderr)
+        return None, Exit.ERROR
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -193,6 +198,9 @@ def _instance_of(path: str) -> str:
 
 def _cmd_reload(args: argparse.Namespace) -> int:
     """SIGHUP the supervisor and wait for the outcome (what ExecReload runs)."""
+    import posix_ipc
+
+    from appliance.ops.monitor import NO_PERMISSION
     from appliance.runtime.board import Board
     from appliance.shm import SegmentError
 
@@ -201,9 +209,12 @@ def _cmd_reload(args: argparse.Namespace) -> int:
         return Exit.CONFIG
     try:
         board = Board.attach(instance)
-    except SegmentError as exc:
-        print(f"no running appliance {instance!r}: {exc}", file=sys.stderr)
+    except SegmentError:
+        print(f"no running appliance {instance!r} (config {args.config})", file=sys.stderr)
         return Exit.NOT_RUNNING
+    except posix_ipc.PermissionsError:
+        print(f"{instance}: {NO_PERMISSION}", file=sys.stderr)
+        return Exit.ERROR
     try:
         before = board.read()["reload_count"]
         os.kill(board.owner_pid, signal.SIGHUP)

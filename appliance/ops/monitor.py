@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import posix_ipc
+
 from appliance.model.enums import Role
 from appliance.model.records import INTENT, REPORT, TICK
 from appliance.runtime import layout
@@ -24,6 +26,9 @@ from appliance.runtime.service import pnl_net
 from appliance.shm import BroadcastRing, RecordQueue, SegmentError, Stats
 from appliance.shm.segment import OWNER_LOCK_BYTE, is_locked
 from appliance.shm.stats import percentile
+
+# The segments are the service user's (mode 0600): other users see nothing.
+NO_PERMISSION = "permission denied on its shared memory: run this as the service's user (or root)"
 
 
 @dataclass
@@ -172,6 +177,9 @@ class Monitor:
         except SegmentError as exc:  # not running, or still creating its segments
             self.attach_error = str(exc)
             return False
+        except posix_ipc.PermissionsError:
+            self.attach_error = NO_PERMISSION
+            return False
         self.attach_error = ""
         self._last = None  # rates restart from the new run's counters
         self._gone_at = None
@@ -250,6 +258,8 @@ class Monitor:
 
     def _banner(self) -> str:
         inst = self.instance
+        if self.attach_error == NO_PERMISSION:
+            return f"{inst}: {NO_PERMISSION}"
         if self._gone_at is None:
             return f"{inst} is not running; waiting for it to start"
         when = time.strftime("%H:%M:%S", time.localtime(self._gone_at))
