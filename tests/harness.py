@@ -86,6 +86,19 @@ qty = [0.002, 0.04]
 """
 
 
+def dynamind(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run the `dynamind` command line as an operator would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.ops.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
 def write_config(directory: Path, **overrides: Any) -> tuple[Path, str]:
     instance = f"t{os.getpid()}{uuid.uuid4().hex[:6]}"
     values = {

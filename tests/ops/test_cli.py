@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from appliance.ops.cli import build_parser
 from appliance.runtime.exits import MEANING, Exit
+from tests.harness import dynamind
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.ops.cli", *args],
-        capture_output=True, text=True, timeout=120, cwd=cwd,
-    )  # fmt: skip
-
-
 def test_version():
-    res = _cli("--version")
+    res = dynamind("--version")
     assert res.returncode == 0 and res.stdout.startswith("dynamind 0."), res.stdout
 
 
@@ -59,12 +51,12 @@ def test_main_help_lists_every_exit_code():
 
 def test_check_config_takes_c_and_the_same_default(tmp_path):
     cfg = ROOT / "config" / "dynamind.toml"
-    assert _cli("check-config", "-c", str(cfg)).returncode == 0
-    assert _cli("check-config", str(cfg)).returncode == 0
+    assert dynamind("check-config", "-c", str(cfg)).returncode == 0
+    assert dynamind("check-config", str(cfg)).returncode == 0
     # the default is the same file the other commands use: ./config/dynamind.toml
-    res = _cli("check-config", cwd=ROOT)
+    res = dynamind("check-config", cwd=ROOT)
     assert res.returncode == 0 and res.stdout.startswith("config/dynamind.toml: ok")
-    assert "config/dynamind.toml" in _cli("status", "--help").stdout
+    assert "config/dynamind.toml" in dynamind("status", "--help").stdout
 
 
 def _config(tmp_path: Path, **edits: str) -> Path:
@@ -85,19 +77,19 @@ def test_check_config_warns_about_configs_that_cannot_trade(tmp_path):
             'state = "active"': 'state = "halted"',
         },
     )
-    res = _cli("check-config", "-c", str(path))
+    res = dynamind("check-config", "-c", str(path))
     assert res.returncode == 0, res.stderr
     assert "warning: trading.state: 'halted'" in res.stdout
     assert "above max_order_notional 10" in res.stdout and "MAX_NOTIONAL" in res.stdout
-    plain = _cli("check-config", "-c", str(ROOT / "config" / "dynamind.toml"))
+    plain = dynamind("check-config", "-c", str(ROOT / "config" / "dynamind.toml"))
     assert "warning" not in plain.stdout
 
 
 def test_invalid_config_has_one_exit_code_and_plain_words(tmp_path):
     path = _config(tmp_path, **{"qty = ": "qty = -1 #"})
-    res = _cli("check-config", "-c", str(path))
+    res = dynamind("check-config", "-c", str(path))
     assert res.returncode == Exit.CONFIG
     assert "constrained" not in res.stderr
     assert "as a number: Input should be greater than 0" in res.stderr
-    run = _cli("run", "-c", str(path), "--duration", "1", cwd=tmp_path)
+    run = dynamind("run", "-c", str(path), "--duration", "1", cwd=tmp_path)
     assert run.returncode == Exit.CONFIG and "nothing started" in run.stderr

@@ -14,20 +14,14 @@ from textual.widgets import DataTable, Static
 from appliance.ops.monitor import Monitor, format_text
 from appliance.ops.tui import PROCESS_COLUMNS, KeysScreen, StatusApp, fitting
 from appliance.runtime.exits import Exit
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.ops.cli", *args],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+from tests.harness import dynamind
 
 
 def test_status_shows_trading_state_pnl_and_processes(app):
     app.start().wait_ready()
     app.wait_for(lambda: app.counter("execution", "fills") > 0, what="fills")
     time.sleep(1.2)  # one status interval: the board has execution's figures
-    res = _cli("status", "-c", str(app.config))
+    res = dynamind("status", "-c", str(app.config))
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert out.startswith("trading: active\npnl net ")
@@ -49,11 +43,11 @@ def test_status_shows_trading_state_pnl_and_processes(app):
 
     # halting by reload: status says halted, and why
     app.config.write_text(app.config.read_text() + '\n[trading]\nstate = "halted"\n')
-    assert _cli("reload", "-c", str(app.config)).returncode == 0
+    assert dynamind("reload", "-c", str(app.config)).returncode == 0
     app.wait_for(
         lambda: (
             "halted (reload: trading.state active -> halted)"
-            in _cli("status", "-c", str(app.config)).stdout
+            in dynamind("status", "-c", str(app.config)).stdout
         ),
         what="halted in status",
     )
@@ -64,7 +58,7 @@ def test_status_without_a_running_appliance_says_so(tmp_path):
     from tests.harness import write_config
 
     path, instance = write_config(tmp_path)
-    res = _cli("status", "-c", str(path))
+    res = dynamind("status", "-c", str(path))
     assert res.returncode == Exit.NOT_RUNNING
     assert f"no running appliance {instance!r}" in res.stderr
 

@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from appliance.runtime.exits import Exit
 from appliance.trading.flatten import FLATTEN_SEQ
 from tests.harness import (
     assert_hosts_agree,
     assert_intents_accounted,
+    dynamind,
     final_report,
     journal_positions,
 )
 
 
-def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.ops.cli", *args],
-        capture_output=True, text=True, timeout=300, cwd=cwd,
-    )  # fmt: skip
-
-
 def test_flatten_closes_every_position_through_execution(app):
     app.start().wait_ready()
     app.wait_for(lambda: app.counter("execution", "fills") > 200, what="positions")
-    res = _cli("flatten", "-c", str(app.config), "--timeout", "120")
+    res = dynamind("flatten", "-c", str(app.config), "--timeout", "120")
     assert res.returncode == Exit.OK, res.stdout + res.stderr
     assert "flat: every position is closed" in res.stdout
     assert "reduce_only (dynamind flatten at" in res.stdout
-    status = _cli("status", "-c", str(app.config)).stdout
+    status = dynamind("status", "-c", str(app.config)).stdout
     assert status.startswith("trading: reduce_only (dynamind flatten at")
     assert app.stop() == 0
     assert final_report(app)["positions"] == []
@@ -47,7 +38,7 @@ def test_flatten_needs_a_running_appliance(tmp_path):
     from tests.harness import write_config
 
     path, _ = write_config(tmp_path)
-    assert _cli("flatten", "-c", str(path)).returncode == Exit.NOT_RUNNING
+    assert dynamind("flatten", "-c", str(path)).returncode == Exit.NOT_RUNNING
 
 
 def test_archived_journal_starts_with_the_same_positions(app, tmp_path):
@@ -55,7 +46,7 @@ def test_archived_journal_starts_with_the_same_positions(app, tmp_path):
     assert app.proc.wait(120) == 0, app.log_tail()
     before = journal_positions(app)
     assert before
-    res = _cli("journal", "archive", "--before", "0m", "-c", str(app.config), cwd=tmp_path)
+    res = dynamind("journal", "archive", "--before", "0m", "-c", str(app.config), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "archived runs 1..1" in res.stdout and "open positions carried over" in res.stdout
     assert journal_positions(app) == before
@@ -67,8 +58,8 @@ def test_archived_journal_starts_with_the_same_positions(app, tmp_path):
 
 def test_journal_tools_refuse_while_the_appliance_runs(app):
     app.start().wait_ready()
-    res = _cli("journal", "archive", "--before", "1d", "-c", str(app.config))
+    res = dynamind("journal", "archive", "--before", "1d", "-c", str(app.config))
     assert res.returncode == Exit.ALREADY_RUNNING and "stop it first" in res.stderr
-    res = _cli("reset", "--journal", "-c", str(app.config))
+    res = dynamind("reset", "--journal", "-c", str(app.config))
     assert res.returncode == Exit.ALREADY_RUNNING
     assert app.stop() == 0

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from appliance.runtime.exits import Exit
 from appliance.runtime.sdnotify import Notifier
-from tests.harness import Appliance, NotifySocket
+from tests.harness import Appliance, NotifySocket, dynamind
 
 
 @pytest.fixture
@@ -48,13 +46,6 @@ def test_abstract_socket_names_work(monkeypatch):
         sock.close()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.ops.cli", *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-
-
 def test_appliance_speaks_the_protocol_and_a_rejected_reload_is_visible(tmp_path):
     sock = NotifySocket(tmp_path / "notify.sock")
     app = Appliance(tmp_path)
@@ -68,7 +59,7 @@ def test_appliance_speaks_the_protocol_and_a_rejected_reload_is_visible(tmp_path
         text = app.config.read_text()
         app.config.write_text(text.replace("rate = 4000", "rate = 3000"))
         t0 = time.monotonic()
-        res = _cli("reload", "-c", str(app.config))
+        res = dynamind("reload", "-c", str(app.config))
         assert res.returncode == Exit.OK, res.stderr
         assert "1 change(s) applied" in res.stdout
         t_rel, rel = sock.wait_for(lambda m: "RELOADING" in m, after=t0)
@@ -82,7 +73,7 @@ def test_appliance_speaks_the_protocol_and_a_rejected_reload_is_visible(tmp_path
         # a rejected one: the CLI fails, STATUS= names it (and keeps naming it), status shows it
         app.config.write_text(text.replace("ring_capacity = 16384", "ring_capacity = 3"))
         t0 = time.monotonic()
-        res = _cli("reload", "-c", str(app.config))
+        res = dynamind("reload", "-c", str(app.config))
         assert res.returncode == Exit.CONFIG, res.stdout + res.stderr
         assert "reload rejected" in res.stderr and "ring_capacity" in res.stderr
         t_rel, _ = sock.wait_for(lambda m: "RELOADING" in m, after=t0)
@@ -90,7 +81,7 @@ def test_appliance_speaks_the_protocol_and_a_rejected_reload_is_visible(tmp_path
         assert "reload REJECTED" in ready["STATUS"] and "ring_capacity" in ready["STATUS"]
         _, later = sock.wait_for(lambda m: "ticks_per_s=" in m.get("STATUS", ""), after=t_rel)
         assert "reload REJECTED" in later["STATUS"]
-        shown = _cli("status", "-c", str(app.config))
+        shown = dynamind("status", "-c", str(app.config))
         assert "last reload" in shown.stdout and "reload rejected" in shown.stdout
 
         # JSON logs carry the status figures as numbers

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
 
 from appliance.runtime.exits import Exit
 from appliance.shm import list_names
-from tests.harness import Appliance, NotifySocket, assert_intents_accounted
-
-
-def dynamind(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.ops.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
+from tests.harness import Appliance, NotifySocket, assert_intents_accounted, dynamind
 
 
 def test_check_config_lists_every_error_and_run_refuses(tmp_path):
