@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import uuid
 
 from appliance.model.records import TICK
 from appliance.shm import BroadcastRing
-from bench import ipc, pipeline
+from bench import ipc, pipeline, results
 
 
 def test_ring_rate_counts_delivered_records_not_lapped_ones():
@@ -70,5 +71,8 @@ def test_results_go_to_the_current_directory_by_default():
 
     from appliance.ops.cli import build_parser
 
-    assert build_parser().parse_args(["bench", "pipeline"]).out_dir == Path(".")
-    assert Path(".") == ipc.RESULTS_DIR
+    for which in ("ipc", "pipeline", "agents", "ccxt"):
+        assert build_parser().parse_args(["bench", which]).out_dir == Path(".")
+    parser = argparse.ArgumentParser()
+    results.add_out_dir(parser)
+    assert parser.parse_args([]).out_dir == Path(".")
