@@ -67,7 +67,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         check_space(layout.shm_bytes(config), config.instance)
     except SegmentError as exc:
         print(f"nothing started: {exc}", file=sys.stderr)
-        return Exit.ERROR
+        return Exit.NO_SHM_SPACE
     try:
         return Supervisor(config, args.config).run(args.duration)
     except LayoutMismatch as exc:
@@ -481,7 +481,8 @@ E = Exit
 # name, function, what it does, exit codes besides 0, its options
 COMMANDS = (
     ("run", _cmd_run, "run the appliance (supervisor and workers)",
-     (E.ERROR, E.HALTED, E.UNDRAINED, E.ALREADY_RUNNING, E.JOURNAL_CONFLICT, E.CONFIG),
+     (E.ERROR, E.HALTED, E.UNDRAINED, E.ALREADY_RUNNING, E.NO_SHM_SPACE, E.JOURNAL_CONFLICT,
+      E.CONFIG),
      _run_options),
     ("check-config", _cmd_check_config, "validate a config: every error with its location, "
      "and warnings about what would keep it from trading", (E.JOURNAL_CONFLICT, E.CONFIG),

@@ -24,8 +24,7 @@ from appliance.model.records import POSITION
 from appliance.ops.monitor import Monitor, trading_text
 from appliance.runtime import layout
 from appliance.runtime.exits import Exit
-from appliance.shm.segment import Segment, full_name
-from appliance.shm.snapshot import KIND, SharedSnapshot
+from appliance.shm.snapshot import SharedSnapshot
 
 PROGRESS_S = 1.0
 
@@ -35,9 +34,7 @@ def open_positions(monitor: Monitor) -> tuple[int, float]:
     count, size = 0, 0.0
     for h in range(len(monitor.hosts)):
         name = layout.positions_snapshot(h)
-        with Segment.attach(full_name(monitor.instance, name), kind=KIND, dtype=POSITION) as seg:
-            shape = tuple(seg.meta["shape"])
-        snap = SharedSnapshot.attach(monitor.instance, name, POSITION, shape)
+        snap = SharedSnapshot.attach(monitor.instance, name, POSITION, read_only=True)
         try:
             data, _, _ = snap.read()
         finally:

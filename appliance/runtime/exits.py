@@ -2,7 +2,7 @@
 
 Where systemd already has a name for a code that says the same thing (it prints
 ``status=78/CONFIG`` in ``systemctl status``), that code is used; the appliance's own
-meanings take 10-13, which systemd shows as a bare number. 1 stays "unexpected error"
+meanings take 10-14, which systemd shows as a bare number. 1 stays "unexpected error"
 (an uncaught exception) and 2 stays argparse's "bad command line".
 
 The unit's ``RestartPreventExitStatus=`` lists the codes that mean "a person must look":
@@ -22,6 +22,7 @@ class Exit(IntEnum):
     UNDRAINED = 11  # stopped, but published intents could not be journaled first
     ALREADY_RUNNING = 12  # an appliance of the same instance name is running
     NOT_RUNNING = 13  # status/top/flatten: no appliance of that instance is running
+    NO_SHM_SPACE = 14  # /dev/shm cannot hold the config's segments: nothing started
     JOURNAL_CONFLICT = 65  # EX_DATAERR: the config contradicts positions in the journal
     CONFIG = 78  # EX_CONFIG: the config file is invalid, nothing started
 
@@ -34,6 +35,7 @@ MEANING: dict[Exit, str] = {
     Exit.UNDRAINED: "stopped with published intents not journaled (drain incomplete)",
     Exit.ALREADY_RUNNING: "an appliance with this instance name is already running",
     Exit.NOT_RUNNING: "no running appliance with this instance name",
+    Exit.NO_SHM_SPACE: "/dev/shm has too little room for the config's segments (nothing started)",
     Exit.JOURNAL_CONFLICT: "the config contradicts positions open in the journal",
     Exit.CONFIG: "invalid config file (nothing started)",
 }
@@ -46,6 +48,7 @@ NEEDS_A_PERSON: tuple[Exit, ...] = (
     Exit.JOURNAL_CONFLICT,
     Exit.HALTED,
     Exit.ALREADY_RUNNING,
+    Exit.NO_SHM_SPACE,
 )
 
 
