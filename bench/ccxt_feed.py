@@ -6,7 +6,8 @@ four symbols: best bid/ask and trades) in this process under cProfile for a fixe
 It counts the TICK records the feed produced and splits the profile's own time (tottime)
 by where the code lives: ccxt (message handling and parsing, with the JSON decoding ccxt
 asks for), ours (appliance/), the websocket transport (aiohttp, yarl, multidict), the
-asyncio event loop, and the rest. Results are printed and written to bench/results/.
+asyncio event loop, and the rest. Results are printed and written to --out-dir (default:
+the current directory).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import json
 import os
 import pstats
 import re
@@ -28,9 +28,9 @@ from typing import Any
 from appliance.exsim import client_urls
 from appliance.feeds.ccxt_feed import CcxtFeed
 from appliance.markets import ExchangeSettings, make_exchange
+from bench import results
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 DATA = ROOT / "tests" / "data" / "binance-us"
 INSTRUMENTS = [
     ("CRV/USDT", 0.001, 0.1),
@@ -105,14 +105,13 @@ def run(seconds: float) -> dict[str, Any]:
         "profiled": profiled,
         "time_share": _shares(profile),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ccxt-feed-latest.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dynamind bench ccxt")
     parser.add_argument("--quick", action="store_true", help="5 s instead of 20 s per run")
+    results.add_out_dir(parser)
     args = parser.parse_args(argv)
     r = run(5.0 if args.quick else 20.0)
     p = r["plain"]
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print("share of the feed process's time (profiled run, tottime by code location):")
     for group, share in r["time_share"].items():
         print(f"  {group:<48} {share:6.1%}")
-    print(f"written to {RESULTS / 'ccxt-feed-latest.json'}")
+    print(f"results: {results.write('ccxt-feed', r, args.out_dir)}")
     return 0
 
 

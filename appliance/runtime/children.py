@@ -159,11 +159,19 @@ class Children:
             child.incarnation,
         )
 
-    def wait_ready(self, names: list[str], timeout: float, cancelled: Callable[[], bool]) -> None:
-        """Until every child in ``names`` said it is ready; RuntimeError if one exits
-        first or ``timeout`` passes; returns early when ``cancelled()``."""
+    def wait_ready(
+        self,
+        names: list[str],
+        timeout: float,
+        cancelled: Callable[[], bool],
+        meanwhile: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Until every child in ``names`` said it is ready, calling ``meanwhile`` while
+        waiting; RuntimeError if one exits first or ``timeout`` passes; returns early when
+        ``cancelled()``."""
         deadline = time.monotonic() + timeout
         while True:
+            meanwhile()
             for c in self:
                 self.read(c)
             if all(self._by_name[n].ready for n in names) or cancelled():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from appliance.config import Config
 from appliance.model.records import INTENT, POSITION, REPORT, TICK
@@ -18,7 +18,12 @@ from appliance.shm.snapshot import SharedSnapshot
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T", Stats, BroadcastRing, RecordQueue, SharedSnapshot)
+
+class _Destroyable(Protocol):
+    def destroy(self) -> None: ...
+
+
+T = TypeVar("T", bound=_Destroyable)
 
 
 class SegmentSet:
@@ -30,7 +35,7 @@ class SegmentSet:
         self.stats: Stats | None = None
         self.ring: BroadcastRing | None = None
         self.queues: list[tuple[RecordQueue, RecordQueue]] = []  # (intents, reports) per host
-        self._made: list[Stats | BroadcastRing | RecordQueue | SharedSnapshot] = []
+        self._made: list[_Destroyable] = []
 
     def create(self) -> None:
         """Create every segment; on failure part-way, what was made is still destroyed by
@@ -41,23 +46,23 @@ class SegmentSet:
         require_tso()
         # The stats segment doubles as the instance lock: a live owner means a running
         # appliance of the same name, which we refuse; a dead one is reclaimed.
-        self.stats = self._made_one(
+        self.stats = self.adopt(
             Stats.create(inst, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS, group)
         )
         for name in reclaim_stale(inst):
             log.warning("reclaimed stale %s", name)
-        self.ring = self._made_one(
+        self.ring = self.adopt(
             BroadcastRing.create(inst, layout.TICKS, TICK, cfg.ring_capacity, group)
         )
         size = cfg.queue_capacity
         for h in range(len(cfg.hosts)):
             iq = RecordQueue.create(inst, layout.intents_queue(h), INTENT, size, group)
-            self._made_one(iq)
+            self.adopt(iq)
             rq = RecordQueue.create(inst, layout.reports_queue(h), REPORT, size, group)
-            self._made_one(rq)
+            self.adopt(rq)
             self.queues.append((iq, rq))
             shape = (layout.host_agents(cfg, h), len(cfg.symbols))
-            self._made_one(
+            self.adopt(
                 SharedSnapshot.create(inst, layout.positions_snapshot(h), POSITION, shape, group)
             )
 

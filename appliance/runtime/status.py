@@ -1,4 +1,5 @@
-"""The supervisor's status: rates over the segments and execution's figures, one line."""
+"""The supervisor's status figures: rates over the segments and execution's figures (the
+status line and board are written by service.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from appliance.config import Config
 from appliance.model.enums import Role
 from appliance.runtime.children import Child
 from appliance.runtime.segments import SegmentSet
+from appliance.runtime.service import pnl_net
 
 log = logging.getLogger(__name__)
 
 
 class StatusReporter:
-    """Turns counters into rates between two calls and formats the status line."""
+    """Turns counters into rates between two calls, with execution's last figures."""
 
     def __init__(self, segments: SegmentSet) -> None:
         self.segments = segments
@@ -29,8 +32,9 @@ class StatusReporter:
         return (value - prev[1]) / (now - prev[0])
 
     def status(
-        self, children: Iterable[Child], last_status: dict[str, dict[str, Any]]
+        self, children: Iterable[Child], last_status: dict[str, dict[str, Any]], config: Config
     ) -> dict[str, Any]:
+        """The figures of a status line (see service.py), ``config`` the running one."""
         now = time.monotonic()
         ring = self.segments.ring
         ticks = ring.publish_cursor
@@ -47,17 +51,11 @@ class StatusReporter:
             "realized_pnl": ex.get("realized", 0.0),
             "unrealized_pnl": ex.get("unrealized", 0.0),
             "fees": ex.get("fees", 0.0),
-            "trading": ex.get("trading", "?"),
+            "pnl_net": pnl_net(
+                ex.get("realized", 0.0), ex.get("unrealized", 0.0), ex.get("fees", 0.0)
+            ),
+            "open_orders": ex.get("open_orders", 0),
+            "trading": ex.get("trading", config.trading.state),
             "ring_lost": sum(r["lost"] for r in ring.readers()),
             "restarts": sum(c.incarnation - 1 for c in children),
         }
-
-    @staticmethod
-    def line(s: dict[str, Any]) -> str:
-        return (
-            f"ticks/s={s['ticks_per_s']:,.0f} intents/s={s['intents_per_s']:,.0f} "
-            f"fills={s['fills']:,} rejects={s['rejects']:,} "
-            f"pnl={s['realized_pnl'] + s['unrealized_pnl']:,.2f} "
-            f"(realised {s['realized_pnl']:,.2f}) ring_lost={s['ring_lost']:,} "
-            f"restarts={s['restarts']}"
-        )

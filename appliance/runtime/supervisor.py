@@ -21,11 +21,12 @@ from appliance.model.enums import Role
 from appliance.runtime import layout, logs
 from appliance.runtime.children import READY_TIMEOUT_S, STOP_TIMEOUT_S, Children, Halted
 from appliance.runtime.cpu import CpuPlan, plan
+from appliance.runtime.exits import Exit
 from appliance.runtime.inbox import Inbox
-from appliance.runtime.messages import Drain, Reload, Stop
+from appliance.runtime.messages import Drain, Flatten, Reload, Stop
 from appliance.runtime.reload import ReloadPlan, ReloadRefused, plan_reload
-from appliance.runtime.sdnotify import Notifier
 from appliance.runtime.segments import SegmentSet
+from appliance.runtime.service import ServiceReport, stale_workers
 from appliance.runtime.status import StatusReporter
 from appliance.shm.stats import SlotState
 from appliance.trading.journal import LayoutMismatch, layout_problems
@@ -35,15 +36,14 @@ log = logging.getLogger(__name__)
 LOOP_S = 0.05
 DRAIN_TIMEOUT_S = 60.0
 DRAIN_ATTEMPTS = 3
-EXIT_UNDRAINED = 3
-EXIT_HALTED = 2
 
 
 class Supervisor:
     def __init__(self, config: Config, config_path: str | os.PathLike[str] | None = None) -> None:
         self.config = config
         self.config_path = config_path
-        self.notifier = Notifier()
+        # sd_notify, the board segment and status lines: see service.py
+        self.service = ServiceReport()
         self.segments = SegmentSet(config)
         self.inbox = Inbox()
         self.reporter = StatusReporter(self.segments)
@@ -51,6 +51,7 @@ class Supervisor:
         self.children: Children | None = None
         self._stop_requested = False
         self._reload_requested = False
+        self._flatten_requested = False
         self._stop_spawns = 0  # execution started again while the intake stops
 
     def check_journal(self) -> None:
@@ -82,6 +83,9 @@ class Supervisor:
         if self.cpu.shared and cfg.wait == "auto":
             log.info("fewer cores than processes: every hot loop uses the block strategy")
         self.segments.create()
+        self.segments.adopt(
+            self.service.open_board(cfg.instance, cfg.trading.state, cfg.operator_group)
+        )
         self._my_slot = self.segments.stats.slot(
             layout.SUPERVISOR_SLOT, Role.SUPERVISOR, Role.SUPERVISOR
         )
@@ -94,10 +98,13 @@ class Supervisor:
         for step in (readers, [Role.FEED]):
             for n in step:
                 self.children.spawn(self.children.get(n))
-            self.children.wait_ready(step, READY_TIMEOUT_S, lambda: self._stop_requested)
+            # the supervisor's beat while starting: starting is not hanging
+            self.children.wait_ready(
+                step, READY_TIMEOUT_S, lambda: self._stop_requested, self._my_slot.beat
+            )
             if self._stop_requested:
                 return  # stop now; run() stops whatever did start
-        self.notifier.ready(f"running {len(procs)} workers")
+        self.service.ready(len(procs))
         log.info("appliance %s ready: %d workers", cfg.instance, len(procs))
 
     # -- the watch loop ------------------------------------------------------------------
@@ -105,11 +112,13 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: object) -> None:
         if signum == signal.SIGHUP:
             self._reload_requested = True
+        elif signum == signal.SIGUSR1:
+            self._flatten_requested = True  # `dynamind flatten`
         else:
             self._stop_requested = True
 
     def install_signals(self) -> None:
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(s, self._on_signal)
 
     def run(self, duration: float | None = None) -> int:
@@ -121,16 +130,16 @@ class Supervisor:
             code = self.watch(duration)
         except Halted as exc:
             log.critical("halting: %s", exc)
-            code = EXIT_HALTED
+            self.service.halting(str(exc))
+            code = Exit.HALTED
         finally:
             if self.stop() and code == 0:
-                code = EXIT_UNDRAINED
+                code = Exit.UNDRAINED
         return code
 
     def watch(self, duration: float | None) -> int:
         t0 = time.monotonic()
         next_status = t0 + self.config.status_interval_s
-        next_watchdog = t0
         while not self._stop_requested:
             now = time.monotonic()
             if duration is not None and now - t0 >= duration:
@@ -139,22 +148,28 @@ class Supervisor:
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
+            if self._flatten_requested:
+                self._flatten_requested = False
+                self.flatten()
             self.inbox.read_all(self.children)
             self.children.check(now)
             self._my_slot.beat()
             if now >= next_status:
                 next_status = now + self.config.status_interval_s
-                line = self.reporter.line(
-                    self.reporter.status(self.children, self.inbox.last_status)
+                self.service.status(
+                    self.reporter.status(self.children, self.inbox.last_status, self.config)
                 )
-                log.info("status %s", line)
-                self.notifier.status(line)
-            wd = self.notifier.watchdog_interval
-            if wd is not None and now >= next_watchdog:
-                next_watchdog = now + wd
-                self.notifier.watchdog()
+            self._watchdog(now)
             time.sleep(LOOP_S)
         return 0
+
+    def _watchdog(self, now: float) -> None:
+        interval = self.service.notifier.watchdog_interval
+        if interval is None:
+            return
+        ready = [(c.name, c.process.stats_slot) for c in self.children if c.ready and c.alive]
+        heartbeats = self.segments.stats.slots["heartbeat_ns"]
+        self.service.watchdog(now, stale_workers(ready, heartbeats, int(interval * 1e9)))
 
     # -- reload --------------------------------------------------------------------------
 
@@ -163,22 +178,23 @@ class Supervisor:
         if self.config_path is None:
             log.warning("reload requested but the config came from no file")
             return
-        self.notifier.reloading()
+        self.service.reloading()
         try:
             change = plan_reload(self.config, self.cpu, self.config_path)
         except ConfigError as exc:
-            log.error("reload rejected, keeping the running config:\n%s", exc)
+            self.service.reload_rejected(str(exc))
         except ReloadRefused as exc:
-            log.error("reload refused, nothing applied, keeping the running config: %s", exc)
+            self.service.reload_rejected(f"nothing applied: {exc}")
         else:
             self._apply(change)
-        self.notifier.ready()
+            self.service.reload_applied(change.live, change.restart)
 
     def _apply(self, change: ReloadPlan) -> None:
         if change.unchanged:
-            log.info("reload: config unchanged")
             return
         new = change.config
+        if new.trading.state != self.config.trading.state:
+            self.service.trading_changed(self.config.trading.state, new.trading.state, "reload")
         if new.log_format != self.config.log_format:
             logs.setup(new.log_format)
         self.config = self.children.config = new
@@ -187,18 +203,18 @@ class Supervisor:
         for child in self.children:
             if child.name not in change.restart:
                 child.tell(Reload(config=dumped))
-        for c in change.live:
-            log.info("applied live: %s", c)
-        for name, changes in change.restart.items():
+        for name in change.restart:
             child = self.children.get(name)
-            for c in changes:
-                if child is None:
-                    log.info("applied (no %s runs now): %s", name, c)
-                else:
-                    log.info("applied by a restart of %s: %s", name, c)
             if child is not None:
                 child.cores = change.cpu.cores[name]
                 self.children.restart(child)
+
+    def flatten(self) -> None:
+        """SIGUSR1 (`dynamind flatten`): execution goes reduce-only and closes out."""
+        self.service.flattening()
+        ex = self.children.get(Role.EXECUTION)
+        if ex is not None:
+            ex.tell(Flatten())
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -258,7 +274,7 @@ class Supervisor:
 
         Returns the number of published intents that could not be drained (0 normally).
         """
-        self.notifier.stopping()
+        self.service.stopping()
         undrained = 0
         try:
             if self.children:

@@ -20,12 +20,13 @@ import numpy as np
 from appliance.model.enums import TradingState
 from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
 from appliance.runtime import layout
-from appliance.runtime.messages import Final, Ready, Reload, Status
+from appliance.runtime.messages import Final, Flatten, Ready, Reload, Status
 from appliance.runtime.positions import PositionsPublisher
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing, RecordQueue
 from appliance.shm.snapshot import SharedSnapshot
 from appliance.trading.engine import ExecutionEngine
+from appliance.trading.flatten import flatten_round
 from appliance.workers import compose
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,9 @@ def main(w: Worker) -> None:
         link.positions.publish()
     batch = cfg.execution.batch
     next_status = 0.0
-    w.subscribe(Reload)
+    configured = cfg.trading.state  # trading.state as the config file last said
+    flattening = False
+    w.subscribe(Reload, Flatten)
     w.send(Ready())
     try:
         while True:
@@ -115,7 +118,9 @@ def main(w: Worker) -> None:
                 for msg in w.take_messages():
                     match msg:
                         case Reload():
-                            _reload(w, engine, links)
+                            configured = _reload(w, engine, links, configured)
+                        case Flatten():
+                            flattening = _flatten(w, engine, links)
             if w.stopping and not w.draining:
                 break
             busy = False
@@ -139,6 +144,8 @@ def main(w: Worker) -> None:
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + w.config.status_interval_s
+                if flattening:  # what the last round could not close: try again
+                    flattening = _flatten(w, engine, links)
                 w.send(Status(engine.status()))
             if not busy:
                 reader.wait(IDLE_WAIT_S)
@@ -179,17 +186,46 @@ def _take_intents(w: Worker, engine: ExecutionEngine, links: list[HostLink], bat
     return True
 
 
-def _reload(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> None:
-    """Apply what changes live here: risk limits and the trading state."""
-    new = w.config
+def _reload(w: Worker, engine: ExecutionEngine, links: list[HostLink], configured: str) -> str:
+    """Apply a reloaded config's risk limits and trading state; log only what changed.
+
+    ``configured`` is trading.state as the file last said: the engine's state follows
+    the file only when that key changes. Returns the file's new trading.state.
+    """
+    new = w.config  # the worker context took the reloaded config
     was = engine.status()["trading"]
-    engine.risk.set_limits(compose.risk_limits(new))
-    engine.set_trading_state(TradingState(new.trading.state))
-    log.info("risk limits and trading state reloaded")
+    limits = compose.risk_limits(new)
+    if limits != {s: engine.risk.limits(s) for s in limits}:
+        engine.risk.set_limits(limits)
+        log.info("risk limits reloaded")
+    if new.trading.state != configured:
+        engine.set_trading_state(TradingState(new.trading.state))
+        log.info("trading state %s -> %s", was, new.trading.state)
     if new.trading.state == TradingState.HALTED and was != TradingState.HALTED:
         # Halting stops new risk, resting orders included.
         _send(w, links, engine.cancel_all())
         log.warning("trading halted: resting orders cancelled")
+    return new.trading.state
+
+
+def _flatten(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> bool:
+    """One round of `dynamind flatten` (see trading/flatten.py); True while still open."""
+    done = flatten_round(engine)
+    _send(w, links, done.cancel_reports)
+    if done.closing:
+        # The closing intents are the operator's: no agent waits for their reports. The
+        # hosts reload their positions from the snapshot instead (a new epoch says so).
+        positions = engine.positions()
+        for link in links:
+            link.positions.load(positions)
+            link.positions.resync()
+        w.add("intents", done.closing)
+    log.warning(
+        "flattening: trading reduce_only, %d closing intents, %d positions still open",
+        done.closing,
+        done.open_after,
+    )
+    return done.open_after > 0
 
 
 def _final_check(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> None:

@@ -52,7 +52,7 @@ def _synthetic(w: Worker, writer, feed: SyntheticFeed, pacer: Pacer, out: int) -
         if w.tick():
             for msg in w.take_messages():
                 match msg:
-                    case Reload():
+                    case Reload() if w.config.feed.rate != pacer.rate:  # log what changed
                         pacer.set_rate(w.config.feed.rate)
                         log.info("feed rate now %s ticks/s", pacer.rate)
         n = pacer.allowance(batch)

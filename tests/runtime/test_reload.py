@@ -118,10 +118,10 @@ def test_a_change_needing_the_whole_appliance_refuses_the_reload_whole(app):
         "rate = 4000", "rate = 1000"
     )
     reload(app, both)
-    app.wait_for_log("reload refused")
+    app.wait_for_log("reload rejected")
     log = app.log_path.read_text()
     assert (
-        "reload refused, nothing applied, keeping the running config: ring_capacity: "
+        "reload rejected, keeping the running config: nothing applied: ring_capacity: "
         "16384 -> 32768 (needs a restart of the whole appliance: it sizes shared-memory "
         "segments)" in log
     )
