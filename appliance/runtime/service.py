@@ -65,11 +65,10 @@ class ServiceReport:
         self._next_ping = 0.0
         self._withheld: tuple[str, ...] = ()
 
-    def open_board(self, instance: str, trading: str, group: int | str | None = None) -> Board:
-        """Create the board; ``trading`` is the configured state until execution reports."""
-        self.board = Board.create(instance, group)
+    def open_board(self, board: Board, trading: str) -> None:
+        """Write on ``board``; ``trading`` is the configured state until execution reports."""
+        self.board = board
         self.board.update(phase="starting", trading=trading, trading_why=self.trading_why)
-        return self.board
 
     def _board(self, **fields: Any) -> None:
         if self.board is not None:

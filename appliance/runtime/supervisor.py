@@ -83,9 +83,7 @@ class Supervisor:
         if self.cpu.shared and cfg.wait == "auto":
             log.info("fewer cores than processes: every hot loop uses the block strategy")
         self.segments.create()
-        self.segments.adopt(
-            self.service.open_board(cfg.instance, cfg.trading.state, cfg.operator_group)
-        )
+        self.service.open_board(self.segments.board, cfg.trading.state)
         self._my_slot = self.segments.stats.slot(
             layout.SUPERVISOR_SLOT, Role.SUPERVISOR, Role.SUPERVISOR
         )
