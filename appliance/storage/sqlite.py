@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -135,3 +135,12 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def in_list(column: str, codes: Iterable[int]) -> str:
+    """``column IN (a, b, ...)`` over integer codes (enum members), ascending.
+
+    SQLite uses a partial index only for a query whose WHERE holds the index's own term, so
+    an index's DDL and the queries it serves build that term here, from the same members.
+    """
+    return f"{column} IN ({', '.join(str(int(c)) for c in sorted(codes))})"

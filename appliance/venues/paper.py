@@ -33,15 +33,17 @@ import numpy as np
 
 from appliance.model.orders import OrderState
 from appliance.model.records import OrderType, RejectReason
-from appliance.storage.sqlite import StoreError, open_store, transaction
+from appliance.storage.sqlite import StoreError, in_list, open_store, transaction
 from appliance.venues.base import OrderRequest, OrderStatus, QuoteBook, VenueFill, price_extremes
 
 APPLICATION_ID = 0x444D5056  # "DMPV"
 SCHEMA_VERSION = 1
 _LOT_EPS = 1e-9
 _RESTING = (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
+# "state IN (3, 4)": the same text as files created before it was built from the names.
+_RESTING_SQL = in_list("state", _RESTING)
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE orders (
     client_id   TEXT PRIMARY KEY,
     symbol      INTEGER NOT NULL,
@@ -57,7 +59,7 @@ CREATE TABLE orders (
     created_ns  INTEGER NOT NULL,
     updated_ns  INTEGER NOT NULL
 );
-CREATE INDEX orders_resting ON orders(state) WHERE state IN (3, 4);
+CREATE INDEX orders_resting ON orders(state) WHERE {_RESTING_SQL};
 CREATE TABLE fills (
     fill_seq      INTEGER PRIMARY KEY,
     venue_fill_id TEXT NOT NULL UNIQUE,
@@ -175,7 +177,7 @@ class PaperVenue:
         self._resting: dict[str, _Resting] = {}
         for cid, sym, side, limit, qty, filled, lot in self._conn.execute(
             "SELECT client_id, symbol, side, limit_price, qty, filled_qty, lot FROM orders "
-            "WHERE state IN (3, 4) ORDER BY rowid"
+            f"WHERE {_RESTING_SQL} ORDER BY rowid"
         ):
             self._resting[cid] = _Resting(
                 sym, side, limit, round(qty / lot), round(filled / lot), lot
