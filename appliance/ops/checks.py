@@ -16,7 +16,7 @@ from pathlib import Path
 
 from appliance.agents import POPULATIONS
 from appliance.config import Config, SymbolConfig
-from appliance.trading.journal import layout_problems
+from appliance.trading.layout_check import layout_problems
 from appliance.workers.compose import agent_counts
 
 
