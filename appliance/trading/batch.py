@@ -69,14 +69,15 @@ class Batch:
 
     # ---- new orders ---------------------------------------------------------------------
 
-    def add_intent(self, o: IntentOrder) -> None:
-        """A new intent order: open, or already REJECTED by the checks (then reported)."""
-        self.new_intents.append(o)
-        if o.is_terminal:
-            self.counters.rejects[RejectReason(o.reason)] += 1
-            self.reports.add(o, ReportKind.REJECT, reason=o.reason)
-        else:
-            self.book.open_intent(o)
+    def add_intents(self, orders: list[IntentOrder]) -> None:
+        """New intent orders: open, or already REJECTED by the checks (then reported)."""
+        self.new_intents.extend(orders)
+        for o in orders:
+            if o.is_terminal:
+                self.counters.rejects[RejectReason(o.reason)] += 1
+                self.reports.add(o, ReportKind.REJECT, reason=o.reason)
+            else:
+                self.book.open_intent(o)
 
     def add_venue_order(self, vo: VenueOrder) -> None:
         self.book.open_venue_order(vo)
@@ -263,5 +264,5 @@ class Batch:
             now_ns=self.clock(),
         )
         self.portfolio.apply_all(self._fills)  # same fills, same order as the journal's fill_id
-        self.book.drop_finished((*self.new_intents, *intents, *self.new_venue, *venue))
+        self.book.drop_finished((*self.new_intents, *intents), (*self.new_venue, *venue))
         self._clear()

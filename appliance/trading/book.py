@@ -72,16 +72,17 @@ class OrderBook:
             if not o.is_terminal and o.client_order_id not in covered
         ]
 
-    def drop_finished(self, orders: Iterable[IntentOrder | VenueOrder]) -> None:
-        """Forget the orders among ``orders`` that reached a terminal state (once journaled)."""
-        for o in orders:
-            if not o.is_terminal:
-                continue
-            if isinstance(o, IntentOrder):
+    def drop_finished(
+        self, intents: Iterable[IntentOrder], venue_orders: Iterable[VenueOrder]
+    ) -> None:
+        """Forget the orders among these that reached a terminal state (once journaled)."""
+        for o in intents:
+            if o.is_terminal:
                 self.intents.pop(o.client_order_id, None)
-            else:
-                self.venue_orders.pop(o.client_order_id, None)
-                self.in_doubt.discard(o.client_order_id)
+        for v in venue_orders:
+            if v.is_terminal:
+                self.venue_orders.pop(v.client_order_id, None)
+                self.in_doubt.discard(v.client_order_id)
 
     def _expose(self, o: IntentOrder, sign: int) -> None:
         r = o.remaining_lots

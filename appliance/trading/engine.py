@@ -265,8 +265,8 @@ class ExecutionEngine:
             if reason[i] != _PASS:
                 o.advance(OrderState.REJECTED)
                 o.reason, o.reason_text = reason[i], _reject_text(reason[i], intents[i])
-            b.add_intent(o)
             orders.append(o)
+        b.add_intents(orders)
         return orders
 
     def _route(self, orders: list[IntentOrder], c: _Checked, now: int, b: Batch) -> None:

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from appliance.model.orders import OPEN, Allocation, Fill, IntentOrder, OrderState, VenueOrder, walk
-from appliance.storage.sqlite import StoreError, in_list, open_store, transaction
+from appliance.storage.sqlite import StoreError, one_of, open_store, transaction
 from appliance.venues.base import VenueFill
 
 APPLICATION_ID = 0x444D4A4E  # "DMJN": marks the file as a dynamind journal
 # 2: runs.layout, venue fills keyed per venue order; 3: open-order indexes name the states
 SCHEMA_VERSION = 3
-_OPEN_STATES = in_list("state", OPEN)  # the partial indexes' term: queries repeat it
+_OPEN_STATES = one_of("state", OPEN)  # the partial indexes' term: queries repeat it
 _CHUNK = 500  # bound on "IN (...)" parameter lists
 
 # Venue fill ids are only unique per venue order at some venues (the paper venue's restart

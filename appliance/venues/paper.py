@@ -33,15 +33,16 @@ import numpy as np
 
 from appliance.model.orders import OrderState
 from appliance.model.records import OrderType, RejectReason
-from appliance.storage.sqlite import StoreError, in_list, open_store, transaction
+from appliance.storage.sqlite import StoreError, one_of, open_store, transaction
 from appliance.venues.base import OrderRequest, OrderStatus, QuoteBook, VenueFill, price_extremes
 
 APPLICATION_ID = 0x444D5056  # "DMPV"
 SCHEMA_VERSION = 1
 _LOT_EPS = 1e-9
 _RESTING = (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
-# "state IN (3, 4)": the same text as files created before it was built from the names.
-_RESTING_SQL = in_list("state", _RESTING)
+# Files made before this term was built from the names index "state IN (3, 4)": the same
+# rows, and SQLite uses that index for this term too (it reads the ORs as an IN).
+_RESTING_SQL = one_of("state", _RESTING)
 
 _SCHEMA = f"""
 CREATE TABLE orders (

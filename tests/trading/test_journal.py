@@ -324,7 +324,8 @@ def test_version_2_journal_is_upgraded_to_indexes_that_name_the_states(tmp_path,
     ro.close()
     j = Journal(path, synchronous="NORMAL")  # the writer upgrades in place
     assert j.schema_version == SCHEMA_VERSION
-    named = "WHERE state IN (1, 2, 3, 4)"  # NEW, SUBMITTED, ACCEPTED, PARTIALLY_FILLED
+    # NEW, SUBMITTED, ACCEPTED, PARTIALLY_FILLED
+    named = "WHERE (state = 1 OR state = 2 OR state = 3 OR state = 4)"
     assert all(sql.endswith(named) for sql in _index_sql(j._conn).values())
     assert [o.client_order_id for o in j.open_orders()] == [live.client_order_id]
     assert [v.client_order_id for v in j.open_venue_orders()] == [vo.client_order_id]

@@ -6,7 +6,7 @@ import pytest
 from appliance.model.orders import OrderState
 from appliance.model.records import TICK, OrderType, RejectReason, Side, TickKind
 from appliance.venues.base import OrderRequest, QuoteBook, price_extremes
-from appliance.venues.paper import PaperVenue, PaperVenueError
+from appliance.venues.paper import _RESTING_SQL, PaperVenue, PaperVenueError
 
 S = OrderState
 MKT, LMT = OrderType.MARKET, OrderType.LIMIT
@@ -118,6 +118,28 @@ def test_state_survives_restart(tmp_path, quotes, trade):
     assert f.venue_fill_id != v2.fetch_order("m").fills[0].venue_fill_id  # ids continue
     assert v2.fetch_order("l").state is S.FILLED
     assert v2.fetch_order("never-sent") is None
+
+
+def test_file_with_the_old_resting_index_still_opens_and_uses_it(tmp_path, quotes):
+    path = tmp_path / "v.sqlite"
+    v = PaperVenue(path, 1, lot_size=0.01, synchronous="NORMAL")
+    v.on_ticks(quotes(0, 100.0, 101.0))
+    v.submit(req("l", Side.BUY, 1.0, LMT, 95.0))
+    v.submit(req("m", qty=1.0))
+    v.close()
+    c = sqlite3.connect(path, isolation_level=None)  # as files before the names were used
+    c.executescript(
+        "DROP INDEX orders_resting;"
+        "CREATE INDEX orders_resting ON orders(state) WHERE state IN (3, 4);"
+    )
+    c.close()
+    v = PaperVenue(path, 1, lot_size=0.01, synchronous="NORMAL")
+    assert [o.client_id for o in v.open_orders()] == ["l"]
+    plan = v._conn.execute(
+        f"EXPLAIN QUERY PLAN SELECT client_id FROM orders WHERE {_RESTING_SQL}"
+    ).fetchall()
+    assert "INDEX orders_resting" in str(plan), plan
+    v.close()
 
 
 def test_cancel(venue, trade):
