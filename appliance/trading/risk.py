@@ -91,6 +91,10 @@ class RiskEngine:
         self._max_position = np.array([limits[s].max_position for s in self.symbols], float)
         self._max_notional = np.array([limits[s].max_order_notional for s in self.symbols], float)
 
+    def limits(self, symbol: str) -> RiskLimits:
+        i = self.symbols.index(symbol)
+        return RiskLimits(float(self._max_position[i]), float(self._max_notional[i]))
+
     def set_state(self, state: TradingState | str) -> None:
         self.state = TradingState(state)
 
