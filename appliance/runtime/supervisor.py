@@ -29,7 +29,7 @@ from appliance.runtime.segments import SegmentSet
 from appliance.runtime.service import ServiceReport, stale_workers
 from appliance.runtime.status import StatusReporter
 from appliance.shm.stats import SlotState
-from appliance.trading.journal import LayoutMismatch, layout_problems
+from appliance.trading.layout_check import LayoutMismatch, layout_problems
 
 log = logging.getLogger(__name__)
 
