@@ -439,7 +439,7 @@ class Config(_Model):
         for h, host in enumerate(self.hosts):
             if host.name in hosts[:h]:
                 errors.append((f"hosts[{h}].name", f"duplicate host name {host.name!r}"))
-            if host.name in (*WORKERS, APPLIANCE, "supervisor"):
+            if host.name in (*WORKERS, APPLIANCE, Role.SUPERVISOR):
                 errors.append((f"hosts[{h}].name", f"{host.name!r} is reserved"))
             if sum(p.agents for p in host.populations) > 2**32 - 1:
                 errors.append((f"hosts[{h}].populations", "more than 2**32-1 agents in a host"))
@@ -546,7 +546,7 @@ class Config(_Model):
             for key in self.cpu.cores
             if key not in known
         ]
-        needed = [k for k in known if k != "recorder" or self.recorder.enabled]
+        needed = [k for k in known if k != Role.RECORDER or self.recorder.enabled]
         missing = [k for k in needed if k not in self.cpu.cores]
         if missing:
             errors.append(("cpu.cores", f"mode 'explicit' needs cores for {', '.join(missing)}"))
@@ -592,11 +592,21 @@ def load_config(
         raise ConfigError([_toml_error(str(exc))], path) from None
     cores = os.sched_getaffinity(0) if available_cores is None else available_cores
     try:
-        return Config.model_validate(data, context={"available_cores": set(cores)})
-    except ValidationError as exc:
-        raise ConfigError(_from_validation_error(exc), path) from None
+        return validate_config(data, available_cores=cores)
     except ConfigError as exc:
         raise ConfigError(exc.errors, path) from None
+
+
+def validate_config(
+    data: dict[str, Any], *, available_cores: Collection[int] | None = None
+) -> Config:
+    """A Config from its dict form (a TOML file's, or ``model_dump``'s); ConfigError
+    listing every problem. Explicit CPU cores are checked only if ``available_cores``."""
+    context = None if available_cores is None else {"available_cores": set(available_cores)}
+    try:
+        return Config.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(_from_validation_error(exc)) from None
 
 
 def _toml_error(message: str) -> tuple[str, str]:
@@ -608,6 +618,11 @@ def _toml_error(message: str) -> tuple[str, str]:
 
 
 # ---- diff and hot reload ---------------------------------------------------------------
+#
+# diff_config is the one place that decides how a change of the config is applied: live by
+# the running processes, by restarting the processes it concerns, or not at all while the
+# appliance runs (it needs the whole appliance restarted). The supervisor's reload acts on
+# its answer and keeps no list of its own.
 
 
 @dataclass(frozen=True)
@@ -619,30 +634,71 @@ class Change:
     old: Any
     new: Any
     # None: applied live by the running processes; else what must restart to apply it:
-    # "appliance", "feed", "execution", "recorder" or an agent host's name.
+    # "feed", "execution", "recorder", an agent host's name, or "appliance" (the whole
+    # appliance: a running appliance refuses the change, see ``why``).
     restart: str | None
+    why: str = ""  # for "appliance": what makes it need the whole appliance
 
     @property
     def live(self) -> bool:
         return self.restart is None
 
+    @property
+    def refused(self) -> bool:
+        """Not appliable to a running appliance."""
+        return self.restart == APPLIANCE
+
     def __str__(self) -> str:
-        how = "live" if self.restart is None else f"restart {self.restart}"
+        if self.restart is None:
+            how = "live"
+        elif self.refused:
+            how = f"needs a restart of the whole appliance: {self.why}"
+        else:
+            how = f"restart {self.restart}"
         return f"{self.path}: {self.old!r} -> {self.new!r} ({how})"
 
 
 _MISSING = object()
 
-# Paths applied live by the processes that read them (risk limits by execution, feed rate
-# by the feed, the rest by every process or by the supervisor itself).
+# Paths applied live by the processes that read them (risk limits and trading state by
+# execution, feed rate by the feed, log format by every process, the status interval and
+# the supervisor's limits by the supervisor and execution).
 _LIVE = re.compile(
     r"^(trading\.state|feed\.rate|log_format|status_interval_s|supervisor\..*"
     r"|symbols\[\d+\]\.(max_position|max_order_notional))$"
 )
+# Paths only a restart of the whole appliance applies, and why.
+_WHOLE: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(p), why)
+    for p, why in [
+        (r"^instance$", "it names every shared-memory segment"),
+        (r"^(ring|queue)_capacity$", "it sizes shared-memory segments"),
+        (r"^wait$", "it is every process's wait strategy"),
+        (r"^cpu\.mode$", "it places every process on its cores"),
+        (r"^symbols", "the symbol table is in every process, every record and the journal"),
+        (
+            r"^hosts",
+            "the layout of hosts and populations sizes the queues and position snapshots "
+            "and is recorded in the journal",
+        ),
+        (
+            r"^(journal_path|venue_state_path)$",
+            "the journal and the venue state hold the appliance's orders and positions",
+        ),
+        (r"^recorder\.enabled$", "it adds or removes a process"),
+        (r"^compute", "it is the kernel backend of every agent host"),
+        (r"^operator_group$", "every segment is created with that group"),
+        (
+            r"^execution\.(venue|ccxt\.(exchange|sandbox))$",
+            "the journal's open orders and positions are at the venue it names",
+        ),
+    ]
+]
 
 
 def diff_config(old: Config, new: Config) -> list[Change]:
-    """Every leaf that differs between ``old`` and ``new``, classified live or restart.
+    """Every leaf that differs between ``old`` and ``new``, classified live, restart of a
+    process, or restart of the whole appliance.
 
     Lists of different lengths (symbols, hosts, populations) are one change of the list.
     """
@@ -665,7 +721,7 @@ def _diff(a: Any, b: Any, loc: tuple[str | int, ...], old: Config, out: list[Cha
                 path,
                 None if a is _MISSING else a,
                 None if b is _MISSING else b,
-                _restart_target(path, loc, old),
+                *_classify(path, loc, old),
             )
         )
 
@@ -681,22 +737,25 @@ def _is_layout(loc: tuple[str | int, ...]) -> bool:
     return loc in (("symbols",), ("hosts",)) or (len(loc) == 3 and loc[2] == "populations")
 
 
-def _restart_target(path: str, loc: tuple[str | int, ...], old: Config) -> str | None:
+def _classify(path: str, loc: tuple[str | int, ...], old: Config) -> tuple[str | None, str]:
+    """(restart target, why) of a change at ``path``: see ``Change.restart``."""
     if _LIVE.match(path):
-        return None
+        return None, ""
     top = loc[0]
-    if top == "feed" or (top == "symbols" and loc[-1] == "start_price"):
-        return Role.FEED
-    if top in ("execution", "journal_path", "venue_state_path"):
-        return Role.EXECUTION
-    if top == "recorder":
-        return Role.RECORDER
-    if top == "cpu" and len(loc) == 3:
-        key = str(loc[2])
-        return key if key in WORKERS or key in (h.name for h in old.hosts) else APPLIANCE
     if top == "hosts" and len(loc) == 5 and loc[-1] in ("params", "seed", "grid"):
         # A population's params only change its host's agents; the layout stays.
-        return old.hosts[int(loc[1])].name
-    # Segment sizes, instance name, wait strategy, the instrument table, the layout of
-    # hosts and populations, the CPU mode: every process depends on them.
-    return APPLIANCE
+        return old.hosts[int(loc[1])].name, ""
+    for pattern, why in _WHOLE:
+        if pattern.match(path):
+            return APPLIANCE, why
+    if top == "feed":
+        return Role.FEED, ""
+    if top == "execution":
+        return Role.EXECUTION, ""
+    if path == "recorder.path":
+        return Role.RECORDER, ""
+    if top == "cpu" and len(loc) == 3:
+        key = str(loc[2])
+        if key in WORKERS or key in (h.name for h in old.hosts):
+            return key, ""  # that process is restarted on its new cores
+    return APPLIANCE, "every process depends on it"

@@ -212,7 +212,12 @@ def test_diff_classifies_live_and_restart_changes():
         d["execution"]["taker_fee_bps"] = 5.0
         d["journal_path"] = Path("elsewhere.sqlite")
         d["recorder"]["enabled"] = True
+        d["recorder"]["path"] = Path("elsewhere.dmt")
         d["hosts"][1]["populations"][0]["params"]["fast"] = [6, 9]
+        d["hosts"][0]["populations"][0]["seed"] = 5
+        d["wait"] = "spin"
+        d["operator_group"] = "root"
+        d["compute"]["backend"] = "numpy"
         d["ring_capacity"] = 1 << 17
         d["instance"] = "other"
         d["symbols"][3]["tick_size"] = 0.001
@@ -228,19 +233,31 @@ def test_diff_classifies_live_and_restart_changes():
         "log_format": None,
         "status_interval_s": None,
         "feed.seed": "feed",
-        "symbols[2].start_price": "feed",
+        "symbols[2].start_price": "appliance",
         "execution.taker_fee_bps": "execution",
-        "journal_path": "execution",
-        "recorder.enabled": "recorder",
+        "journal_path": "appliance",
+        "recorder.enabled": "appliance",
+        "recorder.path": "recorder",
         "hosts[1].populations[0].params": "host-b",
+        "hosts[0].populations[0].seed": "host-a",
+        "wait": "appliance",
+        "operator_group": "appliance",
+        "compute.backend": "appliance",
         "ring_capacity": "appliance",
         "instance": "appliance",
         "symbols[3].tick_size": "appliance",
         "hosts[0].populations[0].agents": "appliance",
     }
     rate = changes["feed.rate"]
-    assert (rate.old, rate.new, rate.live) == (20000.0, 500.0, True)
+    assert (rate.old, rate.new, rate.live, rate.refused) == (20000.0, 500.0, True, False)
     assert str(rate) == "feed.rate: 20000.0 -> 500.0 (live)"
+    assert str(changes["feed.seed"]).endswith("(restart feed)")
+    ring = changes["ring_capacity"]
+    assert ring.refused and not ring.live
+    assert str(ring).endswith(
+        "(needs a restart of the whole appliance: it sizes shared-memory segments)"
+    )
+    assert all(c.why for c in changes.values() if c.refused)
 
 
 def test_diff_of_layout_lists():

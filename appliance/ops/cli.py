@@ -50,6 +50,7 @@ def _load(path: str):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from appliance.model.enums import Role
     from appliance.runtime import layout
     from appliance.runtime.supervisor import Supervisor
     from appliance.shm import SegmentError, SegmentInUse, check_space
@@ -61,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return Exit.CONFIG
     if args.log_format:
         config = config.model_copy(update={"log_format": args.log_format})
-    logs.setup(config.log_format, process="supervisor")
+    logs.setup(config.log_format, process=Role.SUPERVISOR)
     try:
         # Early and whole: a tmpfs that fills part-way would fail a later segment.
         check_space(layout.shm_bytes(config), config.instance)

@@ -11,6 +11,7 @@ import logging
 from appliance.feeds.tickfile import TickFileWriter
 from appliance.model.records import TICK
 from appliance.runtime import layout
+from appliance.runtime.messages import Ready
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing
 
@@ -26,7 +27,7 @@ def main(w: Worker) -> None:
     reader = ring.reader(w.strategy, start="latest", slot=layout.RECORDER_READER)
     writer = TickFileWriter(cfg.recorder.path, cfg.symbol_names)
     log.info("recording ticks to %s", cfg.recorder.path)
-    w.event("ready")
+    w.send(Ready())
     try:
         while not w.stopping:
             w.tick()
