@@ -7,24 +7,24 @@ the workers takes plain values.
 from __future__ import annotations
 
 from pathlib import Path
-
-import ccxt.pro
+from typing import TYPE_CHECKING
 
 from appliance.config import CcxtConfig, Config
-from appliance.feeds.ccxt_feed import CcxtFeed
 from appliance.feeds.replay import ReplayFeed
 from appliance.feeds.synthetic import SyntheticFeed
-from appliance.markets import ExchangeSettings, load_credentials, make_exchange
-from appliance.markets.connect import exchange_class
 from appliance.model.enums import TradingState
 from appliance.trading.engine import EngineConfig, ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.risk import RiskLimits
 from appliance.venues.base import Venue
-from appliance.venues.ccxt_state import CcxtVenueState
-from appliance.venues.ccxt_venue import CcxtVenue
-from appliance.venues.ccxt_watch import TradeWatcher
 from appliance.venues.paper import PaperVenue
+
+# ccxt takes seconds to import: only the workers of a live config pay for it, so the
+# ccxt builders import it where they are called.
+if TYPE_CHECKING:
+    from appliance.feeds.ccxt_feed import CcxtFeed
+    from appliance.markets import ExchangeSettings
+    from appliance.venues.ccxt_venue import CcxtVenue
 
 
 def risk_limits(cfg: Config) -> dict[str, RiskLimits]:
@@ -74,6 +74,14 @@ def venue(cfg: Config) -> Venue:
 
 
 def ccxt_venue(cfg: Config) -> CcxtVenue:
+    import ccxt.pro
+
+    from appliance.markets import make_exchange
+    from appliance.markets.connect import exchange_class
+    from appliance.venues.ccxt_state import CcxtVenueState
+    from appliance.venues.ccxt_venue import CcxtVenue
+    from appliance.venues.ccxt_watch import TradeWatcher
+
     t = cfg.execution.ccxt
     if t is None:
         raise ValueError("the ccxt venue needs execution.ccxt")
@@ -115,6 +123,8 @@ def replay_feed(cfg: Config) -> ReplayFeed:
 
 def exchange_settings(table: CcxtConfig) -> ExchangeSettings:
     """A config's ccxt table as plain settings, keys read from their file or environment."""
+    from appliance.markets import ExchangeSettings, load_credentials
+
     return ExchangeSettings(
         table.exchange,
         table.urls,
@@ -130,6 +140,9 @@ def instruments(cfg: Config) -> list[tuple[str, float, float]]:
 
 
 def ccxt_feed(cfg: Config) -> CcxtFeed:
+    from appliance.feeds.ccxt_feed import CcxtFeed
+    from appliance.markets import make_exchange
+
     f = cfg.feed
     if f.ccxt is None:
         raise ValueError("the ccxt feed needs feed.ccxt")
