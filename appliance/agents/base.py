@@ -51,6 +51,9 @@ class PopulationParams(BaseModel):
     # After any other finished intent an agent waits this long before its next one: a
     # holding period, which keeps agents on noisy signals from trading on every tick.
     cooldown_s: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_S)
+    # The time over which an agent expects its signal (an intent's side) to play out: its
+    # signal accuracy compares the mid then with the mid at the signal (docs/metrics.md).
+    horizon_s: float = Field(default=1.0, gt=0.0, le=MAX_WAIT_S)
 
 
 @dataclass(frozen=True)
@@ -328,6 +331,10 @@ class Population(ABC):
             if reason != RejectReason.NONE:
                 counts[f"rejects_{reason.name.lower()}"] = int(self._rejects_by_reason[reason])
         return counts
+
+    def agent_params(self) -> dict[str, np.ndarray]:
+        """Each agent's drawn parameters, one host array per parameter (reports show them)."""
+        return {k: v for k, v in self._layout().items() if k != "agent_symbol"}
 
     def _layout(self) -> dict[str, np.ndarray]:
         """Host arrays fixed at construction that a snapshot must match to be restored."""
