@@ -103,6 +103,29 @@ def _cmd_top(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_journal_view(args: argparse.Namespace) -> int:
+    from appliance.config import ConfigError, load_config
+    from appliance.ops import journal_views
+    from appliance.trading.journal import JournalError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError:
+        config = None  # names fall back to indexes; the journal itself says the rest
+    journal = args.journal or (config.journal_path if config else None)
+    if journal is None:
+        print(f"no journal: {args.config} is not a usable config; give --journal", file=sys.stderr)
+        return 1
+    try:
+        print(journal_views.run(args.command, args, config, journal), flush=True)
+    except (journal_views.ViewError, JournalError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # piped into head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.which == "ipc":
         from bench import ipc
@@ -136,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     top.add_argument("--interval", type=float, default=1.0, metavar="S")
     top.set_defaults(func=_cmd_top)
+
+    from appliance.ops.journal_views import add_arguments
+
+    for kind, text in (
+        ("orders", "orders from the journal (read-only; works while the appliance runs)"),
+        ("fills", "fills from the journal (read-only)"),
+        ("pnl", "PnL net of fees, fill and reject rates per group, from the journal"),
+    ):
+        view = sub.add_parser(kind, help=text)
+        view.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+        add_arguments(view, kind)
+        view.set_defaults(func=_cmd_journal_view)
 
     bench = sub.add_parser("bench", help="benchmarks (results under bench/results/)")
     bench.add_argument("which", choices=["ipc", "pipeline"])

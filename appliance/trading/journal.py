@@ -702,3 +702,11 @@ class Journal:
         for state, n in self._conn.execute("SELECT state, count(*) FROM orders GROUP BY state"):
             counts[OrderState(state)] = n
         return counts
+
+
+def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only SQLite connection to the journal at ``path``, checked like any open (for
+    tools that query it while the execution process writes it)."""
+    if not Path(path).exists():
+        raise JournalError(f"{path}: no journal here")
+    return Journal(path, readonly=True)._conn

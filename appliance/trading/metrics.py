@@ -15,12 +15,13 @@ Every figure is defined, with its formula, in docs/metrics.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from appliance.model.orders import TERMINAL, OrderState
 from appliance.model.records import RejectReason, ReportKind
 from appliance.trading.curves import CurveStats, Sampler
 from appliance.trading.portfolio import Position
@@ -31,6 +32,9 @@ REASONS: tuple[RejectReason, ...] = tuple(r for r in RejectReason if r != Reject
 # Ledger and counter columns of a row (one agent in one symbol), summed over groups.
 _SUMS = ("realized", "fees", "turnover", "orders", "orders_filled", "requested_notional",
          "filled_notional", "signals_correct", "signals_wrong", "signals_flat")  # fmt: skip
+
+
+_COUNTS = ("orders", "orders_filled", "signals_correct", "signals_wrong", "signals_flat", "rejects")
 
 
 @dataclass(frozen=True)
@@ -300,6 +304,37 @@ class TradingMetrics:
         # A reject without a reason is the venue's (as the engine reports it).
         self.rows.rejects[row, REASONS.index(r if r else RejectReason.VENUE)] += 1
 
+    def replay_journal(self, orders: Iterable[Mapping], fills: Iterable[Mapping]) -> None:
+        """Offline, from journal rows (``journal_read``): orders, outcomes and fills, with
+        positions marked and orders referenced at each symbol's last fill price (the
+        journal holds no market data; docs/metrics.md, "Offline")."""
+        fills = list(fills)
+        for f in fills:
+            if 0 <= f["symbol"] < len(self.marks):
+                self.marks[f["symbol"]] = f["price"]
+        ref = np.nan_to_num(self.marks)
+        for o in orders:
+            rows = self._journal_rows(o)
+            if rows is None:
+                continue
+            self._orders(rows, np.array([o["qty"] * ref[o["symbol"]]]))
+            if o["filled_qty"] > 0 and o["state"] in TERMINAL:
+                self.rows.cols["orders_filled"][rows[0]] += 1
+            if o["state"] == OrderState.REJECTED:
+                self._reject(int(rows[0]), o["reason"])
+        for f in fills:
+            rows = self._journal_rows(f)
+            if rows is not None:
+                p = f["price"]
+                self._fill(int(rows[0]), f["side"], f["qty"], p, f["fee"], ref[f["symbol"]])
+
+    def _journal_rows(self, r: Mapping) -> np.ndarray | None:
+        agent = self.layout.agent_index(r["host"], r["population"], r["agent"]).reshape(1)
+        sym = np.array([r["symbol"]], np.int64)
+        if not self._known(agent, sym).all():
+            return None
+        return self.rows.rows(agent, sym, self.layout.lots)
+
     # ---- the figures ----------------------------------------------------------------------
 
     def figures(self, by: str) -> dict[str, np.ndarray]:
@@ -408,4 +443,10 @@ def group_figures(m: TradingMetrics, by: str) -> dict[str, np.ndarray]:
     out["max_drawdown"] = curve.max_drawdown.copy()
     out["drawdown_s"] = curve.drawdown_duration_s()
     out["samples"] = np.full(n, curve.periods, np.int64)
+    for k in _COUNTS:
+        out[k] = out[k].astype(np.int64)
+    for reason in REASONS:
+        out[f"rejects_{reason.name.lower()}"] = out[f"rejects_{reason.name.lower()}"].astype(
+            np.int64
+        )
     return out
