@@ -37,7 +37,7 @@ from pydantic import (
 )
 
 from appliance.agents import POPULATIONS
-from appliance.feeds.tickfile import TickFileError, read_header
+from appliance.feeds.sources import SourceError, open_source
 from appliance.model.enums import SINGLE_ROLES, Role
 
 # Processes other than agent hosts that the supervisor runs (and that CPU lists may name).
@@ -163,7 +163,8 @@ class FeedConfig(_Model):
     trade_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
     volatility: NonNegativeFloat = 1e-5
     spread_bps: NonNegativeFloat = 1.0
-    # Replay only: the tick file, its pacing and whether to start over at its end.
+    # Replay only: the recording (a tick file, a Parquet history folder, or a folder of raw
+    # exchange captures), its pacing and whether to start over at its end.
     path: Annotated[Path | None, Field(validate_default=True)] = None
     pace: Literal["recorded", "fast"] = "recorded"
     loop: bool = False
@@ -176,8 +177,8 @@ class FeedConfig(_Model):
             return path
         if path is None:
             raise ValueError("the replay feed needs a path")
-        if not path.is_file():
-            raise ValueError(f"replay file {str(path)!r} does not exist")
+        if not path.exists():
+            raise ValueError(f"replay source {str(path)!r} does not exist")
         return path
 
 
@@ -222,7 +223,22 @@ class CpuConfig(_Model):
 
 class RecorderConfig(_Model):
     enabled: bool = False
-    path: Path = Path("var/ticks.dmt")
+    # "parquet": a history folder users open with pandas, polars, DuckDB (feeds/parquet.py);
+    # "tickfile": the raw 64-byte records in one file (fastest to write and to replay).
+    format: Literal["parquet", "tickfile"] = "parquet"
+    path: Path = Path("var/history")
+    # Parquet: a file is closed and the next one started at this size or age.
+    rotate_mb: PositiveFloat = 256.0
+    rotate_s: PositiveFloat = 3600.0
+
+
+class MetricsConfig(_Model):
+    # Interval of the equity curves behind Sharpe, Sortino and drawdown (docs/metrics.md).
+    sample_interval_s: PositiveFloat = 1.0
+    # Agents shown at the top and at the bottom (by net PnL) in status and top.
+    top_agents: Annotated[int, Field(ge=0, le=100)] = 5
+    # Seconds between checkpoints of the metrics (a restart continues from the last one).
+    checkpoint_s: PositiveFloat = 30.0
 
 
 class Config(_Model):
@@ -246,6 +262,7 @@ class Config(_Model):
     execution: ExecutionConfig = ExecutionConfig()
     cpu: CpuConfig = CpuConfig()
     recorder: RecorderConfig = RecorderConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("cpu")
     @classmethod
@@ -331,10 +348,10 @@ class Config(_Model):
         if self.feed.kind != "replay" or self.feed.path is None:
             return []
         try:
-            header = read_header(self.feed.path)
-        except (OSError, TickFileError) as exc:
+            recorded = open_source(self.feed.path).symbols
+        except SourceError as exc:
             return [("feed.path", str(exc))]
-        unknown = [s for s in header.symbols if s not in names]
+        unknown = [s for s in recorded if s not in names]
         if unknown:
             return [("feed.path", f"recorded symbols {unknown} are not in the config's symbols")]
         return []
@@ -489,7 +506,7 @@ def _restart_target(path: str, loc: tuple[str | int, ...], old: Config) -> str |
     top = loc[0]
     if top == "feed" or (top == "symbols" and loc[-1] == "start_price"):
         return Role.FEED
-    if top in ("execution", "journal_path", "venue_state_path"):
+    if top in ("execution", "journal_path", "venue_state_path", "metrics"):
         return Role.EXECUTION
     if top == "recorder":
         return Role.RECORDER
