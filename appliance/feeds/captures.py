@@ -130,6 +130,7 @@ class CaptureSource:
         #: Unified names in the order their streams were subscribed: the source's symbols.
         self.symbols = tuple(self.markets[i].name for i in ids)
         self.instruments = [self.markets[i] for i in ids]
+        self._parsed: list[tuple] | None = None
 
     def _subscribed(self) -> list[str]:
         path = self.folder / STREAM
@@ -156,9 +157,17 @@ class CaptureSource:
             books[venue_id] = _Book(orjson.loads(body))
         return books
 
+    def count(self) -> int:
+        return len(self._rows())
+
+    def _rows(self) -> list[tuple]:
+        if self._parsed is None:  # parsed once: count() and chunks() share it
+            self._parsed = list(self._ticks())
+        return self._parsed
+
     def chunks(self, size: int = 65536) -> Iterator[np.ndarray]:
         """TICK arrays of at most ``size`` records, in receive order."""
-        rows = list(self._ticks())
+        rows = self._rows()
         for start in range(0, len(rows), size):
             part = rows[start : start + size]
             out = np.zeros(len(part), TICK)

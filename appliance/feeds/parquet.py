@@ -349,6 +349,9 @@ class ParquetDataset:
         self.symbols = tuple(instruments)
         self._index = {s: i for i, s in enumerate(self.symbols)}
 
+    def count(self) -> int:
+        return sum(pq.read_metadata(f).num_rows for f in self.files)
+
     def _days(self) -> dict[str, list[Path]]:
         days: dict[str, list[Path]] = {}
         for f in self.files:

@@ -30,6 +30,10 @@ class TickSource(Protocol):
 
     def chunks(self) -> Iterator[np.ndarray]: ...
 
+    def count(self) -> int:
+        """How many ticks ``chunks`` yields in all."""
+        ...
+
 
 def open_source(path: str | os.PathLike[str], *, depth: bool = False) -> TickSource:
     """The tick source at ``path``: a tick file (``.dmt``), a folder of Parquet history

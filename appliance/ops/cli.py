@@ -126,6 +126,16 @@ def _cmd_journal_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from appliance.ops import backtest
+
+    try:
+        return backtest.main(args)
+    except backtest.BacktestError as exc:
+        print(f"backtest: {exc}", file=sys.stderr)
+        return 2
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.which == "ipc":
         from bench import ipc
@@ -171,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
         view.add_argument("-c", "--config", default=DEFAULT_CONFIG)
         add_arguments(view, kind)
         view.set_defaults(func=_cmd_journal_view)
+
+    bt = sub.add_parser(
+        "backtest", help="run the whole appliance on recorded data, write a report with plots"
+    )
+    bt.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="TOML config file")
+    bt.add_argument("--data", required=True, metavar="PATH",
+                    help="Parquet history folder, raw captures folder, or tick file")  # fmt: skip
+    bt.add_argument("--from", dest="since", metavar="T", help="first tick time (ISO 8601, epoch s)")
+    bt.add_argument("--to", dest="until", metavar="T", help="end time (exclusive)")
+    bt.add_argument("--out", default="var/backtest", metavar="DIR", help="report folder")
+    bt.add_argument("--seed", type=int, help="override feed.seed (agents' drawn parameters)")
+    bt.add_argument("--quiet", action="store_true", help="no progress bar")
+    bt.set_defaults(func=_cmd_backtest)
 
     bench = sub.add_parser("bench", help="benchmarks (results under bench/results/)")
     bench.add_argument("which", choices=["ipc", "pipeline"])
