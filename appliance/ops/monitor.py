@@ -14,6 +14,8 @@ from typing import Any
 from appliance.config import Config
 from appliance.model.enums import Role
 from appliance.model.records import INTENT, REPORT, TICK
+from appliance.ops.trading_view import TradingView
+from appliance.ops.trading_view import format_text as trading_text
 from appliance.runtime import layout
 from appliance.shm import BroadcastRing, RecordQueue, Stats
 from appliance.shm.stats import percentile
@@ -56,6 +58,7 @@ class Sample:
     ticks_published: int
     ticks_per_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    trading: dict[str, Any] | None = None  # live metrics, see trading_view.py
 
 
 class Monitor:
@@ -75,6 +78,7 @@ class Monitor:
                 (f"reports {host.name}", RecordQueue.attach(inst, layout.reports_queue(h), REPORT))
             )
         self._last: tuple[float, int, dict[str, dict[str, int]]] | None = None
+        self.trading = TradingView(config)
 
     def sample(self) -> Sample:
         now = time.monotonic()
@@ -114,9 +118,11 @@ class Monitor:
             queues=[QueueRow(n, q.head, q.tail, q.capacity) for n, q in self.queues],
             ticks_published=published,
             ticks_per_s=ticks_per_s,
+            trading=self.trading.read(),
         )
 
     def close(self) -> None:
+        self.trading.close()
         for _, q in self.queues:
             q.close()
         self.ring.close()
@@ -157,4 +163,5 @@ def format_text(sample: Sample, config: Config) -> str:
         )
     for q in sample.queues:
         lines.append(f"queue {q.name:<20} depth {q.depth:>7,} / {q.capacity:,}")
+    lines += ["", trading_text(sample.trading)]
     return "\n".join(lines)

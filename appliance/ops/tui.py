@@ -6,6 +6,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Footer, Header, Static
 
 from appliance.ops.monitor import Monitor, Sample, reader_name
+from appliance.ops.trading_view import COLUMNS, table_rows
 
 PROCESS_COLUMNS = (
     "name", "role", "pid", "state", "core", "beat", "restarts",
@@ -32,6 +33,7 @@ class StatusApp(App):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=True)
         yield Static(id="summary")
+        yield DataTable(id="trading", zebra_stripes=True)
         yield DataTable(id="processes", zebra_stripes=True)
         yield DataTable(id="readers")
         yield DataTable(id="queues")
@@ -40,6 +42,7 @@ class StatusApp(App):
     def on_mount(self) -> None:
         self.sub_title = self.monitor.config.instance
         self.query_one("#processes", DataTable).add_columns(*PROCESS_COLUMNS)
+        self.query_one("#trading", DataTable).add_columns("trading", *(h for h, _ in COLUMNS))
         self.query_one("#readers", DataTable).add_columns("ring reader", "lag", "lost", "gaps")
         self.query_one("#queues", DataTable).add_columns("queue", "depth", "capacity", "pushed")
         self.action_refresh_now()
@@ -51,6 +54,10 @@ class StatusApp(App):
         self.query_one("#summary", Static).update(
             f"ring: {s.ticks_published:,} ticks published, {s.ticks_per_s:,.0f}/s"
         )
+        trading = self.query_one("#trading", DataTable)
+        trading.clear()
+        for name, cells in table_rows(s.trading) if s.trading else []:
+            trading.add_row(name, *cells)
         procs = self.query_one("#processes", DataTable)
         procs.clear()
         for p in s.processes:

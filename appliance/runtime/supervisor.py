@@ -24,7 +24,7 @@ from typing import Any
 from appliance.config import Config, ConfigError, diff_config, load_config
 from appliance.model.enums import Role
 from appliance.model.records import INTENT, POSITION, REPORT, TICK
-from appliance.runtime import layout
+from appliance.runtime import layout, live_metrics
 from appliance.runtime.control import Channel
 from appliance.runtime.cpu import CpuPlan, plan
 from appliance.runtime.sdnotify import Notifier
@@ -105,6 +105,7 @@ class Supervisor:
             log.warning("reclaimed stale %s", name)
         self.ring = BroadcastRing.create(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
         self.segments.append(self.ring)
+        self.segments.append(live_metrics.create(cfg))  # execution publishes, status reads
         for h in range(len(cfg.hosts)):
             # Each segment is recorded as soon as it exists, so a failure part-way
             # through still unlinks everything made before it.
@@ -411,8 +412,8 @@ class Supervisor:
         line = (
             f"ticks/s={s['ticks_per_s']:,.0f} intents/s={s['intents_per_s']:,.0f} "
             f"fills={s['fills']:,} rejects={s['rejects']:,} "
-            f"pnl={s['realized_pnl'] + s['unrealized_pnl']:,.2f} "
-            f"(realised {s['realized_pnl']:,.2f}) ring_lost={s['ring_lost']:,} "
+            f"net_pnl={s['realized_pnl'] + s['unrealized_pnl'] - s['fees']:,.2f} "
+            f"(fees {s['fees']:,.2f}) ring_lost={s['ring_lost']:,} "
             f"restarts={s['restarts']}"
         )
         log.info("status %s", line)

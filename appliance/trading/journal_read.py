@@ -86,16 +86,39 @@ class JournalReader:
             raise JournalError(f"{self.path}: no run recorded its layout yet")
         return json.loads(row[0])
 
-    def orders(self, f: Filters = Filters(), limit: int | None = None) -> Iterator[dict]:
-        """Intent orders in journal order (the newest ``limit`` when given)."""
+    def marks(self) -> tuple[int, int]:
+        """(highest order rowid, highest fill id): where the journal stands now."""
+        return self._conn.execute(
+            "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM orders), "
+            "(SELECT COALESCE(MAX(fill_id), 0) FROM fills)"
+        ).fetchone()
+
+    def identity(self) -> int:
+        """The start time of the journal's first run: which journal this is."""
+        row = self._conn.execute("SELECT started_ns FROM runs ORDER BY run_id LIMIT 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def orders(
+        self, f: Filters = Filters(), limit: int | None = None, after: int = 0
+    ) -> Iterator[dict]:
+        """Intent orders in journal order (the newest ``limit`` when given; only those
+        after order rowid ``after``)."""
         where, args = f.where("created_ns")
+        if after:
+            where, args = (where + " AND" if where else " WHERE") + " rowid > ?", [*args, after]
         cols = ", ".join(ORDER_COLUMNS).replace("n,", "rowid AS n,", 1)
         sql = f"SELECT {cols} FROM orders{where} ORDER BY rowid"
         yield from self._rows(sql, args, ORDER_COLUMNS, limit, "n")
 
-    def fills(self, f: Filters = Filters(), limit: int | None = None) -> Iterator[dict]:
-        """Fills of intent orders in the order they were applied (fill_id order)."""
+    def fills(
+        self, f: Filters = Filters(), limit: int | None = None, after: int = 0
+    ) -> Iterator[dict]:
+        """Fills of intent orders in the order they were applied (fill_id order; only
+        those after fill id ``after``)."""
         where, args = f.where("f.ts_ns", prefix="o.")
+        if after:
+            where = (where + " AND" if where else " WHERE") + " f.fill_id > ?"
+            args = [*args, after]
         cols = ", ".join(f"o.{c}" if c in ("host", "population", "agent", "symbol") else f"f.{c}"
                          for c in FILL_COLUMNS)  # fmt: skip
         sql = (

@@ -317,6 +317,8 @@ class TradingMetrics:
             rows = self._journal_rows(o)
             if rows is None:
                 continue
+            if "intent_seq" in o:  # a queue re-delivering it later is not a new order
+                self._seq[o["host"]] = max(self._seq.get(o["host"], -1), o["intent_seq"])
             self._orders(rows, np.array([o["qty"] * ref[o["symbol"]]]))
             if o["filled_qty"] > 0 and o["state"] in TERMINAL:
                 self.rows.cols["orders_filled"][rows[0]] += 1
@@ -327,6 +329,12 @@ class TradingMetrics:
             if rows is not None:
                 p = f["price"]
                 self._fill(int(rows[0]), f["side"], f["qty"], p, f["fee"], ref[f["symbol"]])
+
+    def reset_queues(self) -> None:
+        """The intent queues were recreated (a new appliance lifetime): their seqs start
+        again, and orders still open from before will get no more reports."""
+        self._seq.clear()
+        self._open.clear()
 
     def _journal_rows(self, r: Mapping) -> np.ndarray | None:
         agent = self.layout.agent_index(r["host"], r["population"], r["agent"]).reshape(1)

@@ -30,6 +30,7 @@ from appliance.config import Config
 from appliance.feeds.replay import ReplayFeed
 from appliance.model.enums import TradingState
 from appliance.model.records import INTENT, TICK
+from appliance.runtime.live_metrics import metrics_layout
 from appliance.trading.engine import EngineConfig, ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.metrics import TradingMetrics
@@ -148,7 +149,7 @@ class Backtest:
         self.engine = _engine(cfg, self.out, self.clock)
         self.populations = _populations(cfg)
         self.metrics = TradingMetrics(
-            compose.metrics_layout(cfg), cfg.metrics.sample_interval_s, keep_history=True
+            metrics_layout(cfg), cfg.metrics.sample_interval_s, keep_history=True
         )
         self.result = BacktestResult(cfg, Path(data), self.out, self.metrics, self.populations)
         self._seq = [0] * len(cfg.hosts)  # next intent seq per host

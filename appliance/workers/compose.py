@@ -14,7 +14,6 @@ from appliance.feeds.synthetic import SyntheticFeed
 from appliance.model.enums import TradingState
 from appliance.trading.engine import EngineConfig, ExecutionEngine
 from appliance.trading.journal import Journal
-from appliance.trading.metrics import Layout, PopulationInfo
 from appliance.trading.risk import RiskLimits
 from appliance.venues.paper import PaperVenue
 
@@ -68,15 +67,3 @@ def replay_feed(cfg: Config) -> ReplayFeed:
     if f.path is None:
         raise ValueError("the replay feed needs feed.path")
     return ReplayFeed(f.path, cfg.symbol_names, pace=f.pace, loop=f.loop, batch_size=f.batch_size)
-
-
-def metrics_layout(cfg: Config) -> Layout:
-    """The agents and instruments trading metrics are kept for (docs/metrics.md)."""
-    pops = [
-        PopulationInfo(
-            h, p, pop.agents, host.name, pop.kind, float(pop.params.get("horizon_s", 1.0))
-        )
-        for h, host in enumerate(cfg.hosts)
-        for p, pop in enumerate(host.populations)
-    ]
-    return Layout(pops, cfg.symbol_names, [s.lot_size for s in cfg.symbols])

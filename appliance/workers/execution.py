@@ -20,7 +20,8 @@ import numpy as np
 from appliance.config import Config
 from appliance.model.enums import TradingState
 from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
-from appliance.runtime import layout
+from appliance.runtime import layout, live_metrics
+from appliance.runtime.live_metrics import LiveMetrics
 from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing, RecordQueue
@@ -121,8 +122,10 @@ def main(w: Worker) -> None:
     engine = compose.execution_engine(cfg)
     # The queues live as long as the supervisor's segments: their creation time names
     # that lifetime, so intents re-read after a crash of this process are recognised.
-    summary = engine.recover(epoch=int(w.stats.segment.header["created_ns"]))
+    epoch = int(w.stats.segment.header["created_ns"])
+    summary = engine.recover(epoch=epoch)
     log.info("recovered: %s", summary)
+    live = LiveMetrics(cfg, epoch, live_metrics.attach(cfg))  # continues from the journal
     ring = BroadcastRing.attach(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
     reader = ring.reader(w.strategy, start="latest", slot=layout.EXECUTION_READER)
     links = [HostLink(w, h, epoch_bump=True) for h in range(len(cfg.hosts))]
@@ -150,7 +153,7 @@ def main(w: Worker) -> None:
                         log.info("risk limits and trading state reloaded")
                         if new.trading.state == "halted" and was != "halted":
                             # Halting stops new risk, resting orders included.
-                            _send(w, links, engine.cancel_all())
+                            _send(w, links, engine.cancel_all(), live)
                             log.warning("trading halted: resting orders cancelled")
             if w.stopping and not w.draining:
                 break
@@ -160,7 +163,8 @@ def main(w: Worker) -> None:
                 ticks = view.copy()  # the engine keeps state: never feed it a lapped view
                 if reader.valid():
                     w.add("ticks_in", len(ticks))
-                    _send(w, links, engine.on_ticks(ticks))
+                    live.ticks(ticks)
+                    _send(w, links, engine.on_ticks(ticks), live)
                 else:
                     w.add("tick_gaps", len(ticks))
                 busy = True
@@ -173,7 +177,8 @@ def main(w: Worker) -> None:
                 for link, run in zip(links, runs, strict=True):
                     link.consumer.advance(len(run))
                 w.add("intents", total)
-                _send(w, links, reports)
+                live.intents(intents)
+                _send(w, links, reports, live)
                 resync = engine.duplicates > seen_before
                 for link, run in zip(links, runs, strict=True):
                     if not len(run):
@@ -193,6 +198,7 @@ def main(w: Worker) -> None:
                 log.info("drained intent queues up to %s", heads)
                 _final_check(w, engine, links)
                 break
+            live.tick()
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + cfg.status_interval_s
@@ -202,6 +208,7 @@ def main(w: Worker) -> None:
     finally:
         w.event("status", **engine.status())
         engine.close()
+        live.close()
         for link in links:
             link.close()
         reader.close()
@@ -241,7 +248,10 @@ def _same(a: dict, b: dict, tol: float = 1e-9) -> bool:
     )
 
 
-def _send(w: Worker, links: list[HostLink], reports: dict[int, np.ndarray]) -> None:
+def _send(
+    w: Worker, links: list[HostLink], reports: dict[int, np.ndarray], live: LiveMetrics
+) -> None:
+    live.reports(reports)
     for h, rep in reports.items():
         if len(rep) == 0:
             continue

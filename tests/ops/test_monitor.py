@@ -16,6 +16,11 @@ from appliance.ops.tui import StatusApp
 def test_status_and_tui_show_the_running_processes(app):
     app.start().wait_ready()
     app.wait_for(lambda: app.counter("execution", "intents") > 0, what="intents")
+    monitor = Monitor(load_config(app.config))
+    app.wait_for(
+        lambda: (t := monitor.sample().trading) is not None and t["overall"][0]["orders"] > 0,
+        what="live metrics published",
+    )
     res = subprocess.run(
         [sys.executable, "-m", "appliance.ops.cli", "status", "-c", str(app.config)],
         capture_output=True, text=True, timeout=60,
@@ -24,8 +29,11 @@ def test_status_and_tui_show_the_running_processes(app):
     for name in ("supervisor", "feed", "host-a", "host-b", "execution"):
         assert name in res.stdout
     assert "reader host-a" in res.stdout and "queue intents host-b" in res.stdout
+    trading = res.stdout[res.stdout.index("\ntrading ") + 1 :].splitlines()
+    assert trading[1].split()[0] == "overall" and "fees" in trading[0].split()
+    assert any(line.startswith("pop host-b.0:ema_cross") for line in trading)
+    assert any(line.startswith("top host-") for line in trading)
 
-    monitor = Monitor(load_config(app.config))
     try:
         first = monitor.sample()
         assert {p.name for p in first.processes} >= {"feed", "execution", "host-a", "host-b"}
@@ -40,6 +48,8 @@ def test_status_and_tui_show_the_running_processes(app):
                 table = tui.query_one("#processes", DataTable)
                 names = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
                 assert tui.query_one("#queues", DataTable).row_count == 4
+                trading = tui.query_one("#trading", DataTable)
+                assert str(trading.get_row_at(0)[0]) == "overall" and trading.row_count >= 3
                 assert tui.last is not None and tui.last.ticks_per_s > 0
                 await pilot.press("q")
             return names
