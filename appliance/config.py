@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -392,12 +392,16 @@ class Config(_Model):
 
 
 def load_config(
-    path: str | os.PathLike[str], *, available_cores: Collection[int] | None = None
+    path: str | os.PathLike[str],
+    *,
+    available_cores: Collection[int] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
     """Read and validate the TOML config at ``path``; ConfigError listing every problem.
 
     Explicit CPU cores are checked against ``available_cores``, by default the cores this
-    process may run on (``os.sched_getaffinity(0)``).
+    process may run on (``os.sched_getaffinity(0)``). ``overrides`` replace keys of tables
+    before validation (``{"feed": {"path": ...}}``), for commands that take them as options.
     """
     try:
         raw = Path(path).read_bytes()
@@ -409,6 +413,8 @@ def load_config(
         raise ConfigError([("", f"not UTF-8 text: {exc}")], path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_toml_error(str(exc))], path) from None
+    for table, values in (overrides or {}).items():
+        data[table] = {**data.get(table, {}), **values}
     cores = os.sched_getaffinity(0) if available_cores is None else available_cores
     try:
         return Config.model_validate(data, context={"available_cores": set(cores)})

@@ -183,12 +183,26 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"target {target}: {'met' if ok else 'NOT met'}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dynamind bench pipeline")
-    parser.add_argument("--quick", action="store_true", help="shorter phases")
+def quiet_args(prog: str, quick_help: str, argv: list[str] | None) -> argparse.Namespace:
+    """A bench's arguments (``--quick``), with every process's logging at WARNING."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     args = parser.parse_args(argv)
     os.environ["DYNAMIND_LOG_LEVEL"] = "WARNING"  # workers inherit it: keep the table clean
     logs.setup("text", level=logging.WARNING, process="bench")
+    return args
+
+
+def save(result: dict[str, Any], name: str) -> Path:
+    """Write a bench's result as RESULTS/<name>-latest.json; its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-latest.json"
+    path.write_text(json.dumps(result, indent=2, default=_plain))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = quiet_args("dynamind bench pipeline", "shorter phases", argv)
     result = run(args.quick)
     print_table(result)
     print(f"written to {RESULTS / 'pipeline-latest.json'}")

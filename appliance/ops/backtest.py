@@ -27,19 +27,13 @@ class BacktestError(RuntimeError):
 
 def backtest_config(path: str | Path, data: str | Path, seed: int | None = None) -> Config:
     """The config at ``path`` with its feed replaced by a replay of ``data``."""
-    try:
-        raw = load_config(path).model_dump()
-    except ConfigError as exc:
-        raise BacktestError(f"invalid config:\n{exc}") from None
-    raw["feed"].update(kind="replay", path=Path(data), pace="fast", loop=False)
+    feed: dict = {"kind": "replay", "path": str(data), "pace": "fast", "loop": False}
     if seed is not None:
-        raw["feed"]["seed"] = seed
+        feed["seed"] = seed
     try:
-        return Config.model_validate(raw)
+        return load_config(path, overrides={"feed": feed})
     except ConfigError as exc:
-        raise BacktestError(f"{data} does not fit {path}:\n{exc}") from None
-    except ValueError as exc:  # pydantic's, for the replaced feed table
-        raise BacktestError(f"--data {data}: {exc}") from None
+        raise BacktestError(f"config {path} with --data {data}:\n{exc}") from None
 
 
 def run(

@@ -137,13 +137,10 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.which == "ipc":
-        from bench import ipc
+    import importlib
 
-        return ipc.main(["--quick"] if args.quick else [])
-    from bench import pipeline
-
-    return pipeline.main(["--quick"] if args.quick else [])
+    bench = importlib.import_module(f"bench.{args.which}")
+    return bench.main(["--quick"] if args.quick else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=_cmd_backtest)
 
     bench = sub.add_parser("bench", help="benchmarks (results under bench/results/)")
-    bench.add_argument("which", choices=["ipc", "pipeline"])
+    bench.add_argument("which", choices=["ipc", "pipeline", "backtest", "history"])
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     bench.set_defaults(func=_cmd_bench)
     return p

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from appliance.agents import Population, make_population
+from appliance.agents import Population
 from appliance.agents.xp import get_xp, to_host
 from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
 from appliance.runtime import layout
@@ -27,6 +27,7 @@ from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing, RecordQueue
 from appliance.shm.snapshot import SharedSnapshot, SnapshotBusy
+from appliance.workers import compose
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,10 @@ class Host:
         self.w = w
         h = w.process.host
         self.host = h
-        xp = get_xp()
-        self.populations: list[Population] = []
+        self.populations: list[Population] = compose.host_populations(cfg, h, get_xp())
         offsets = [0]
-        for p, pop in enumerate(cfg.hosts[h].populations):
-            self.populations.append(
-                make_population(
-                    pop.kind,
-                    pop.agents,
-                    cfg.population_symbols(h, p),
-                    pop.params,
-                    cfg.population_seed(h, p),
-                    xp,
-                )
-            )
-            offsets.append(offsets[-1] + pop.agents)
+        for pop in self.populations:
+            offsets.append(offsets[-1] + pop.n_agents)
         self.offsets = offsets
         inst = cfg.instance
         self.ring = BroadcastRing.attach(inst, layout.TICKS, TICK, cfg.ring_capacity)

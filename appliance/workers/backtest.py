@@ -24,17 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from appliance.agents import Population, make_population
+from appliance.agents import Population
 from appliance.agents.xp import get_xp
 from appliance.config import Config
 from appliance.feeds.replay import ReplayFeed
-from appliance.model.enums import TradingState
 from appliance.model.records import INTENT, TICK
 from appliance.runtime.live_metrics import metrics_layout
-from appliance.trading.engine import EngineConfig, ExecutionEngine
-from appliance.trading.journal import Journal
 from appliance.trading.metrics import TradingMetrics
-from appliance.venues.paper import PaperVenue
 from appliance.workers import compose
 
 JOURNAL = "journal.sqlite"
@@ -80,53 +76,6 @@ class _DataClock:
         return self.now
 
 
-def _engine(cfg: Config, out: Path, clock: _DataClock) -> ExecutionEngine:
-    names = cfg.symbol_names
-    for name in (JOURNAL, VENUE):
-        for suffix in ("", "-wal", "-shm"):
-            (out / (name + suffix)).unlink(missing_ok=True)
-    engine = ExecutionEngine(
-        names,
-        compose.risk_limits(cfg),
-        # A backtest's journal is reproducible from its data: no fsync per commit.
-        Journal(out / JOURNAL, synchronous="NORMAL"),
-        PaperVenue(
-            out / VENUE,
-            len(names),
-            lot_size=[s.lot_size for s in cfg.symbols],
-            taker_bps=cfg.execution.taker_fee_bps,
-            maker_bps=cfg.execution.maker_fee_bps,
-            clock=clock,
-        ),
-        EngineConfig(
-            lot_sizes={s.name: s.lot_size for s in cfg.symbols},
-            internal_fee_bps=cfg.execution.internal_fee_bps,
-        ),
-        clock=clock,
-        agents=compose.agent_counts(cfg),
-    )
-    engine.set_trading_state(TradingState(cfg.trading.state))
-    return engine
-
-
-def _populations(cfg: Config) -> list[list[Population]]:
-    xp = get_xp()
-    return [
-        [
-            make_population(
-                pop.kind,
-                pop.agents,
-                cfg.population_symbols(h, p),
-                pop.params,
-                cfg.population_seed(h, p),
-                xp,
-            )
-            for p, pop in enumerate(host.populations)
-        ]
-        for h, host in enumerate(cfg.hosts)
-    ]
-
-
 class Backtest:
     """One backtest run (see the module docstring)."""
 
@@ -146,8 +95,16 @@ class Backtest:
             data, cfg.symbol_names, pace="fast", batch_size=cfg.feed.batch_size,
             since_ns=since_ns, until_ns=until_ns,
         )  # fmt: skip
-        self.engine = _engine(cfg, self.out, self.clock)
-        self.populations = _populations(cfg)
+        for name in (JOURNAL, VENUE):  # a backtest starts afresh
+            for suffix in ("", "-wal", "-shm"):
+                (self.out / (name + suffix)).unlink(missing_ok=True)
+        # A backtest's journal is reproducible from its data: no fsync per commit.
+        self.engine = compose.execution_engine(
+            cfg, journal_path=self.out / JOURNAL, venue_path=self.out / VENUE,
+            clock=self.clock, synchronous="NORMAL",
+        )  # fmt: skip
+        xp = get_xp()
+        self.populations = [compose.host_populations(cfg, h, xp) for h in range(len(cfg.hosts))]
         self.metrics = TradingMetrics(
             metrics_layout(cfg), cfg.metrics.sample_interval_s, keep_history=True
         )

@@ -20,6 +20,14 @@ def cfg(tmp_path):
     return load_config(path)
 
 
+@pytest.fixture
+def engine(cfg):
+    e = compose.execution_engine(cfg)
+    e.recover(epoch=1)
+    yield e
+    e.close()
+
+
 def trade(engine, live, seq0: int, n: int, mid: float, t_ns: int, side=None) -> None:
     """n agents of host 0 trade BTC (``side``, else alternately buy and sell: crossed
     internally); everything the execution worker would feed."""
@@ -36,9 +44,7 @@ def trade(engine, live, seq0: int, n: int, mid: float, t_ns: int, side=None) -> 
     live.reports(reports)
 
 
-def test_checkpoint_then_catch_up_from_the_journal(cfg, tmp_path):
-    engine = compose.execution_engine(cfg)
-    engine.recover(epoch=1)
+def test_checkpoint_then_catch_up_from_the_journal(cfg, engine):
     live = LiveMetrics(cfg, 1, None)
     trade(engine, live, 0, 10, 65000.0, 10**18)
     live.checkpoint()
@@ -60,9 +66,7 @@ def test_checkpoint_then_catch_up_from_the_journal(cfg, tmp_path):
     assert fresh.metrics.figures("overall")["orders"][0] == 21
 
 
-def test_a_checkpoint_of_another_journal_is_not_used(cfg, tmp_path):
-    engine = compose.execution_engine(cfg)
-    engine.recover(epoch=1)
+def test_a_checkpoint_of_another_journal_is_not_used(cfg, engine, tmp_path):
     live = LiveMetrics(cfg, 1, None)
     trade(engine, live, 0, 4, 65000.0, 10**18)
     live.checkpoint()
@@ -75,9 +79,7 @@ def test_a_checkpoint_of_another_journal_is_not_used(cfg, tmp_path):
     assert LiveMetrics(cfg, 1, None).metrics.figures("overall")["orders"][0] == 0
 
 
-def test_published_rows_name_groups_and_rank_agents(cfg):
-    engine = compose.execution_engine(cfg)
-    engine.recover(epoch=1)
+def test_published_rows_name_groups_and_rank_agents(cfg, engine):
     live = LiveMetrics(cfg, 1, None)
     trade(engine, live, 0, 6, 65000.0, 10**18, Side.BUY)  # at the venue: taker fees
     trade(engine, live, 6, 6, 65100.0, 10**18 + 2 * 10**9, Side.SELL)
