@@ -187,9 +187,13 @@ class ParquetRecorder:
         if self._next_seq is not None and first != self._next_seq:
             self.gap(self._next_seq, first - 1)
         self._next_seq = int(ticks["seq"][-1]) + 1
+        if not self._pending:
+            self._pending_since = self._clock()
         self._pending.append(np.array(ticks, copy=True))
         self._pending_rows += len(ticks)
-        if self._pending_rows >= self.row_group:
+        if self._pending_rows >= self.row_group or (
+            self._clock() - self._pending_since >= self.flush_s
+        ):
             self._hand_over()
 
     def gap(self, first_seq: int, last_seq: int, reason: str = "ring lapped the recorder") -> None:

@@ -308,40 +308,44 @@ class TradingMetrics:
         """Offline, from journal rows (``journal_read``): orders, outcomes and fills, with
         positions marked and orders referenced at each symbol's last fill price (the
         journal holds no market data; docs/metrics.md, "Offline")."""
-        fills = list(fills)
-        for f in fills:
-            if 0 <= f["symbol"] < len(self.marks):
-                self.marks[f["symbol"]] = f["price"]
+        f = _columns(fills, ("host", "population", "agent", "symbol", "side", "qty", "price",
+                             "fee"))  # fmt: skip
+        known = (f["symbol"] >= 0) & (f["symbol"] < len(self.marks))
+        last = np.full(len(self.marks), -1, np.int64)
+        np.maximum.at(last, f["symbol"][known].astype(np.int64), np.flatnonzero(known))
+        self.marks[last >= 0] = f["price"][last[last >= 0]]
         ref = np.nan_to_num(self.marks)
-        for o in orders:
-            rows = self._journal_rows(o)
-            if rows is None:
-                continue
-            if "intent_seq" in o:  # a queue re-delivering it later is not a new order
-                self._seq[o["host"]] = max(self._seq.get(o["host"], -1), o["intent_seq"])
-            self._orders(rows, np.array([o["qty"] * ref[o["symbol"]]]))
-            if o["filled_qty"] > 0 and o["state"] in TERMINAL:
-                self.rows.cols["orders_filled"][rows[0]] += 1
-            if o["state"] == OrderState.REJECTED:
-                self._reject(int(rows[0]), o["reason"])
-        for f in fills:
-            rows = self._journal_rows(f)
-            if rows is not None:
-                p = f["price"]
-                self._fill(int(rows[0]), f["side"], f["qty"], p, f["fee"], ref[f["symbol"]])
+        o = _columns(orders, ("host", "population", "agent", "symbol", "intent_seq", "qty",
+                              "state", "filled_qty", "reason"))  # fmt: skip
+        rows, o = self._journal_rows(o)
+        for h in np.unique(o["host"]).tolist():  # a queue re-delivering them is not new
+            top = int(o["intent_seq"][o["host"] == h].max())
+            self._seq[h] = max(self._seq.get(h, -1), top)
+        sym = o["symbol"].astype(np.int64)
+        self._orders(rows, o["qty"] * ref[sym])
+        done = np.isin(o["state"], [int(s) for s in TERMINAL])
+        np.add.at(self.rows.cols["orders_filled"], rows[done & (o["filled_qty"] > 0)], 1)
+        for i in np.flatnonzero(o["state"] == OrderState.REJECTED).tolist():
+            self._reject(int(rows[i]), int(o["reason"][i]))
+        rows, f = self._journal_rows(f)
+        for i, r in enumerate(rows.tolist()):
+            p = float(f["price"][i])
+            fill = (int(f["side"][i]), float(f["qty"][i]), p, float(f["fee"][i]))
+            self._fill(r, *fill, float(ref[int(f["symbol"][i])]))
+
+    def _journal_rows(self, c: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Ledger rows of journal records (columns), and the records of the layout."""
+        agent = self.layout.agent_index(c["host"], c["population"], c["agent"])
+        sym = c["symbol"].astype(np.int64)
+        known = self._known(agent, sym)
+        c = {k: v[known] for k, v in c.items()}
+        return self.rows.rows(agent[known], sym[known], self.layout.lots), c
 
     def reset_queues(self) -> None:
         """The intent queues were recreated (a new appliance lifetime): their seqs start
         again, and orders still open from before will get no more reports."""
         self._seq.clear()
         self._open.clear()
-
-    def _journal_rows(self, r: Mapping) -> np.ndarray | None:
-        agent = self.layout.agent_index(r["host"], r["population"], r["agent"]).reshape(1)
-        sym = np.array([r["symbol"]], np.int64)
-        if not self._known(agent, sym).all():
-            return None
-        return self.rows.rows(agent, sym, self.layout.lots)
 
     # ---- the figures ----------------------------------------------------------------------
 
@@ -404,6 +408,13 @@ class TradingMetrics:
         for g, c in self.curves.items():
             c.load(f"curve.{g}", s)
         self.signals.load(s)
+
+
+def _columns(records: Iterable[Mapping], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Named columns of dict records (floats; indexes and codes are exact in float64)."""
+    rows = [tuple(r[n] for n in names) for r in records]
+    data = np.array(rows, float).reshape(len(rows), len(names))
+    return {n: data[:, i] for i, n in enumerate(names)}
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

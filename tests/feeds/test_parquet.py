@@ -130,3 +130,14 @@ def test_not_history_is_a_clear_error(tmp_path):
     pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
     with pytest.raises(Exception, match="without dynamind tick metadata"):
         open_source(tmp_path)
+
+
+def test_a_steady_trickle_is_written_without_waiting_for_a_full_row_group(tmp_path):
+    now = [0.0]
+    r = ParquetRecorder(tmp_path / "h", SYMS, {}, flush_s=1.0, clock=lambda: now[0])
+    r.append(make_ticks(10))
+    now[0] = 1.5  # a reader that never idles never calls poll()
+    r.append(make_ticks(10, first_seq=10, t0=T0 + 10 * 10**9))
+    r.sync()
+    assert r.rows_written == 20
+    r.close()
