@@ -289,3 +289,16 @@ def assert_hosts_agree(app: Appliance) -> None:
         mine = [m for m in lines if m.startswith(f"{host} positions check")]
         assert mine, f"{host} made no positions check:\n{app.log_tail()}"
         assert "did not settle" not in mine[-1] and " 0 settled" not in mine[-1], mine[-1]
+
+
+def assert_positions_equal_fills(app: Appliance) -> dict:
+    """The positions execution held at its clean stop (final report) equal the positions
+    recomputed from the journal's fills; the final report."""
+    final = final_report(app)
+    assert "DIFFERS" not in final["msg"], final["msg"]
+    held = {tuple(p[:4]): p[4] for p in final["positions"]}
+    fills = journal_positions(app)
+    assert set(held) == {k for k, v in fills.items() if v}
+    for key, qty in held.items():
+        assert abs(qty - fills[key]) <= 1e-9, (key, qty, fills[key])
+    return final

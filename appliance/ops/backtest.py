@@ -31,7 +31,8 @@ def backtest_config(path: str | Path, data: str | Path, seed: int | None = None)
     if seed is not None:
         feed["seed"] = seed
     try:
-        return load_config(path, overrides={"feed": feed})
+        # A backtest trades on the paper venue, whatever the config trades on live.
+        return load_config(path, overrides={"feed": feed, "execution": {"venue": "paper"}})
     except ConfigError as exc:
         raise BacktestError(f"config {path} with --data {data}:\n{exc}") from None
 

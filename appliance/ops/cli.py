@@ -1,4 +1,4 @@
-"""The `dynamind` command: run, check-config, status, bench."""
+"""The `dynamind` command: run, check-config, status, top, bench, exchange-sim, markets."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ log = logging.getLogger("dynamind")
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError, load_config
+    from appliance.runtime import layout
     from appliance.runtime.supervisor import Supervisor
+    from appliance.shm import SegmentError, check_space
     from appliance.trading.journal import LayoutMismatch
 
     try:
@@ -30,6 +32,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"log_format": args.log_format})
     logs.setup(config.log_format, process="supervisor")
     try:
+        # Early and whole: a tmpfs that fills part-way would fail a later segment.
+        check_space(layout.shm_bytes(config), config.instance)
+    except SegmentError as exc:
+        print(f"nothing started: {exc}", file=sys.stderr)
+        return 2
+    try:
         return Supervisor(config, args.config).run(args.duration)
     except LayoutMismatch as exc:
         print(f"nothing started: {exc}", file=sys.stderr)
@@ -38,6 +46,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError, load_config
+    from appliance.runtime.layout import shm_bytes
+    from appliance.shm import format_bytes, free_bytes
 
     try:
         config = load_config(args.file)
@@ -49,6 +59,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(
         f"{args.file}: ok (instance {config.instance}, {len(config.symbols)} symbols, "
         f"{len(config.hosts)} agent hosts, {agents} agents, feed {config.feed.kind})"
+    )
+    print(
+        f"shared memory needed: {format_bytes(shm_bytes(config))} "
+        f"({format_bytes(free_bytes())} free in /dev/shm here)"
     )
     return 0
 
@@ -136,11 +150,44 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         return 2
 
 
+#: bench name -> module of bench/ with a main(argv) -> exit code
+BENCHES = {"ipc": "ipc", "pipeline": "pipeline", "agents": "agents", "ccxt": "ccxt_feed",
+           "backtest": "backtest", "history": "history"}  # fmt: skip
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
-    bench = importlib.import_module(f"bench.{args.which}")
+    bench = importlib.import_module(f"bench.{BENCHES[args.which]}")
     return bench.main(["--quick"] if args.quick else [])
+
+
+def _cmd_exchange_sim(args: argparse.Namespace) -> int:
+    from appliance.ops import exsim_cmd
+
+    return exsim_cmd.run(args)
+
+
+def _cmd_markets_save(args: argparse.Namespace) -> int:
+    import json
+
+    from appliance.markets import ExchangeSettings, MarketsError, make_exchange, save_markets
+
+    try:
+        urls, options = json.loads(args.urls), json.loads(args.options)
+        exchange = make_exchange(
+            ExchangeSettings(args.exchange, urls, options, sandbox=args.sandbox), pro=False
+        )
+        exchange.load_markets()
+        n = save_markets(exchange, args.file)
+    except (MarketsError, ValueError) as exc:
+        print(f"markets save: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # ccxt's network and exchange errors: say which, no traceback
+        print(f"markets save: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{n} markets of {args.exchange} saved to {args.file}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,9 +240,37 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=_cmd_backtest)
 
     bench = sub.add_parser("bench", help="benchmarks (results under bench/results/)")
-    bench.add_argument("which", choices=["ipc", "pipeline", "backtest", "history"])
+    bench.add_argument("which", choices=list(BENCHES))
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     bench.set_defaults(func=_cmd_bench)
+
+    sim = sub.add_parser(
+        "exchange-sim",
+        help="a loopback Binance-compatible exchange replaying a capture (127.0.0.1 only)",
+    )
+    sim.add_argument("--data", required=True, type=Path, help="capture folder")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--pace", choices=["recorded", "fast"], default="recorded")
+    sim.add_argument("--speed", type=float, default=1.0, help="recorded pace, N times faster")
+    sim.add_argument("--once", action="store_true", help="replay once instead of looping")
+    sim.add_argument(
+        "--start-delay",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds from the first subscription to the first frame",
+    )
+    sim.set_defaults(func=_cmd_exchange_sim)
+
+    markets = sub.add_parser("markets", help="exchange markets through ccxt")
+    msub = markets.add_subparsers(dest="action", required=True)
+    save = msub.add_parser("save", help="fetch an exchange's markets into FILE (markets_file)")
+    save.add_argument("exchange", help="ccxt exchange id, e.g. binanceus")
+    save.add_argument("file", type=Path)
+    save.add_argument("--urls", default="{}", metavar="JSON", help="merged into ccxt urls")
+    save.add_argument("--options", default="{}", metavar="JSON", help="merged into options")
+    save.add_argument("--sandbox", action="store_true", help="the exchange's testnet")
+    save.set_defaults(func=_cmd_markets_save)
     return p
 
 

@@ -67,16 +67,17 @@ class Monitor:
     def __init__(self, config: Config) -> None:
         inst = config.instance
         self.config = config
-        self.stats = Stats.attach(inst, layout.STATS)
-        self.ring = BroadcastRing.attach(inst, layout.TICKS, TICK)
+        # Read-only: watching needs no more, and an operator_group member has no more.
+        self.stats = Stats.attach(inst, layout.STATS, read_only=True)
+        self.ring = BroadcastRing.attach(inst, layout.TICKS, TICK, read_only=True)
         self.queues: list[tuple[str, RecordQueue]] = []
         for h, host in enumerate(config.hosts):
-            self.queues.append(
-                (f"intents {host.name}", RecordQueue.attach(inst, layout.intents_queue(h), INTENT))
-            )
-            self.queues.append(
-                (f"reports {host.name}", RecordQueue.attach(inst, layout.reports_queue(h), REPORT))
-            )
+            for kind, name, dtype in (
+                ("intents", layout.intents_queue(h), INTENT),
+                ("reports", layout.reports_queue(h), REPORT),
+            ):
+                queue = RecordQueue.attach(inst, name, dtype, read_only=True)
+                self.queues.append((f"{kind} {host.name}", queue))
         self._last: tuple[float, int, dict[str, dict[str, int]]] | None = None
         self.trading = TradingView(config)
 

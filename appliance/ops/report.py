@@ -47,7 +47,7 @@ def _agent_rows(r: BacktestResult) -> list[dict]:
     i = 0
     for pops in r.populations:
         for pop in pops:
-            params = {k: v.tolist() for k, v in pop.agent_params().items()}
+            params = {k: np.asarray(v).tolist() for k, v in pop.table.items()}
             for a in range(pop.n_agents):
                 rows[i]["symbol"] = names[int(pop.agent_symbol[a])]
                 rows[i]["params"] = {k: v[a] for k, v in params.items()}
@@ -174,7 +174,7 @@ def plot_heatmap(r: BacktestResult, out: Path) -> Path:
     offsets = r.metrics.layout.offsets
     chosen = None
     for i, info in enumerate(r.metrics.layout.populations):
-        params = r.populations[info.host][info.population].agent_params()
+        params = r.populations[info.host][info.population].table
         if len(params) >= 2:
             chosen = (i, info, params)
             break

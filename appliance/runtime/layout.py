@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from appliance.config import Config
 from appliance.model.enums import Role
+from appliance.model.records import INTENT, POSITION, REPORT, TICK
+from appliance.shm import BroadcastRing, RecordQueue, Stats
+from appliance.shm.snapshot import SharedSnapshot
 
 TICKS = "ticks"
 STATS = "stats"
@@ -18,7 +21,9 @@ COUNTERS = [
     "ticks_in",  # ticks read from the ring (agent hosts, execution, recorder)
     "ticks_out",  # ticks written into the ring (feed)
     "tick_gaps",  # ticks lost to a lapped read
-    "intents",  # intents pushed (hosts) or processed (execution)
+    "signals",  # agent decisions that changed what an agent wants, per tick (hosts)
+    "intents",  # intents pushed (hosts: orders, at most one net per agent and batch)
+    "feed_gaps",  # GAP ticks (source lost, see TickKind.GAP) written (feed) or read
     "intents_full",  # pushes refused because the intent queue was full
     "reports",  # reports pushed (execution) or consumed (hosts)
     "fills",  # fill reports
@@ -70,3 +75,14 @@ SUPERVISOR_SLOT = 0
 
 def stats_slots(config: Config) -> int:
     return 4 + len(config.hosts)
+
+
+def shm_bytes(config: Config) -> int:
+    """Bytes of shared memory (segments and semaphores) the supervisor creates for config."""
+    total = Stats.footprint(stats_slots(config))
+    total += BroadcastRing.footprint(TICK, config.ring_capacity)
+    for h in range(len(config.hosts)):
+        total += RecordQueue.footprint(INTENT, config.queue_capacity)
+        total += RecordQueue.footprint(REPORT, config.queue_capacity)
+        total += SharedSnapshot.footprint(POSITION, (host_agents(config, h), len(config.symbols)))
+    return total

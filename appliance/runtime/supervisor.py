@@ -97,24 +97,25 @@ class Supervisor:
         require_tso()
         # The stats segment doubles as the instance lock: a live owner means a running
         # appliance of the same name, which we refuse; a dead one is reclaimed.
+        group = cfg.operator_group  # may read every segment (status, top)
         self.stats = Stats.create(
-            cfg.instance, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS
+            cfg.instance, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS, group
         )
         self.segments.append(self.stats)
         for name in reclaim_stale(cfg.instance):
             log.warning("reclaimed stale %s", name)
-        self.ring = BroadcastRing.create(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
+        self.ring = BroadcastRing.create(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity, group)
         self.segments.append(self.ring)
         self.segments.append(live_metrics.create(cfg))  # execution publishes, status reads
         for h in range(len(cfg.hosts)):
             # Each segment is recorded as soon as it exists, so a failure part-way
             # through still unlinks everything made before it.
             iq = RecordQueue.create(
-                cfg.instance, layout.intents_queue(h), INTENT, cfg.queue_capacity
+                cfg.instance, layout.intents_queue(h), INTENT, cfg.queue_capacity, group
             )
             self.segments.append(iq)
             rq = RecordQueue.create(
-                cfg.instance, layout.reports_queue(h), REPORT, cfg.queue_capacity
+                cfg.instance, layout.reports_queue(h), REPORT, cfg.queue_capacity, group
             )
             self.segments.append(rq)
             self.queues.append((iq, rq))
@@ -124,6 +125,7 @@ class Supervisor:
                     layout.positions_snapshot(h),
                     POSITION,
                     (layout.host_agents(cfg, h), len(cfg.symbols)),
+                    group,
                 )
             )
 

@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.agents import Population
-from appliance.agents.xp import get_xp
+from appliance.agents import Population, TickBatch
 from appliance.config import Config
 from appliance.feeds.replay import ReplayFeed
 from appliance.model.records import INTENT, TICK
@@ -103,8 +102,7 @@ class Backtest:
             cfg, journal_path=self.out / JOURNAL, venue_path=self.out / VENUE,
             clock=self.clock, synchronous="NORMAL",
         )  # fmt: skip
-        xp = get_xp()
-        self.populations = [compose.host_populations(cfg, h, xp) for h in range(len(cfg.hosts))]
+        self.populations = [compose.host_populations(cfg, h) for h in range(len(cfg.hosts))]
         self.metrics = TradingMetrics(
             metrics_layout(cfg), cfg.metrics.sample_interval_s, keep_history=True
         )
@@ -156,10 +154,11 @@ class Backtest:
 
     def _decide(self, ticks: np.ndarray) -> np.ndarray:
         now = self.clock.now
+        batch = TickBatch.from_ticks(ticks)  # one copy, shared by the populations
         out = []
         for h, pops in enumerate(self.populations):
             for p, pop in enumerate(pops):
-                intents = pop.step(pop.prepare(ticks), now)
+                intents = pop.step(batch, now)
                 n = len(intents)
                 if not n:
                     continue

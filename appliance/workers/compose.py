@@ -8,16 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
+
+import ccxt.pro
 
 from appliance.agents import Population, make_population
-from appliance.config import Config
+from appliance.config import CcxtConfig, Config
+from appliance.feeds.ccxt_feed import CcxtFeed
 from appliance.feeds.replay import ReplayFeed
 from appliance.feeds.synthetic import SyntheticFeed
+from appliance.markets import ExchangeSettings, load_credentials, make_exchange
+from appliance.markets.connect import exchange_class
 from appliance.model.enums import TradingState
 from appliance.trading.engine import EngineConfig, ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.risk import RiskLimits
+from appliance.venues.base import Venue
+from appliance.venues.ccxt_state import CcxtVenueState
+from appliance.venues.ccxt_venue import CcxtVenue
+from appliance.venues.ccxt_watch import TradeWatcher
 from appliance.venues.paper import PaperVenue
 
 
@@ -42,8 +50,8 @@ def execution_engine(
     clock: Callable[[], int] | None = None,
     synchronous: str = "FULL",
 ) -> ExecutionEngine:
-    """The engine of an appliance config, with its journal and paper venue files (the
-    config's unless given) on ``clock`` (default: the wall clock)."""
+    """The engine of an appliance config, with its journal and venue files (the config's
+    unless given) on ``clock`` (default: the wall clock)."""
     names = cfg.symbol_names
     journal_path = journal_path or cfg.journal_path
     venue_path = venue_path or cfg.venue_state_path
@@ -54,14 +62,7 @@ def execution_engine(
         names,
         risk_limits(cfg),
         Journal(journal_path, synchronous=synchronous),
-        PaperVenue(
-            venue_path,
-            len(names),
-            lot_size=[s.lot_size for s in cfg.symbols],
-            taker_bps=cfg.execution.taker_fee_bps,
-            maker_bps=cfg.execution.maker_fee_bps,
-            **timed,
-        ),
+        venue(cfg, venue_path, clock),
         EngineConfig(
             lot_sizes={s.name: s.lot_size for s in cfg.symbols},
             internal_fee_bps=cfg.execution.internal_fee_bps,
@@ -73,8 +74,25 @@ def execution_engine(
     return engine
 
 
-def host_populations(cfg: Config, host: int, xp: ModuleType) -> list[Population]:
-    """The agent populations of host ``host``, on the array module ``xp``."""
+def venue(
+    cfg: Config, path: Path | None = None, clock: Callable[[], int] | None = None
+) -> Venue:
+    """The configured venue, started (a ccxt venue has loaded and checked its markets);
+    a paper venue keeps its state at ``path`` (default: the config's) on ``clock``."""
+    if cfg.execution.venue == "ccxt":
+        return ccxt_venue(cfg)
+    return PaperVenue(
+        path or cfg.venue_state_path,
+        len(cfg.symbols),
+        lot_size=[s.lot_size for s in cfg.symbols],
+        taker_bps=cfg.execution.taker_fee_bps,
+        maker_bps=cfg.execution.maker_fee_bps,
+        **({} if clock is None else {"clock": clock}),
+    )
+
+
+def host_populations(cfg: Config, host: int) -> list[Population]:
+    """The agent populations of host ``host``, on the configured compute backend."""
     return [
         make_population(
             pop.kind,
@@ -82,10 +100,39 @@ def host_populations(cfg: Config, host: int, xp: ModuleType) -> list[Population]
             cfg.population_symbols(host, p),
             pop.params,
             cfg.population_seed(host, p),
-            xp,
+            cfg.compute.backend,
+            pop.grid,
         )
         for p, pop in enumerate(cfg.hosts[host].populations)
     ]
+
+
+def ccxt_venue(cfg: Config) -> CcxtVenue:
+    t = cfg.execution.ccxt
+    if t is None:
+        raise ValueError("the ccxt venue needs execution.ccxt")
+    settings = exchange_settings(t)
+    pro = t.exchange in ccxt.pro.exchanges
+    watch = t.updates == "watch" or (
+        t.updates == "auto" and pro and exchange_class(t.exchange, True)().has.get("watchMyTrades")
+    )
+    watcher = None
+    if watch:
+        watcher = TradeWatcher(
+            lambda: make_exchange(settings, pro=True), settings.credentials.scrub
+        )
+    v = CcxtVenue(
+        make_exchange(settings, pro=False),
+        instruments(cfg),
+        CcxtVenueState(cfg.venue_state_path),
+        settings.credentials,
+        watcher=watcher,
+        retries=t.retries,
+        retry_backoff_s=t.retry_backoff_s,
+        poll_interval_s=t.poll_interval_s,
+    )
+    v.start()
+    return v
 
 
 def synthetic_feed(cfg: Config) -> SyntheticFeed:
@@ -98,3 +145,32 @@ def replay_feed(cfg: Config) -> ReplayFeed:
     if f.path is None:
         raise ValueError("the replay feed needs feed.path")
     return ReplayFeed(f.path, cfg.symbol_names, pace=f.pace, loop=f.loop, batch_size=f.batch_size)
+
+
+def exchange_settings(table: CcxtConfig) -> ExchangeSettings:
+    """A config's ccxt table as plain settings, keys read from their file or environment."""
+    return ExchangeSettings(
+        table.exchange,
+        table.urls,
+        table.options,
+        table.markets_file,
+        table.sandbox,
+        load_credentials(table.credentials_file, table.credentials_env),
+    )
+
+
+def instruments(cfg: Config) -> list[tuple[str, float, float]]:
+    return [(s.name, s.tick_size, s.lot_size) for s in cfg.symbols]
+
+
+def ccxt_feed(cfg: Config) -> CcxtFeed:
+    f = cfg.feed
+    if f.ccxt is None:
+        raise ValueError("the ccxt feed needs feed.ccxt")
+    exchange = make_exchange(exchange_settings(f.ccxt), pro=True)
+    return CcxtFeed(
+        exchange,
+        instruments(cfg),
+        backoff=(f.reconnect_initial_s, f.reconnect_max_s),
+        batch_size=f.batch_size,
+    )

@@ -91,8 +91,8 @@ def test_summary_figures_match_the_journal(run):
     assert offline.figures("overall")["realized"][0] == pytest.approx(o["realized"], abs=1e-9)
     best, worst = s["best_agents"][0], s["worst_agents"][0]
     assert best["net"] >= worst["net"]
-    assert set(best["params"]) == {"fast_period", "slow_period"}
-    assert 2 <= best["params"]["fast_period"] <= 8
+    assert set(best["params"]) == {"fast", "slow"}
+    assert 2 <= best["params"]["fast"] <= 8
     assert s["overall"]["samples"] >= 28  # ~29 s of data at 1 s
 
 
