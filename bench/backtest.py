@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_CONFIG = ROOT / "config" / "examples" / "bench.toml"
 AGENTS = (1, 100, 10_000)
 BATCH = 256
+COOLDOWN_S = 5.0
 
 
 def make_history(cfg: Config, folder: Path, n: int) -> Path:
@@ -55,6 +56,9 @@ def backtest_config(work: Path, agents: int) -> Config:
     data = load_config(BENCH_CONFIG).model_dump()
     pop = data["hosts"][0]["populations"][0]
     pop["agents"] = agents
+    # A holding period on the data clock: without one, 10,000 agents on a noisy walk send
+    # an order every few hundred milliseconds each and the run measures the journal only.
+    pop["params"]["cooldown_s"] = COOLDOWN_S
     if agents < len(data["symbols"]):
         pop["symbols"] = [data["symbols"][0]["name"]]
         pop["params"]["qty"] = pop["params"]["qty"][:1]

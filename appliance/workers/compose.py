@@ -74,9 +74,7 @@ def execution_engine(
     return engine
 
 
-def venue(
-    cfg: Config, path: Path | None = None, clock: Callable[[], int] | None = None
-) -> Venue:
+def venue(cfg: Config, path: Path | None = None, clock: Callable[[], int] | None = None) -> Venue:
     """The configured venue, started (a ccxt venue has loaded and checked its markets);
     a paper venue keeps its state at ``path`` (default: the config's) on ``clock``."""
     if cfg.execution.venue == "ccxt":

@@ -41,7 +41,7 @@ def run(tmp_path_factory):
 def test_same_data_config_and_seed_give_the_same_journal(run, tmp_path):
     again = backtest.run(CONFIG, DATA, tmp_path / "again")
     first, second = journal_rows(run.journal), journal_rows(again.journal)
-    assert sum(len(v) for v in first.values()) > 1000
+    assert sum(len(v) for v in first.values()) > 500
     assert first == second
     s1 = json.loads((run.out / "summary.json").read_text())
     s2 = json.loads((again.out / "summary.json").read_text())
