@@ -62,7 +62,10 @@ def main(w: Worker) -> None:
             view = reader.read(READ_BATCH)
             batch = view.copy()  # validate before anything reaches the file
             if reader.valid():
-                writer.append(batch)
+                if history:
+                    writer.append(batch, copy=False)  # our own copy: no second one
+                else:
+                    writer.append(batch)
                 w.add("ticks_in", len(batch))
             else:
                 # The history notes the hole when the next batch's seq does not follow.
