@@ -16,7 +16,6 @@ from typing import Protocol
 import numpy as np
 
 from appliance.feeds.captures import CaptureError, CaptureSource, is_capture
-from appliance.feeds.parquet import HistoryError, ParquetDataset
 from appliance.feeds.tickfile import TickFileError, TickFileReader
 
 
@@ -39,6 +38,10 @@ def open_source(path: str | os.PathLike[str], *, depth: bool = False) -> TickSou
     """The tick source at ``path``: a tick file (``.dmt``), a folder of Parquet history
     written by the recorder, or a folder of raw captures (``stream.ws`` and friends;
     ``depth``: also take the top of book from depth updates, see captures.py)."""
+    # pyarrow only when a Parquet folder is opened: every process loads the config (which
+    # checks a replay source), and importing pyarrow costs half a second of its start.
+    from appliance.feeds.parquet import HistoryError, ParquetDataset
+
     p = Path(path)
     try:
         if p.is_file():

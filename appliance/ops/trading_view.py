@@ -38,7 +38,7 @@ class TradingView:
     def __init__(self, config: Config) -> None:
         self.layout = live_metrics.metrics_layout(config)
         try:
-            self.snapshot = live_metrics.attach(config)
+            self.snapshot = live_metrics.attach(config, read_only=True)
         except SegmentError:
             self.snapshot = None  # an appliance without live metrics (or another layout)
 

@@ -50,12 +50,20 @@ def capacity(cfg: Config) -> int:
     return 1 + pops + len(cfg.symbols) + 2 * cfg.metrics.top_agents
 
 
+def footprint(cfg: Config) -> int:
+    """Bytes the metrics snapshot takes in the shm filesystem."""
+    return SharedSnapshot.footprint(METRIC, (capacity(cfg),))
+
+
 def create(cfg: Config) -> SharedSnapshot:
-    return SharedSnapshot.create(cfg.instance, SEGMENT, METRIC, (capacity(cfg),))
+    """The supervisor's: the operator group may read it, like every segment."""
+    return SharedSnapshot.create(
+        cfg.instance, SEGMENT, METRIC, (capacity(cfg),), cfg.operator_group
+    )
 
 
-def attach(cfg: Config) -> SharedSnapshot:
-    return SharedSnapshot.attach(cfg.instance, SEGMENT, METRIC, (capacity(cfg),))
+def attach(cfg: Config, read_only: bool = False) -> SharedSnapshot:
+    return SharedSnapshot.attach(cfg.instance, SEGMENT, METRIC, (capacity(cfg),), read_only)
 
 
 def pack(m: TradingMetrics, top: int, out: np.ndarray) -> None:

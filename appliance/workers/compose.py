@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ccxt.pro
 
-from appliance.agents import Population, make_population
 from appliance.config import CcxtConfig, Config
 from appliance.feeds.ccxt_feed import CcxtFeed
 from appliance.feeds.replay import ReplayFeed
@@ -27,6 +27,9 @@ from appliance.venues.ccxt_state import CcxtVenueState
 from appliance.venues.ccxt_venue import CcxtVenue
 from appliance.venues.ccxt_watch import TradeWatcher
 from appliance.venues.paper import PaperVenue
+
+if TYPE_CHECKING:
+    from appliance.agents import Population
 
 
 def risk_limits(cfg: Config) -> dict[str, RiskLimits]:
@@ -91,6 +94,10 @@ def venue(cfg: Config, path: Path | None = None, clock: Callable[[], int] | None
 
 def host_populations(cfg: Config, host: int) -> list[Population]:
     """The agent populations of host ``host``, on the configured compute backend."""
+    # Imported here: the execution and feed processes compose from this module too and
+    # never run agents; loading the kernels (numba) would only slow their start.
+    from appliance.agents import make_population
+
     return [
         make_population(
             pop.kind,
