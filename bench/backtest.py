@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +92,7 @@ def run(quick: bool) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
-        "bench": "backtest",
-        "quick": quick,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **pipeline.stamp("backtest", quick),
         "ticks": n,
         "batch": BATCH,
         "rows": rows,

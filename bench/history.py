@@ -90,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         live = appliance_row(work, *((1.5, 3.0) if args.quick else (3.0, 10.0)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {"bench": "history", "quick": args.quick,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "writer": writer, "appliance": live}  # fmt: skip
+    result = {**pipeline.stamp("history", args.quick), "writer": writer, "appliance": live}
     print(
         f"writer: {writer['ticks']:,} ticks in {writer['seconds']:.2f}s = "
         f"{writer['ticks_per_s']:,.0f} ticks/s, {writer['bytes_per_tick']:.1f} bytes/tick"

@@ -193,6 +193,12 @@ def quiet_args(prog: str, quick_help: str, argv: list[str] | None) -> argparse.N
     return args
 
 
+def stamp(name: str, quick: bool) -> dict[str, Any]:
+    """The fields every bench result starts with."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {"bench": name, "quick": quick, "time": now}
+
+
 def save(result: dict[str, Any], name: str) -> Path:
     """Write a bench's result as RESULTS/<name>-latest.json; its path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
