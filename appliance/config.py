@@ -33,6 +33,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -41,7 +42,7 @@ from appliance.agents import population_class
 from appliance.agents.compute import BACKENDS, BackendError, resolve
 from appliance.agents.params import grid_size
 from appliance.feeds.sources import SourceError, open_source
-from appliance.model.enums import SINGLE_ROLES, Role
+from appliance.model.enums import SINGLE_ROLES, Role, TradingState
 
 # Processes other than agent hosts that the supervisor runs (and that CPU lists may name).
 WORKERS: tuple[str, ...] = tuple(r.value for r in SINGLE_ROLES)
@@ -88,13 +89,46 @@ def _error_message(err: Any) -> str:
 
 
 def _from_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    errors = []
+    errors: list[tuple[str, str]] = []
+    unions: dict[str, list[str]] = {}  # one entry per value that matched no union member
     for err in exc.errors():
-        loc = format_loc(err["loc"])
+        parts, member = _split_union(err["loc"])
+        loc = format_loc(parts)
         if prefix:
             loc = f"{prefix}{'' if not loc or loc.startswith('[') else '.'}{loc}"
-        errors.append((loc, _error_message(err)))
-    return errors
+        if member is None:
+            errors.append((loc, _error_message(err)))
+            continue
+        if loc not in unions:
+            unions[loc] = []
+            errors.append((loc, ""))  # filled in below, in the order met
+        given = err.get("input")
+        got = f" (got {given!r})" if isinstance(given, str | int | float | bool) else ""
+        unions[loc].append(f"as {_describe_type(member)}: {err['msg']}{got}")
+    return [(loc, msg or "; or ".join(unions[loc])) for loc, msg in errors]
+
+
+# pydantic names the members of a union in an error's location with its own type tags
+# ("constrained-float", "list[constrained-float]"); people read them as described here.
+_TYPE_WORDS = {"float": "a number", "int": "a whole number", "str": "text", "bool": "true/false"}
+
+
+def _split_union(loc: Iterable[str | int]) -> tuple[list[str | int], str | None]:
+    """The location without pydantic's union-member tag, and the tag (None: no union)."""
+    parts = list(loc)
+    for i, part in enumerate(parts):
+        if isinstance(part, str) and (set(part) & set("-[]") or part in _TYPE_WORDS):
+            return parts[:i] + parts[i + 1 :], part
+    return parts, None
+
+
+def _describe_type(tag: str) -> str:
+    base = tag.split("[", 1)[0].removeprefix("constrained-")
+    if base in ("list", "tuple", "set"):
+        return "a list"
+    if base == "dict":
+        return "a table"
+    return _TYPE_WORDS.get(base, "a value")
 
 
 def _power_of_two(value: int) -> int:
@@ -116,8 +150,13 @@ class _Model(BaseModel):
 
 
 class TradingConfig(_Model):
-    # State at start. On reload a change halts or resumes trading live.
-    state: Literal["active", "halted"] = "active"
+    # State at start. On reload a change applies live.
+    state: TradingState = TradingState.ACTIVE
+
+    @field_serializer("state")
+    def _state_name(self, state: TradingState) -> str:
+        # Plain text in dumps, so a diff reads 'active' -> 'halted'.
+        return state.value
 
 
 class SupervisorConfig(_Model):

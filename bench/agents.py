@@ -13,9 +13,7 @@ An agent-tick update is one agent taking one tick of its symbol: ticks x agents 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +21,8 @@ from numba import njit
 
 from appliance.agents import POPULATIONS, make_population
 from appliance.model.records import INTENT, REPORT, TICK, ReportKind
+from bench import results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (1_000, 10_000, 100_000)
 SYMBOLS = 4
 BATCH = 1024
@@ -138,6 +136,7 @@ def run(quick: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dynamind bench agents")
     parser.add_argument("--quick", action="store_true", help="shorter runs")
+    results.add_out_dir(parser)
     args = parser.parse_args(argv)
     result = run(args.quick)
     print(f"{'kind':<15} {'agents':>7} {'updates/s':>14} {'bare EMA/s':>14} {'vs bare':>8} "
@@ -150,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k}: per-update cost at 100k agents is {v:.2f}x that at 1k (linear: 1.00)")
     for target, ok in result["targets"].items():
         print(f"target {target}: {'met' if ok else 'NOT met'}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "agents-latest.json").write_text(json.dumps(result, indent=2))
-    print(f"written to {RESULTS / 'agents-latest.json'}")
+    print(f"results: {results.write('agents', result, args.out_dir)}")
     return 0
 
 

@@ -6,7 +6,8 @@ four symbols: best bid/ask and trades) in this process under cProfile for a fixe
 It counts the TICK records the feed produced and splits the profile's own time (tottime)
 by where the code lives: ccxt (message handling and parsing, with the JSON decoding ccxt
 asks for), ours (appliance/), the websocket transport (aiohttp, yarl, multidict), the
-asyncio event loop, and the rest. Results are printed and written to bench/results/.
+asyncio event loop, and the rest. Results are printed and written to --out-dir (default:
+the current directory).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import json
 import os
 import pstats
 import re
@@ -28,9 +28,10 @@ from typing import Any
 from appliance.exsim import client_urls
 from appliance.feeds.ccxt_feed import CcxtFeed
 from appliance.markets import ExchangeSettings, make_exchange
+from appliance.model.records import TickKind
+from bench import results
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 DATA = ROOT / "tests" / "data" / "binance-us"
 INSTRUMENTS = [
     ("CRV/USDT", 0.001, 0.1),
@@ -68,7 +69,7 @@ async def _run_feed(port: int, seconds: float) -> dict[str, Any]:
             if len(batch) and t0 is None:
                 t0 = time.perf_counter()  # from the first tick: the replay's start delay out
             ticks += len(batch)
-            kinds_trade += int((batch["kind"] == 2).sum())
+            kinds_trade += int((batch["kind"] == TickKind.TRADE).sum())
             if t0 is not None and time.perf_counter() - t0 >= seconds:
                 break
     finally:
@@ -105,14 +106,13 @@ def run(seconds: float) -> dict[str, Any]:
         "profiled": profiled,
         "time_share": _shares(profile),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ccxt-feed-latest.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dynamind bench ccxt")
     parser.add_argument("--quick", action="store_true", help="5 s instead of 20 s per run")
+    results.add_out_dir(parser)
     args = parser.parse_args(argv)
     r = run(5.0 if args.quick else 20.0)
     p = r["plain"]
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print("share of the feed process's time (profiled run, tottime by code location):")
     for group, share in r["time_share"].items():
         print(f"  {group:<48} {share:6.1%}")
-    print(f"written to {RESULTS / 'ccxt-feed-latest.json'}")
+    print(f"results: {results.write('ccxt-feed', r, args.out_dir)}")
     return 0
 
 

@@ -215,11 +215,16 @@ METRIC_COUNTS = ("orders", "orders_filled", "rejects", "samples")
 #: are float64 (NaN: undefined), counts uint64.
 METRIC = np.dtype(
     {
-        "names": ["group", "index", *METRIC_FIGURES, *METRIC_COUNTS],
-        "formats": ["<u4", "<u4", *["<f8"] * len(METRIC_FIGURES), *["<u8"] * len(METRIC_COUNTS)],
+        # Who a row is about, so readers need no config to name it: host and population
+        # indexes (populations, agents), agent within its population, symbol index.
+        "names": ["group", "index", *METRIC_FIGURES, *METRIC_COUNTS, "host", "population",
+                  "agent", "symbol"],
+        "formats": ["<u4", "<u4", *["<f8"] * len(METRIC_FIGURES), *["<u8"] * len(METRIC_COUNTS),
+                    "<u2", "<u2", "<u4", "<u2"],
         "offsets": [0, 4, *range(8, 8 + 8 * len(METRIC_FIGURES), 8),
                     *range(8 + 8 * len(METRIC_FIGURES), 8 + 8 * (len(METRIC_FIGURES)
-                                                                + len(METRIC_COUNTS)), 8)],
+                                                                + len(METRIC_COUNTS)), 8),
+                    168, 170, 172, 176],
         "itemsize": 192,
     }
 )  # fmt: skip

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from appliance.config import Config
+import numpy as np
+
 from appliance.model.records import METRIC_COUNTS, METRIC_FIGURES, MetricGroup
 from appliance.runtime import live_metrics
 from appliance.shm import SegmentError
-from appliance.shm.snapshot import SnapshotBusy
+from appliance.shm.snapshot import SharedSnapshot, SnapshotBusy
 
 #: Columns a person sees, in order (header, figure).
 COLUMNS = (
@@ -33,17 +34,17 @@ _SECTIONS = {
 
 
 class TradingView:
-    """Attached to an instance's metrics snapshot (absent: nothing to show)."""
+    """The metrics snapshot of a running instance (absent: an appliance without it)."""
 
-    def __init__(self, config: Config) -> None:
-        self.layout = live_metrics.metrics_layout(config)
+    def __init__(self, instance: str) -> None:
         try:
-            self.snapshot = live_metrics.attach(config, read_only=True)
+            self.snapshot: SharedSnapshot | None = live_metrics.watch(instance)
         except SegmentError:
-            self.snapshot = None  # an appliance without live metrics (or another layout)
+            self.snapshot = None
 
-    def read(self) -> dict[str, Any] | None:
-        """{section: [named rows]} plus ``published_ns``; None when nothing is published."""
+    def read(self, hosts: list[str]) -> dict[str, Any] | None:
+        """{section: [named rows]} plus ``published_ns``; None when nothing is published.
+        ``hosts`` are the agent hosts' names in config order (from the stats slots)."""
         if self.snapshot is None:
             return None
         try:
@@ -58,26 +59,26 @@ class TradingView:
             group = MetricGroup(int(r["group"]))
             if group == MetricGroup.NONE:
                 continue
-            row = {"name": self.name(group, int(r["index"]))}
+            row = {"name": name(group, r, hosts)}
             for k in (*METRIC_FIGURES, *METRIC_COUNTS):
                 row[k] = r[k].item()
             out[_SECTIONS[group]].append(row)
         return out
 
-    def name(self, group: MetricGroup, index: int) -> str:
-        lay = self.layout
-        if group == MetricGroup.OVERALL:
-            return "overall"
-        if group == MetricGroup.POPULATION:
-            return lay.populations[index].name
-        if group == MetricGroup.SYMBOL:
-            return lay.symbols[index]
-        pop, agent = lay.who(index)
-        return f"{pop.host_name}.{pop.population}.{agent}"
-
     def close(self) -> None:
         if self.snapshot is not None:
             self.snapshot.close()
+
+
+def name(group: MetricGroup, r: np.void, hosts: list[str]) -> str:
+    """``overall``, ``host-a.0`` (a population), ``host-a.0.17`` (an agent), ``symbol 2``."""
+    if group == MetricGroup.OVERALL:
+        return "overall"
+    if group == MetricGroup.SYMBOL:
+        return f"symbol {int(r['symbol'])}"
+    h = int(r["host"])
+    pop = f"{hosts[h] if h < len(hosts) else f'host{h}'}.{int(r['population'])}"
+    return pop if group == MetricGroup.POPULATION else f"{pop}.{int(r['agent'])}"
 
 
 def cell(key: str, value: float | int) -> str:
@@ -102,12 +103,12 @@ def table_rows(view: dict[str, Any]) -> list[tuple[str, list[str]]]:
 
 
 def format_text(view: dict[str, Any] | None) -> str:
-    """The trading part of `dynamind status`."""
+    """The metrics part of `dynamind status`."""
     if view is None:
-        return "trading: no metrics published yet"
+        return "metrics: none published yet"
     rows = table_rows(view)
     width = max(len(n) for n, _ in rows) if rows else 10
-    head = f"{'trading':<{width}} " + " ".join(f"{h:>10}" for h, _ in COLUMNS)
+    head = f"{'metrics':<{width}} " + " ".join(f"{h:>10}" for h, _ in COLUMNS)
     lines = [head]
     for name, cells in rows:
         lines.append(f"{name:<{width}} " + " ".join(f"{c:>10}" for c in cells))

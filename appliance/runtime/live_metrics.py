@@ -22,6 +22,9 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.model.records import METRIC, METRIC_COUNTS, METRIC_FIGURES, MetricGroup
+from appliance.shm import snapshot
+from appliance.shm.header import Expected
+from appliance.shm.segment import Segment, full_name
 from appliance.shm.snapshot import SharedSnapshot
 from appliance.trading.journal_read import JournalReader
 from appliance.trading.metrics import Layout, PopulationInfo, TradingMetrics
@@ -62,8 +65,17 @@ def create(cfg: Config) -> SharedSnapshot:
     )
 
 
-def attach(cfg: Config, read_only: bool = False) -> SharedSnapshot:
-    return SharedSnapshot.attach(cfg.instance, SEGMENT, METRIC, (capacity(cfg),), read_only)
+def attach(cfg: Config) -> SharedSnapshot:
+    """The execution process's (the writer)."""
+    return SharedSnapshot.attach(cfg.instance, SEGMENT, METRIC, (capacity(cfg),))
+
+
+def watch(instance: str) -> SharedSnapshot:
+    """A reader's, read-only, without the config: the row count is in the header."""
+    seg = Segment.attach(
+        full_name(instance, SEGMENT), Expected(snapshot.KIND, METRIC), read_only=True
+    )
+    return SharedSnapshot(seg, METRIC, (int(seg.capacity),))
 
 
 def pack(m: TradingMetrics, top: int, out: np.ndarray) -> None:
@@ -85,7 +97,20 @@ def pack(m: TradingMetrics, top: int, out: np.ndarray) -> None:
         rows["group"], rows["index"] = group, index
         for name in (*METRIC_FIGURES, *METRIC_COUNTS):
             rows[name] = figs[name][index]
+        _who(m.layout, group, index, rows)
         i += len(index)
+
+
+def _who(lay: Layout, group: MetricGroup, index: np.ndarray, rows: np.ndarray) -> None:
+    if group == MetricGroup.SYMBOL:
+        rows["symbol"] = index
+    elif group == MetricGroup.POPULATION:
+        rows["host"] = [lay.populations[i].host for i in index.tolist()]
+        rows["population"] = [lay.populations[i].population for i in index.tolist()]
+    elif group in (MetricGroup.TOP_AGENT, MetricGroup.BOTTOM_AGENT):
+        for row, i in zip(rows, index.tolist(), strict=True):
+            pop, agent = lay.who(i)
+            row["host"], row["population"], row["agent"] = pop.host, pop.population, agent
 
 
 class LiveMetrics:

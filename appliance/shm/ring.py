@@ -238,6 +238,11 @@ class RingReader:
         self.position = pos
         self.lost = self._w[R_LOST] if resume else 0  # records never got (skipped, discarded)
         self.gaps = self._w[R_GAPS] if resume else 0  # events that lost records
+        if not isinstance(start, str) and int(start) < pos <= self._c[16]:
+            # Asked for records the writer has already overwritten: they are lost, and
+            # the reader is told so, as when it is lapped.
+            self.lost += pos - max(int(start), 0)
+            self.gaps += 1
         self.accepted = 0
         self._batch_start = pos
         self._batch_len = 0

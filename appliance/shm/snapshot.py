@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import numpy as np
 
-from appliance.shm.errors import SegmentError, SegmentInUse
+from appliance.shm.errors import SegmentError, SegmentInUse, SegmentMismatch
 from appliance.shm.header import Expected, segment_bytes
 from appliance.shm.locks import try_lock, unlock
 from appliance.shm.segment import Segment, full_name
@@ -35,6 +36,13 @@ WRITER_LOCK_BYTE = 1
 
 class SnapshotBusy(RuntimeError):
     """The writer kept the snapshot busy for longer than the reader would retry."""
+
+
+def _shape_problems(meta: dict[str, Any]) -> list[str]:
+    shape = meta.get("shape")
+    if not (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)):
+        return [f"meta shape {shape!r} is not a list of sizes"]
+    return []
 
 
 class SharedSnapshot:
@@ -83,20 +91,28 @@ class SharedSnapshot:
         instance: str,
         name: str,
         dtype: np.dtype,
-        shape: tuple[int, ...],
+        shape: tuple[int, ...] | None = None,
         read_only: bool = False,
     ) -> SharedSnapshot:
-        """Attach to it; refused unless dtype and shape are the creator's."""
+        """Attach to it; refused unless dtype and shape are the creator's (``shape`` None:
+        take the creator's shape, for readers that only know the dtype)."""
         dtype = np.dtype(dtype)
         expected = Expected(
             KIND,
             dtype,
-            int(np.prod(shape)),
+            None if shape is None else int(np.prod(shape)),
             data_size=lambda count: _data_size(dtype, count),
-            meta={"shape": list(shape)},
+            meta={} if shape is None else {"shape": list(shape)},
+            meta_check=_shape_problems,
         )
         seg = Segment.attach(full_name(instance, name), expected, read_only=read_only)
-        return cls(seg, dtype, shape)
+        stored = tuple(seg.meta["shape"])
+        if int(np.prod(stored)) != seg.capacity:
+            seg.close()
+            raise SegmentMismatch(
+                f"segment {seg.name}: shape {stored} does not hold its {seg.capacity} records"
+            )
+        return cls(seg, dtype, stored)
 
     @property
     def version(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -49,6 +49,7 @@ def open_store(
             uri = f"file:{quote(str(path.resolve()))}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         else:
+            _create_private(path)
             conn = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
         raise error(f"{path}: cannot open {what} ({exc})") from exc
@@ -84,6 +85,17 @@ def open_store(
         conn.close()
         raise
     return conn
+
+
+def _create_private(path: Path) -> None:
+    """Create a new file readable by owner and group only (orders and fills are nobody
+    else's business, whatever the umask); SQLite gives its -wal and -shm files the same
+    mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+    except FileExistsError:
+        return
+    os.chmod(path, 0o640)  # the umask may have taken bits away, never added others'
 
 
 def _upgrade(
@@ -123,3 +135,15 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def one_of(column: str, codes: Iterable[int]) -> str:
+    """``(column = a OR column = b ...)`` over integer codes (enum members), ascending.
+
+    SQLite uses a partial index only for a query whose WHERE holds the index's own term, so
+    an index's DDL and the queries it serves build that term here, from the same members.
+    Not ``IN (a, b, c, ...)``: SQLite evaluates an IN list of more than two values through
+    a temporary table, which made every row change of a table with such a partial index
+    about three times as costly (measured: 300k inserts and 150k updates, 0.7 s -> 1.9 s).
+    """
+    return "(" + " OR ".join(f"{column} = {int(c)}" for c in sorted(codes)) + ")"

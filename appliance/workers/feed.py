@@ -49,8 +49,9 @@ def _synthetic(w: Worker, writer, feed: SyntheticFeed, pacer: Pacer, out: int) -
     while not w.stopping:
         if w.tick():
             for msg in w.take_messages():
-                if msg["kind"] == "reload":
-                    pacer.set_rate(msg["config"]["feed"]["rate"])
+                rate = msg["config"]["feed"]["rate"] if msg["kind"] == "reload" else None
+                if rate is not None and rate != pacer.rate:  # a reload logs what changed
+                    pacer.set_rate(rate)
                     log.info("feed rate now %s ticks/s", pacer.rate)
         n = pacer.allowance(batch)
         if n == 0:

@@ -15,6 +15,7 @@ import pytest
 
 from appliance.config import ConfigError, load_config
 from appliance.runtime import layout
+from appliance.runtime.exits import Exit
 from appliance.runtime.supervisor import Supervisor
 from appliance.shm import list_names
 from tests.harness import write_config
@@ -56,7 +57,7 @@ def test_run_refuses_early_when_dev_shm_is_too_small(tmp_path) -> None:
     # --duration: a start that is not refused stops by itself (today's code ran on,
     # its workers dying of SIGBUS and being restarted)
     res = run_with_small_shm("2m", *cli, "--duration", "20", cwd=tmp_path)
-    assert res.returncode == 2, res.stderr
+    assert res.returncode == Exit.NO_SHM_SPACE, res.stderr
     assert f"needs {need / 2**20:.1f} MiB of shared memory" in res.stderr
     assert "/dev/shm has only 2.0 MiB free" in res.stderr
     assert "nothing started" in res.stderr and "Traceback" not in res.stderr
