@@ -24,7 +24,7 @@ from appliance.feeds.parquet import InstrumentInfo, ParquetRecorder
 from appliance.feeds.synthetic import SyntheticFeed
 from appliance.model.records import TICK
 from appliance.workers.backtest import Backtest
-from bench import pipeline
+from bench import pipeline, results
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_CONFIG = ROOT / "config" / "examples" / "bench.toml"
@@ -87,12 +87,12 @@ def run(quick: bool) -> dict[str, Any]:
         rows = [run_row(work, a) for a in AGENTS]
         warmup, measure = (1.5, 3.0) if quick else (3.0, 10.0)
         live = pipeline.run_phase(
-            pipeline._config(BENCH_CONFIG, work, "bt", rate=0), warmup, measure
+            "live flat out", pipeline._config(BENCH_CONFIG, work, "bt", rate=0), warmup, measure
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
-        **pipeline.stamp("backtest", quick),
+        **results.stamp("backtest", quick),
         "ticks": n,
         "batch": BATCH,
         "rows": rows,
@@ -105,7 +105,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = pipeline.quiet_args("dynamind bench backtest", "fewer ticks, shorter live phase", argv)
+    args = results.bench_args("dynamind bench backtest", "fewer ticks, shorter live phase", argv)
     result = run(args.quick)
     print(f"{'agents':>7} {'ticks':>9} {'seconds':>8} {'ticks/s':>10} {'agent-ticks/s':>14} "
           f"{'intents':>9}")  # fmt: skip
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     live = result["live_flat_out"]
     print(f"live pipeline, flat out, {live['agents']:,} agents: "
           f"{live['ticks_per_s_through_agents']:,.0f} ticks/s through the agents")  # fmt: skip
-    print(f"written to {pipeline.save(result, 'backtest')}")
+    print(f"results: {results.write('backtest', result, args.out_dir)}")
     return 0
 
 

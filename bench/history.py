@@ -25,7 +25,7 @@ from appliance.config import Config, load_config
 from appliance.feeds.parquet import InstrumentInfo, ParquetDataset, ParquetRecorder
 from appliance.feeds.synthetic import SyntheticFeed
 from appliance.model.records import TICK
-from bench import pipeline
+from bench import pipeline, results
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_CONFIG = ROOT / "config" / "examples" / "bench.toml"
@@ -69,13 +69,19 @@ def appliance_config(work: Path) -> Config:
 
 
 def appliance_row(work: Path, warmup: float, measure: float) -> dict[str, Any]:
-    phase = pipeline.run_phase(appliance_config(work), warmup, measure)
+    cfg = appliance_config(work)
+    phase = pipeline.run_phase("recorder at 1M/s", cfg, warmup, measure)
     recorded = ParquetDataset(work / "history")
+    readers = phase["readers"]
+    recorder = readers.get("recorder", {})
     return {
         "feed_rate": RATE,
         "written_per_s": phase["written_per_s"],
-        "recorder_ring_lost": phase["ring_lost_by_reader"].get("recorder", 0),
-        "hosts_ring_lost": phase["hosts_ring_lost"],
+        "recorder_delivered_per_s": recorder.get("delivered_per_s", 0.0),
+        "recorder_ring_lost": recorder.get("lost", 0) + recorder.get("discarded", 0),
+        "hosts_ring_lost": sum(
+            readers[h.name]["lost"] + readers[h.name]["discarded"] for h in cfg.hosts
+        ),
         "ticks_in_history": recorded.count(),
         "gaps_in_history": len(recorded.gaps),
         "seconds": phase["seconds"],
@@ -83,14 +89,14 @@ def appliance_row(work: Path, warmup: float, measure: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = pipeline.quiet_args("dynamind bench history", "a shorter run", argv)
+    args = results.bench_args("dynamind bench history", "a shorter run", argv)
     work = Path(tempfile.mkdtemp(prefix="dynamind-bench-history-"))
     try:
         writer = writer_row(work, 1 << 20 if args.quick else 4 << 20)
         live = appliance_row(work, *((1.5, 3.0) if args.quick else (3.0, 10.0)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {**pipeline.stamp("history", args.quick), "writer": writer, "appliance": live}
+    result = {**results.stamp("history", args.quick), "writer": writer, "appliance": live}
     print(
         f"writer: {writer['ticks']:,} ticks in {writer['seconds']:.2f}s = "
         f"{writer['ticks_per_s']:,.0f} ticks/s, {writer['bytes_per_tick']:.1f} bytes/tick"
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{live['recorder_ring_lost']:,}, hosts lost {live['hosts_ring_lost']:,}, history "
         f"holds {live['ticks_in_history']:,} ticks with {live['gaps_in_history']} gaps"
     )
-    print(f"written to {pipeline.save(result, 'history')}")
+    print(f"results: {results.write('history', result, args.out_dir)}")
     return 0
 
 

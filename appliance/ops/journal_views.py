@@ -284,7 +284,7 @@ def table_columns(kind: str, by: str = "population") -> list[str] | None:
 
 
 def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
-    p.add_argument("--journal", help="journal file (default: the config's journal_path)")
+    p.add_argument("--journal", metavar="PATH", help="journal file (default: the config's)")
     p.add_argument("--since", metavar="T", help="from time T (ISO 8601, epoch s, or 15m ago)")
     p.add_argument("--until", metavar="T", help="before time T")
     p.add_argument("--agent", metavar="HOST[.POP[.AGENT]]", help="one host, population or agent")
@@ -294,11 +294,11 @@ def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
                        help="open, new, submitted, accepted, partially_filled, filled, "
                        "canceled, rejected (repeatable)")  # fmt: skip
     if kind == "pnl":
-        p.add_argument("--by", choices=GROUPINGS, default="population")
+        p.add_argument("--by", choices=GROUPINGS, default="population", help="one row per")
     else:
-        p.add_argument("--limit", type=int, default=100,
-                       help="newest N rows (default 100; 0: all)")  # fmt: skip
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+        p.add_argument("--limit", type=int, default=100, help="newest N rows (0: all)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="table for people, csv or json for scripts")  # fmt: skip
 
 
 def run(kind: str, args: argparse.Namespace, config: Config | None, journal: str) -> str:

@@ -243,9 +243,7 @@ def _reload(
     return new.trading.state
 
 
-def _flatten(
-    w: Worker, engine: ExecutionEngine, links: list[HostLink], live: LiveMetrics
-) -> bool:
+def _flatten(w: Worker, engine: ExecutionEngine, links: list[HostLink], live: LiveMetrics) -> bool:
     """One round of `dynamind flatten` (see trading/flatten.py); True while still open."""
     done = flatten_round(engine)
     _send(w, links, done.cancel_reports, live)

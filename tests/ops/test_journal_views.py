@@ -15,13 +15,12 @@ from appliance.trading.engine import EngineConfig, ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.risk import RiskLimits
 from appliance.venues.paper import PaperVenue
-from tests.exec_factories import intents, quotes
 
 SYMS = ["BTC/USD", "ETH/USD"]
 
 
 @pytest.fixture
-def journal(tmp_path):
+def journal(tmp_path, quotes, intents):
     """A journal the engine still holds open (as while the appliance runs)."""
     limits = {"BTC/USD": RiskLimits(10.0, 1e6), "ETH/USD": RiskLimits(100.0, 1e6)}
     e = ExecutionEngine(

@@ -10,7 +10,6 @@ from appliance.model.records import METRIC, MetricGroup, Side
 from appliance.runtime import live_metrics
 from appliance.runtime.live_metrics import LiveMetrics, pack
 from appliance.workers import compose
-from tests.exec_factories import intents, quotes
 from tests.harness import write_config
 
 
@@ -28,7 +27,14 @@ def engine(cfg):
     e.close()
 
 
-def trade(engine, live, seq0: int, n: int, mid: float, t_ns: int, side=None) -> None:
+@pytest.fixture
+def trade(quotes, intents):
+    """trade(engine, live, seq0, n, mid, t_ns, side=None): see _trade."""
+    return lambda *a, **k: _trade(quotes, intents, *a, **k)
+
+
+def _trade(quotes, intents, engine, live, seq0: int, n: int, mid: float, t_ns: int,
+           side=None) -> None:  # fmt: skip
     """n agents of host 0 trade BTC (``side``, else alternately buy and sell: crossed
     internally); everything the execution worker would feed."""
     t = quotes([0, 1], [mid, 3400.0], [mid + 1, 3401.0], size=50.0)
@@ -44,7 +50,7 @@ def trade(engine, live, seq0: int, n: int, mid: float, t_ns: int, side=None) -> 
     live.reports(reports)
 
 
-def test_checkpoint_then_catch_up_from_the_journal(cfg, engine):
+def test_checkpoint_then_catch_up_from_the_journal(cfg, engine, trade, intents):
     live = LiveMetrics(cfg, 1, None)
     trade(engine, live, 0, 10, 65000.0, 10**18)
     live.checkpoint()
@@ -66,7 +72,7 @@ def test_checkpoint_then_catch_up_from_the_journal(cfg, engine):
     assert fresh.metrics.figures("overall")["orders"][0] == 21
 
 
-def test_a_checkpoint_of_another_journal_is_not_used(cfg, engine, tmp_path):
+def test_a_checkpoint_of_another_journal_is_not_used(cfg, engine, tmp_path, trade):
     live = LiveMetrics(cfg, 1, None)
     trade(engine, live, 0, 4, 65000.0, 10**18)
     live.checkpoint()
@@ -79,7 +85,7 @@ def test_a_checkpoint_of_another_journal_is_not_used(cfg, engine, tmp_path):
     assert LiveMetrics(cfg, 1, None).metrics.figures("overall")["orders"][0] == 0
 
 
-def test_published_rows_name_groups_and_rank_agents(cfg, engine):
+def test_published_rows_name_groups_and_rank_agents(cfg, engine, trade):
     live = LiveMetrics(cfg, 1, None)
     trade(engine, live, 0, 6, 65000.0, 10**18, Side.BUY)  # at the venue: taker fees
     trade(engine, live, 6, 6, 65100.0, 10**18 + 2 * 10**9, Side.SELL)
