@@ -17,7 +17,7 @@ import grp
 import os
 import re
 import tomllib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,7 +41,7 @@ from pydantic import (
 from appliance.agents import population_class
 from appliance.agents.compute import BACKENDS, BackendError, resolve
 from appliance.agents.params import grid_size
-from appliance.feeds.tickfile import TickFileError, read_header
+from appliance.feeds.sources import SourceError, open_source
 from appliance.model.enums import SINGLE_ROLES, Role, TradingState
 
 # Processes other than agent hosts that the supervisor runs (and that CPU lists may name).
@@ -263,7 +263,8 @@ class FeedConfig(_Model):
     trade_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
     volatility: NonNegativeFloat = 1e-5
     spread_bps: NonNegativeFloat = 1.0
-    # Replay only: the tick file, its pacing and whether to start over at its end.
+    # Replay only: the recording (a tick file, a Parquet history folder, or a folder of raw
+    # exchange captures), its pacing and whether to start over at its end.
     path: Annotated[Path | None, Field(validate_default=True)] = None
     pace: Literal["recorded", "fast"] = "recorded"
     loop: bool = False
@@ -281,8 +282,8 @@ class FeedConfig(_Model):
             return path
         if path is None:
             raise ValueError("the replay feed needs a path")
-        if not path.is_file():
-            raise ValueError(f"replay file {str(path)!r} does not exist")
+        if not path.exists():
+            raise ValueError(f"replay source {str(path)!r} does not exist")
         return path
 
 
@@ -339,7 +340,22 @@ class CpuConfig(_Model):
 
 class RecorderConfig(_Model):
     enabled: bool = False
-    path: Path = Path("var/ticks.dmt")
+    # "parquet": a history folder users open with pandas, polars, DuckDB (feeds/parquet.py);
+    # "tickfile": the raw 64-byte records in one file (fastest to write and to replay).
+    format: Literal["parquet", "tickfile"] = "parquet"
+    path: Path = Path("var/history")
+    # Parquet: a file is closed and the next one started at this size or age.
+    rotate_mb: PositiveFloat = 256.0
+    rotate_s: PositiveFloat = 3600.0
+
+
+class MetricsConfig(_Model):
+    # Interval of the equity curves behind Sharpe, Sortino and drawdown (docs/metrics.md).
+    sample_interval_s: PositiveFloat = 1.0
+    # Agents shown at the top and at the bottom (by net PnL) in status and top.
+    top_agents: Annotated[int, Field(ge=0, le=100)] = 5
+    # Seconds between checkpoints of the metrics (a restart continues from the last one).
+    checkpoint_s: PositiveFloat = 30.0
 
 
 class Config(_Model):
@@ -366,6 +382,7 @@ class Config(_Model):
     execution: ExecutionConfig = ExecutionConfig()
     cpu: CpuConfig = CpuConfig()
     recorder: RecorderConfig = RecorderConfig()
+    metrics: MetricsConfig = MetricsConfig()
     compute: ComputeConfig = ComputeConfig()
 
     @model_validator(mode="before")
@@ -497,10 +514,10 @@ class Config(_Model):
         if self.feed.kind != "replay" or self.feed.path is None:
             return []
         try:
-            header = read_header(self.feed.path)
-        except (OSError, TickFileError) as exc:
+            recorded = open_source(self.feed.path).symbols
+        except SourceError as exc:
             return [("feed.path", str(exc))]
-        unknown = [s for s in header.symbols if s not in names]
+        unknown = [s for s in recorded if s not in names]
         if unknown:
             return [("feed.path", f"recorded symbols {unknown} are not in the config's symbols")]
         return []
@@ -573,12 +590,16 @@ class Config(_Model):
 
 
 def load_config(
-    path: str | os.PathLike[str], *, available_cores: Collection[int] | None = None
+    path: str | os.PathLike[str],
+    *,
+    available_cores: Collection[int] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
     """Read and validate the TOML config at ``path``; ConfigError listing every problem.
 
     Explicit CPU cores are checked against ``available_cores``, by default the cores this
-    process may run on (``os.sched_getaffinity(0)``).
+    process may run on (``os.sched_getaffinity(0)``). ``overrides`` replace keys of tables
+    before validation (``{"feed": {"path": ...}}``), for commands that take them as options.
     """
     try:
         raw = Path(path).read_bytes()
@@ -590,6 +611,8 @@ def load_config(
         raise ConfigError([("", f"not UTF-8 text: {exc}")], path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_toml_error(str(exc))], path) from None
+    for table, values in (overrides or {}).items():
+        data[table] = {**data.get(table, {}), **values}
     cores = os.sched_getaffinity(0) if available_cores is None else available_cores
     try:
         return validate_config(data, available_cores=cores)
@@ -750,9 +773,9 @@ def _classify(path: str, loc: tuple[str | int, ...], old: Config) -> tuple[str |
             return APPLIANCE, why
     if top == "feed":
         return Role.FEED, ""
-    if top == "execution":
+    if top in ("execution", "metrics"):
         return Role.EXECUTION, ""
-    if path == "recorder.path":
+    if top == "recorder":  # recorder.enabled is whole-appliance (above)
         return Role.RECORDER, ""
     if top == "cpu" and len(loc) == 3:
         key = str(loc[2])

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from appliance.config import Config, ConfigError, diff_config, load_config
+from appliance.feeds.parquet import InstrumentInfo, ParquetRecorder
 from appliance.feeds.tickfile import TickFileWriter
 from appliance.model.enums import TradingState
-from appliance.model.records import TICK
+from appliance.model.records import TICK, TickKind
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "config" / "dynamind.toml"
@@ -70,10 +71,13 @@ def test_default_config_loads_and_round_trips():
 
 def test_examples_load(tmp_path, monkeypatch):
     assert load_config(ROOT / "config/examples/bench.toml").feed.rate == 0
-    # The replay example reads var/ticks.dmt relative to the current directory.
+    # The replay example reads var/history relative to the current directory.
     monkeypatch.chdir(tmp_path)
-    with TickFileWriter("var/ticks.dmt", ["ETH/USDT", "BTC/USDT"]) as w:
-        w.append(np.zeros(0, dtype=TICK))
+    history = ParquetRecorder("var/history", [InstrumentInfo("ETH/USDT")], {})
+    tick = np.zeros(1, dtype=TICK)
+    tick["kind"] = TickKind.QUOTE
+    history.append(tick)
+    history.close()
     cfg = load_config(ROOT / "config/examples/replay.toml")
     assert cfg.feed.kind == "replay" and cfg.feed.loop
 
@@ -169,7 +173,7 @@ def test_feed_and_supervisor_rules(tmp_path):
     assert "less than or equal to 1" in errors["feed.trade_ratio"]
     assert "exceeds restart_backoff_max_s" in errors["supervisor"]
     missing = errors_of(tmp_path, minimal("[feed]", 'kind = "replay"', 'path = "no.dmt"'))
-    assert missing["feed.path"] == "replay file 'no.dmt' does not exist"
+    assert missing["feed.path"] == "replay source 'no.dmt' does not exist"
     half = errors_of(tmp_path, minimal("ring_capacity = 1024", "[feed]", "batch_size = 1000"))
     assert "at most half the ring" in half["feed.batch_size"]
 

@@ -11,7 +11,7 @@ from typing import Protocol, TypeVar
 
 from appliance.config import Config
 from appliance.model.records import INTENT, POSITION, REPORT, TICK
-from appliance.runtime import layout
+from appliance.runtime import layout, live_metrics
 from appliance.runtime.board import Board
 from appliance.shm import BroadcastRing, RecordQueue, Stats, require_tso
 from appliance.shm.segment import reclaim_stale
@@ -57,6 +57,7 @@ class SegmentSet:
         self.ring = self._keep(
             BroadcastRing.create(inst, layout.TICKS, TICK, cfg.ring_capacity, group)
         )
+        self._keep(live_metrics.create(cfg))  # execution publishes, status and top read
         size = cfg.queue_capacity
         for h in range(len(cfg.hosts)):
             iq = RecordQueue.create(inst, layout.intents_queue(h), INTENT, size, group)

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from appliance.agents import Population, TickBatch, make_population
+from appliance.agents import Population, TickBatch
 from appliance.agents.compute import to_host
 from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind, TickKind
 from appliance.runtime import layout
@@ -27,6 +27,7 @@ from appliance.runtime.positions import PositionsReader, compare
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing, RecordQueue
 from appliance.shm.snapshot import SharedSnapshot
+from appliance.workers import compose
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,10 @@ class Host:
         self.w = w
         h = w.process.host
         self.host = h
-        self.populations: list[Population] = []
+        self.populations: list[Population] = compose.host_populations(cfg, h)
         offsets = [0]
-        for p, pop in enumerate(cfg.hosts[h].populations):
-            self.populations.append(
-                make_population(
-                    pop.kind,
-                    pop.agents,
-                    cfg.population_symbols(h, p),
-                    pop.params,
-                    cfg.population_seed(h, p),
-                    cfg.compute.backend,
-                    pop.grid,
-                )
-            )
-            offsets.append(offsets[-1] + pop.agents)
+        for pop in self.populations:
+            offsets.append(offsets[-1] + pop.n_agents)
         self.offsets = offsets
         inst = cfg.instance
         self.ring = BroadcastRing.attach(inst, layout.TICKS, TICK, cfg.ring_capacity)

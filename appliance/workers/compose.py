@@ -6,6 +6,7 @@ the workers takes plain values.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from appliance.venues.paper import PaperVenue
 # ccxt takes seconds to import: only the workers of a live config pay for it, so the
 # ccxt builders import it where they are called.
 if TYPE_CHECKING:
+    from appliance.agents import Population
     from appliance.feeds.ccxt_feed import CcxtFeed
     from appliance.markets import ExchangeSettings
     from appliance.venues.ccxt_venue import CcxtVenue
@@ -40,37 +42,71 @@ def agent_counts(cfg: Config) -> dict[tuple[int, int], int]:
     }
 
 
-def execution_engine(cfg: Config) -> ExecutionEngine:
-    """The engine of an appliance config, with its journal and paper venue files."""
+def execution_engine(
+    cfg: Config,
+    *,
+    journal_path: Path | None = None,
+    venue_path: Path | None = None,
+    clock: Callable[[], int] | None = None,
+    synchronous: str = "FULL",
+) -> ExecutionEngine:
+    """The engine of an appliance config, with its journal and venue files (the config's
+    unless given) on ``clock`` (default: the wall clock)."""
     names = cfg.symbol_names
-    for path in (cfg.journal_path, cfg.venue_state_path):
+    journal_path = journal_path or cfg.journal_path
+    venue_path = venue_path or cfg.venue_state_path
+    for path in (journal_path, venue_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    timed = {} if clock is None else {"clock": clock}
     engine = ExecutionEngine(
         names,
         risk_limits(cfg),
-        Journal(cfg.journal_path),
-        venue(cfg),
+        Journal(journal_path, synchronous=synchronous),
+        venue(cfg, venue_path, clock),
         EngineConfig(
             lot_sizes={s.name: s.lot_size for s in cfg.symbols},
             internal_fee_bps=cfg.execution.internal_fee_bps,
         ),
         agents=agent_counts(cfg),
+        **timed,
     )
     engine.set_trading_state(TradingState(cfg.trading.state))
     return engine
 
 
-def venue(cfg: Config) -> Venue:
-    """The configured venue, started (a ccxt venue has loaded and checked its markets)."""
+def venue(cfg: Config, path: Path | None = None, clock: Callable[[], int] | None = None) -> Venue:
+    """The configured venue, started (a ccxt venue has loaded and checked its markets);
+    a paper venue keeps its state at ``path`` (default: the config's) on ``clock``."""
     if cfg.execution.venue == "ccxt":
         return ccxt_venue(cfg)
     return PaperVenue(
-        cfg.venue_state_path,
+        path or cfg.venue_state_path,
         len(cfg.symbols),
         lot_size=[s.lot_size for s in cfg.symbols],
         taker_bps=cfg.execution.taker_fee_bps,
         maker_bps=cfg.execution.maker_fee_bps,
+        **({} if clock is None else {"clock": clock}),
     )
+
+
+def host_populations(cfg: Config, host: int) -> list[Population]:
+    """The agent populations of host ``host``, on the configured compute backend."""
+    # Imported here: the execution and feed processes compose from this module too and
+    # never run agents; loading the kernels (numba) would only slow their start.
+    from appliance.agents import make_population
+
+    return [
+        make_population(
+            pop.kind,
+            pop.agents,
+            cfg.population_symbols(host, p),
+            pop.params,
+            cfg.population_seed(host, p),
+            cfg.compute.backend,
+            pop.grid,
+        )
+        for p, pop in enumerate(cfg.hosts[host].populations)
+    ]
 
 
 def ccxt_venue(cfg: Config) -> CcxtVenue:

@@ -19,7 +19,8 @@ import numpy as np
 
 from appliance.model.enums import TradingState
 from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
-from appliance.runtime import layout
+from appliance.runtime import layout, live_metrics
+from appliance.runtime.live_metrics import LiveMetrics
 from appliance.runtime.messages import Final, Flatten, Ready, Reload, Status
 from appliance.runtime.positions import PositionsPublisher
 from appliance.runtime.worker import Worker
@@ -87,13 +88,35 @@ class HostLink:
             seg.close()
 
 
+class Outbox:
+    """Where every report of the engine goes: the owning host's queue, the stats counters
+    and the live metrics."""
+
+    def __init__(self, w: Worker, links: list[HostLink], live: LiveMetrics) -> None:
+        self.w = w
+        self.links = links
+        self.live = live
+
+    def send(self, reports: dict[int, np.ndarray]) -> None:
+        self.live.reports(reports)
+        for h, rep in reports.items():
+            if len(rep) == 0:
+                continue
+            self.links[h].send(rep)
+            self.w.add("reports", len(rep))
+            self.w.add("fills", int((rep["kind"] == ReportKind.FILL).sum()))
+            self.w.add("rejects", int((rep["kind"] == ReportKind.REJECT).sum()))
+
+
 def main(w: Worker) -> None:
     cfg = w.config
     engine = compose.execution_engine(cfg)
     # The queues live as long as the supervisor's segments: their creation time names
     # that lifetime, so intents re-read after a crash of this process are recognised.
-    summary = engine.recover(epoch=int(w.stats.segment.header["created_ns"]))
+    epoch = int(w.stats.segment.header["created_ns"])
+    summary = engine.recover(epoch=epoch)
     log.info("recovered: %s", summary)
+    live = LiveMetrics(cfg, epoch, live_metrics.attach(cfg))  # continues from the journal
     ring = BroadcastRing.attach(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
     reader = ring.reader(w.strategy, start="latest", slot=layout.EXECUTION_READER)
     links = [HostLink(w, h) for h in range(len(cfg.hosts))]
@@ -106,6 +129,7 @@ def main(w: Worker) -> None:
         if len(summary.reports.get(link.host, ())):
             link.send(summary.reports[link.host], apply=False)
         link.positions.publish()
+    out = Outbox(w, links, live)
     batch = cfg.execution.batch
     next_status = 0.0
     configured = cfg.trading.state  # trading.state as the config file last said
@@ -118,9 +142,9 @@ def main(w: Worker) -> None:
                 for msg in w.take_messages():
                     match msg:
                         case Reload():
-                            configured = _reload(w, engine, links, configured)
+                            configured = _reload(w, engine, out, configured)
                         case Flatten():
-                            flattening = _flatten(w, engine, links)
+                            flattening = _flatten(w, engine, out)
             if w.stopping and not w.draining:
                 break
             busy = False
@@ -129,11 +153,12 @@ def main(w: Worker) -> None:
                 ticks = view.copy()  # the engine keeps state: never feed it a lapped view
                 if reader.valid():
                     w.add("ticks_in", len(ticks))
-                    _send(w, links, engine.on_ticks(ticks))
+                    live.ticks(ticks)
+                    out.send(engine.on_ticks(ticks))
                 else:
                     w.add("tick_gaps", len(ticks))
                 busy = True
-            if _take_intents(w, engine, links, batch):
+            if _take_intents(engine, out, batch):
                 busy = True
             elif w.draining:
                 heads = {link.host: link.intents_q.head for link in links}
@@ -141,26 +166,29 @@ def main(w: Worker) -> None:
                 log.info("drained intent queues up to %s", heads)
                 _final_check(w, engine, links)
                 break
+            live.tick()
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + w.config.status_interval_s
                 if flattening:  # what the last round could not close: try again
-                    flattening = _flatten(w, engine, links)
+                    flattening = _flatten(w, engine, out)
                 w.send(Status(engine.status()))
             if not busy:
                 reader.wait(IDLE_WAIT_S)
     finally:
         w.send(Status(engine.status()))
         engine.close()
+        live.close()
         for link in links:
             link.close()
         reader.close()
         ring.close()
 
 
-def _take_intents(w: Worker, engine: ExecutionEngine, links: list[HostLink], batch: int) -> bool:
+def _take_intents(engine: ExecutionEngine, out: Outbox, batch: int) -> bool:
     """Take up to ``batch`` intents from each host's queue, journal and answer them, and
     publish what each host's snapshot now includes. False when every queue was empty."""
+    links = out.links
     runs = [link.consumer.peek(batch) for link in links]
     total = sum(len(r) for r in runs)
     if not total:
@@ -170,8 +198,9 @@ def _take_intents(w: Worker, engine: ExecutionEngine, links: list[HostLink], bat
     reports = engine.process(intents)  # journaled before it returns
     for link, run in zip(links, runs, strict=True):
         link.consumer.advance(len(run))
-    w.add("intents", total)
-    _send(w, links, reports)
+    out.w.add("intents", total)
+    out.live.intents(intents)
+    out.send(reports)
     resync = engine.duplicates > seen_before
     for link, run in zip(links, runs, strict=True):
         if not len(run):
@@ -186,7 +215,7 @@ def _take_intents(w: Worker, engine: ExecutionEngine, links: list[HostLink], bat
     return True
 
 
-def _reload(w: Worker, engine: ExecutionEngine, links: list[HostLink], configured: str) -> str:
+def _reload(w: Worker, engine: ExecutionEngine, out: Outbox, configured: str) -> str:
     """Apply a reloaded config's risk limits and trading state; log only what changed.
 
     ``configured`` is trading.state as the file last said: the engine's state follows
@@ -203,20 +232,20 @@ def _reload(w: Worker, engine: ExecutionEngine, links: list[HostLink], configure
         log.info("trading state %s -> %s", was, new.trading.state)
     if new.trading.state == TradingState.HALTED and was != TradingState.HALTED:
         # Halting stops new risk, resting orders included.
-        _send(w, links, engine.cancel_all())
+        out.send(engine.cancel_all())
         log.warning("trading halted: resting orders cancelled")
     return new.trading.state
 
 
-def _flatten(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> bool:
+def _flatten(w: Worker, engine: ExecutionEngine, out: Outbox) -> bool:
     """One round of `dynamind flatten` (see trading/flatten.py); True while still open."""
     done = flatten_round(engine)
-    _send(w, links, done.cancel_reports)
+    out.send(done.cancel_reports)
     if done.closing:
         # The closing intents are the operator's: no agent waits for their reports. The
         # hosts reload their positions from the snapshot instead (a new epoch says so).
         positions = engine.positions()
-        for link in links:
+        for link in out.links:
             link.positions.load(positions)
             link.positions.resync()
         w.add("intents", done.closing)
@@ -255,13 +284,3 @@ def _same(a: dict, b: dict, tol: float = 1e-9) -> bool:
     return all(
         abs(a.get(k, 0.0) - b.get(k, 0.0)) <= tol * max(1.0, abs(a.get(k, 0.0))) for k in keys
     )
-
-
-def _send(w: Worker, links: list[HostLink], reports: dict[int, np.ndarray]) -> None:
-    for h, rep in reports.items():
-        if len(rep) == 0:
-            continue
-        links[h].send(rep)
-        w.add("reports", len(rep))
-        w.add("fills", int((rep["kind"] == ReportKind.FILL).sum()))
-        w.add("rejects", int((rep["kind"] == ReportKind.REJECT).sum()))

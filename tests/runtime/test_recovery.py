@@ -155,21 +155,23 @@ def test_execution_down_at_the_stop_is_started_for_the_hosts_checks(app):
 
 
 def test_recorded_ticks_replay_through_the_appliance(tmp_path):
-    """The recorder writes what the feed published; a replay run plays exactly that back."""
-    from appliance.feeds.tickfile import TickFileReader
+    """The recorder writes what the feed published as Parquet history; a replay run plays
+    exactly that back."""
+    from appliance.feeds.parquet import ParquetDataset
 
     rec_dir, play_dir = tmp_path / "rec", tmp_path / "play"
     rec_dir.mkdir()
     play_dir.mkdir()
-    ticks = tmp_path / "ticks.dmt"
+    ticks = tmp_path / "history"
     rec = Appliance(rec_dir, extra=f'[recorder]\nenabled = true\npath = "{ticks}"\n')
     try:
         rec.start("--duration", "3")
         assert rec.proc.wait(120) == 0, rec.log_tail()
-        recorded = TickFileReader(ticks)
+        history = ParquetDataset(ticks)
+        recorded = np.concatenate(list(history.chunks()))
         n = len(recorded)
-        assert n > 1000
-        seq = recorded.records["seq"].astype(np.int64)
+        assert n > 1000 and history.gaps == []
+        seq = recorded["seq"].astype(np.int64)
         assert (np.diff(seq) == 1).all(), "the recorder skipped or repeated ticks"
     finally:
         rec.kill_all()
