@@ -48,5 +48,5 @@ def test_reduce_only_from_config(config, quotes, intents):
     assert e.status()["trading"] == "reduce_only"
     e.on_ticks(quotes(0, 1.0, 1.0))
     rep = e.process(intents([{"qty": 0.001}]))  # a flat agent may not open a position
-    assert rep[0]["reason"].tolist() == [RejectReason.HALTED]
+    assert rep[0]["reason"].tolist() == [RejectReason.REDUCE_ONLY]
     e.close()
