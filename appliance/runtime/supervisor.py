@@ -421,6 +421,7 @@ class Supervisor:
             ),
             "open_orders": ex.get("open_orders", 0),
             "trading": ex.get("trading", self.config.trading.state),
+            "trading_why": ex.get("trading_why", ""),  # who set it and why, as journaled
             "ring_lost": gaps,
             "restarts": sum(c.incarnation - 1 for c in self.children.values()),
         }

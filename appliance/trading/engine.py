@@ -116,6 +116,7 @@ class ExecutionEngine:
         fee_rate = self.config.internal_fee_bps / 1e4
         self.router = Router(self.book, venue, journal, self.quotes, self.lots, fee_rate)
         self.control = TradingControl(self.pretrade.risk, journal, clock)
+        self.rules = Rules({s: self.risk.limits(s) for s in self.symbols})
         self._recovery = Recovery(journal, venue, self.book)
         self._clock = clock
         self._seen = Seen(journal, {})
@@ -127,14 +128,15 @@ class ExecutionEngine:
 
     def set_rules(self, rules: Rules) -> None:
         """Apply ``rules`` from the next batch on (limits, policies, priorities)."""
-        self.risk.set_limits(rules.limits)
-        self.pretrade.account.set_limits(rules.account)
         index = {s: i for i, s in enumerate(self.symbols)}
         unknown = sorted(set(rules.policies) - set(index))
         if unknown:
             raise ValueError(f"netting policies for unknown symbols {unknown}")
+        self.risk.set_limits(rules.limits)
+        self.pretrade.account.set_limits(rules.account)
         self.router.set_policies({index[s]: p for s, p in rules.policies.items()})
         self.pretrade.window.configure(int(rules.priority_window_s * 1e9), rules.priorities)
+        self.rules = rules
 
     def set_trading_state(
         self, state: TradingState | str, who: str = "config", why: str = "config trading.state"

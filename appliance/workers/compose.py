@@ -6,20 +6,23 @@ the workers takes plain values.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import ccxt.pro
 
-from appliance.config import CcxtConfig, Config
+from appliance.config import CcxtConfig, Config, RateConfig
 from appliance.feeds.ccxt_feed import CcxtFeed
 from appliance.feeds.replay import ReplayFeed
 from appliance.feeds.synthetic import SyntheticFeed
 from appliance.markets import ExchangeSettings, load_credentials, make_exchange
 from appliance.markets.connect import exchange_class
 from appliance.model.enums import TradingState
-from appliance.trading.engine import EngineConfig, ExecutionEngine
+from appliance.trading.account import AccountLimits, Rate
+from appliance.trading.engine import EngineConfig, ExecutionEngine, Rules
 from appliance.trading.journal import Journal
 from appliance.trading.risk import RiskLimits
+from appliance.trading.routing import Policy
 from appliance.venues.base import Venue
 from appliance.venues.ccxt_state import CcxtVenueState
 from appliance.venues.ccxt_venue import CcxtVenue
@@ -27,8 +30,39 @@ from appliance.venues.ccxt_watch import TradeWatcher
 from appliance.venues.paper import PaperVenue
 
 
-def risk_limits(cfg: Config) -> dict[str, RiskLimits]:
-    return {s.name: RiskLimits(s.max_position, s.max_order_notional) for s in cfg.symbols}
+def rules(cfg: Config) -> Rules:
+    """The pre-trade rules of a config: limits per symbol, the account's, netting."""
+    r = cfg.risk
+
+    def rate(table: RateConfig | None) -> Rate | None:
+        return None if table is None else Rate(table.rate, table.burst)
+
+    return Rules(
+        limits={
+            s.name: RiskLimits(
+                s.max_position,
+                s.max_order_notional,
+                math.inf if s.max_order_qty is None else s.max_order_qty,
+                s.price_band_bps,
+                s.max_open_orders,
+            )
+            for s in cfg.symbols
+        },
+        account=AccountLimits(
+            agent_rate=rate(r.agent_order_rate),
+            rate=rate(r.order_rate),
+            max_gross_exposure=math.inf if r.max_gross_exposure is None else r.max_gross_exposure,
+            max_drawdown=math.inf if r.max_drawdown is None else r.max_drawdown,
+            drawdown_action=TradingState(r.drawdown_action),
+        ),
+        policies={s.name: Policy(s.netting) for s in cfg.symbols},
+        priorities={
+            (h, p): pop.priority
+            for h, host in enumerate(cfg.hosts)
+            for p, pop in enumerate(host.populations)
+        },
+        priority_window_s=cfg.trading.priority_window_s,
+    )
 
 
 def agent_counts(cfg: Config) -> dict[tuple[int, int], int]:
@@ -45,9 +79,10 @@ def execution_engine(cfg: Config) -> ExecutionEngine:
     names = cfg.symbol_names
     for path in (cfg.journal_path, cfg.venue_state_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    rule_set = rules(cfg)
     engine = ExecutionEngine(
         names,
-        risk_limits(cfg),
+        rule_set.limits,
         Journal(cfg.journal_path),
         venue(cfg),
         EngineConfig(
@@ -56,6 +91,7 @@ def execution_engine(cfg: Config) -> ExecutionEngine:
         ),
         agents=agent_counts(cfg),
     )
+    engine.set_rules(rule_set)
     engine.set_trading_state(TradingState(cfg.trading.state))
     return engine
 

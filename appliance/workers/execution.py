@@ -21,6 +21,7 @@ from appliance.config import Config
 from appliance.model.enums import TradingState
 from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
 from appliance.runtime import layout
+from appliance.runtime.desk import Request, TradingDesk
 from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing, RecordQueue
@@ -140,6 +141,7 @@ def main(w: Worker) -> None:
     next_status = 0.0
     configured = cfg.trading.state  # trading.state as the config file last said
     flattening = False
+    desk = TradingDesk(cfg.instance, cfg.operator_group)
     w.event("ready")
     try:
         while True:
@@ -149,6 +151,10 @@ def main(w: Worker) -> None:
                         configured = _reload(w, engine, links, msg["config"], configured)
                     elif msg["kind"] == "flatten":
                         flattening = _flatten(w, engine, links)
+                for req in desk.requests():
+                    _operator(w, engine, links, req)
+                # A flatten ends when trading leaves reduce-only (a resume, a halt).
+                flattening = flattening and engine.control.state is TradingState.REDUCE_ONLY
             if w.stopping and not w.draining:
                 break
             busy = False
@@ -199,6 +205,7 @@ def main(w: Worker) -> None:
             if not busy:
                 reader.wait(IDLE_WAIT_S)
     finally:
+        desk.close()
         w.event("status", **engine.status())
         engine.close()
         for link in links:
@@ -210,25 +217,39 @@ def main(w: Worker) -> None:
 def _reload(
     w: Worker, engine: ExecutionEngine, links: list[HostLink], config: dict, configured: str
 ) -> str:
-    """Apply a reloaded config's risk limits and trading state; log only what changed.
+    """Apply a reloaded config's pre-trade rules and trading state; log only what changed.
 
     ``configured`` is trading.state as the file last said: the engine's state follows
     the file only when that key changes. Returns the file's new trading.state.
     """
     new = Config.model_validate(config)
-    was = engine.status()["trading"]
-    limits = compose.risk_limits(new)
-    if limits != {s: engine.risk.limits(s) for s in limits}:
-        engine.risk.set_limits(limits)
-        log.info("risk limits reloaded")
+    rules = compose.rules(new)
+    if rules != engine.rules:
+        engine.set_rules(rules)
+        log.info("pre-trade rules reloaded")
     if new.trading.state != configured:
-        engine.set_trading_state(TradingState(new.trading.state))
-        log.info("trading state %s -> %s", was, new.trading.state)
-    if new.trading.state == "halted" and was != "halted":
-        # Halting stops new risk, resting orders included.
-        _send(w, links, engine.cancel_all())
-        log.warning("trading halted: resting orders cancelled")
+        why = f"reload: trading.state {configured} -> {new.trading.state}"
+        _send(w, links, engine.set_trading_state(new.trading.state, "config reload", why))
     return new.trading.state
+
+
+def _operator(w: Worker, engine: ExecutionEngine, links: list[HostLink], req: Request) -> None:
+    """`dynamind trading`: change the state as asked, journaled with who and why."""
+    try:
+        state = TradingState(req.state)
+    except ValueError:
+        req.answer({"ok": False, "error": f"unknown trading state {req.state!r}"})
+        return
+    was = engine.control.state
+    who = f"operator {req.user} (uid {req.uid}, pid {req.pid})"
+    why = f"dynamind trading by {req.user} at {time.strftime('%H:%M:%S')}"
+    if req.reason:
+        why += f": {req.reason}"
+    _send(w, links, engine.set_trading_state(state, who, why))
+    w.event("status", **engine.status())  # the board shows it without waiting
+    req.answer(
+        {"ok": True, "state": state.value, "was": was.value, "why": engine.control.describe()}
+    )
 
 
 def _flatten(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> bool:
