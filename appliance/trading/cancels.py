@@ -1,7 +1,9 @@
 """Carrying out CANCEL intents (see records.OrderType.CANCEL).
 
 A CANCEL intent of an agent withdraws the unfilled rest of that agent's open LIMIT intents
-on its symbol and side that came before it (lower seq): each one's venue order is
+on its symbol and side that came before it (lower seq; any intent of an earlier run came
+before, whatever its seq: the queues of a new appliance lifetime count from 0 again, and
+the quotes of the last one may still rest): each one's venue order is
 cancelled at the venue, keeping what filled, and the intent ends with its CANCEL report.
 The cancel intent itself then ends DONE with one ACK (final), also when nothing was left
 to cancel. When the venue cannot be asked (its cancel raised), the cancel intent is
@@ -17,6 +19,7 @@ from appliance.model.orders import IntentOrder, OrderState
 from appliance.model.records import OrderType, RejectReason
 from appliance.trading.batch import Batch
 from appliance.trading.book import OrderBook
+from appliance.trading.journal import Journal
 from appliance.venues.base import Venue
 
 log = logging.getLogger(__name__)
@@ -24,12 +27,13 @@ log = logging.getLogger(__name__)
 
 def targets(book: OrderBook, cancel: IntentOrder) -> list[IntentOrder]:
     """The open LIMIT intents that ``cancel`` withdraws."""
+    when = (Journal.intent_run(cancel.client_order_id), cancel.intent_seq)
     return [
         o
         for o in book.agent_intents(cancel.key)
         if o.order_type == OrderType.LIMIT
         and o.side == cancel.side
-        and o.intent_seq < cancel.intent_seq
+        and (Journal.intent_run(o.client_order_id), o.intent_seq) < when
         and not o.is_terminal
     ]
 

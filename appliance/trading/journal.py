@@ -342,6 +342,11 @@ class Journal:
     def intent_client_id(self, host: int, intent_seq: int) -> str:
         return f"{self._need_run()}-{host}-{intent_seq}"
 
+    @staticmethod
+    def intent_run(client_order_id: str) -> int:
+        """The run that journaled an intent, from its client id (see intent_client_id)."""
+        return int(client_order_id.split("-", 1)[0])
+
     def next_venue_order_id(self) -> tuple[int, str]:
         """(venue_seq, client id) for the next venue order; the seq continues across runs."""
         run_id = self._need_run()

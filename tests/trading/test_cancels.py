@@ -122,3 +122,14 @@ def test_cancel_journaled_before_a_crash_is_carried_out_at_restart(
     assert events(e2.summary.reports) == [(0, "CANCEL", 1), (1, "ACK", 1)]
     assert resting(e2) == [] and e2.open_orders == 0
     check_invariants(e2, {0: 2})
+
+
+def test_a_cancel_reaches_quotes_of_an_earlier_appliance_lifetime(make_engine, intents, events):
+    e = make_engine()
+    e.process(intents([{**LIMIT, "seq": i, "limit_price": 99.0 - i} for i in range(5)]))
+    del e
+    e2 = make_engine(epoch="queues-2")  # new queues: seqs start at 0 again
+    assert e2.open_orders == 5
+    rep = e2.process(intents([{**CANCEL, "seq": 0}]))
+    assert events(rep) == [(s, "CANCEL", 1) for s in range(5)] + [(0, "ACK", 1)]
+    assert resting(e2) == []
