@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TICK_BATCH = 8192
 IDLE_WAIT_S = 0.002
 REPORT_PUSH_WAIT_S = 0.05
+DESK_POLL_S = 0.02  # how often operator requests (`dynamind trading`) are looked for
 
 
 class HostLink:
@@ -138,7 +139,7 @@ def main(w: Worker) -> None:
             link.send(summary.reports[link.host], apply=False)
         link.publish()
     batch = cfg.execution.batch
-    next_status = 0.0
+    next_status = next_desk = 0.0
     configured = cfg.trading.state  # trading.state as the config file last said
     flattening = False
     desk = TradingDesk(cfg.instance, cfg.operator_group)
@@ -151,10 +152,6 @@ def main(w: Worker) -> None:
                         configured = _reload(w, engine, links, msg["config"], configured)
                     elif msg["kind"] == "flatten":
                         flattening = _flatten(w, engine, links)
-                for req in desk.requests():
-                    _operator(w, engine, links, req)
-                # A flatten ends when trading leaves reduce-only (a resume, a halt).
-                flattening = flattening and engine.control.state is TradingState.REDUCE_ONLY
             if w.stopping and not w.draining:
                 break
             busy = False
@@ -197,6 +194,12 @@ def main(w: Worker) -> None:
                 _final_check(w, engine, links)
                 break
             now = time.monotonic()
+            if now >= next_desk:
+                next_desk = now + DESK_POLL_S
+                for req in desk.requests():
+                    _operator(w, engine, links, req)
+                # A flatten ends when trading leaves reduce-only (a resume, a halt).
+                flattening = flattening and engine.control.state is TradingState.REDUCE_ONLY
             if now >= next_status:
                 next_status = now + cfg.status_interval_s
                 if flattening:  # what the last round could not close: try again
