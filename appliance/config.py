@@ -379,8 +379,8 @@ class Config(_Model):
     # Records per tick ring and per intent/report queue: powers of two (index masking).
     ring_capacity: PowerOfTwo = 65536
     queue_capacity: PowerOfTwo = 16384
-    # A group whose members may read the shared memory (status, top); None: only the
-    # service user. Never any access for others.
+    # A group whose members may read the shared memory (status, top) and set the trading
+    # state (dynamind trading); None: only the service user. Never any access for others.
     operator_group: str | None = None
     trading: TradingConfig = TradingConfig()
     risk: RiskConfig = RiskConfig()
