@@ -44,6 +44,7 @@ from appliance.venues.base import QuoteBook, Venue
 log = logging.getLogger(__name__)
 
 _RESTING = (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
+Member = tuple[int, IntentOrder]  # (position in the batch, or -1 for a resting order; order)
 
 
 class Policy(StrEnum):
@@ -91,7 +92,8 @@ class Router:
             orders = [r.orders[i] for i in idx]
             if self.policies.get(sym, Policy.NET) is Policy.INDEPENDENT:
                 for o in orders:
-                    self._venue_order(o.symbol, o.side, o.order_type, o.limit_price, [o], now, b)
+                    limit = o.limit_price if o.order_type == OrderType.LIMIT else 0.0
+                    self._venue_order(o.symbol, o.side, o.order_type, limit, [o], now, b)
                 continue
             price = r.price[idx]
             left = np.array([o.qty_lots for o in orders], np.int64)
@@ -107,12 +109,14 @@ class Router:
         b.fill(o, lots, price, lots * o.lot * price * self.fee_rate, now)
 
     def _apply(
-        self, c: Crossed, buys: list[IntentOrder], sells: list[IntentOrder], now: int, b: Batch
+        self, c: Crossed, buys: list[Member], sells: list[Member], now: int, b: Batch
     ) -> None:
-        """Fills in the order of the members (batch order), then of the crossings."""
-        for orders, fills in ((buys, c.buy_fills), (sells, c.sell_fills)):
-            for m, lots, price in sorted(fills, key=lambda f: f[0]):
-                self._fill(orders[m], lots, price, now, b)
+        """The fills of ``c``, whose members are (batch position, order): in batch order
+        over both sides, as a batch's reports read (resting orders, position -1, first)."""
+        fills = [(*buys[m], lots, price) for m, lots, price in c.buy_fills]
+        fills += [(*sells[m], lots, price) for m, lots, price in c.sell_fills]
+        for _, o, lots, price in sorted(fills, key=lambda f: f[0]):
+            self._fill(o, lots, price, now, b)
 
     def _cross_new(
         self,
@@ -130,11 +134,8 @@ class Router:
         bi, si = np.flatnonzero(buy), np.flatnonzero(sell)
         c = cross(price[bi], left[bi], price[si], left[si], float(self.quotes.mid[sym]))
         left[bi], left[si] = c.buy_left, c.sell_left
-        # One pass in batch order over both sides, as the reports of a batch read.
-        fills = [(int(bi[m]), lots, p) for m, lots, p in c.buy_fills]
-        fills += [(int(si[m]), lots, p) for m, lots, p in c.sell_fills]
-        for m, lots, p in sorted(fills, key=lambda f: f[0]):
-            self._fill(orders[m], lots, p, now, b)
+        members = [(i, orders[i]) for i in range(len(orders))]
+        self._apply(c, [members[i] for i in bi], [members[i] for i in si], now, b)
 
     def _cross_resting(
         self,
@@ -176,14 +177,16 @@ class Router:
             rest_left = np.array([o.remaining_lots for o in withdrawn], np.int64)
             rest_px = np.array([o.limit_price for o in withdrawn])
             new_px, new_left = price[new], left[new]
+            takers = [(i, orders[i]) for i in new]
+            makers = [(-1, o) for o in withdrawn]
             if side > 0:
                 c = cross(new_px, new_left, rest_px, rest_left, mid)
                 left[new] = c.buy_left
-                self._apply(c, [orders[i] for i in new], withdrawn, now, b)
+                self._apply(c, takers, makers, now, b)
             else:
                 c = cross(rest_px, rest_left, new_px, new_left, mid)
                 left[new] = c.sell_left
-                self._apply(c, withdrawn, [orders[i] for i in new], now, b)
+                self._apply(c, makers, takers, now, b)
             for o in withdrawn:  # what is left rests again, at its limit
                 if o.remaining_lots:
                     self._venue_order(sym, o.side, OrderType.LIMIT, o.limit_price, [o], now, b)
