@@ -31,7 +31,11 @@ class Channel:
 
     def receive(self, limit: int = 100) -> list[dict[str, Any]]:
         """Every queued message, up to ``limit``, without waiting."""
-        try:
-            return self._q.get_many(block=False, max_messages_to_get=limit)
-        except faster_fifo.Empty:
-            return []
+        out: list[dict[str, Any]] = []
+        # One get_many returns only what fits its read buffer (a few kB): read until empty.
+        while len(out) < limit:
+            try:
+                out += self._q.get_many(block=False, max_messages_to_get=limit - len(out))
+            except faster_fifo.Empty:
+                break
+        return out
