@@ -18,7 +18,8 @@ from appliance.model.enums import TradingState
 from appliance.trading.journal import Journal
 from appliance.trading.risk import RiskEngine
 
-CONFIG = "config"
+CONFIG = "config"  # who: the config at start
+RELOAD = "config reload"  # who: a reload that changed trading.state
 
 
 class TradingControl:
@@ -71,4 +72,4 @@ class TradingControl:
 
     def describe(self) -> str:
         """Why trading is in its state, for status lines and the board."""
-        return self.why if self.who == CONFIG else f"{self.why} ({self.who})"
+        return self.why if self.who in (CONFIG, RELOAD) else f"{self.why} ({self.who})"

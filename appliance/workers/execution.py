@@ -26,6 +26,7 @@ from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing, RecordQueue
 from appliance.shm.snapshot import SharedSnapshot
+from appliance.trading.control import RELOAD
 from appliance.trading.engine import ExecutionEngine
 from appliance.trading.flatten import flatten_round
 from appliance.workers import compose
@@ -232,7 +233,7 @@ def _reload(
         log.info("pre-trade rules reloaded")
     if new.trading.state != configured:
         why = f"reload: trading.state {configured} -> {new.trading.state}"
-        _send(w, links, engine.set_trading_state(new.trading.state, "config reload", why))
+        _send(w, links, engine.set_trading_state(new.trading.state, RELOAD, why))
     return new.trading.state
 
 
