@@ -71,16 +71,16 @@ MAY_LOSE = {
 
 
 def _sample(sup: Supervisor) -> dict[str, Any]:
-    workers = {s["name"]: s for s in sup.stats.snapshot()}
-    readers = [_reader_name(sup, r["slot"]) for r in sup.ring.readers()]
+    workers = {s["name"]: s for s in sup.segments.stats.snapshot()}
+    readers = [_reader_name(sup, r["slot"]) for r in sup.segments.ring.readers()]
     return {
         "t": time.monotonic(),
-        "written": sup.ring.publish_cursor,
+        "written": sup.segments.ring.publish_cursor,
         "counters": {n: dict(workers[n]["counters"]) for n in readers if n in workers},
         "hosts": {h.name: dict(workers[h.name]["counters"]) for h in sup.config.hosts},
         "hist": {h.name: workers[h.name]["histogram"].copy() for h in sup.config.hosts},
         "execution": dict(workers["execution"]["counters"]),
-        "lost": {_reader_name(sup, r["slot"]): r["lost"] for r in sup.ring.readers()},
+        "lost": {_reader_name(sup, r["slot"]): r["lost"] for r in sup.segments.ring.readers()},
     }
 
 

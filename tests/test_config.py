@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from appliance.config import Config, ConfigError, diff_config, load_config
+from appliance.feeds.parquet import InstrumentInfo, ParquetRecorder
 from appliance.feeds.tickfile import TickFileWriter
 from appliance.model.enums import TradingState
-from appliance.model.records import TICK
+from appliance.model.records import TICK, TickKind
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "config" / "dynamind.toml"
@@ -70,10 +71,13 @@ def test_default_config_loads_and_round_trips():
 
 def test_examples_load(tmp_path, monkeypatch):
     assert load_config(ROOT / "config/examples/bench.toml").feed.rate == 0
-    # The replay example reads var/ticks.dmt relative to the current directory.
+    # The replay example reads var/history relative to the current directory.
     monkeypatch.chdir(tmp_path)
-    with TickFileWriter("var/ticks.dmt", ["ETH/USDT", "BTC/USDT"]) as w:
-        w.append(np.zeros(0, dtype=TICK))
+    history = ParquetRecorder("var/history", [InstrumentInfo("ETH/USDT")], {})
+    tick = np.zeros(1, dtype=TICK)
+    tick["kind"] = TickKind.QUOTE
+    history.append(tick)
+    history.close()
     cfg = load_config(ROOT / "config/examples/replay.toml")
     assert cfg.feed.kind == "replay" and cfg.feed.loop
 
@@ -169,7 +173,7 @@ def test_feed_and_supervisor_rules(tmp_path):
     assert "less than or equal to 1" in errors["feed.trade_ratio"]
     assert "exceeds restart_backoff_max_s" in errors["supervisor"]
     missing = errors_of(tmp_path, minimal("[feed]", 'kind = "replay"', 'path = "no.dmt"'))
-    assert missing["feed.path"] == "replay file 'no.dmt' does not exist"
+    assert missing["feed.path"] == "replay source 'no.dmt' does not exist"
     half = errors_of(tmp_path, minimal("ring_capacity = 1024", "[feed]", "batch_size = 1000"))
     assert "at most half the ring" in half["feed.batch_size"]
 
@@ -212,7 +216,12 @@ def test_diff_classifies_live_and_restart_changes():
         d["execution"]["taker_fee_bps"] = 5.0
         d["journal_path"] = Path("elsewhere.sqlite")
         d["recorder"]["enabled"] = True
+        d["recorder"]["path"] = Path("elsewhere.dmt")
         d["hosts"][1]["populations"][0]["params"]["fast"] = [6, 9]
+        d["hosts"][0]["populations"][0]["seed"] = 5
+        d["wait"] = "spin"
+        d["operator_group"] = "root"
+        d["compute"]["backend"] = "numpy"
         d["ring_capacity"] = 1 << 17
         d["instance"] = "other"
         d["symbols"][3]["tick_size"] = 0.001
@@ -228,19 +237,31 @@ def test_diff_classifies_live_and_restart_changes():
         "log_format": None,
         "status_interval_s": None,
         "feed.seed": "feed",
-        "symbols[2].start_price": "feed",
+        "symbols[2].start_price": "appliance",
         "execution.taker_fee_bps": "execution",
-        "journal_path": "execution",
-        "recorder.enabled": "recorder",
+        "journal_path": "appliance",
+        "recorder.enabled": "appliance",
+        "recorder.path": "recorder",
         "hosts[1].populations[0].params": "host-b",
+        "hosts[0].populations[0].seed": "host-a",
+        "wait": "appliance",
+        "operator_group": "appliance",
+        "compute.backend": "appliance",
         "ring_capacity": "appliance",
         "instance": "appliance",
         "symbols[3].tick_size": "appliance",
         "hosts[0].populations[0].agents": "appliance",
     }
     rate = changes["feed.rate"]
-    assert (rate.old, rate.new, rate.live) == (20000.0, 500.0, True)
+    assert (rate.old, rate.new, rate.live, rate.refused) == (20000.0, 500.0, True, False)
     assert str(rate) == "feed.rate: 20000.0 -> 500.0 (live)"
+    assert str(changes["feed.seed"]).endswith("(restart feed)")
+    ring = changes["ring_capacity"]
+    assert ring.refused and not ring.live
+    assert str(ring).endswith(
+        "(needs a restart of the whole appliance: it sizes shared-memory segments)"
+    )
+    assert all(c.why for c in changes.values() if c.refused)
 
 
 def test_diff_of_layout_lists():

@@ -618,3 +618,11 @@ def _update(
             f"{table}: {len(orders) - cur.rowcount} of {len(orders)} updates found the row "
             "missing or in another state than expected; batch not written"
         )
+
+
+def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only SQLite connection to the journal at ``path``, checked like any open (for
+    tools that query it while the execution process writes it)."""
+    if not Path(path).exists():
+        raise JournalError(f"{path}: no journal here")
+    return Journal(path, readonly=True)._conn
