@@ -109,7 +109,7 @@ class ServiceReport:
         log.info("status", extra=fields)
         text = ", ".join(f"{k}={fmt.format(fields[k])}" for k, fmt in STATUS_FIELDS)
         self.notifier.status(text + (f"; {self._reload_note}" if self._reload_note else ""))
-        why = self.trading_why if s["trading"] != "active" else ""
+        why = (s.get("trading_why") or self.trading_why) if s["trading"] != "active" else ""
         self._board(
             trading=s["trading"],
             trading_why=why,

@@ -20,12 +20,14 @@ import numpy as np
 from appliance.model.enums import TradingState
 from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
 from appliance.runtime import layout, live_metrics
+from appliance.runtime.desk import Request, TradingDesk
 from appliance.runtime.live_metrics import LiveMetrics
 from appliance.runtime.messages import Final, Flatten, Ready, Reload, Status
 from appliance.runtime.positions import PositionsPublisher
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing, RecordQueue
 from appliance.shm.snapshot import SharedSnapshot
+from appliance.trading.control import RELOAD
 from appliance.trading.engine import ExecutionEngine
 from appliance.trading.flatten import flatten_round
 from appliance.workers import compose
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 TICK_BATCH = 8192
 IDLE_WAIT_S = 0.002
 REPORT_PUSH_WAIT_S = 0.05
+DESK_POLL_S = 0.02  # how often operator requests (`dynamind trading`) are looked for
 
 
 class HostLink:
@@ -131,9 +134,10 @@ def main(w: Worker) -> None:
         link.positions.publish()
     out = Outbox(w, links, live)
     batch = cfg.execution.batch
-    next_status = 0.0
+    next_status = next_desk = 0.0
     configured = cfg.trading.state  # trading.state as the config file last said
     flattening = False
+    desk = TradingDesk(cfg.instance, cfg.operator_group)
     w.subscribe(Reload, Flatten)
     w.send(Ready())
     try:
@@ -168,6 +172,12 @@ def main(w: Worker) -> None:
                 break
             live.tick()
             now = time.monotonic()
+            if now >= next_desk:
+                next_desk = now + DESK_POLL_S
+                for req in desk.requests():
+                    _operator(w, engine, out, req)
+                # A flatten ends when trading leaves reduce-only (a resume, a halt).
+                flattening = flattening and engine.control.state is TradingState.REDUCE_ONLY
             if now >= next_status:
                 next_status = now + w.config.status_interval_s
                 if flattening:  # what the last round could not close: try again
@@ -176,6 +186,7 @@ def main(w: Worker) -> None:
             if not busy:
                 reader.wait(IDLE_WAIT_S)
     finally:
+        desk.close()
         w.send(Status(engine.status()))
         engine.close()
         live.close()
@@ -216,25 +227,38 @@ def _take_intents(engine: ExecutionEngine, out: Outbox, batch: int) -> bool:
 
 
 def _reload(w: Worker, engine: ExecutionEngine, out: Outbox, configured: str) -> str:
-    """Apply a reloaded config's risk limits and trading state; log only what changed.
+    """Apply a reloaded config's pre-trade rules and trading state; log only what changed.
 
     ``configured`` is trading.state as the file last said: the engine's state follows
     the file only when that key changes. Returns the file's new trading.state.
     """
     new = w.config  # the worker context took the reloaded config
-    was = engine.status()["trading"]
-    limits = compose.risk_limits(new)
-    if limits != {s: engine.risk.limits(s) for s in limits}:
-        engine.risk.set_limits(limits)
-        log.info("risk limits reloaded")
+    rules = compose.rules(new)
+    if rules != engine.rules:
+        engine.set_rules(rules)
+        log.info("pre-trade rules reloaded")
     if new.trading.state != configured:
-        engine.set_trading_state(TradingState(new.trading.state))
-        log.info("trading state %s -> %s", was, new.trading.state)
-    if new.trading.state == TradingState.HALTED and was != TradingState.HALTED:
-        # Halting stops new risk, resting orders included.
-        out.send(engine.cancel_all())
-        log.warning("trading halted: resting orders cancelled")
+        why = f"reload: trading.state {configured} -> {new.trading.state}"
+        out.send(engine.set_trading_state(new.trading.state, RELOAD, why))
     return new.trading.state
+
+
+def _operator(w: Worker, engine: ExecutionEngine, out: Outbox, req: Request) -> None:
+    """`dynamind trading`: change the state as asked, journaled with who and why."""
+    try:
+        state = TradingState(req.state)
+    except ValueError:
+        req.answer({"ok": False, "error": f"unknown trading state {req.state!r}"})
+        return
+    was = engine.control.state
+    who = f"operator {req.user} (uid {req.uid}, pid {req.pid})"
+    why = f"dynamind trading by {req.user} at {time.strftime('%H:%M:%S')}"
+    if req.reason:
+        why += f": {req.reason}"
+    out.send(engine.set_trading_state(state, who, why))
+    w.send(Status(engine.status()))  # the board shows it without waiting
+    reply = {"ok": True, "state": state.value, "was": was.value, "why": engine.control.describe()}
+    req.answer(reply)
 
 
 def _flatten(w: Worker, engine: ExecutionEngine, out: Outbox) -> bool:
