@@ -34,6 +34,8 @@ class FlattenRound:
     cancel_reports: dict[int, np.ndarray]  # resting orders cancelled: push these as usual
     closing: int  # closing intents processed (journaled) this round
     open_after: int  # positions still open after it
+    # The closing intents' reports: for the metrics and counters, never for the hosts.
+    closing_reports: dict[int, np.ndarray]
 
 
 def closing_intents(engine: ExecutionEngine, now_ns: int) -> np.ndarray:
@@ -77,6 +79,5 @@ def flatten_round(engine: ExecutionEngine) -> FlattenRound:
     first = engine.set_trading_state(TradingState.REDUCE_ONLY, "operator (flatten)", why)
     cancels = merge(first, engine.cancel_all())
     intents = closing_intents(engine, time.time_ns())
-    if len(intents):
-        engine.process(intents)  # journaled before it returns; reports: see module doc
-    return FlattenRound(cancels, len(intents), len(engine.positions()))
+    closing = engine.process(intents) if len(intents) else {}  # journaled before it returns
+    return FlattenRound(cancels, len(intents), len(engine.positions()), closing)

@@ -101,11 +101,15 @@ class Outbox:
         self.live = live
 
     def send(self, reports: dict[int, np.ndarray]) -> None:
-        self.live.reports(reports)
+        self.count(reports)
         for h, rep in reports.items():
-            if len(rep) == 0:
-                continue
-            self.links[h].send(rep)
+            if len(rep):
+                self.links[h].send(rep)
+
+    def count(self, reports: dict[int, np.ndarray]) -> None:
+        """Into the metrics and counters only: reports no host waits for (a flatten's)."""
+        self.live.reports(reports)
+        for rep in reports.values():
             self.w.add("reports", len(rep))
             self.w.add("fills", int((rep["kind"] == ReportKind.FILL).sum()))
             self.w.add("rejects", int((rep["kind"] == ReportKind.REJECT).sum()))
@@ -265,6 +269,7 @@ def _flatten(w: Worker, engine: ExecutionEngine, out: Outbox) -> bool:
     """One round of `dynamind flatten` (see trading/flatten.py); True while still open."""
     done = flatten_round(engine)
     out.send(done.cancel_reports)
+    out.count(done.closing_reports)
     if done.closing:
         # The closing intents are the operator's: no agent waits for their reports. The
         # hosts reload their positions from the snapshot instead (a new epoch says so).
