@@ -22,6 +22,7 @@ RANK = {
     "agents": 1,
     "feeds": 1,
     "venues": 1,
+    "cluster": 1,
     "trading": 2,
     "config": 3,
     "runtime": 4,
