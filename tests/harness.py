@@ -97,7 +97,7 @@ def write_config(directory: Path, **overrides: Any) -> tuple[Path, str]:
     values.update(overrides)
     path = directory / "dynamind.toml"
     path.write_text(TEST_CONFIG.format(**values))
-    return path, instance
+    return path, values["instance"]
 
 
 class Appliance:

@@ -31,10 +31,11 @@ def _dtype(fields: list[tuple[str, str, int]]) -> np.dtype:
 
 
 class TickKind(IntEnum):
-    """What a Tick reports. Every tick carries the current best bid/ask either way."""
+    """What a Tick reports. QUOTE and TRADE ticks carry the current best bid/ask."""
 
     QUOTE = 1  # best bid/ask changed
     TRADE = 2  # a trade printed: last_price/last_size/side are set
+    GAP = 3  # ticks were lost just before this record: see gap_tick for its fields
 
 
 class Side(IntEnum):
@@ -169,3 +170,35 @@ REPORT = _dtype(
 #: One cell of a host's positions snapshot: the signed position, in base units, of one
 #: agent (row) in one symbol (column), as the execution side holds it.
 POSITION = np.dtype("<f8")
+
+
+#: The ``symbol`` of a record that concerns every symbol (a GAP record).
+ALL_SYMBOLS = 0xFFFF
+
+
+def gap_tick(seq: int, missing: int | None, now_ns: int) -> np.ndarray:
+    """One GAP record: the feed knows ticks are missing from its source just before it.
+
+    - ``seq``: the first missing sequence number (what the next tick would have carried
+      had nothing been lost), in the source's numbering;
+    - ``last_price``: how many ticks are missing (a whole number, exact in a float64 up to
+      2**53), or NaN when that is unknown: the source restarted (its numbering starts
+      again, so the next record's seq may be lower) or the feed lost its place;
+    - ``symbol``: ALL_SYMBOLS, since any symbol may have lost ticks;
+    - ``bid``/``ask``: NaN and sizes 0, so code that only looks for a sound quote skips it
+      (and per-symbol tables ignore a symbol outside them);
+    - ``ts_ns`` = ``recv_ns``: when the feed found the gap; ``side``: 0.
+
+    A reader checking continuity: after a GAP record with a known count the next record's
+    seq is ``seq + missing``; otherwise the stream starts afresh at the next record.
+    """
+    out = np.zeros(1, TICK)
+    out["seq"] = seq
+    out["ts_ns"] = now_ns
+    out["recv_ns"] = now_ns
+    out["bid"] = np.nan
+    out["ask"] = np.nan
+    out["last_price"] = np.nan if missing is None else float(missing)
+    out["symbol"] = ALL_SYMBOLS
+    out["kind"] = TickKind.GAP
+    return out

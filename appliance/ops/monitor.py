@@ -67,7 +67,8 @@ class Monitor:
         self.stats = Stats.attach(inst, layout.STATS)
         self.ring = BroadcastRing.attach(inst, layout.TICKS, TICK)
         self.queues: list[tuple[str, RecordQueue]] = []
-        for h, host in enumerate(config.hosts):
+        for h in layout.queue_hosts(config):
+            host = config.hosts[h]
             self.queues.append(
                 (f"intents {host.name}", RecordQueue.attach(inst, layout.intents_queue(h), INTENT))
             )
@@ -129,6 +130,8 @@ def reader_name(config: Config, slot: int) -> str:
         return Role.EXECUTION
     if slot == layout.RECORDER_READER:
         return Role.RECORDER
+    if slot == layout.bridge_reader(config) and config.cluster is not None:
+        return Role.BRIDGE
     host = slot - layout.FIRST_HOST_READER
     if 0 <= host < len(config.hosts):
         return config.hosts[host].name

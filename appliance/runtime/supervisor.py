@@ -105,7 +105,7 @@ class Supervisor:
             log.warning("reclaimed stale %s", name)
         self.ring = BroadcastRing.create(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
         self.segments.append(self.ring)
-        for h in range(len(cfg.hosts)):
+        for h in layout.queue_hosts(cfg):
             # Each segment is recorded as soon as it exists, so a failure part-way
             # through still unlinks everything made before it.
             iq = RecordQueue.create(
@@ -485,14 +485,14 @@ class Supervisor:
         A queue must not be unlinked with published intents in it: if execution is down,
         or dies while draining, it is started again for the drain (a few times at most).
         """
-        ex = self.children.get(Role.EXECUTION)
+        ex = self.children.get(layout.drainer(self.config))
         if ex is None or (self.halted and not ex.alive):
             # halted: a crash-looping execution is not restarted, a live one still drains
             return sum(len(iq) for iq, _ in self.queues)
         for _ in range(DRAIN_ATTEMPTS):
             if not ex.alive:
                 self._spawn(ex)
-            self._stop_children([Role.EXECUTION], "drain", DRAIN_TIMEOUT_S)
+            self._stop_children([ex.process.name], "drain", DRAIN_TIMEOUT_S)
             left = sum(len(iq) for iq, _ in self.queues)
             if ex.proc.exitcode == 0 and left == 0:
                 return 0
@@ -517,11 +517,12 @@ class Supervisor:
                 intake = [
                     n
                     for n, c in self.children.items()
-                    if c.process.role in (Role.FEED, Role.AGENT_HOST)
+                    if c.process.role in (Role.FEED, Role.AGENT_HOST, Role.GATEWAY)
                 ]
                 self._stop_children(intake, "stop", STOP_TIMEOUT_S)
                 undrained = self._drain()
-                rest = [n for n in self.children if n not in intake and n != Role.EXECUTION]
+                drainer = layout.drainer(self.config)
+                rest = [n for n in self.children if n not in intake and n != drainer]
                 self._stop_children(rest, "stop", STOP_TIMEOUT_S)
                 self._pump_events()  # the last status and execution's final report
         finally:

@@ -1,0 +1,96 @@
+"""Tick runs on the wire and the subscriber's sequencing: plain logic, no server."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from appliance.cluster.ticks import TickSequencer, decode_ticks, symbols_layout, tick_headers
+from appliance.cluster.wire import COUNT, MSG_ID, Run, WireError
+from appliance.model.records import ALL_SYMBOLS, TICK, TickKind, gap_tick
+
+LAYOUT = symbols_layout(["BTC/USDT", "ETH/USDT"])
+
+
+def ticks(first: int, n: int) -> np.ndarray:
+    out = np.zeros(n, TICK)
+    out["seq"] = np.arange(first, first + n)
+    out["bid"], out["ask"], out["kind"] = 100.0, 101.0, TickKind.QUOTE
+    out["recv_ns"] = 1_000 + out["seq"]
+    return out
+
+
+def run(epoch: int, first: int, n: int) -> Run:
+    return Run("src", epoch, first, LAYOUT, ticks(first, n))
+
+
+def test_a_run_decodes_to_the_same_rows_and_names_itself():
+    rows = ticks(40, 5)
+    headers = tick_headers("src", 7, rows, LAYOUT)
+    assert headers[MSG_ID] == "src.7.40+5"
+    got = decode_ticks(rows.tobytes(), headers, LAYOUT)
+    assert (got.source, got.epoch, got.first, got.end) == ("src", 7, 40, 45)
+    assert got.rows.tobytes() == rows.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("mangle", "error"),
+    [
+        (lambda d, h: (d[:-1], h), "bytes for 5 records"),
+        (lambda d, h: (d, {**h, COUNT: "x"}), "not an integer"),
+        (lambda d, h: (ticks(41, 5).tobytes(), h), "not numbered 40..44"),
+    ],
+)
+def test_a_mangled_run_is_a_clear_error(mangle, error):
+    rows = ticks(40, 5)
+    data, headers = mangle(rows.tobytes(), tick_headers("src", 7, rows, LAYOUT))
+    with pytest.raises(WireError, match=error):
+        decode_ticks(data, headers, LAYOUT)
+
+
+def test_a_run_for_another_symbol_table_is_refused():
+    rows = ticks(0, 2)
+    with pytest.raises(WireError, match="symbols"):
+        decode_ticks(rows.tobytes(), tick_headers("src", 1, rows, "other"), LAYOUT)
+
+
+def test_consecutive_runs_pass_unchanged():
+    s = TickSequencer()
+    assert len(s.accept(run(1, 100, 3), 0)) == 3  # a fresh subscriber lost nothing
+    out = s.accept(run(1, 103, 2), 0)
+    assert out["seq"].tolist() == [103, 104] and s.gaps == 0
+
+
+def test_a_hole_becomes_a_gap_record_with_the_exact_count():
+    s = TickSequencer(epoch=1, next_seq=10)
+    out = s.accept(run(1, 25, 3), 555)
+    gap = out[0]
+    assert gap["kind"] == TickKind.GAP and gap["seq"] == 10 and gap["last_price"] == 15
+    assert gap["symbol"] == ALL_SYMBOLS and math.isnan(gap["bid"]) and gap["recv_ns"] == 555
+    assert out["seq"][1:].tolist() == [25, 26, 27]
+    assert (s.gaps, s.missing, s.next_seq) == (1, 15, 28)
+
+
+def test_an_overlap_drops_what_was_written():
+    s = TickSequencer(epoch=1, next_seq=10)
+    assert s.accept(run(1, 8, 4), 0)["seq"].tolist() == [10, 11]
+    assert len(s.accept(run(1, 5, 3), 0)) == 0 and s.next_seq == 12
+
+
+@pytest.mark.parametrize("epoch", [None, 1])
+def test_a_restarted_or_unknown_source_is_a_gap_of_unknown_size(epoch):
+    s = TickSequencer(epoch=epoch, next_seq=500)
+    out = s.accept(run(2, 0, 4), 0)
+    assert out[0]["kind"] == TickKind.GAP and out[0]["seq"] == 500
+    assert math.isnan(out[0]["last_price"]) and out["seq"][1:].tolist() == [0, 1, 2, 3]
+    assert (s.epoch, s.next_seq, s.missing) == (2, 4, 0)
+
+
+def test_gap_records_are_ignored_where_quotes_are_read():
+    from appliance.venues.base import QuoteBook
+
+    book = QuoteBook(2)
+    book.update(np.concatenate([ticks(0, 1), gap_tick(1, 3, 0)]))
+    assert book.bid[0] == 100.0 and math.isnan(book.bid[1])
