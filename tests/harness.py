@@ -111,7 +111,9 @@ class Appliance:
         self._stats: Stats | None = None
 
     def start(self, *args: str) -> Appliance:
-        self._log = self.log_path.open("wb")
+        # A restarted instance adds to its log; wait_ready looks for a new ready line.
+        self._readies = self._ready_lines()
+        self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "appliance.ops.cli", "run", "--config", str(self.config), *args],
             stdout=self._log,
@@ -156,8 +158,11 @@ class Appliance:
                 )
             time.sleep(0.05)
 
+    def _ready_lines(self) -> int:
+        return self.log_path.read_text().count("ready:") if self.log_path.exists() else 0
+
     def wait_ready(self) -> None:
-        self.wait_for(lambda: "ready:" in self.log_path.read_text(), what="ready")
+        self.wait_for(lambda: self._ready_lines() > self._readies, what="ready")
 
     def counter(self, name: str, counter: str) -> int:
         return self.workers()[name]["counters"][counter]

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -55,9 +56,23 @@ class ChainBroken(RuntimeError):
 
 async def connect(servers: list[str], credentials: Path | None, name: str) -> nats.NATS:
     """Connect (retrying until a server answers) and reconnect for ever after that."""
+
+    # A server going away is expected (restarts, failover): worth a warning, not an error.
+    async def error_cb(exc: Exception) -> None:
+        log.warning("NATS connection: %s: %s", type(exc).__name__, exc)
+
+    async def disconnected_cb() -> None:
+        log.warning("NATS disconnected; reconnecting")
+
+    async def reconnected_cb() -> None:
+        log.info("NATS reconnected")
+
     options = {
         "servers": servers,
         "name": name,
+        "error_cb": error_cb,
+        "disconnected_cb": disconnected_cb,
+        "reconnected_cb": reconnected_cb,
         "connect_timeout": 2,
         "reconnect_time_wait": 0.25,
         "max_reconnect_attempts": -1,
@@ -230,3 +245,66 @@ class SubjectReader:
             except Exception as exc:  # the connection may be gone already
                 log.debug("unsubscribe %s: %s", self.subject, exc)
             self._sub = None
+
+
+class DurableReader:
+    """A durable pull consumer of one subject, read in stream order from a sequence the
+    caller chooses each time it opens it (the caller's own records say where it stands;
+    acks let the server know what is done). Re-created at the next undelivered message
+    if the server loses it."""
+
+    def __init__(
+        self, js: JetStreamContext, stream: str, subject: str, name: str, ack_wait_s: float
+    ) -> None:
+        self.js = js
+        self.stream = stream
+        self.subject = subject
+        self.name = name
+        self.ack_wait_s = ack_wait_s
+        self.next_seq = 1
+        self._psub: JetStreamContext.PullSubscription | None = None
+
+    async def open(self, start_seq: int) -> None:
+        self.next_seq = max(1, start_seq)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_consumer(self.stream, self.name)
+        await self.js.add_consumer(
+            self.stream,
+            api.ConsumerConfig(
+                durable_name=self.name,
+                filter_subject=self.subject,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=self.next_seq,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait_s,
+                max_ack_pending=-1,
+            ),
+        )
+        self._psub = await self.js.pull_subscribe_bind(self.name, self.stream)
+
+    async def fetch(self, max_msgs: int, timeout: float) -> list[Msg]:
+        """Up to ``max_msgs`` messages (empty when none came within ``timeout``)."""
+        try:
+            msgs = await self._psub.fetch(max_msgs, timeout=timeout)
+        except nats.errors.TimeoutError:
+            return []
+        except nats.js.errors.NotFoundError:
+            log.warning("consumer %s lost; re-creating it at %d", self.name, self.next_seq)
+            await self.open(self.next_seq)
+            return []
+        except TRANSIENT as exc:
+            log.debug("fetch %s: %s", self.name, type(exc).__name__)
+            await asyncio.sleep(RETRY_S)
+            return []
+        if msgs:
+            self.next_seq = msgs[-1].metadata.sequence.stream + 1
+        return msgs
+
+
+async def ack(msg: Msg) -> None:
+    """Acknowledge, ignoring a connection that is down (the server then redelivers, and the
+    reader's own records make the redelivery harmless)."""
+    try:
+        await msg.ack()
+    except (*TRANSIENT, nats.errors.Error) as exc:
+        log.debug("ack of %s: %s", msg.subject, type(exc).__name__)

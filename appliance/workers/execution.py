@@ -64,15 +64,19 @@ class HostLink:
             if h == self.host:
                 self.positions[self.offsets[pop] + agent, sym] = qty
 
-    def publish(self, rows: np.ndarray | None = None, values: bool = True) -> None:
-        """Publish positions (all, ``rows`` only, or none) with the tags saying what they
-        include: every report before the report-queue head, every intent before the
-        intent-queue tail."""
-        tags = {
+    def tags(self) -> dict[int, int]:
+        """The snapshot's tags (see publish); the cluster's uplink adds its own."""
+        return {
             TAG_REPORTS_HEAD: self.producer.next_seq,
             TAG_EPOCH: self.epoch,
             TAG_INTENTS_TAIL: self.intents_q.tail,
         }
+
+    def publish(self, rows: np.ndarray | None = None, values: bool = True) -> None:
+        """Publish positions (all, ``rows`` only, or none) with the tags saying what they
+        include: every report before the report-queue head, every intent before the
+        intent-queue tail."""
+        tags = self.tags()
         if not values:
             self.snapshot.write(None, tags)
         elif rows is None:

@@ -88,7 +88,7 @@ async def _main(w: Worker, body: Callable[[Worker, JetStreamContext], Awaitable[
 
 
 async def _tick(w: Worker) -> None:
-    while True:
+    while not w.stopping:  # once stopping, the worker's own loop ends it
         if w.tick():
             w.take_messages()  # reloads change nothing a cluster worker uses
         await asyncio.sleep(TICK_S)

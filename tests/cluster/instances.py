@@ -27,7 +27,7 @@ def cluster_table(urls: list[str], prefix: str, **keys: Any) -> str:
     for key, value in keys.items():
         lines.append(f"{key} = {_toml(value)}")
     for name in ("ticks", "intents", "reports"):
-        table = {"stream": f"{prefix.upper()}_{name.upper()}", "max_age_s": 60.0}
+        table = {"stream": f"{prefix.upper()}_{name.upper()}", "max_age_s": 600.0}
         table["max_bytes"] = 64 << 20
         table.update(streams.get(name, {}))
         lines.append(f"[cluster.{name}]")
