@@ -1,4 +1,4 @@
-"""The `dynamind` command: run, check-config, status, bench."""
+"""The `dynamind` command: run, check-config, status, top, bench, nats."""
 
 from __future__ import annotations
 
@@ -71,6 +71,7 @@ def _monitor(config_path: str):
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from appliance.ops.cluster_view import format_cluster
     from appliance.ops.monitor import format_text
 
     monitor = _monitor(args.config)
@@ -80,7 +81,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         monitor.sample()  # a baseline for the rates
         while True:
             time.sleep(args.watch or 0.5)
-            print(format_text(monitor.sample(), monitor.config), flush=True)
+            sample = monitor.sample()
+            text = [format_text(sample, monitor.config), *format_cluster(sample, monitor.config)]
+            print("\n".join(text), flush=True)
             if not args.watch:
                 return 0
             print()
@@ -108,6 +111,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from bench import ipc
 
         return ipc.main(["--quick"] if args.quick else [])
+    if args.which == "cluster":
+        from bench import cluster
+
+        return cluster.main(["--quick"] if args.quick else [])
     from bench import pipeline
 
     return pipeline.main(["--quick"] if args.quick else [])
@@ -138,10 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
     top.set_defaults(func=_cmd_top)
 
     bench = sub.add_parser("bench", help="benchmarks (results under bench/results/)")
-    bench.add_argument("which", choices=["ipc", "pipeline"])
+    bench.add_argument("which", choices=["ipc", "pipeline", "cluster"])
     bench.add_argument("--quick", action="store_true", help="a shorter run")
     bench.set_defaults(func=_cmd_bench)
+
+    nats = sub.add_parser(
+        "nats", help="run a JetStream server on 127.0.0.1 (nats-server from the wheel)"
+    )
+    nats.add_argument("--dir", type=Path, default=Path("var/nats"), help="storage directory")
+    nats.add_argument("--port", type=int, default=4222)
+    nats.add_argument("--http-port", type=int, default=8222, help="monitoring port")
+    nats.set_defaults(func=_cmd_nats)
     return p
+
+
+def _cmd_nats(args: argparse.Namespace) -> int:
+    from appliance.cluster.server import NatsServerError, main_foreground
+
+    try:
+        return main_foreground(args.dir, args.port, args.http_port)
+    except NatsServerError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Footer, Header, Static
 
+from appliance.ops import cluster_view
 from appliance.ops.monitor import Monitor, Sample, reader_name
 
 PROCESS_COLUMNS = (
@@ -35,6 +36,7 @@ class StatusApp(App):
         yield DataTable(id="processes", zebra_stripes=True)
         yield DataTable(id="readers")
         yield DataTable(id="queues")
+        yield DataTable(id="cluster")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -42,6 +44,7 @@ class StatusApp(App):
         self.query_one("#processes", DataTable).add_columns(*PROCESS_COLUMNS)
         self.query_one("#readers", DataTable).add_columns("ring reader", "lag", "lost", "gaps")
         self.query_one("#queues", DataTable).add_columns("queue", "depth", "capacity", "pushed")
+        self.query_one("#cluster", DataTable).add_columns(*cluster_view.COLUMNS)
         self.action_refresh_now()
         self.set_interval(self.interval, self.action_refresh_now)
 
@@ -74,6 +77,10 @@ class StatusApp(App):
         queues.clear()
         for q in s.queues:
             queues.add_row(q.name, f"{q.depth:,}", f"{q.capacity:,}", f"{q.head:,}")
+        cluster = self.query_one("#cluster", DataTable)
+        cluster.clear()
+        for row in cluster_view.cluster_rows(s, self.monitor.config):
+            cluster.add_row(row.name, row.what, row.per_s, row.total, row.lag, row.gaps, row.p99_us)
 
 
 def run(monitor: Monitor, interval: float = 1.0) -> None:

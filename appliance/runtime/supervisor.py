@@ -181,6 +181,8 @@ class Supervisor:
     def check_journal(self) -> None:
         """Refuse to start when the config contradicts positions open in the journal."""
         cfg = self.config
+        if not cfg.runs_execution:
+            return  # an agents instance of a cluster keeps no journal
         problems = layout_problems(
             cfg.journal_path,
             cfg.symbol_names,

@@ -69,15 +69,18 @@ async def _bridge(w: Worker, js: JetStreamContext) -> None:
                 # The wait blocks (semaphore doorbell), so it runs off the event loop.
                 await loop.run_in_executor(pool, reader.wait, WAIT_S)
                 continue
-            rows = reader.read(MAX_TICKS).copy()
+            view = reader.read(MAX_TICKS)
+            data = view.tobytes()  # the one copy; what was read of the view is used only
+            headers = tick_headers(cfg.instance, epoch, view, fp)  # if it proves intact
+            written = int(view["recv_ns"][-1])
             if not reader.valid():
-                w.add("tick_gaps", len(rows))
+                w.add("tick_gaps", len(view))
                 continue
-            seq = await chain.append(rows.tobytes(), tick_headers(cfg.instance, epoch, rows, fp))
-            w.add("ticks_in", len(rows))
+            seq = await chain.append(data, headers)
+            w.add("ticks_in", len(data) // TICK.itemsize)
             w.add("batches")
             w.slot.set(net_seq, seq)
-            w.slot.observe(time.time_ns() - int(rows["recv_ns"][-1]))  # ring write to stored
+            w.slot.observe(time.time_ns() - written)  # ring write to stored in the stream
     finally:
         pool.shutdown(wait=True)
         reader.close()

