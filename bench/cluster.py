@@ -258,6 +258,50 @@ async def _chain_publish(urls: list[str], seconds: float) -> dict[str, dict[str,
     return out
 
 
+def _execution_alone(work: Path, seconds: float) -> dict[str, dict[str, float]]:
+    """The one execution's own ceiling: ExecutionEngine.process on MARKET intents of random
+    agents of both hosts, journal (SQLite, synchronous=FULL) and paper venue included."""
+    from appliance.config import Config, load_config
+    from appliance.model.records import INTENT, OrderType
+    from appliance.workers.compose import execution_engine
+
+    data = load_config(ROOT / "config/examples/cluster-exec.toml").model_dump()
+    data["journal_path"] = work / "alone-journal.sqlite"
+    data["venue_state_path"] = work / "alone-venue.sqlite"
+    cfg = Config.model_validate(data)
+    engine = execution_engine(cfg)
+    engine.recover(epoch=1)
+    quotes = np.zeros(len(cfg.symbols), TICK)
+    quotes["symbol"] = np.arange(len(cfg.symbols))
+    quotes["bid"] = [s.start_price for s in cfg.symbols]
+    quotes["ask"] = quotes["bid"] * 1.0001
+    quotes["bid_size"] = quotes["ask_size"] = 1e6
+    quotes["kind"] = TickKind.QUOTE
+    engine.on_ticks(quotes)
+    rng = np.random.default_rng(1)
+    agents = cfg.hosts[0].populations[0].agents
+    out, seq = {}, 0
+    try:
+        for batch in (64, 1024):
+            done, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                rows = np.zeros(batch, INTENT)
+                rows["seq"] = np.arange(seq, seq + batch)
+                rows["host"] = rng.integers(0, 2, batch)
+                rows["agent"] = rng.integers(0, agents, batch)
+                rows["symbol"] = rows["agent"] * len(cfg.symbols) // agents  # its own symbol
+                rows["side"] = rng.choice([-1, 1], batch)
+                rows["order_type"] = OrderType.MARKET
+                rows["qty"] = np.array([s.lot_size for s in cfg.symbols])[rows["symbol"]]
+                rows["created_ns"] = 1
+                engine.process(rows)
+                seq, done = seq + batch, done + batch
+            out[str(batch)] = {"intents_per_s": done / (time.perf_counter() - t0)}
+    finally:
+        engine.close()
+    return out
+
+
 QUIET = "qty = [0.002, 0.04]\ncooldown_s = 1.0"  # few intents: the ticks phases
 BUSY = "fast = [2, 4]\nslow = [5, 8]\nqty = [0.002, 0.04]"  # trade on most ticks
 
@@ -269,6 +313,7 @@ def run(quick: bool, out_dir: Path = RESULTS) -> dict[str, Any]:
     try:
         with NatsCluster.create(work / "nats", 1) as nats:
             raw = asyncio.run(_chain_publish(nats.urls, seconds / 2))
+            alone = _execution_alone(work, seconds / 2)
             for rate in (TICK_RATES[0], TICK_RATES[2]) if quick else TICK_RATES:
                 name = f"ticks_{rate // 1000}k" if rate else "ticks_max"
                 phases[name] = run_phase(nats.urls, work, name, rate, 100, QUIET, warmup, seconds)
@@ -285,6 +330,7 @@ def run(quick: bool, out_dir: Path = RESULTS) -> dict[str, Any]:
         "load_avg": os.getloadavg(),
         "phases": phases,
         "chain_publish": raw,
+        "execution_alone": alone,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -323,6 +369,11 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"JetStream chain publish alone, {n} ticks a message: {r['ticks_per_s']:,.0f} "
             f"ticks/s ({r['msgs_per_s']:,.0f} msgs/s, {r['us_per_msg']:,.0f} us each)"
+        )
+    for n, r in result["execution_alone"].items():
+        print(
+            f"execution alone (journal, paper venue), batches of {n}: "
+            f"{r['intents_per_s']:,.0f} intents/s"
         )
     print(f"machine: {result['cpus']} cpus, load average {result['load_avg'][0]:.1f} at the end")
 

@@ -161,8 +161,8 @@ class Appliance:
     def _ready_lines(self) -> int:
         return self.log_path.read_text().count("ready:") if self.log_path.exists() else 0
 
-    def wait_ready(self) -> None:
-        self.wait_for(lambda: self._ready_lines() > self._readies, what="ready")
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        self.wait_for(lambda: self._ready_lines() > self._readies, timeout, what="ready")
 
     def counter(self, name: str, counter: str) -> int:
         return self.workers()[name]["counters"][counter]
@@ -173,13 +173,14 @@ class Appliance:
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    def wait_restarted(self, name: str, incarnation: int) -> None:
+    def wait_restarted(self, name: str, incarnation: int, timeout: float = 60.0) -> None:
         self.wait_for(
             lambda: (
                 (w := self.workers()[name])["incarnation"] >= incarnation
                 and w["alive"]
                 and w["state"] == "running"
             ),
+            timeout,
             what=f"{name} incarnation {incarnation}",
         )
 

@@ -83,8 +83,8 @@ async def _main(w: Worker, body: Callable[[Worker, JetStreamContext], Awaitable[
         if nc is not None:
             try:
                 await asyncio.wait_for(nc.close(), 2.0)
-            except TimeoutError:
-                log.warning("NATS connection did not close in time")
+            except (TimeoutError, OSError) as exc:  # the server may be gone already
+                log.warning("NATS connection did not close cleanly: %s", exc or type(exc))
 
 
 async def _tick(w: Worker) -> None:

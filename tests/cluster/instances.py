@@ -14,6 +14,8 @@ from appliance.shm import BroadcastRing
 from tests.harness import Appliance
 
 TEST_READER = 15  # a ring reader slot no worker uses
+# Starting an instance spawns half a dozen Python processes: slow on a busy machine.
+START_S = 180.0
 
 
 def instance_name(tag: str) -> str:
@@ -64,7 +66,10 @@ def make(
 ) -> Appliance:
     """An instance in ``tmp/tag`` with a [cluster] table (after host-c's table when asked);
     ``feed_kind`` and ``rate`` pass through to the harness."""
-    overrides = {k: cluster.pop(k) for k in ("feed_kind", "rate") if k in cluster}
+    # 1,000 ticks/s by default: enough to trade on, light on a shared machine
+    overrides = {"rate": cluster.pop("rate", 1000)}
+    if "feed_kind" in cluster:
+        overrides["feed_kind"] = cluster.pop("feed_kind")
     directory = tmp / tag
     directory.mkdir()
     name = cluster.pop("instance", None) or instance_name(tag)

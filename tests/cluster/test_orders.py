@@ -25,10 +25,11 @@ from tests.cluster.audit import (
     audit_local_hosts,
     audit_remote_host,
 )
-from tests.cluster.instances import make
+from tests.cluster.instances import START_S, make
 from tests.harness import Appliance
 
 PREFIX = "ord"
+pytestmark = pytest.mark.timeout(600)  # several instances, each half a dozen processes
 
 
 class Pair:
@@ -61,7 +62,9 @@ class Pair:
 
     def start(self) -> Pair:
         for app in self.instances:
-            app.start().wait_ready()
+            app.start()
+        for app in self.instances:
+            app.wait_ready(START_S)
         return self
 
     def trade(self, intents: int = 100) -> None:
@@ -71,7 +74,7 @@ class Pair:
         self.exe.wait_for(
             lambda: self.exe.counter("gateway", "intents") >= want,
             what="remote intents executed",
-            timeout=120,
+            timeout=START_S,
         )
 
     def stop_and_audit(self) -> int:
@@ -128,7 +131,7 @@ def status(app: Appliance) -> str:
 
 def test_two_agents_instances_trade_through_the_execution_instance(pair, nats_server):
     p = pair(nats_server.urls, third=True).start()
-    p.trade(100)
+    p.trade(50)
     for agt, _, host in p.remote:
         assert agt.counter(host, "fills") > 0 and agt.counter("feed", "net_gaps") == 0
     shown = status(p.exe)
@@ -148,7 +151,7 @@ def test_killed_workers_lose_and_repeat_no_intent(pair, nats_server):
             p.trade(50)
             inc = app.workers()[name]["incarnation"]
             app.kill(name)
-            app.wait_restarted(name, inc + 1)
+            app.wait_restarted(name, inc + 1, START_S)
     p.trade(50)
     p.stop_and_audit()
 
@@ -159,7 +162,7 @@ def test_killed_instances_lose_and_repeat_no_intent(pair, nats_server):
         for app in (p.agt, p.exe):
             p.trade(50)
             crash(app)
-            app.start().wait_ready()
+            app.start().wait_ready(START_S)
     p.trade(50)
     p.stop_and_audit()
 
