@@ -35,89 +35,73 @@ from typing import Any
 import numpy as np
 
 from appliance.cluster.server import NatsCluster
+from appliance.config import Config, load_config
 from appliance.model.records import TICK, TickKind
+from appliance.runtime import logs
+from appliance.runtime.supervisor import Supervisor
 from appliance.shm import BroadcastRing, Stats, remove_instance
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 READER_SLOT = 15  # a ring reader slot no worker uses
 TICK_RATES = (20_000, 100_000, 0)  # 0: flat out
-SYMBOLS = """
-[[symbols]]
-name = "BTC/USDT"
-start_price = 65000.0
-tick_size = 0.01
-lot_size = 0.00001
-max_position = 0.02
-max_order_notional = 5000.0
-
-[[symbols]]
-name = "ETH/USDT"
-start_price = 3400.0
-tick_size = 0.01
-lot_size = 0.0001
-max_position = 0.4
-max_order_notional = 5000.0
-"""
+EXAMPLES = ROOT / "config" / "examples"
+QUIET = {"qty": [0.002, 0.04], "cooldown_s": 1.0}  # few intents: the ticks phases
+BUSY = {"fast": [2, 4], "slow": [5, 8], "qty": [0.002, 0.04]}  # trade on most ticks
 
 
-def _hosts(agents: int, params: str) -> str:
-    return "".join(
-        f'\n[[hosts]]\nname = "{name}"\n[[hosts.populations]]\nkind = "ema_cross"\n'
-        f"agents = {agents}\n[hosts.populations.params]\n{params}\n"
-        for name in ("near", "far")
-    )
-
-
-def _config(work: Path, tag: str, rate: int, agents: int, params: str, cluster: str) -> Path:
-    d = work / tag
-    d.mkdir(parents=True, exist_ok=True)
-    text = (
-        f'instance = "bc{tag}{os.getpid()}"\njournal_path = "{d}/journal.sqlite"\n'
-        f'venue_state_path = "{d}/venue.sqlite"\nlog_format = "json"\nwait = "block"\n'
-        f"status_interval_s = 3600.0\nring_capacity = 262144\nqueue_capacity = 65536\n"
-        f"{SYMBOLS}\n[feed]\n"
-        + ('kind = "nats"\n' if "agents" in cluster else f"rate = {rate}\nbatch_size = 1024\n")
-        + _hosts(agents, params)
-        + cluster
-    )
-    path = d / "config.toml"
-    path.write_text(text)
+def _variant(
+    example: str, work: Path, tag: str, urls: list[str], source: str, rate: int,
+    agents: int, params: dict[str, Any],
+) -> Path:  # fmt: skip
+    """config/examples/cluster-<example>.toml, sized for the phase, as a JSON file."""
+    data = load_config(EXAMPLES / f"cluster-{example}.toml").model_dump(mode="json")
+    data.update(
+        instance=f"bc{tag}{os.getpid()}", journal_path=str(work / f"{tag}-journal.sqlite"),
+        venue_state_path=str(work / f"{tag}-venue.sqlite"), log_format="json", wait="block",
+        status_interval_s=3600.0, ring_capacity=262144, queue_capacity=65536,
+    )  # fmt: skip
+    if data["feed"]["kind"] != "nats":
+        data["feed"].update(rate=rate, batch_size=1024)
+    for host in data["hosts"]:
+        host["populations"] = [{**host["populations"][0], "agents": agents, "params": params}]
+    cluster = data["cluster"]
+    cluster.update(servers=urls, subject_prefix="bench")
+    if cluster["ticks_from"]:
+        cluster["ticks_from"] = source
+    for s in ("ticks", "intents", "reports"):
+        cluster[s] = {"stream": f"BENCH_{s.upper()}", "max_age_s": 120.0, "max_bytes": 1 << 30}
+    path = work / f"{tag}.json"
+    path.write_text(json.dumps(data))
     return path
 
 
-def _cluster_tables(urls: list[str], src: str) -> tuple[str, str]:
-    common = f'servers = {json.dumps(urls)}\nsubject_prefix = "bench"\n'
-    streams = "".join(
-        f'[cluster.{s}]\nstream = "BENCH_{s.upper()}"\nmax_age_s = 120.0\nmax_bytes = {1 << 30}\n'
-        for s in ("ticks", "intents", "reports")
-    )
-    src_t = f'[cluster]\n{common}role = "execution"\nhosts = ["near"]\npublish_ticks = true\n'
-    dst_t = f'[cluster]\n{common}role = "agents"\nhosts = ["far"]\nticks_from = "{src}"\n'
-    return src_t + streams, dst_t + streams
+def serve(path: str) -> int:
+    """An instance's process: the supervisor on a config written by _variant."""
+    config = Config.model_validate_json(Path(path).read_text())
+    logs.setup(config.log_format, process="supervisor")
+    return Supervisor(config, None).run()
 
 
 class Instance:
     """A `dynamind run` subprocess and its stats."""
 
     def __init__(self, config: Path) -> None:
-        self.config = config
-        self.name = next(
-            line.split('"')[1] for line in config.read_text().splitlines()
-            if line.startswith("instance")
-        )  # fmt: skip
-        self.log = (config.parent / "run.log").open("wb")
+        self.name = json.loads(config.read_text())["instance"]
+        self.log_path = config.with_suffix(".log")
+        self.log = self.log_path.open("wb")
+        code = "import sys; from bench.cluster import serve; sys.exit(serve(sys.argv[1]))"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance.ops.cli", "run", "-c", str(config)],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [sys.executable, "-c", code, str(config)], cwd=ROOT, stdout=self.log,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.stats: Stats | None = None
 
     def ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
-        while "ready:" not in (self.config.parent / "run.log").read_text():
+        while "ready:" not in self.log_path.read_text():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not start: see {self.config.parent}")
+                raise RuntimeError(f"{self.name} did not start: see {self.log_path}")
             time.sleep(0.1)
         self.stats = Stats.attach(self.name, "stats")
 
@@ -209,15 +193,13 @@ def _measure(src: Instance, dst: Instance, warmup: float, seconds: float) -> dic
     }
 
 
-def run_phase(urls: list[str], work: Path, tag: str, rate: int, agents: int, params: str,
-              warmup: float, seconds: float) -> dict[str, Any]:  # fmt: skip
-    src_name = f"bc{tag}s{os.getpid()}"
-    src_t, dst_t = _cluster_tables(urls, src_name)
-    src = Instance(_config(work, f"{tag}s", rate, agents, params, src_t))
+def run_phase(urls: list[str], work: Path, tag: str, rate: int, agents: int,
+              params: dict[str, Any], warmup: float, seconds: float) -> dict[str, Any]:  # fmt: skip
+    src = Instance(_variant("exec", work, f"{tag}s", urls, "", rate, agents, params))
     dst = None
     try:
         src.ready()
-        dst = Instance(_config(work, f"{tag}d", rate, agents, params, dst_t))
+        dst = Instance(_variant("agents", work, f"{tag}d", urls, src.name, rate, agents, params))
         dst.ready()
         result = _measure(src, dst, warmup, seconds)
     finally:
@@ -261,7 +243,6 @@ async def _chain_publish(urls: list[str], seconds: float) -> dict[str, dict[str,
 def _execution_alone(work: Path, seconds: float) -> dict[str, dict[str, float]]:
     """The one execution's own ceiling: ExecutionEngine.process on MARKET intents of random
     agents of both hosts, journal (SQLite, synchronous=FULL) and paper venue included."""
-    from appliance.config import Config, load_config
     from appliance.model.records import INTENT, OrderType
     from appliance.workers.compose import execution_engine
 
@@ -300,10 +281,6 @@ def _execution_alone(work: Path, seconds: float) -> dict[str, dict[str, float]]:
     finally:
         engine.close()
     return out
-
-
-QUIET = "qty = [0.002, 0.04]\ncooldown_s = 1.0"  # few intents: the ticks phases
-BUSY = "fast = [2, 4]\nslow = [5, 8]\nqty = [0.002, 0.04]"  # trade on most ticks
 
 
 def run(quick: bool, out_dir: Path = RESULTS) -> dict[str, Any]:
@@ -385,11 +362,9 @@ def _pct(lat: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dynamind bench cluster")
+    parser = argparse.ArgumentParser(prog="dynamind bench cluster", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer, shorter phases")
-    args = parser.parse_args(argv)
-    result = run(args.quick)
-    print_table(result)
+    print_table(run(parser.parse_args(argv).quick))
     print(f"written to {RESULTS / 'cluster-latest.json'}")
     return 0
 

@@ -19,14 +19,14 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.model.enums import TradingState
-from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
+from appliance.model.records import POSITION, TICK, ReportKind
 from appliance.runtime import layout
 from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
 from appliance.runtime.worker import Worker
-from appliance.shm import BroadcastRing, RecordQueue
-from appliance.shm.snapshot import SharedSnapshot
+from appliance.shm import BroadcastRing
 from appliance.trading.engine import ExecutionEngine
 from appliance.workers import compose
+from appliance.workers.segments import HostSegments
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +40,12 @@ class HostLink:
 
     def __init__(self, w: Worker, h: int, epoch_bump: bool) -> None:
         cfg = w.config
-        inst = cfg.instance
         self.host = h
-        self.intents_q = RecordQueue.attach(inst, layout.intents_queue(h), INTENT)
-        self.reports_q = RecordQueue.attach(inst, layout.reports_queue(h), REPORT)
+        self.segments = HostSegments.attach(cfg, h)
+        self.intents_q, self.reports_q = self.segments.intents_q, self.segments.reports_q
+        self.snapshot = self.segments.snapshot
         self.consumer = self.intents_q.consumer(w.strategy)
         self.producer = self.reports_q.producer(w.strategy, seq_field="seq")
-        self.snapshot = SharedSnapshot.attach(
-            inst,
-            layout.positions_snapshot(h),
-            POSITION,
-            (layout.host_agents(cfg, h), len(cfg.symbols)),
-        )
         self.offsets = np.cumsum([0] + [p.agents for p in cfg.hosts[h].populations])
         self.positions = np.zeros(self.snapshot.shape, dtype=POSITION)
         self.epoch = self.snapshot.tag(TAG_EPOCH) + (1 if epoch_bump else 0)
@@ -116,8 +110,7 @@ class HostLink:
     def close(self) -> None:
         self.consumer.close()
         self.producer.close()
-        for seg in (self.intents_q, self.reports_q, self.snapshot):
-            seg.close()
+        self.segments.close()
 
 
 def main(w: Worker) -> None:

@@ -35,19 +35,15 @@ from appliance.cluster.orders import (
     decode_intents,
     events_headers,
     exec_ids,
-    host_layout,
     reset_messages,
     run_of,
 )
 from appliance.cluster.wire import WireError
-from appliance.model.records import INTENT, POSITION, REPORT
-from appliance.runtime import layout
 from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
 from appliance.runtime.worker import Worker
-from appliance.shm import RecordQueue
-from appliance.shm.snapshot import SharedSnapshot
 from appliance.trading.journal import Journal
 from appliance.workers import netio
+from appliance.workers.segments import HostSegments
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +60,14 @@ class HostGateway:
 
     def __init__(self, w: Worker, js: JetStreamContext, h: int) -> None:
         cfg = w.config
-        inst = cfg.instance
         self.w, self.h = w, h
-        self.host = cfg.hosts[h]
-        self.name = self.host.name
-        self.intents_q = RecordQueue.attach(inst, layout.intents_queue(h), INTENT)
-        self.reports_q = RecordQueue.attach(inst, layout.reports_queue(h), REPORT)
+        self.name = cfg.hosts[h].name
+        self.segments = HostSegments.attach(cfg, h)
+        self.intents_q, self.reports_q = self.segments.intents_q, self.segments.reports_q
+        self.snapshot = self.segments.snapshot
         self.producer = self.intents_q.producer(w.strategy)  # seq = exec id, not stamped
         self.consumer = self.reports_q.consumer(w.strategy)
-        shape = (layout.host_agents(cfg, h), len(cfg.symbols))
-        self.snapshot = SharedSnapshot.attach(inst, layout.positions_snapshot(h), POSITION, shape)
-        self.layout = host_layout(
-            self.name, [(p.kind, p.agents) for p in self.host.populations], cfg.symbol_names
-        )
+        self.layout = netio.host_layout(cfg, h)
         self.epoch = netio.epoch(w)
         sub, specs = netio.subjects(cfg), netio.streams(cfg)
         self.reader = DurableReader(
@@ -259,8 +250,7 @@ class HostGateway:
     def close(self) -> None:
         self.producer.close()
         self.consumer.close()
-        for seg in (self.intents_q, self.reports_q, self.snapshot):
-            seg.close()
+        self.segments.close()
 
 
 def main(w: Worker) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.js import JetStreamContext
 
+from appliance.cluster import orders
 from appliance.cluster.client import connect
 from appliance.cluster.wire import StreamSpec, Subjects
 from appliance.config import ClusterConfig, Config, StreamConfig
@@ -46,6 +47,14 @@ def streams(cfg: Config) -> dict[str, StreamSpec]:
         "intents": _spec(c.intents, sub.wildcard("intents")),
         "reports": _spec(c.reports, sub.wildcard("reports")),
     }
+
+
+def host_layout(cfg: Config, h: int) -> str:
+    """What host ``h``'s intents mean, as both ends of the hop must agree on it."""
+    host = cfg.hosts[h]
+    return orders.host_layout(
+        host.name, [(p.kind, p.agents) for p in host.populations], cfg.symbol_names
+    )
 
 
 def epoch(w: Worker) -> int:

@@ -47,7 +47,6 @@ from appliance.cluster.orders import (
     Reset,
     decode_events,
     exec_ids,
-    host_layout,
     intent_headers,
     reset_part,
 )
@@ -115,12 +114,9 @@ class HostUplink:
     def __init__(self, w: Worker, js: JetStreamContext, h: int) -> None:
         cfg = w.config
         self.w, self.js = w, js
-        self.host = cfg.hosts[h]
-        self.name = self.host.name
+        self.name = cfg.hosts[h].name
         self.link = RemoteLink(w, h)
-        self.layout = host_layout(
-            self.name, [(p.kind, p.agents) for p in self.host.populations], cfg.symbol_names
-        )
+        self.layout = netio.host_layout(cfg, h)
         self.epoch = netio.epoch(w)
         subjects, self.specs = netio.subjects(cfg), netio.streams(cfg)
         self.subjects = subjects

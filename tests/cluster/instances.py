@@ -11,7 +11,7 @@ import numpy as np
 
 from appliance.model.records import TICK
 from appliance.shm import BroadcastRing
-from tests.harness import Appliance
+from tests.harness import TEST_CONFIG, Appliance
 
 TEST_READER = 15  # a ring reader slot no worker uses
 # Starting an instance spawns half a dozen Python processes: slow on a busy machine.
@@ -47,18 +47,12 @@ def _toml(value: Any) -> str:
     return repr(value)
 
 
-# A third agent host, for clusters of three instances (every instance lists it).
-HOST_C = """
-[[hosts]]
-name = "host-c"
-[[hosts.populations]]
-kind = "ema_cross"
-agents = 30
-[hosts.populations.params]
-fast = [3, 8]
-slow = [10, 30]
-qty = [0.002, 0.04]
-"""
+# A third agent host for clusters of three instances (every instance lists it): the
+# harness's host-b under another name.
+_HOST_B = TEST_CONFIG[
+    TEST_CONFIG.index('[[hosts]]\nname = "host-b"') : TEST_CONFIG.index("{extra}")
+]
+HOST_C = _HOST_B.replace('"host-b"', '"host-c"')
 
 
 def make(
