@@ -13,6 +13,7 @@ WorkingDirectory. They are kept as written, so a config dumps back to what it wa
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 import tomllib
@@ -36,7 +37,9 @@ from pydantic import (
     model_validator,
 )
 
-from appliance.agents import POPULATIONS
+from appliance.agents import population_class
+from appliance.agents.compute import BACKENDS, BackendError, resolve
+from appliance.agents.params import grid_size
 from appliance.feeds.tickfile import TickFileError, read_header
 from appliance.model.enums import CLUSTER_ROLES, SINGLE_ROLES, Role
 
@@ -86,13 +89,46 @@ def _error_message(err: Any) -> str:
 
 
 def _from_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    errors = []
+    errors: list[tuple[str, str]] = []
+    unions: dict[str, list[str]] = {}  # one entry per value that matched no union member
     for err in exc.errors():
-        loc = format_loc(err["loc"])
+        parts, member = _split_union(err["loc"])
+        loc = format_loc(parts)
         if prefix:
             loc = f"{prefix}{'' if not loc or loc.startswith('[') else '.'}{loc}"
-        errors.append((loc, _error_message(err)))
-    return errors
+        if member is None:
+            errors.append((loc, _error_message(err)))
+            continue
+        if loc not in unions:
+            unions[loc] = []
+            errors.append((loc, ""))  # filled in below, in the order met
+        given = err.get("input")
+        got = f" (got {given!r})" if isinstance(given, str | int | float | bool) else ""
+        unions[loc].append(f"as {_describe_type(member)}: {err['msg']}{got}")
+    return [(loc, msg or "; or ".join(unions[loc])) for loc, msg in errors]
+
+
+# pydantic names the members of a union in an error's location with its own type tags
+# ("constrained-float", "list[constrained-float]"); people read them as described here.
+_TYPE_WORDS = {"float": "a number", "int": "a whole number", "str": "text", "bool": "true/false"}
+
+
+def _split_union(loc: Iterable[str | int]) -> tuple[list[str | int], str | None]:
+    """The location without pydantic's union-member tag, and the tag (None: no union)."""
+    parts = list(loc)
+    for i, part in enumerate(parts):
+        if isinstance(part, str) and (set(part) & set("-[]") or part in _TYPE_WORDS):
+            return parts[:i] + parts[i + 1 :], part
+    return parts, None
+
+
+def _describe_type(tag: str) -> str:
+    base = tag.split("[", 1)[0].removeprefix("constrained-")
+    if base in ("list", "tuple", "set"):
+        return "a list"
+    if base == "dict":
+        return "a table"
+    return _TYPE_WORDS.get(base, "a value")
 
 
 def _power_of_two(value: int) -> int:
@@ -152,9 +188,67 @@ class SymbolConfig(_Model):
         return self
 
 
+# Keys that hold secrets in ccxt: they never belong in the config (credentials_file or
+# credentials_env instead), so a config that names one is refused.
+_SECRET_KEYS = {"apikey", "secret", "password", "privatekey", "uid", "token", "walletaddress"}
+
+
+def _secret_keys(value: Any, where: str) -> list[str]:
+    if isinstance(value, dict):
+        found = [f"{where}.{k}" for k in value if str(k).lower() in _SECRET_KEYS]
+        for k, v in value.items():
+            found += _secret_keys(v, f"{where}.{k}")
+        return found
+    return []
+
+
+class CcxtConfig(_Model):
+    """A ccxt (REST) / ccxt.pro (websocket) exchange connection; keys never live here."""
+
+    # ccxt exchange id, e.g. "binance", "binanceus", "kraken".
+    exchange: Annotated[str, Field(pattern=r"^[a-z0-9_]{2,32}$")]
+    # Deep-merged into the exchange's ccxt ``urls`` (REST and websocket keys alike).
+    urls: dict[str, Any] = {}
+    # Deep-merged into the exchange's ccxt ``options``.
+    options: dict[str, Any] = {}
+    # Markets saved by `dynamind markets save`: a start then needs no REST call for them.
+    markets_file: Path | None = None
+    # The exchange's sandbox/testnet urls (ccxt set_sandbox_mode) before ``urls`` apply.
+    sandbox: bool = False
+    # Where the keys come from: a TOML file only its owner can read, or environment
+    # variables <PREFIX>_API_KEY, <PREFIX>_SECRET (optional _PASSWORD, _UID).
+    credentials_file: Path | None = None
+    credentials_env: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")] | None = None
+
+    @model_validator(mode="after")
+    def _no_secrets(self) -> CcxtConfig:
+        found = _secret_keys(self.urls, "urls") + _secret_keys(self.options, "options")
+        if found:
+            raise ValueError(
+                f"{', '.join(found)}: keys never go in the config; use credentials_file or "
+                "credentials_env"
+            )
+        if self.credentials_file is not None and self.credentials_env is not None:
+            raise ValueError("give credentials_file or credentials_env, not both")
+        if self.markets_file is not None and not self.markets_file.is_file():
+            raise ValueError(f"markets_file {str(self.markets_file)!r} does not exist")
+        return self
+
+
+class CcxtVenueConfig(CcxtConfig):
+    # Network errors (timeouts, dropped connections) are retried this many times, each
+    # attempt journaled; other errors are answers and are never retried.
+    retries: Annotated[int, Field(ge=0, le=20)] = 3
+    retry_backoff_s: PositiveFloat = 0.5
+    # Order updates: "watch" (ccxt.pro watch_orders/watch_my_trades), "poll" (REST every
+    # poll_interval_s), "auto" (watch where the exchange supports it).
+    updates: Literal["auto", "watch", "poll"] = "auto"
+    poll_interval_s: PositiveFloat = 1.0
+
+
 class FeedConfig(_Model):
     # "nats": a mirror of another instance's ring (cluster.ticks_from), over NATS.
-    kind: Literal["synthetic", "replay", "nats"] = "synthetic"
+    kind: Literal["synthetic", "replay", "ccxt", "nats"] = "synthetic"
     # Ticks per second over all symbols; 0: as fast as possible.
     rate: NonNegativeFloat = 20_000.0
     # Most ticks per ring write.
@@ -169,6 +263,11 @@ class FeedConfig(_Model):
     path: Annotated[Path | None, Field(validate_default=True)] = None
     pace: Literal["recorded", "fast"] = "recorded"
     loop: bool = False
+    # ccxt only: the exchange to watch (the symbols' names are ccxt unified symbols).
+    ccxt: CcxtConfig | None = None
+    # ccxt only: reconnect backoff after a dropped connection (doubling up to the max).
+    reconnect_initial_s: PositiveFloat = 0.25
+    reconnect_max_s: PositiveFloat = 30.0
 
     @field_validator("path")
     @classmethod
@@ -184,8 +283,12 @@ class FeedConfig(_Model):
 
 
 class PopulationConfig(_Model):
+    # A built-in kind, or a user's class as "module.path:ClassName".
     kind: str
+    # With a grid, agents may be left out: one per combination and symbol.
     agents: Annotated[int, Field(ge=1, le=10_000_000)]
+    # Per-agent params as lists of values: one agent per combination (per symbol).
+    grid: dict[str, Annotated[list[float], Field(min_length=1)]] | None = None
     # Symbol names this population trades; None: every symbol of the config.
     symbols: list[str] | None = None
     # Seed of the agents' drawn parameters; None: derived from the host and population
@@ -199,8 +302,16 @@ class HostConfig(_Model):
     populations: Annotated[list[PopulationConfig], Field(min_length=1, max_length=65535)]
 
 
+class ComputeConfig(_Model):
+    # Where agent kernels run: auto (cupy on a usable GPU, else numba), numpy (the
+    # reference), numba (compiled CPU kernels) or cupy (CUDA).
+    backend: Literal[BACKENDS] = "auto"  # type: ignore[valid-type]
+
+
 class ExecutionConfig(_Model):
-    venue: Literal["paper"] = "paper"
+    venue: Literal["paper", "ccxt"] = "paper"
+    # ccxt venue only: the exchange orders go to.
+    ccxt: CcxtVenueConfig | None = None
     # Fees in basis points of notional; internal: on quantity crossed between agents.
     taker_fee_bps: NonNegativeFloat = 10.0
     # May be negative: a maker rebate.
@@ -301,6 +412,9 @@ class Config(_Model):
     # Records per tick ring and per intent/report queue: powers of two (index masking).
     ring_capacity: PowerOfTwo = 65536
     queue_capacity: PowerOfTwo = 16384
+    # A group whose members may read the shared memory (status, top); None: only the
+    # service user. Never any access for others.
+    operator_group: str | None = None
     trading: TradingConfig = TradingConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     symbols: Annotated[list[SymbolConfig], Field(min_length=1, max_length=65535)]
@@ -309,7 +423,45 @@ class Config(_Model):
     execution: ExecutionConfig = ExecutionConfig()
     cpu: CpuConfig = CpuConfig()
     recorder: RecorderConfig = RecorderConfig()
+    compute: ComputeConfig = ComputeConfig()
     cluster: ClusterConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grid_agents(cls, data: Any) -> Any:
+        """A population with a grid and no agent count gets one agent per combination and
+        symbol (anything malformed is left for the field checks to report)."""
+        try:
+            n_all = len(data["symbols"])
+            for host in data["hosts"]:
+                for pop in host["populations"]:
+                    if isinstance(pop.get("grid"), dict) and "agents" not in pop:
+                        n_sym = len(pop["symbols"]) if pop.get("symbols") else n_all
+                        pop["agents"] = grid_size(pop["grid"]) * n_sym
+        except (KeyError, TypeError, AttributeError):
+            pass
+        return data
+
+    @field_validator("compute")
+    @classmethod
+    def _backend_runs(cls, compute: ComputeConfig, info: ValidationInfo) -> ComputeConfig:
+        # Only when loading for this machine (see load_config), like the CPU cores.
+        if (info.context or {}).get("available_cores") is not None:
+            try:
+                resolve(compute.backend)
+            except BackendError as exc:
+                raise ValueError(str(exc)) from None
+        return compute
+
+    @field_validator("operator_group")
+    @classmethod
+    def _group_exists(cls, group: str | None) -> str | None:
+        if group is not None:
+            try:
+                grp.getgrnam(group)
+            except KeyError:
+                raise ValueError(f"no group named {group!r} on this machine") from None
+        return group
 
     @field_validator("cpu")
     @classmethod
@@ -350,12 +502,15 @@ class Config(_Model):
             if sum(p.agents for p in host.populations) > 2**32 - 1:
                 errors.append((f"hosts[{h}].populations", "more than 2**32-1 agents in a host"))
             for p, pop in enumerate(host.populations):
-                errors += self._population_errors(f"hosts[{h}].populations[{p}]", pop, self.symbols)
+                errors += self._population_errors(
+                    f"hosts[{h}].populations[{p}]", pop, self.symbols, self.population_seed(h, p)
+                )
         if self.feed.batch_size * 2 > self.ring_capacity:
             errors.append(
                 ("feed.batch_size", f"must be at most half the ring ({self.ring_capacity})")
             )
         errors += self._replay_symbol_errors(names)
+        errors += self._ccxt_errors()
         errors += self._cluster_errors(hosts)
         errors += self._cpu_errors(hosts)
         return errors
@@ -378,15 +533,16 @@ class Config(_Model):
             errors.append(("cluster.ticks_from", "an instance cannot mirror its own ring"))
         return errors
 
-    @staticmethod
     def _population_errors(
-        loc: str, pop: PopulationConfig, symbols: list[SymbolConfig]
+        self, loc: str, pop: PopulationConfig, symbols: list[SymbolConfig], seed: int
     ) -> list[tuple[str, str]]:
         names = [s.name for s in symbols]
         errors = []
-        if pop.kind not in POPULATIONS:
-            known = ", ".join(sorted(POPULATIONS))
-            return [(f"{loc}.kind", f"unknown population kind {pop.kind!r} (known: {known})")]
+        try:
+            kind = population_class(pop.kind)
+            resolve(self.compute.backend, (*kind.backends, "auto"))
+        except (ValueError, BackendError) as exc:
+            return [(f"{loc}.kind", str(exc))]
         chosen = names if pop.symbols is None else pop.symbols
         for i, name in enumerate(pop.symbols or ()):
             if name not in names:
@@ -398,15 +554,19 @@ class Config(_Model):
         elif pop.agents < len(chosen):
             errors.append((f"{loc}.agents", f"fewer agents than symbols ({len(chosen)})"))
         try:
-            params = POPULATIONS[pop.kind].validate_params(pop.params, len(chosen))
+            params = kind.validate_params(pop.params, len(chosen))
         except ValidationError as exc:
             return errors + _from_validation_error(exc, prefix=f"{loc}.params")
         if errors:
             return errors
+        try:  # draws every agent's params, as the host will
+            rng = np.random.default_rng(seed)
+            kind.agent_table(params, pop.grid, pop.agents, len(chosen), rng)
+        except ValueError as exc:
+            return [(f"{loc}.grid" if pop.grid else f"{loc}.params", str(exc))]
         traded = [symbols[names.index(n)] for n in chosen]
         errors += [
-            (f"{loc}.params.{where}", msg)
-            for where, msg in POPULATIONS[pop.kind].instrument_errors(params, traded)
+            (f"{loc}.params.{where}", msg) for where, msg in kind.instrument_errors(params, traded)
         ]
         return errors
 
@@ -421,6 +581,38 @@ class Config(_Model):
         if unknown:
             return [("feed.path", f"recorded symbols {unknown} are not in the config's symbols")]
         return []
+
+    def _ccxt_errors(self) -> list[tuple[str, str]]:
+        errors = []
+        tables = []
+        if self.feed.kind == "ccxt":
+            tables.append(("feed.ccxt", self.feed.ccxt))
+        if self.execution.venue == "ccxt":
+            tables.append(("execution.ccxt", self.execution.ccxt))
+        for where, table in tables:
+            if table is None:
+                errors.append((where, f"required by {where.split('.')[0]} kind 'ccxt'"))
+            elif table.markets_file is not None:
+                errors += [(where, msg) for msg in self.market_problems(table)]
+        return errors
+
+    def market_problems(self, table: CcxtConfig) -> list[str]:
+        """The instrument table checked against ``table``'s exchange markets (saved file,
+        no network): unknown symbols, tick/lot sizes off the markets' precision."""
+        from appliance.markets import (
+            ExchangeSettings,
+            MarketsError,
+            instrument_problems,
+            make_exchange,
+        )
+
+        settings = ExchangeSettings(table.exchange, table.urls, table.options, table.markets_file)
+        try:
+            exchange = make_exchange(settings, pro=False)
+        except MarketsError as exc:
+            return [str(exc)]
+        rows = [(s.name, s.tick_size, s.lot_size) for s in self.symbols]
+        return [f"symbols[{i}]: {msg}" for i, msg in instrument_problems(exchange, rows)]
 
     def _cpu_errors(self, hosts: list[str]) -> list[tuple[str, str]]:
         if self.cpu.mode != "explicit":
@@ -596,7 +788,7 @@ def _diff(a: Any, b: Any, loc: tuple[str | int, ...], old: Config, out: list[Cha
 
 def _is_params(loc: tuple[str | int, ...]) -> bool:
     # A population's params table is compared whole: its keys are the kind's business.
-    return len(loc) == 5 and loc[0] == "hosts" and loc[-1] == "params"
+    return len(loc) == 5 and loc[0] == "hosts" and loc[-1] in ("params", "grid")
 
 
 def _is_layout(loc: tuple[str | int, ...]) -> bool:
@@ -618,7 +810,7 @@ def _restart_target(path: str, loc: tuple[str | int, ...], old: Config) -> str |
     if top == "cpu" and len(loc) == 3:
         key = str(loc[2])
         return key if key in WORKERS or key in (h.name for h in old.hosts) else APPLIANCE
-    if top == "hosts" and len(loc) == 5 and loc[-1] in ("params", "seed"):
+    if top == "hosts" and len(loc) == 5 and loc[-1] in ("params", "seed", "grid"):
         # A population's params only change its host's agents; the layout stays.
         return old.hosts[int(loc[1])].name
     # Segment sizes, instance name, wait strategy, the instrument table, the layout of

@@ -14,7 +14,7 @@ processes of this bench, one on each ring:
 2. intents: agents that trade often on both hosts: intents per second taken by execution
    from the local host and, through uplink, JetStream and gateway, from the remote one.
 
-Results are printed as a table and written as JSON under bench/results/.
+Results are printed as a table and written as JSON to ``--out-dir`` (bench/results.py).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from appliance.model.records import TICK, TickKind
 from appliance.runtime import logs
 from appliance.runtime.supervisor import Supervisor
 from appliance.shm import BroadcastRing, Stats, remove_instance
+from bench import results
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 READER_SLOT = 15  # a ring reader slot no worker uses
 TICK_RATES = (20_000, 100_000, 0)  # 0: flat out
 EXAMPLES = ROOT / "config" / "examples"
@@ -184,7 +184,7 @@ def _measure(src: Instance, dst: Instance, warmup: float, seconds: float) -> dic
         "mirror_ring_per_s": r_dst["feed"]["ticks_out"],
         "remote_host_per_s": r_dst["far"]["ticks_in"],
         "bridge_lapped": b_src["bridge"]["tick_gaps"] - a_src["bridge"].get("tick_gaps", 0),
-        "mirror_missing": b_dst["feed"]["tick_gaps"] - a_dst["feed"].get("tick_gaps", 0),
+        "mirror_missing": b_dst["feed"]["net_missing"] - a_dst["feed"].get("net_missing", 0),
         "latency_us": latency,
         "intents_local_per_s": r_src["near"]["intents"],
         "intents_remote_per_s": r_src["gateway"]["intents"],
@@ -283,7 +283,7 @@ def _execution_alone(work: Path, seconds: float) -> dict[str, dict[str, float]]:
     return out
 
 
-def run(quick: bool, out_dir: Path = RESULTS) -> dict[str, Any]:
+def run(quick: bool) -> dict[str, Any]:
     warmup, seconds = (2.0, 4.0) if quick else (4.0, 10.0)
     work = Path(tempfile.mkdtemp(prefix="dynamind-bench-cluster-"))
     phases: dict[str, Any] = {}
@@ -293,6 +293,7 @@ def run(quick: bool, out_dir: Path = RESULTS) -> dict[str, Any]:
             alone = _execution_alone(work, seconds / 2)
             for rate in (TICK_RATES[0], TICK_RATES[2]) if quick else TICK_RATES:
                 name = f"ticks_{rate // 1000}k" if rate else "ticks_max"
+                print(f"phase {name} ...", file=sys.stderr, flush=True)
                 phases[name] = run_phase(nats.urls, work, name, rate, 100, QUIET, warmup, seconds)
             phases["intents"] = run_phase(
                 nats.urls, work, "intents", 20_000, 10_000, BUSY, warmup, seconds
@@ -309,17 +310,13 @@ def run(quick: bool, out_dir: Path = RESULTS) -> dict[str, Any]:
         "chain_publish": raw,
         "execution_alone": alone,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name in (f"cluster-{stamp}.json", "cluster-latest.json"):
-        (out_dir / name).write_text(json.dumps(result, indent=2))
     return result
 
 
 def print_table(result: dict[str, Any]) -> None:
     print(
         f"{'phase':<11} {'feed rate':>9} {'src ring/s':>11} {'local rd/s':>11} "
-        f"{'bridge/s':>10} {'mirror/s':>10} {'missing':>8} {'local p50/p99 us':>17} "
+        f"{'bridge/s':>10} {'lapped':>8} {'mirror/s':>10} {'missing':>8} {'local p50/p99 us':>17} "
         f"{'mirror p50/p99 us':>18} {'hop p50/p99 us':>15}"
     )
     for name, p in result["phases"].items():
@@ -331,8 +328,9 @@ def print_table(result: dict[str, Any]) -> None:
         )
         rate = f"{p['feed_rate']:,}" if p["feed_rate"] else "max"
         print(
-            f"{name:<11} {rate:>9} {p['src_ring_per_s']:>11,.0f} {p['local_host_per_s']:>11,.0f} "
-            f"{p['bridge_per_s']:>10,.0f} {p['mirror_ring_per_s']:>10,.0f} "
+            f"{name:<11} {rate:>9} {p['src_ring_per_s']:>11,.0f} "
+            f"{p['local_host_per_s']:>11,.0f} {p['bridge_per_s']:>10,.0f} "
+            f"{p['bridge_lapped']:>8,} {p['mirror_ring_per_s']:>10,.0f} "
             f"{p['mirror_missing']:>8,} {_pct(loc):>17} {_pct(mir):>18} {hop:>15}"
         )
     i = result["phases"]["intents"]
@@ -364,8 +362,11 @@ def _pct(lat: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dynamind bench cluster", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer, shorter phases")
-    print_table(run(parser.parse_args(argv).quick))
-    print(f"written to {RESULTS / 'cluster-latest.json'}")
+    results.add_out_dir(parser)
+    args = parser.parse_args(argv)
+    result = run(args.quick)
+    print_table(result)
+    print(f"written to {results.write('cluster', result, args.out_dir)}")
     return 0
 
 

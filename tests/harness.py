@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +19,7 @@ import psutil
 
 from appliance.shm import Stats, list_names, remove_instance
 from appliance.shm.segment import SegmentError
+from appliance.trading.flatten import FLATTEN_SEQ
 
 TEST_CONFIG = """
 instance = "{instance}"
@@ -83,6 +86,19 @@ qty = [0.002, 0.04]
 """
 
 
+def dynamind(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run the `dynamind` command line as an operator would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.ops.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
 def write_config(directory: Path, **overrides: Any) -> tuple[Path, str]:
     instance = f"t{os.getpid()}{uuid.uuid4().hex[:6]}"
     values = {
@@ -110,8 +126,9 @@ class Appliance:
         self.proc: subprocess.Popen | None = None
         self._stats: Stats | None = None
 
-    def start(self, *args: str) -> Appliance:
-        # A restarted instance adds to its log; wait_ready looks for a new ready line.
+    def start(self, *args: str, env: dict[str, str] | None = None) -> Appliance:
+        """``dynamind run`` with ``args``; ``env`` adds to the environment (e.g. systemd's).
+        A restarted instance adds to its log; wait_ready looks for a new ready line."""
         self._readies = self._ready_lines()
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -119,6 +136,7 @@ class Appliance:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.dir,
+            env=None if env is None else {**os.environ, **env},
         )
         return self
 
@@ -252,10 +270,13 @@ def assert_intents_accounted(app: Appliance) -> dict[int, int]:
         ).fetchone()
         heads = {int(h): n for h, n in json.loads(drained).items()}
         for host, head in heads.items():
+            # Seqs from FLATTEN_SEQ up are the operator's closing orders, not queue positions.
             seqs = [
                 s
                 for (s,) in db.execute(
-                    "SELECT intent_seq FROM orders WHERE host = ? ORDER BY intent_seq", (host,)
+                    "SELECT intent_seq FROM orders WHERE host = ? AND intent_seq < ? "
+                    "ORDER BY intent_seq",
+                    (host, FLATTEN_SEQ),
                 )
             ]
             assert len(seqs) == len(set(seqs)), f"host {host}: an intent journaled twice"
@@ -295,3 +316,58 @@ def assert_hosts_agree(app: Appliance) -> None:
         mine = [m for m in lines if m.startswith(f"{host} positions check")]
         assert mine, f"{host} made no positions check:\n{app.log_tail()}"
         assert "did not settle" not in mine[-1] and " 0 settled" not in mine[-1], mine[-1]
+
+
+def assert_positions_equal_fills(app: Appliance) -> dict:
+    """The positions execution held at its clean stop (final report) equal the positions
+    recomputed from the journal's fills; the final report."""
+    final = final_report(app)
+    assert "DIFFERS" not in final["msg"], final["msg"]
+    held = {tuple(p[:4]): p[4] for p in final["positions"]}
+    fills = journal_positions(app)
+    assert set(held) == {k for k, v in fills.items() if v}
+    for key, qty in held.items():
+        assert abs(qty - fills[key]) <= 1e-9, (key, qty, fills[key])
+    return final
+
+
+class NotifySocket:
+    """A bound AF_UNIX datagram socket collecting every message, with arrival times."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path).replace("@", "\0", 1))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+        self._lock = threading.Lock()
+        self._stop = False
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
+            with self._lock:
+                self.messages.append((time.monotonic(), fields))
+
+    def received(self) -> list[tuple[float, dict[str, str]]]:
+        with self._lock:
+            return list(self.messages)
+
+    def wait_for(self, pred, timeout: float = 60.0, after: float = 0.0) -> tuple[float, dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, msg in self.received():
+                if t >= after and pred(msg):
+                    return t, msg
+            time.sleep(0.05)
+        raise AssertionError(f"no such message; got {[m for _, m in self.received()][-10:]}")
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join()
+        self.sock.close()

@@ -257,3 +257,15 @@ def test_diff_of_layout_lists():
         "host-a",
         "host-b",
     }
+
+
+def test_union_errors_name_the_value_not_pydantics_type_tags(tmp_path):
+    text = minimal() + "[hosts.populations.params]\nqty = -1\n"
+    errs = errors_of(tmp_path, text)
+    loc = "hosts[1].populations[0].params.qty"
+    assert set(errs) == {loc}, errs
+    assert "constrained" not in errs[loc] and "list[" not in errs[loc]
+    assert errs[loc] == (
+        "as a number: Input should be greater than 0 (got -1); "
+        "or as a list: Input should be a valid list (got -1)"
+    )

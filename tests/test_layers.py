@@ -19,10 +19,12 @@ RANK = {
     "shm": 0,
     "storage": 0,
     "model": 0,
+    "markets": 0,  # ccxt connections from plain settings, shared by feeds and venues
     "agents": 1,
     "feeds": 1,
     "venues": 1,
     "cluster": 1,
+    "exsim": 1,  # the loopback exchange: imports nothing else of the appliance
     "trading": 2,
     "config": 3,
     "runtime": 4,

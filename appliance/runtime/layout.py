@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 from appliance.config import Config
 from appliance.model.enums import Role
+from appliance.model.records import INTENT, POSITION, REPORT, TICK
+from appliance.runtime.board import BOARD
+from appliance.shm import BroadcastRing, RecordQueue, Stats
+from appliance.shm.snapshot import SharedSnapshot
 
 TICKS = "ticks"
 STATS = "stats"
@@ -18,7 +22,9 @@ COUNTERS = [
     "ticks_in",  # ticks read from the ring (agent hosts, execution, recorder)
     "ticks_out",  # ticks written into the ring (feed)
     "tick_gaps",  # ticks lost to a lapped read
-    "intents",  # intents pushed (hosts) or processed (execution)
+    "signals",  # agent decisions that changed what an agent wants, per tick (hosts)
+    "intents",  # intents pushed (hosts: orders, at most one net per agent and batch)
+    "feed_gaps",  # GAP ticks (source lost, see TickKind.GAP) written (feed) or read
     "intents_full",  # pushes refused because the intent queue was full
     "reports",  # reports pushed (execution) or consumed (hosts)
     "fills",  # fill reports
@@ -28,7 +34,7 @@ COUNTERS = [
     "errors",  # exceptions caught and reported
     "net_seq",  # cluster workers: JetStream stream sequence last published or taken
     "net_lag",  # cluster workers: stream messages still to take (a level, not a count)
-    "net_gaps",  # nats feed: GAP records written
+    "net_missing",  # nats feed: ticks missing from its source's numbering (exact count)
 ]
 # Ring reader slots: fixed per role so a restarted reader can find its predecessor's.
 EXECUTION_READER, RECORDER_READER, FIRST_HOST_READER = 0, 1, 2
@@ -78,6 +84,17 @@ def stats_slots(config: Config) -> int:
     return 4 + len(config.hosts) + len(CLUSTER_SLOTS)
 
 
+def shm_bytes(config: Config) -> int:
+    """Bytes of shared memory (segments and semaphores) the supervisor creates for config."""
+    total = Stats.footprint(stats_slots(config))
+    total += BroadcastRing.footprint(TICK, config.ring_capacity)
+    for h in queue_hosts(config):
+        total += RecordQueue.footprint(INTENT, config.queue_capacity)
+        total += RecordQueue.footprint(REPORT, config.queue_capacity)
+        total += SharedSnapshot.footprint(POSITION, (host_agents(config, h), len(config.symbols)))
+    return total + SharedSnapshot.footprint(BOARD, (1,))
+
+
 # ---- beyond one host (appliance/cluster) ------------------------------------------------
 
 # Stats slots of the cluster workers, after the feed's: 4 + hosts + offset.
@@ -90,6 +107,11 @@ def cluster_processes(config: Config) -> list[Process]:
         Process(Role(name), name, base + CLUSTER_SLOTS[Role(name)])
         for name in config.cluster_workers()
     ]
+
+
+def host_of_slot(slot: int) -> int:
+    """The host index of an agent host's stats slot (see processes)."""
+    return slot - 3
 
 
 def bridge_reader(config: Config) -> int:

@@ -9,6 +9,8 @@ import time
 
 import orjson
 
+# What a newline inside one event becomes in text logs.
+ONE_LINE = " | "
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -27,7 +29,9 @@ class TextFormatter(logging.Formatter):
             line += " " + extra
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        # One event, one line, whatever it carries (config errors, tracebacks): journald,
+        # grep and log shippers all split on newlines.
+        return ONE_LINE.join(part for part in line.splitlines() if part.strip())
 
 
 class JsonFormatter(logging.Formatter):

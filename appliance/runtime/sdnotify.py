@@ -1,9 +1,16 @@
-"""sd_notify without a dependency: a datagram to $NOTIFY_SOCKET (see sd_notify(3))."""
+"""sd_notify without a dependency: a datagram to $NOTIFY_SOCKET (see sd_notify(3)).
+
+Reloads follow systemd's protocol (sd_notify(3), "RELOADING=1"): ``RELOADING=1`` with
+``MONOTONIC_USEC`` (CLOCK_MONOTONIC when the reload began), then ``READY=1`` once it is
+over, applied or rejected; a rejection also says so in ``STATUS=``, which `systemctl
+status` shows.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 
 
 class Notifier:
@@ -47,7 +54,12 @@ class Notifier:
         self.notify(WATCHDOG=1)
 
     def reloading(self) -> None:
-        self.notify(RELOADING=1)
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify(RELOADING=1, MONOTONIC_USEC=usec)
+
+    def reloaded(self, status: str) -> None:
+        """The reload is over (applied or rejected): ``status`` says which."""
+        self.notify(READY=1, STATUS=status)
 
     def stopping(self) -> None:
         self.notify(STOPPING=1)

@@ -27,7 +27,8 @@ from appliance.model.records import INTENT, POSITION, REPORT, TICK
 from appliance.runtime import layout
 from appliance.runtime.control import Channel
 from appliance.runtime.cpu import CpuPlan, plan
-from appliance.runtime.sdnotify import Notifier
+from appliance.runtime.exits import Exit
+from appliance.runtime.service import ServiceReport, pnl_net, stale_workers
 from appliance.runtime.worker import WorkerSpec, run
 from appliance.shm import BroadcastRing, RecordQueue, Stats, require_tso
 from appliance.shm.segment import reclaim_stale
@@ -42,9 +43,7 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 60.0
 DRAIN_ATTEMPTS = 3
-EXIT_UNDRAINED = 3
 STABLE_S = 10.0  # a worker up this long has its backoff reset
-EXIT_HALTED = 2
 
 
 class Halted(RuntimeError):
@@ -76,7 +75,8 @@ class Supervisor:
         self.config = config
         self.config_path = config_path
         self.ctx = mp.get_context("spawn")
-        self.notifier = Notifier()
+        # sd_notify, the board segment and status lines: see service.py
+        self.service = ServiceReport()
         self.children: dict[str, Child] = {}
         self.segments: list[Any] = []
         self.cpu: CpuPlan | None = None
@@ -85,6 +85,7 @@ class Supervisor:
         self.queues: list[tuple[RecordQueue, RecordQueue]] = []
         self._stop_requested = False
         self._reload_requested = False
+        self._flatten_requested = False
         self.halted = False
         self.last_status: dict[str, dict[str, Any]] = {}
         self.final: dict[str, Any] | None = None  # execution's report at a clean stop
@@ -97,23 +98,25 @@ class Supervisor:
         require_tso()
         # The stats segment doubles as the instance lock: a live owner means a running
         # appliance of the same name, which we refuse; a dead one is reclaimed.
+        group = cfg.operator_group  # may read every segment (status, top)
         self.stats = Stats.create(
-            cfg.instance, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS
+            cfg.instance, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS, group
         )
         self.segments.append(self.stats)
         for name in reclaim_stale(cfg.instance):
             log.warning("reclaimed stale %s", name)
-        self.ring = BroadcastRing.create(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
+        self.segments.append(self.service.open_board(cfg.instance, cfg.trading.state, group))
+        self.ring = BroadcastRing.create(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity, group)
         self.segments.append(self.ring)
         for h in layout.queue_hosts(cfg):
             # Each segment is recorded as soon as it exists, so a failure part-way
             # through still unlinks everything made before it.
             iq = RecordQueue.create(
-                cfg.instance, layout.intents_queue(h), INTENT, cfg.queue_capacity
+                cfg.instance, layout.intents_queue(h), INTENT, cfg.queue_capacity, group
             )
             self.segments.append(iq)
             rq = RecordQueue.create(
-                cfg.instance, layout.reports_queue(h), REPORT, cfg.queue_capacity
+                cfg.instance, layout.reports_queue(h), REPORT, cfg.queue_capacity, group
             )
             self.segments.append(rq)
             self.queues.append((iq, rq))
@@ -123,6 +126,7 @@ class Supervisor:
                     layout.positions_snapshot(h),
                     POSITION,
                     (layout.host_agents(cfg, h), len(cfg.symbols)),
+                    group,
                 )
             )
 
@@ -166,6 +170,7 @@ class Supervisor:
         while not all(self.children[n].ready for n in names):
             if self._stop_requested:
                 return  # stop now; run() stops whatever did start
+            self._my_slot.beat()  # starting is not hanging (status and top show the beat)
             self._pump_events()
             for n in names:
                 c = self.children[n]
@@ -224,7 +229,7 @@ class Supervisor:
         self._wait_ready([Role.FEED], READY_TIMEOUT_S)
         if self._stop_requested:
             return
-        self.notifier.ready(f"running {len(procs)} workers")
+        self.service.ready(len(procs))
         log.info("appliance %s ready: %d workers", cfg.instance, len(procs))
 
     # -- the watch loop ------------------------------------------------------------------
@@ -232,11 +237,13 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: object) -> None:
         if signum == signal.SIGHUP:
             self._reload_requested = True
+        elif signum == signal.SIGUSR1:
+            self._flatten_requested = True  # `dynamind flatten`
         else:
             self._stop_requested = True
 
     def install_signals(self) -> None:
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(s, self._on_signal)
 
     def run(self, duration: float | None = None) -> int:
@@ -248,17 +255,17 @@ class Supervisor:
             code = self.watch(duration)
         except Halted as exc:
             log.critical("halting: %s", exc)
-            code = EXIT_HALTED
+            self.service.halting(str(exc))
+            code = Exit.HALTED
         finally:
             if self.stop() and code == 0:
-                code = EXIT_UNDRAINED
+                code = Exit.UNDRAINED
         return code
 
     def watch(self, duration: float | None) -> int:
         cfg = self.config
         t0 = time.monotonic()
         next_status = t0 + cfg.status_interval_s
-        next_watchdog = t0
         while not self._stop_requested:
             now = time.monotonic()
             if duration is not None and now - t0 >= duration:
@@ -267,18 +274,26 @@ class Supervisor:
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
+            if self._flatten_requested:
+                self._flatten_requested = False
+                self.flatten()
             self._pump_events()
             self._check_children(now)
             self._my_slot.beat()
             if now >= next_status:
                 next_status = now + self.config.status_interval_s
                 self.status_line()
-            wd = self.notifier.watchdog_interval
-            if wd is not None and now >= next_watchdog:
-                next_watchdog = now + wd
-                self.notifier.watchdog()
+            self._watchdog(now)
             time.sleep(LOOP_S)
         return 0
+
+    def _watchdog(self, now: float) -> None:
+        interval = self.service.notifier.watchdog_interval
+        if interval is None:
+            return
+        ready = [(n, c.process.stats_slot) for n, c in self.children.items() if c.ready and c.alive]
+        stale = stale_workers(ready, self.stats.slots["heartbeat_ns"], int(interval * 1e9))
+        self.service.watchdog(now, stale)
 
     def _pump_events(self) -> None:
         for child in self.children.values():
@@ -403,22 +418,17 @@ class Supervisor:
             "realized_pnl": ex.get("realized", 0.0),
             "unrealized_pnl": ex.get("unrealized", 0.0),
             "fees": ex.get("fees", 0.0),
-            "trading": ex.get("trading", "?"),
+            "pnl_net": pnl_net(
+                ex.get("realized", 0.0), ex.get("unrealized", 0.0), ex.get("fees", 0.0)
+            ),
+            "open_orders": ex.get("open_orders", 0),
+            "trading": ex.get("trading", self.config.trading.state),
             "ring_lost": gaps,
             "restarts": sum(c.incarnation - 1 for c in self.children.values()),
         }
 
     def status_line(self) -> None:
-        s = self.status()
-        line = (
-            f"ticks/s={s['ticks_per_s']:,.0f} intents/s={s['intents_per_s']:,.0f} "
-            f"fills={s['fills']:,} rejects={s['rejects']:,} "
-            f"pnl={s['realized_pnl'] + s['unrealized_pnl']:,.2f} "
-            f"(realised {s['realized_pnl']:,.2f}) ring_lost={s['ring_lost']:,} "
-            f"restarts={s['restarts']}"
-        )
-        log.info("status %s", line)
-        self.notifier.status(line)
+        self.service.status(self.status())
 
     # -- reload --------------------------------------------------------------------------
 
@@ -427,28 +437,30 @@ class Supervisor:
         if self.config_path is None:
             log.warning("reload requested but the config came from no file")
             return
-        self.notifier.reloading()
+        self.service.reloading()
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            log.error("reload rejected, keeping the running config:\n%s", exc)
-            self.notifier.ready()
+            self.service.reload_rejected(str(exc))
             return
         changes = diff_config(self.config, new)
         live = [c for c in changes if c.live]
         needs = [c for c in changes if not c.live]
-        for c in needs:
-            log.warning("not applied (needs a restart of %s): %s", c.restart, c)
+        if self.config.trading.state != new.trading.state:
+            self.service.trading_changed(self.config.trading.state, new.trading.state, "reload")
         if live:
             self.config = self._merge_live(new, needs)
             for child in self.children.values():
                 if child.down is not None:
                     child.down.send("reload", config=self.config.model_dump(mode="json"))
-            for c in live:
-                log.info("applied live: %s", c)
-        if not changes:
-            log.info("reload: config unchanged")
-        self.notifier.ready()
+        self.service.reload_applied(live, needs)
+
+    def flatten(self) -> None:
+        """SIGUSR1 (`dynamind flatten`): execution goes reduce-only and closes out."""
+        self.service.flattening()
+        ex = self.children.get(Role.EXECUTION)
+        if ex is not None and ex.alive:
+            ex.down.send("flatten")
 
     def _merge_live(self, new: Config, needs: list) -> Config:
         # Restart-only changes are not applied, so the running config keeps their old
@@ -512,7 +524,7 @@ class Supervisor:
 
         Returns the number of published intents that could not be drained (0 normally).
         """
-        self.notifier.stopping()
+        self.service.stopping()
         undrained = 0
         try:
             if self.children:

@@ -4,18 +4,18 @@ Nothing in this package knows what the records mean. See ordering.py for the
 memory-ordering argument everything here relies on.
 """
 
-from appliance.shm.ordering import UnsupportedArchitecture, require_tso
-from appliance.shm.queue import QueueConsumer, QueueProducer, RecordQueue
-from appliance.shm.ring import BroadcastRing, RingReader, RingWriter
-from appliance.shm.segment import (
-    Segment,
+from appliance.shm.errors import (
     SegmentError,
     SegmentInUse,
     SegmentMismatch,
     SegmentMissing,
-    list_names,
-    remove_instance,
+    SegmentNameError,
 )
+from appliance.shm.files import check_space, format_bytes, free_bytes, list_names
+from appliance.shm.ordering import UnsupportedArchitecture, require_tso
+from appliance.shm.queue import QueueConsumer, QueueProducer, RecordQueue
+from appliance.shm.ring import BroadcastRing, RingReader, RingWriter
+from appliance.shm.segment import Segment, remove_instance
 from appliance.shm.stats import Stats, StatsSlot, percentile
 from appliance.shm.wait import WaitStrategy, resolve
 
@@ -31,10 +31,14 @@ __all__ = [
     "SegmentInUse",
     "SegmentMismatch",
     "SegmentMissing",
+    "SegmentNameError",
     "Stats",
     "StatsSlot",
     "UnsupportedArchitecture",
     "WaitStrategy",
+    "check_space",
+    "format_bytes",
+    "free_bytes",
     "list_names",
     "percentile",
     "remove_instance",

@@ -31,8 +31,9 @@ import time
 
 import numpy as np
 
+from appliance.shm.errors import SegmentInUse
 from appliance.shm.ordering import full_fence
-from appliance.shm.segment import Segment, SegmentInUse
+from appliance.shm.segment import Segment
 from appliance.shm.slots import Slots, SlotSegment, check_records
 from appliance.shm.wait import Doorbell, WaitStrategy, wait_until
 
@@ -46,6 +47,7 @@ class RecordQueue(SlotSegment):
 
     KIND = KIND
     RECORDS = RECORDS
+    SEMAPHORES = ("c", "p")  # the consumer's doorbell, then the producer's
 
     def __init__(self, segment: Segment, dtype: np.dtype) -> None:
         super().__init__(segment, dtype)
@@ -53,11 +55,8 @@ class RecordQueue(SlotSegment):
         self._tail = segment.words(TAIL)
         self._pids = segment.words(PIDS, 2)
 
-    def _sleeper_flags(self) -> list[tuple[memoryview, str]]:
-        return [
-            (self.segment.words(CONSUMER_SLEEPS), "c"),
-            (self.segment.words(PRODUCER_SLEEPS), "p"),
-        ]
+    def _sleeper_flags(self) -> list[memoryview]:
+        return [self.segment.words(CONSUMER_SLEEPS), self.segment.words(PRODUCER_SLEEPS)]
 
     @property
     def not_empty(self) -> Doorbell:
@@ -182,11 +181,15 @@ class QueueConsumer:
 
         The records stay in the queue until :meth:`advance`: process first, then advance.
         """
+        if max_records < 0:
+            raise ValueError(f"cannot peek at {max_records} records")
         tail = self._tail[0]
         return self._slots.run(tail, min(self._head[0] - tail, max_records))
 
     def advance(self, n: int) -> None:
         """Release ``n`` records after processing them."""
+        if n < 0:
+            raise ValueError(f"cannot advance by {n} records")
         tail = self._tail[0]
         if n > self._head[0] - tail:
             raise ValueError(f"advancing {n} records but only {self._head[0] - tail} are queued")

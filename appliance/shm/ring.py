@@ -33,13 +33,10 @@ from typing import Literal
 
 import numpy as np
 
+from appliance.shm.errors import SegmentInUse
+from appliance.shm.locks import is_locked
 from appliance.shm.ordering import full_fence
-from appliance.shm.segment import (
-    LINE,
-    Segment,
-    SegmentInUse,
-    is_locked,
-)
+from appliance.shm.segment import LINE, Segment
 from appliance.shm.slots import Slots, SlotSegment, check_records
 from appliance.shm.wait import WaitStrategy, wait_until
 
@@ -62,6 +59,7 @@ class BroadcastRing(SlotSegment):
     KIND = KIND
     RECORDS = RECORDS
     META = {"max_readers": MAX_READERS}
+    SEMAPHORES = tuple(f"r{i}" for i in range(MAX_READERS))
 
     def __init__(self, segment: Segment, dtype: np.dtype) -> None:
         super().__init__(segment, dtype)
@@ -71,8 +69,8 @@ class BroadcastRing(SlotSegment):
         self._slots = segment.words(SLOTS, MAX_READERS * LINE // 8)
         self._writer_pid = segment.words(WRITER)
 
-    def _sleeper_flags(self) -> list[tuple[memoryview, str]]:
-        return [(self._sleepers[i : i + 1], f"r{i}") for i in range(MAX_READERS)]
+    def _sleeper_flags(self) -> list[memoryview]:
+        return [self._sleepers[i : i + 1] for i in range(MAX_READERS)]
 
     # -- cursors and introspection ------------------------------------------------------
 
@@ -180,12 +178,16 @@ class RingWriter:
         Fill it, then call :meth:`publish` with the number of records filled. Lets a
         producer generate records straight into the ring without an intermediate array.
         """
+        if n < 0:
+            raise ValueError(f"cannot claim {n} records")
         pub = self._c[16]
         n = min(n, self._cap - (pub & self.ring.mask))  # the room run() gives, sans a view
         return self._slots.run(self._begin(n), n)
 
     def publish(self, n: int) -> None:
         """Publish ``n`` records filled through the view from :meth:`claim`."""
+        if n < 0:
+            raise ValueError(f"cannot publish {n} records")
         pub = self._c[16]
         if pub + n > self._claim:
             raise ValueError(f"publishing {n} records but only {self._claim - pub} were claimed")
@@ -215,6 +217,10 @@ class RingReader:
     def __init__(
         self, ring: BroadcastRing, strategy: WaitStrategy, start: Start, slot: int | None
     ) -> None:
+        if isinstance(start, str) and start not in ("latest", "oldest", "resume"):
+            raise ValueError(
+                f"start must be 'latest', 'oldest', 'resume' or a sequence number, got {start!r}"
+            )
         self.ring = ring
         self.strategy = strategy
         self.slot = self._register(slot)
@@ -225,26 +231,42 @@ class RingReader:
         self._mask = ring.mask
         self._cap = ring.capacity
         self._doorbell = ring._doorbells[self.slot]
-        pub = self._c[16]
-        if start == "latest":
-            pos = pub
-        elif start == "oldest":
-            pos = max(0, self._c[0] - self._cap)
-        elif start == "resume":  # a predecessor's cursor, closed or killed alike
-            pos = self._w[R_CURSOR] if self._w[R_REGISTERED] else pub
-        else:
-            pos = int(start)
+        # A successor of a reader that was killed or closed continues its cursor and its
+        # loss counters: what the predecessor held unvalidated is delivered again.
+        resume = start == "resume" and bool(self._w[R_REGISTERED])
+        pos = self._start_position(start, resume)
         self.position = pos
-        self.lost = 0  # records this reader never got (skipped or discarded)
-        self.gaps = 0  # events that lost records
+        self.lost = self._w[R_LOST] if resume else 0  # records never got (skipped, discarded)
+        self.gaps = self._w[R_GAPS] if resume else 0  # events that lost records
+        if not isinstance(start, str) and int(start) < pos <= self._c[16]:
+            # Asked for records the writer has already overwritten: they are lost, and
+            # the reader is told so, as when it is lapped.
+            self.lost += pos - max(int(start), 0)
+            self.gaps += 1
         self.accepted = 0
         self._batch_start = pos
         self._batch_len = 0
         self._w[R_CURSOR] = pos
-        self._w[R_LOST] = 0
-        self._w[R_GAPS] = 0
+        self._w[R_LOST] = self.lost
+        self._w[R_GAPS] = self.gaps
         self._w[R_REGISTERED] = time.time_ns()
         self._w[R_PID] = os.getpid()
+
+    def _start_position(self, start: Start, resume: bool) -> int:
+        """Where reading begins, never past the publish cursor.
+
+        A sequence number is clamped to the records still valid; a resumed cursor is not
+        (read() jumps it forward and counts what the predecessor's slot missed).
+        """
+        pub = self._c[16]
+        oldest = max(0, self._c[0] - self._cap)
+        if start == "latest" or (start == "resume" and not resume):
+            return pub
+        if start == "oldest":
+            return oldest
+        if resume:
+            return min(self._w[R_CURSOR], pub)
+        return min(max(int(start), oldest), pub)
 
     def _register(self, slot: int | None) -> int:
         candidates = range(MAX_READERS) if slot is None else [slot]
@@ -267,8 +289,11 @@ class RingReader:
     def read(self, max_records: int) -> np.ndarray:
         """A zero-copy view of up to ``max_records`` unread records (possibly empty).
 
-        Call :meth:`valid` after using the view: only then is the batch known intact.
+        Call :meth:`valid` after using the view: only then is the batch known intact, and
+        only then does the slot's cursor (what ``start="resume"`` continues) move past it.
         """
+        if max_records < 0:
+            raise ValueError(f"cannot read {max_records} records")
         pos = self.position
         pub = self._c[16]
         if pub - pos > self._cap:
@@ -277,29 +302,33 @@ class RingReader:
             # first load, leaving oldest > pub (a negative run, a position moving back).
             # claim <= publish + capacity whenever claim is stored, so now oldest <= pub.
             pub = self._c[16]
-            skipped = oldest - pos
-            self.lost += skipped
+            self.lost += oldest - pos
             self.gaps += 1
+            # Counters before the cursor: a kill in between counts the skip twice at
+            # worst, never zero times.
             self._w[R_LOST] = self.lost
             self._w[R_GAPS] = self.gaps
+            self._w[R_CURSOR] = oldest
             pos = oldest
         start = pos & self._mask
         n = min(pub - pos, max_records, self._cap - start)
         self._batch_start = pos
         self._batch_len = n
         self.position = pos + n
-        self._w[R_CURSOR] = pos + n
         return self._records[start : start + n]
 
     def valid(self) -> bool:
         """After using the last view: False if the writer lapped it (batch counted lost)."""
+        end = self._batch_start + self._batch_len
         if self._c[0] <= self._batch_start + self._cap:
             self.accepted += self._batch_len
+            self._w[R_CURSOR] = end
             return True
         self.lost += self._batch_len
         self.gaps += 1
         self._w[R_LOST] = self.lost
         self._w[R_GAPS] = self.gaps
+        self._w[R_CURSOR] = end
         return False
 
     def wait(self, timeout: float | None = None) -> bool:

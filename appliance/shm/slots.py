@@ -10,7 +10,12 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from appliance.shm.segment import Segment, full_name, try_lock, unlock
+from appliance.shm.errors import SegmentError
+from appliance.shm.files import SEMAPHORE_BYTES, check_name
+from appliance.shm.header import Expected, segment_bytes
+from appliance.shm.locks import try_lock, unlock
+from appliance.shm.segment import Segment, full_name
+from appliance.shm.semaphore import create_semaphore, open_semaphore
 from appliance.shm.wait import Doorbell
 
 
@@ -95,6 +100,8 @@ class SlotSegment:
     KIND: ClassVar[str]
     RECORDS: ClassVar[int] = 4096
     META: ClassVar[dict[str, Any]] = {}
+    # Name suffixes of the doorbells' semaphores, in the order of _sleeper_flags().
+    SEMAPHORES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, segment: Segment, dtype: np.dtype) -> None:
         self.segment = segment
@@ -108,43 +115,99 @@ class SlotSegment:
         self._doorbells: list[Doorbell] = []
 
     @classmethod
-    def create(cls, instance: str, name: str, dtype: np.dtype, capacity: int) -> Self:
+    def data_size(cls, dtype: np.dtype, capacity: int) -> int:
+        return cls.RECORDS + capacity * dtype.itemsize
+
+    @classmethod
+    def footprint(cls, dtype: np.dtype, capacity: int) -> int:
+        """Bytes the structure takes in the shm filesystem: its segment and semaphores."""
+        return segment_bytes(cls.data_size(dtype, capacity)) + len(cls.SEMAPHORES) * SEMAPHORE_BYTES
+
+    @classmethod
+    def create(
+        cls,
+        instance: str,
+        name: str,
+        dtype: np.dtype,
+        capacity: int,
+        group: int | str | None = None,
+    ) -> Self:
+        """Create it (owner). ``group`` may read it and open its semaphores."""
         if capacity < 2 or capacity & (capacity - 1):
             raise ValueError(f"{cls.KIND} capacity must be a power of two >= 2, got {capacity}")
+        full = full_name(instance, name)
+        check_name(full, cls.SEMAPHORES)
         seg = Segment.create(
-            full_name(instance, name),
+            full,
             kind=cls.KIND,
             dtype=dtype,
             capacity=capacity,
-            data_size=cls.RECORDS + capacity * dtype.itemsize,
+            data_size=cls.data_size(dtype, capacity),
             meta=cls.META,
+            group=group,
         )
-        obj = cls(seg, dtype)
-        obj._open_doorbells(create=True)
-        return obj
+        return cls._build(seg, dtype, create=True)
 
     @classmethod
-    def attach(cls, instance: str, name: str, dtype: np.dtype, capacity: int | None = None) -> Self:
-        seg = Segment.attach(
-            full_name(instance, name), kind=cls.KIND, dtype=dtype, capacity=capacity
+    def attach(
+        cls,
+        instance: str,
+        name: str,
+        dtype: np.dtype,
+        capacity: int | None = None,
+        read_only: bool = False,
+    ) -> Self:
+        """Attach to it. ``read_only``: to watch it only (no roles, no doorbells)."""
+        full = full_name(instance, name)
+        check_name(full, cls.SEMAPHORES)
+        expected = Expected(
+            cls.KIND,
+            dtype,
+            capacity,
+            data_size=lambda c: cls.data_size(dtype, c),
+            power_of_two=True,
+            meta=cls.META,
         )
-        obj = cls(seg, dtype)
-        obj._open_doorbells(create=False)
+        seg = Segment.attach(full, expected, read_only=read_only)
+        return cls._build(seg, dtype, create=False)
+
+    @classmethod
+    def _build(cls, seg: Segment, dtype: np.dtype, create: bool) -> Self:
+        """The structure over ``seg``; on failure nothing stays open, nor (created) named."""
+        obj = None
+        try:
+            obj = cls(seg, dtype)
+            if not seg.read_only:
+                obj._open_doorbells(create)
+        except BaseException:
+            if obj is not None:
+                obj._release(unlink=create)
+            else:
+                if create:
+                    seg.unlink()
+                seg.close()
+            raise
         return obj
 
-    def _sleeper_flags(self) -> list[tuple[memoryview, str]]:
-        """(flag word, semaphore name suffix) of every sleeper the structure has."""
+    def _sleeper_flags(self) -> list[memoryview]:
+        """The flag word of every sleeper the structure has, in SEMAPHORES order."""
         raise NotImplementedError
 
     def _open_doorbells(self, create: bool) -> None:
-        name = self.segment.name
-        self._doorbells = [
-            Doorbell(flag, f"{name}.{suffix}", create=create)
-            for flag, suffix in self._sleeper_flags()
-        ]
+        seg = self.segment
+        for flag, suffix in zip(self._sleeper_flags(), self.SEMAPHORES, strict=True):
+            sem_name = f"{seg.name}.{suffix}"
+            if create:
+                sem, inode = create_semaphore(sem_name, seg.access)
+                flag[0] = 0
+            else:
+                sem, inode = open_semaphore(sem_name, seg.uid)
+            self._doorbells.append(Doorbell(flag, sem, inode))
 
     def _take(self, byte: int) -> bool:
         """Take the role whose OFD lock is ``byte``; False while anyone else holds it."""
+        if self.segment.read_only:
+            raise SegmentError(f"{self.segment.name} is attached read-only: no roles to take")
         if byte in self._held or not try_lock(self.segment.fd, byte):
             return False
         self._held.add(byte)
@@ -154,15 +217,29 @@ class SlotSegment:
         self._held.discard(byte)
         unlock(self.segment.fd, byte)
 
-    def close(self) -> None:
+    def _release(self, unlink: bool) -> list[str]:
+        """Close (and ``unlink``: remove) the semaphores and the segment; what stayed."""
+        problems = []
         for d in self._doorbells:
+            if unlink and (problem := d.unlink()):
+                problems.append(problem)
             d.close()
+        self._doorbells = []
+        if unlink:
+            self.segment.unlink()
         self.records = None
         self.segment.close()
+        return problems
+
+    def close(self) -> None:
+        self._release(unlink=False)
 
     def destroy(self) -> None:
-        """Owner only: unlink the segment and its semaphores, then close."""
-        for d in self._doorbells:
-            d.unlink()
-        self.segment.unlink()
-        self.close()
+        """Owner only: unlink the segment and its semaphores, then close.
+
+        Everything of ours is removed even when some name cannot be; those are reported
+        afterwards as one SegmentError.
+        """
+        problems = self._release(unlink=True)
+        if problems:
+            raise SegmentError(f"{self.segment.name} removed, but: " + "; ".join(problems))

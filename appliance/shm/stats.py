@@ -19,7 +19,10 @@ import time
 
 import numpy as np
 
-from appliance.shm.segment import Segment, SegmentInUse, full_name, is_locked, try_lock, unlock
+from appliance.shm.errors import SegmentError, SegmentInUse
+from appliance.shm.header import Expected, segment_bytes
+from appliance.shm.locks import is_locked, try_lock, unlock
+from appliance.shm.segment import Segment, full_name
 
 KIND = "stats"
 MAX_COUNTERS = 16
@@ -81,8 +84,21 @@ class Stats:
         self.counter_names: list[str] = segment.meta["counters"]
         self._held: set[int] = set()
 
+    @staticmethod
+    def footprint(slots: int) -> int:
+        """Bytes a stats segment of ``slots`` slots takes in the shm filesystem."""
+        return segment_bytes(_data_size(slots))
+
     @classmethod
-    def create(cls, instance: str, name: str, slots: int, counters: list[str]) -> Stats:
+    def create(
+        cls,
+        instance: str,
+        name: str,
+        slots: int,
+        counters: list[str],
+        group: int | str | None = None,
+    ) -> Stats:
+        """Create it (owner). ``group`` may read it."""
         if len(counters) > MAX_COUNTERS:
             raise ValueError(f"at most {MAX_COUNTERS} counters, got {len(counters)}")
         if len(set(counters)) != len(counters):
@@ -92,19 +108,24 @@ class Stats:
             kind=KIND,
             dtype=SLOT,
             capacity=slots,
-            data_size=slots * SLOT.itemsize,
+            data_size=_data_size(slots),
             meta={"counters": list(counters)},
+            group=group,
         )
         return cls(seg)
 
     @classmethod
-    def attach(cls, instance: str, name: str) -> Stats:
-        return cls(Segment.attach(full_name(instance, name), kind=KIND, dtype=SLOT))
+    def attach(cls, instance: str, name: str, read_only: bool = False) -> Stats:
+        """Attach to it; ``read_only`` to watch only (no slot can be taken)."""
+        expected = Expected(KIND, SLOT, data_size=_data_size, meta_check=_counter_problems)
+        return cls(Segment.attach(full_name(instance, name), expected, read_only=read_only))
 
     def slot(self, index: int, role: str, name: str, core: int = -1) -> StatsSlot:
         """Become the writer of slot ``index`` (refused while another live process is)."""
         if not 0 <= index < len(self.slots):
             raise IndexError(f"stats slot {index} outside 0..{len(self.slots) - 1}")
+        if self.segment.read_only:
+            raise SegmentError(f"{self.segment.name} is attached read-only: no slot to take")
         byte = SLOT_LOCK_BYTE0 + index
         if byte in self._held or not try_lock(self.segment.fd, byte):
             pid = int(self.slots[index]["pid"])
@@ -224,6 +245,21 @@ class StatsSlot:
         byte = SLOT_LOCK_BYTE0 + self.index
         self.stats._held.discard(byte)
         unlock(self.stats.segment.fd, byte)
+
+
+def _data_size(slots: int) -> int:
+    return slots * SLOT.itemsize
+
+
+def _counter_problems(meta: dict) -> list[str]:
+    names = meta.get("counters")
+    if (
+        not isinstance(names, list)
+        or len(names) > MAX_COUNTERS
+        or not all(isinstance(n, str) for n in names)
+    ):
+        return [f"meta counters {names!r} is not a list of at most {MAX_COUNTERS} names"]
+    return []
 
 
 def percentile(histogram: np.ndarray, q: float) -> float:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from enum import StrEnum
 import posix_ipc
 
 from appliance.shm.ordering import full_fence
+from appliance.shm.semaphore import unlink_semaphore
 
 
 class WaitStrategy(StrEnum):
@@ -55,18 +55,11 @@ class Doorbell:
     only when the count is zero" safe: a pending post is always for this sleeper.
     """
 
-    def __init__(self, flag: memoryview, sem_name: str, create: bool = False) -> None:
+    def __init__(self, flag: memoryview, sem: posix_ipc.Semaphore, inode: int) -> None:
         self._flag = flag  # memoryview cast 'q' of one word
-        self.sem_name = sem_name
-        flags = posix_ipc.O_CREAT if create else 0
-        self._sem = posix_ipc.Semaphore(sem_name, flags, mode=0o600, initial_value=0)
-        if create:  # a reclaimed name may carry posts from a dead incarnation
-            while True:
-                try:
-                    self._sem.acquire(0)
-                except posix_ipc.BusyError:
-                    break
-            flag[0] = 0
+        self._sem = sem
+        self._inode = inode
+        self.sem_name = sem.name
 
     def ring(self) -> None:
         """Writer side, after publishing: wake the sleeper if it is (about to be) asleep."""
@@ -106,9 +99,9 @@ class Doorbell:
     def close(self) -> None:
         self._sem.close()
 
-    def unlink(self) -> None:
-        with contextlib.suppress(posix_ipc.ExistentialError):
-            self._sem.unlink()
+    def unlink(self) -> str | None:
+        """Remove the semaphore if it is still ours; else the problem, for the caller."""
+        return unlink_semaphore(self.sem_name, self._inode)
 
 
 def wait_until(

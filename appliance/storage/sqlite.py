@@ -49,6 +49,7 @@ def open_store(
             uri = f"file:{quote(str(path.resolve()))}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         else:
+            _create_private(path)
             conn = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
         raise error(f"{path}: cannot open {what} ({exc})") from exc
@@ -84,6 +85,17 @@ def open_store(
         conn.close()
         raise
     return conn
+
+
+def _create_private(path: Path) -> None:
+    """Create a new file readable by owner and group only (orders and fills are nobody
+    else's business, whatever the umask); SQLite gives its -wal and -shm files the same
+    mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+    except FileExistsError:
+        return
+    os.chmod(path, 0o640)  # the umask may have taken bits away, never added others'
 
 
 def _upgrade(

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from appliance.agents import Population, make_population
-from appliance.agents.xp import get_xp, to_host
-from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
+from appliance.agents import Population, TickBatch, make_population
+from appliance.agents.compute import to_host
+from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind, TickKind
 from appliance.runtime import layout
 from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
 from appliance.runtime.worker import Worker
@@ -44,7 +44,6 @@ class Host:
         self.w = w
         h = w.process.host
         self.host = h
-        xp = get_xp()
         self.populations: list[Population] = []
         offsets = [0]
         for p, pop in enumerate(cfg.hosts[h].populations):
@@ -55,7 +54,8 @@ class Host:
                     cfg.population_symbols(h, p),
                     pop.params,
                     cfg.population_seed(h, p),
-                    xp,
+                    cfg.compute.backend,
+                    pop.grid,
                 )
             )
             offsets.append(offsets[-1] + pop.agents)
@@ -150,14 +150,19 @@ class Host:
         return n
 
     def on_ticks(self, view: np.ndarray, emit: bool) -> None:
-        prepared = [pop.prepare(view) for pop in self.populations]
+        """Every population decides on every tick of the view; one net intent per agent
+        and batch goes out (signals and intents are both counted)."""
+        batch = TickBatch.from_ticks(view)  # one copy, shared by the populations
         if not self.reader.valid():
             self.w.add("tick_gaps", len(view))
             return
         self.w.add("ticks_in", len(view))
+        self.w.add("feed_gaps", int((view["kind"] == TickKind.GAP).sum()))
         now = time.time_ns()
-        for p, (pop, prep) in enumerate(zip(self.populations, prepared, strict=True)):
-            intents = pop.step(prep, now)
+        for p, pop in enumerate(self.populations):
+            signals = pop.counters["signals"]
+            intents = pop.step(batch, now)
+            self.w.add("signals", pop.counters["signals"] - signals)
             if not emit or len(intents) == 0:
                 continue
             n = len(intents)
@@ -165,8 +170,7 @@ class Host:
             created = time.time_ns()
             intents.write(buf, population=p, host=self.host, created_ns=created)
             self._push(buf)
-            if intents.tick_ns:
-                self.w.slot.observe(created - intents.tick_ns)
+            self.w.slot.observe_many(created - intents.tick_ns)
 
     def _push(self, buf: np.ndarray) -> None:
         done = 0
@@ -222,7 +226,7 @@ class Host:
             rows = data[self.offsets[p] : self.offsets[p + 1]]
             theirs = rows[np.arange(pop.n_agents), pop.agent_symbol]
             mine = to_host(pop.position)
-            settled = ~to_host(pop.pending)
+            settled = pop.settled()
             bad = np.flatnonzero(settled & ~np.isclose(mine, theirs, rtol=0, atol=1e-9))
             checked += int(settled.sum())
             differ += [[p, int(a), float(mine[a]), float(theirs[a])] for a in bad[:5]]

@@ -25,6 +25,7 @@ from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing
 from appliance.trading.engine import ExecutionEngine
+from appliance.trading.flatten import flatten_round
 from appliance.workers import compose
 from appliance.workers.segments import HostSegments
 
@@ -134,21 +135,17 @@ def main(w: Worker) -> None:
         link.publish()
     batch = cfg.execution.batch
     next_status = 0.0
+    configured = cfg.trading.state  # trading.state as the config file last said
+    flattening = False
     w.event("ready")
     try:
         while True:
             if w.tick():
                 for msg in w.take_messages():
                     if msg["kind"] == "reload":
-                        new = Config.model_validate(msg["config"])
-                        was = engine.status()["trading"]
-                        engine.risk.set_limits(compose.risk_limits(new))
-                        engine.set_trading_state(TradingState(new.trading.state))
-                        log.info("risk limits and trading state reloaded")
-                        if new.trading.state == "halted" and was != "halted":
-                            # Halting stops new risk, resting orders included.
-                            _send(w, links, engine.cancel_all())
-                            log.warning("trading halted: resting orders cancelled")
+                        configured = _reload(w, engine, links, msg["config"], configured)
+                    elif msg["kind"] == "flatten":
+                        flattening = _flatten(w, engine, links)
             if w.stopping and not w.draining:
                 break
             busy = False
@@ -193,6 +190,8 @@ def main(w: Worker) -> None:
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + cfg.status_interval_s
+                if flattening:  # what the last round could not close: try again
+                    flattening = _flatten(w, engine, links)
                 w.event("status", **engine.status())
             if not busy:
                 reader.wait(IDLE_WAIT_S)
@@ -203,6 +202,51 @@ def main(w: Worker) -> None:
             link.close()
         reader.close()
         ring.close()
+
+
+def _reload(
+    w: Worker, engine: ExecutionEngine, links: list[HostLink], config: dict, configured: str
+) -> str:
+    """Apply a reloaded config's risk limits and trading state; log only what changed.
+
+    ``configured`` is trading.state as the file last said: the engine's state follows
+    the file only when that key changes. Returns the file's new trading.state.
+    """
+    new = Config.model_validate(config)
+    was = engine.status()["trading"]
+    limits = compose.risk_limits(new)
+    if limits != {s: engine.risk.limits(s) for s in limits}:
+        engine.risk.set_limits(limits)
+        log.info("risk limits reloaded")
+    if new.trading.state != configured:
+        engine.set_trading_state(TradingState(new.trading.state))
+        log.info("trading state %s -> %s", was, new.trading.state)
+    if new.trading.state == "halted" and was != "halted":
+        # Halting stops new risk, resting orders included.
+        _send(w, links, engine.cancel_all())
+        log.warning("trading halted: resting orders cancelled")
+    return new.trading.state
+
+
+def _flatten(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> bool:
+    """One round of `dynamind flatten` (see trading/flatten.py); True while still open."""
+    done = flatten_round(engine)
+    _send(w, links, done.cancel_reports)
+    if done.closing:
+        # The closing intents are the operator's: no agent waits for their reports. The
+        # hosts reload their positions from the snapshot instead (a new epoch says so).
+        positions = engine.positions()
+        for link in links:
+            link.load_positions(positions)
+            link.epoch += 1
+            link.publish()
+        w.add("intents", done.closing)
+    log.warning(
+        "flattening: trading reduce_only, %d closing intents, %d positions still open",
+        done.closing,
+        done.open_after,
+    )
+    return done.open_after > 0
 
 
 def _final_check(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> None:

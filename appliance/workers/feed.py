@@ -7,12 +7,13 @@ feed continues the ring's sequence numbers, so readers see one stream.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from appliance.feeds.pacer import Pacer
 from appliance.feeds.synthetic import SyntheticFeed
-from appliance.model.records import TICK
+from appliance.model.records import TICK, TickKind
 from appliance.runtime.layout import TICKS
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing
@@ -33,6 +34,8 @@ def main(w: Worker) -> None:
     try:
         if cfg.feed.kind == "replay":
             _replay(w, writer, out)
+        elif cfg.feed.kind == "ccxt":
+            asyncio.run(_ccxt(w, writer, out))
         else:
             feed = compose.synthetic_feed(cfg)
             if w.spec.incarnation > 1:
@@ -49,8 +52,9 @@ def _synthetic(w: Worker, writer, feed: SyntheticFeed, pacer: Pacer, out: int) -
     while not w.stopping:
         if w.tick():
             for msg in w.take_messages():
-                if msg["kind"] == "reload":
-                    pacer.set_rate(msg["config"]["feed"]["rate"])
+                rate = msg["config"]["feed"]["rate"] if msg["kind"] == "reload" else None
+                if rate is not None and rate != pacer.rate:  # a reload logs what changed
+                    pacer.set_rate(rate)
                     log.info("feed rate now %s ticks/s", pacer.rate)
         n = pacer.allowance(batch)
         if n == 0:
@@ -86,3 +90,23 @@ def _replay(w: Worker, writer, out: int) -> None:
     while not w.stopping:  # keep the process (and its stats) up until told to stop
         w.tick()
         time.sleep(0.05)
+
+
+async def _ccxt(w: Worker, writer, out: int) -> None:
+    """Live data through ccxt.pro; a restarted feed begins with a GAP for every symbol."""
+    feed = compose.ccxt_feed(w.config)
+    gaps = w.c["feed_gaps"]
+    try:
+        await feed.start(gap_first=w.spec.incarnation > 1)
+        w.event("ready")
+        async for batch in feed.batches():
+            w.tick()
+            if w.stopping:
+                return
+            if len(batch):
+                writer.write(batch)
+                w.slot.add(out, len(batch))
+                w.slot.add(gaps, int((batch["kind"] == TickKind.GAP).sum()))
+    finally:
+        log.info("ccxt feed: %d gaps, %d reconnects", feed.gaps, feed.reconnects)
+        await feed.close()

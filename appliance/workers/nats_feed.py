@@ -4,9 +4,10 @@ It reads ``<prefix>.ticks.<cluster.ticks_from>`` in stream order and writes ever
 into the local ring as it came, the source's sequence numbers and times included (the
 local writer stamps nothing), so this instance's agents see the same ticks as the
 source's. Where the numbering shows ticks missing (a subscriber that fell behind the
-stream's retention, a bridge that was lapped, a source that restarted) it writes a GAP
-record first (``model.records.gap_tick``). ``recv_ns`` stays the source's: latency
-measured from it here includes the hop, which this feed records in its histogram.
+stream's retention, a bridge that was lapped, a source that restarted) it writes GAP ticks
+first, as the ccxt feed does for a lost connection (see cluster/ticks.py), counts them
+(``feed_gaps``) and the ticks missing (``net_missing``, exact). ``recv_ns`` stays the
+source's: latency measured from it here includes the hop, recorded in the histogram.
 
 The stream sequence of the last message written is kept in the stats slot (``net_seq``,
 which outlives the process), so a restarted feed continues after it when the stream still
@@ -23,7 +24,7 @@ from nats.js import JetStreamContext
 
 from appliance.cluster.client import SubjectReader, ensure_stream, retrying
 from appliance.cluster.ticks import TickSequencer, decode_ticks, symbols_layout
-from appliance.model.records import TICK
+from appliance.model.records import TICK, TickKind
 from appliance.runtime import layout
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing
@@ -64,8 +65,9 @@ async def _resume(w: Worker, js, stream: str, subject: str, ring, fp: str):
     """
     taken = w.slot.get(w.c["net_seq"])
     pub = ring.publish_cursor
+    n = len(w.config.symbols)
     if not taken or not pub:
-        return TickSequencer(), None
+        return TickSequencer(n), None
     last = int(ring.records[(pub - 1) & ring.mask]["seq"])
     for nxt in (False, True):
         found = await _run_at(js, stream, subject, taken + nxt, fp, w, nxt)
@@ -73,9 +75,9 @@ async def _resume(w: Worker, js, stream: str, subject: str, ring, fp: str):
             break
         seq, run = found
         if run.end - 1 == last:
-            return TickSequencer(run.epoch, run.end), seq + 1
+            return TickSequencer(n, run.epoch, run.end), seq + 1
     log.warning("cannot tell which source lifetime tick %d came from: flagging a gap", last)
-    return TickSequencer(None, last + 1), taken + 1
+    return TickSequencer(n, None, last + 1), taken + 1
 
 
 async def _mirror(w: Worker, js: JetStreamContext) -> None:
@@ -99,17 +101,21 @@ async def _mirror(w: Worker, js: JetStreamContext) -> None:
             for msg in await reader.batch(MAX_MSGS, WAIT_S):
                 run = decode_ticks(msg.data, msg.headers, fp)
                 now = time.time_ns()
-                gaps, missing = sequencer.gaps, sequencer.missing
+                missing, restarts = sequencer.missing, sequencer.restarts
                 rows = sequencer.accept(run, now)
                 if len(rows):
                     writer.write(rows)
+                if sequencer.restarts > restarts:
+                    log.warning(
+                        "%s restarted, or its place was lost: a gap of unknown size", source
+                    )
                 slot = w.slot
                 slot.set(c["net_seq"], msg.metadata.sequence.stream)
                 slot.set(c["net_lag"], msg.metadata.num_pending)
                 slot.add(c["ticks_out"], len(rows))
                 slot.add(c["batches"])
-                slot.add(c["net_gaps"], sequencer.gaps - gaps)
-                slot.add(c["tick_gaps"], sequencer.missing - missing)
+                slot.add(c["feed_gaps"], int((rows["kind"] == TickKind.GAP).sum()))
+                slot.add(c["net_missing"], sequencer.missing - missing)
                 slot.observe_many(now - run.rows["recv_ns"])  # the hop: source ring to ours
     finally:
         if reader is not None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
-from appliance.cluster.ticks import TickSequencer, decode_ticks, symbols_layout, tick_headers
+from appliance.cluster.ticks import (
+    TickSequencer,
+    decode_ticks,
+    gap_ticks,
+    symbols_layout,
+    tick_headers,
+)
 from appliance.cluster.wire import COUNT, MSG_ID, Run, WireError
-from appliance.model.records import ALL_SYMBOLS, TICK, TickKind, gap_tick
+from appliance.model.records import TICK, TickKind
 
 LAYOUT = symbols_layout(["BTC/USDT", "ETH/USDT"])
 
@@ -57,40 +61,43 @@ def test_a_run_for_another_symbol_table_is_refused():
 
 
 def test_consecutive_runs_pass_unchanged():
-    s = TickSequencer()
+    s = TickSequencer(2)
     assert len(s.accept(run(1, 100, 3), 0)) == 3  # a fresh subscriber lost nothing
     out = s.accept(run(1, 103, 2), 0)
     assert out["seq"].tolist() == [103, 104] and s.gaps == 0
 
 
-def test_a_hole_becomes_a_gap_record_with_the_exact_count():
-    s = TickSequencer(epoch=1, next_seq=10)
+def test_a_hole_becomes_gap_ticks_for_every_symbol_and_an_exact_count():
+    s = TickSequencer(2, epoch=1, next_seq=10)
     out = s.accept(run(1, 25, 3), 555)
-    gap = out[0]
-    assert gap["kind"] == TickKind.GAP and gap["seq"] == 10 and gap["last_price"] == 15
-    assert gap["symbol"] == ALL_SYMBOLS and math.isnan(gap["bid"]) and gap["recv_ns"] == 555
-    assert out["seq"][1:].tolist() == [25, 26, 27]
-    assert (s.gaps, s.missing, s.next_seq) == (1, 15, 28)
+    gaps = out[:2]
+    assert (gaps["kind"] == TickKind.GAP).all() and gaps["symbol"].tolist() == [0, 1]
+    assert (gaps["seq"] == 10).all() and (gaps["recv_ns"] == 555).all()
+    assert (gaps["bid"] == 0).all() and (gaps["ask"] == 0).all()  # the market is unknown
+    assert out["seq"][2:].tolist() == [25, 26, 27]
+    assert (s.gaps, s.missing, s.restarts, s.next_seq) == (1, 15, 0, 28)
 
 
 def test_an_overlap_drops_what_was_written():
-    s = TickSequencer(epoch=1, next_seq=10)
+    s = TickSequencer(2, epoch=1, next_seq=10)
     assert s.accept(run(1, 8, 4), 0)["seq"].tolist() == [10, 11]
     assert len(s.accept(run(1, 5, 3), 0)) == 0 and s.next_seq == 12
 
 
 @pytest.mark.parametrize("epoch", [None, 1])
 def test_a_restarted_or_unknown_source_is_a_gap_of_unknown_size(epoch):
-    s = TickSequencer(epoch=epoch, next_seq=500)
+    s = TickSequencer(2, epoch=epoch, next_seq=500)
     out = s.accept(run(2, 0, 4), 0)
-    assert out[0]["kind"] == TickKind.GAP and out[0]["seq"] == 500
-    assert math.isnan(out[0]["last_price"]) and out["seq"][1:].tolist() == [0, 1, 2, 3]
-    assert (s.epoch, s.next_seq, s.missing) == (2, 4, 0)
+    assert (out["kind"][:2] == TickKind.GAP).all() and (out["seq"][:2] == 500).all()
+    assert out["seq"][2:].tolist() == [0, 1, 2, 3]
+    assert (s.epoch, s.next_seq, s.missing, s.restarts) == (2, 4, 0, 1)
 
 
-def test_gap_records_are_ignored_where_quotes_are_read():
+def test_mirror_gaps_make_quotes_unknown_as_the_ccxt_feeds_do():
     from appliance.venues.base import QuoteBook
 
     book = QuoteBook(2)
-    book.update(np.concatenate([ticks(0, 1), gap_tick(1, 3, 0)]))
-    assert book.bid[0] == 100.0 and math.isnan(book.bid[1])
+    book.update(ticks(0, 1))
+    assert book.bid[0] == 100.0
+    book.update(gap_ticks(1, 2, 0))
+    assert np.isnan(book.bid).all()

@@ -3,51 +3,63 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
+import time
 
-from textual.widgets import DataTable
+import pytest
+from textual.widgets import DataTable, Static
 
-from appliance.config import load_config
 from appliance.ops.monitor import Monitor, format_text
-from appliance.ops.tui import StatusApp
+from appliance.ops.tui import PROCESS_COLUMNS, KeysScreen, StatusApp, fitting
+from appliance.runtime.exits import Exit
+from tests.harness import dynamind
 
 
-def test_status_and_tui_show_the_running_processes(app):
+def test_status_shows_trading_state_pnl_and_processes(app):
     app.start().wait_ready()
-    app.wait_for(lambda: app.counter("execution", "intents") > 0, what="intents")
-    res = subprocess.run(
-        [sys.executable, "-m", "appliance.ops.cli", "status", "-c", str(app.config)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    app.wait_for(lambda: app.counter("execution", "fills") > 0, what="fills")
+    time.sleep(1.2)  # one status interval: the board has execution's figures
+    res = dynamind("status", "-c", str(app.config))
     assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert out.startswith("trading: active\npnl net ")
+    assert "(fees " in out and "restarts" in out and " inc " not in out
     for name in ("supervisor", "feed", "host-a", "host-b", "execution"):
-        assert name in res.stdout
-    assert "reader host-a" in res.stdout and "queue intents host-b" in res.stdout
+        assert name in out
+    assert "ring reader host-a" in out and "queue intents host-b" in out
 
-    monitor = Monitor(load_config(app.config))
+    monitor = Monitor.open(app.instance)
     try:
-        first = monitor.sample()
-        assert {p.name for p in first.processes} >= {"feed", "execution", "host-a", "host-b"}
-        assert all(p.alive for p in first.processes)
-        text = format_text(first, monitor.config)
-        assert "ring:" in text
-
-        async def drive() -> list[str]:
-            tui = StatusApp(monitor, interval=0.2)
-            async with tui.run_test() as pilot:
-                await pilot.pause(0.6)
-                table = tui.query_one("#processes", DataTable)
-                names = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
-                assert tui.query_one("#queues", DataTable).row_count == 4
-                assert tui.last is not None and tui.last.ticks_per_s > 0
-                await pilot.press("q")
-            return names
-
-        names = asyncio.run(drive())
-        assert {"supervisor", "feed", "host-a", "host-b", "execution"} <= set(names)
+        for _ in range(200):  # lag is read consistently: never negative
+            s = monitor.sample()
+            assert all(r.lag >= 0 for r in s.readers)
+        assert {p.name for p in s.processes} >= {"feed", "execution", "host-a", "host-b"}
+        assert all(p.restarts == 0 for p in s.processes)
+        assert format_text(s).startswith("trading: active")
     finally:
         monitor.close()
+
+    # piped to head: no BrokenPipeError when head has read enough
+    res = subprocess.run(
+        f"{sys.executable} -m appliance.ops.cli status -c {app.config} --watch 0.1 | head -n 2; "
+        "exit ${PIPESTATUS[0]}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert res.stdout.startswith("trading: ")
+
+    # halting by reload: status says halted, and why
+    app.config.write_text(app.config.read_text() + '\n[trading]\nstate = "halted"\n')
+    assert dynamind("reload", "-c", str(app.config)).returncode == 0
+    app.wait_for(
+        lambda: (
+            "halted (reload: trading.state active -> halted)"
+            in dynamind("status", "-c", str(app.config)).stdout
+        ),
+        what="halted in status",
+    )
     assert app.stop() == 0
 
 
@@ -55,9 +67,106 @@ def test_status_without_a_running_appliance_says_so(tmp_path):
     from tests.harness import write_config
 
     path, instance = write_config(tmp_path)
-    res = subprocess.run(
-        [sys.executable, "-m", "appliance.ops.cli", "status", "-c", str(path)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert res.returncode == 1
+    res = dynamind("status", "-c", str(path))
+    assert res.returncode == Exit.NOT_RUNNING
     assert f"no running appliance {instance!r}" in res.stderr
+
+
+def test_columns_fit_an_80_column_terminal():
+    shown = fitting(PROCESS_COLUMNS, 78)
+    assert sum(c.width + 2 for c in shown) <= 78
+    assert [c.key for c in shown][:2] == ["name", "state"]
+    assert {"ticks", "intents", "restarts"} <= {c.key for c in shown}
+    assert len(fitting(PROCESS_COLUMNS, 200)) == len(PROCESS_COLUMNS)
+
+
+def _rows(tui: StatusApp) -> list[str]:
+    table = tui.query_one("#processes", DataTable)
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+def test_top_survives_the_appliance_stopping_and_reattaches(app):
+    app.start().wait_ready()
+    monitor = Monitor(app.instance)
+
+    async def drive() -> None:
+        tui = StatusApp(monitor, interval=0.2)
+        async with tui.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.6)
+            assert {"supervisor", "feed", "host-a", "host-b", "execution"} <= set(_rows(tui))
+            assert tui.query_one("#queues", DataTable).row_count == 4
+            assert tui.last is not None and tui.last.ticks_per_s > 0
+            assert not tui.query_one("#banner", Static).display
+            width = sum(c.width + 2 for c in tui.columns_shown)
+            assert width <= 80
+
+            await pilot.press("question_mark")
+            await pilot.pause(0.2)
+            assert isinstance(tui.screen, KeysScreen)
+            await pilot.press("x")
+            await pilot.pause(0.2)
+            assert not isinstance(tui.screen, KeysScreen)
+
+            assert app.stop() == 0
+            await pilot.pause(0.6)
+            banner = tui.query_one("#banner", Static)
+            assert banner.display and "stopped at" in str(banner.render())
+            assert _rows(tui) == []  # no rows stuck at "dead"
+
+            app.start().wait_ready()
+            for _ in range(100):
+                await pilot.pause(0.2)
+                if "host-a" in _rows(tui):
+                    break
+            assert {"feed", "host-a", "host-b", "execution"} <= set(_rows(tui))
+            assert not tui.query_one("#banner", Static).display
+            await pilot.press("q")
+
+    try:
+        asyncio.run(drive())
+    finally:
+        monitor.close()
+    assert app.stop() == 0
+
+
+TMUX = shutil.which("tmux")
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is missing (apt-get install tmux; make test does)")
+def test_top_in_a_real_terminal(app, tmp_path):
+    session = f"dm{app.instance}"
+    app.start().wait_ready()
+    cmd = f"{sys.executable} -m appliance.ops.cli top -c {app.config} --interval 0.3"
+    subprocess.run(
+        [TMUX, "-S", str(tmp_path / "tmux.sock"), "new-session", "-d", "-s", session,
+         "-x", "80", "-y", "30", cmd],
+        check=True, cwd=app.dir,
+    )  # fmt: skip
+
+    def screen() -> str:
+        return subprocess.run(
+            [TMUX, "-S", str(tmp_path / "tmux.sock"), "capture-pane", "-p", "-t", session],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+
+    def wait_screen(text: str) -> str:
+        for _ in range(200):
+            shown = screen()
+            if text in shown:
+                return shown
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never on screen:\n{shown}")
+
+    try:
+        shown = wait_screen("host-a")
+        assert "trading: active" in shown
+        assert all(len(line) <= 80 for line in shown.splitlines())
+        assert app.stop() == 0
+        shown = wait_screen("stopped at")
+        assert "waiting for it to start again" in " ".join(shown.split())
+        app.start().wait_ready()
+        wait_screen("trading: active")
+        assert "host-b" in wait_screen("host-b") and "stopped at" not in screen()
+    finally:
+        subprocess.run([TMUX, "-S", str(tmp_path / "tmux.sock"), "kill-server"], check=False)
+    assert app.stop() == 0

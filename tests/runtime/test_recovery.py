@@ -22,8 +22,8 @@ from tests.harness import (
     Appliance,
     assert_hosts_agree,
     assert_intents_accounted,
+    assert_positions_equal_fills,
     final_report,
-    journal_positions,
 )
 
 
@@ -66,14 +66,8 @@ def test_sigkill_execution_reconciles_without_duplicates(app):
     assert app.stop() == 0, app.log_tail()
     assert_intents_accounted(app)
     assert_hosts_agree(app)
-    final = final_report(app)
     # positions the restarted engine holds and reported to hosts == recomputed from fills
-    assert "DIFFERS" not in final["msg"], final["msg"]
-    held = {tuple(p[:4]): p[4] for p in final["positions"]}
-    fills = journal_positions(app)
-    assert set(held) == {k for k, v in fills.items() if v}
-    for key, qty in held.items():
-        assert qty == pytest.approx(fills[key], abs=1e-9)
+    assert_positions_equal_fills(app)
     with app.journal() as db:
         runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
         assert runs == 2, "the restarted execution process should begin a second run"

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
 
+from appliance.runtime.exits import Exit
 from appliance.shm import list_names
-from tests.harness import Appliance, assert_intents_accounted
-
-
-def dynamind(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.ops.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
+from tests.harness import Appliance, NotifySocket, assert_intents_accounted, dynamind
 
 
 def test_check_config_lists_every_error_and_run_refuses(tmp_path):
@@ -33,11 +22,11 @@ def test_check_config_lists_every_error_and_run_refuses(tmp_path):
         '[[hosts]]\nname = "h"\n[[hosts.populations]]\nkind = "ema_cross"\nagents = 5\n'
     )
     res = dynamind("check-config", str(bad))
-    assert res.returncode == 1
+    assert res.returncode == Exit.CONFIG
     for where in ("instance", "ring_capacity", "bogus", "symbols[0].start_price"):
         assert f"{bad}: {where}" in res.stderr, res.stderr
     run = dynamind("run", "--config", str(bad), "--duration", "1", cwd=tmp_path)
-    assert run.returncode == 2
+    assert run.returncode == Exit.CONFIG
     assert "nothing started" in run.stderr
     assert not (tmp_path / "var").exists()
 
@@ -53,8 +42,8 @@ def test_check_config_accepts_the_shipped_configs():
 def test_second_instance_is_refused_naming_the_owner(app, tmp_path):
     app.start().wait_ready()
     res = dynamind("run", "--config", str(app.config), "--duration", "1", cwd=tmp_path)
-    assert res.returncode != 0
-    assert f"owner (pid {app.proc.pid}) is alive" in res.stderr
+    assert res.returncode == Exit.ALREADY_RUNNING
+    assert f"owner (pid {app.proc.pid}) is alive" in res.stderr and "Traceback" not in res.stderr
     assert app.proc.poll() is None, "the running appliance must be untouched"
     assert app.stop() == 0
 
@@ -76,17 +65,22 @@ def test_killed_supervisor_takes_its_children_and_next_start_reclaims(app):
 
 def test_restart_intensity_limit_halts_with_nonzero_exit(tmp_path):
     app = Appliance(tmp_path, max_restarts=2)
+    notify = NotifySocket(tmp_path / "notify.sock")
     try:
-        app.start().wait_ready()
+        app.start(env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}).wait_ready()
         for incarnation in (2, 3):
             app.kill("feed")
             app.wait_restarted("feed", incarnation)
         app.kill("feed")
         code = app.proc.wait(120)
-        assert code == 2, app.log_tail()
+        assert code == Exit.HALTED, app.log_tail()
         assert "halting: 3 restarts" in app.log_path.read_text()
+        # while it stopped, it said so: halted, not active
+        _, msg = notify.wait_for(lambda m: m.get("STATUS", "").startswith("HALTED: 3 restarts"))
+        assert "a person must look" in msg["STATUS"]
     finally:
         app.kill_all()
+        notify.close()
     assert app.leftovers() == []
 
 
@@ -123,13 +117,25 @@ def test_sighup_applies_live_changes_and_rejects_bad_files(app):
     assert app.stop() == 0
 
 
-def test_config_contradicting_open_positions_starts_nothing(app, tmp_path):
+def test_config_contradicting_open_positions_starts_nothing_and_names_the_way_out(app, tmp_path):
     app.start("--duration", "3")
     assert app.proc.wait(120) == 0, app.log_tail()
     text = app.config.read_text()
     # a lot size change under open positions would misread every journaled fill
     app.config.write_text(text.replace("lot_size = 0.00001", "lot_size = 0.001"))
     res = dynamind("run", "--config", str(app.config), "--duration", "1", cwd=tmp_path)
-    assert res.returncode == 2
+    assert res.returncode == Exit.JOURNAL_CONFLICT
     assert "nothing started" in res.stderr and "BTC/USDT" in res.stderr
+    assert "dynamind flatten" in res.stderr and "dynamind reset --journal" in res.stderr
     assert app.leftovers() == []
+    check = dynamind("check-config", "-c", str(app.config), "--journal")
+    assert check.returncode == Exit.JOURNAL_CONFLICT and "BTC/USDT" in check.stdout
+
+    # starting over: the journal (and the paper venue's book) move to an archive
+    reset = dynamind("reset", "--journal", "-c", str(app.config), cwd=tmp_path)
+    assert reset.returncode == 0, reset.stderr
+    assert not (app.dir / "journal.sqlite").exists()
+    assert len(list((app.dir / "archive").glob("journal-*.sqlite"))) == 1
+    assert dynamind("check-config", "-c", str(app.config), "--journal").returncode == 0
+    app.start("--duration", "2")
+    assert app.proc.wait(120) == 0, app.log_tail()

@@ -62,6 +62,12 @@ class Procs:
         self._keep.append(ev)
         return ev
 
+    def barrier(self, parties: int) -> Any:
+        """A spawn-context Barrier, kept alive for the whole test (see :meth:`event`)."""
+        b = self.ctx.Barrier(parties)
+        self._keep.append(b)
+        return b
+
     def expect(self, kind: str, tag: str | None = None, timeout: float = 60.0) -> Any:
         """The payload of the next report of ``kind`` (from ``tag``); a child error raises."""
         for item in self._stash:

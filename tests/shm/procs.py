@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from appliance.shm import BroadcastRing, RecordQueue, Stats
+from appliance.shm import BroadcastRing, RecordQueue, SegmentInUse, Stats
+from appliance.shm.segment import Segment
+from appliance.shm.snapshot import SharedSnapshot
 from appliance.shm.stats import SlotState
 
 REC = np.dtype(
@@ -235,6 +237,21 @@ def ring_reader(
 
 
 @child
+def ring_batch_holder(
+    out: Any, tag: str, instance: str, name: str, slot: int, batch: int, go: Any
+) -> None:
+    """Register a reader at the latest record; on ``go`` read one batch and hold it,
+    never validated, until killed."""
+    ring = BroadcastRing.attach(instance, name, REC)
+    r = ring.reader("block", start="latest", slot=slot)
+    out.put(("ready", tag, r.position))
+    go.wait(60)
+    view = r.read(batch)
+    out.put(("holding", tag, {"first": int(view["seq"][0]), "n": len(view), "lost": r.lost}))
+    time.sleep(3600)
+
+
+@child
 def ring_bursts(
     out: Any, tag: str, instance: str, name: str, bursts: int, seed: int, go: Any
 ) -> None:
@@ -383,6 +400,36 @@ def own_ring(out: Any, tag: str, instance: str, name: str, capacity: int, releas
     out.put(("destroyed", tag, os.getpid()))
 
 
+def race_segment(name: str) -> Segment:
+    """The segment the starters in :func:`starter` race for (the test makes it too)."""
+    return Segment.create(name, kind="race", dtype=REC, capacity=1, data_size=64)
+
+
+@child
+def starter(out: Any, tag: str, name: str, trials: int, barrier: Any) -> None:
+    """Once per trial, race the other starters to create ``name`` over a stale segment.
+
+    Reports ("owner", inode of the file it holds), ("in use", message) or ("error", what
+    else escaped); an owner holds the segment until the test has looked, then removes it.
+    """
+    for trial in range(trials):
+        barrier.wait(60)  # the test has left a stale segment under the name
+        seg = None
+        try:
+            seg = race_segment(name)
+            result = ("owner", os.fstat(seg.fd).st_ino)
+        except SegmentInUse as exc:
+            result = ("in use", str(exc))
+        except Exception as exc:  # what the test is looking for: nothing else may escape
+            result = ("error", f"{type(exc).__name__}: {exc}")
+        out.put(("trial", tag, (trial, result)))
+        barrier.wait(60)  # the test has checked the name
+        if seg is not None:
+            seg.unlink()
+            seg.close()
+        barrier.wait(60)  # every owner has let go
+
+
 @child
 def hold_roles(
     out: Any, tag: str, instance: str, ring_name: str, queue_name: str, release: Any
@@ -401,6 +448,18 @@ def hold_roles(
     ring.close()
     q.close()
     out.put(("released", tag, os.getpid()))
+
+
+@child
+def snapshot_writer(
+    out: Any, tag: str, instance: str, name: str, shape: tuple[int, ...], release: Any
+) -> None:
+    """Write a snapshot full of 7.0 and stay its writer until ``release``."""
+    snap = SharedSnapshot.attach(instance, name, np.dtype("<f8"), shape)
+    snap.write(np.full(shape, 7.0))
+    out.put(("wrote", tag, os.getpid()))
+    release.wait(120)
+    snap.close()
 
 
 # -- Stats --------------------------------------------------------------------------------

@@ -38,6 +38,22 @@ def test_push_peek_advance_wraparound(instance: str) -> None:
         q.destroy()
 
 
+def test_negative_counts_are_refused(instance: str) -> None:
+    q = RecordQueue.create(instance, "q", REC, 16)
+    try:
+        p, c = q.producer("block"), q.consumer("block")
+        assert p.push(make(0, 10)) == 10
+        for call in (lambda: c.peek(-1), lambda: c.advance(-2), lambda: c.pop(-1)):
+            with pytest.raises(ValueError, match="cannot"):
+                call()
+        assert len(q) == 10 and q.tail == 0 and p.free() == 6
+        assert check(c.pop(16), 0) == (True, 0)
+        p.close()
+        c.close()
+    finally:
+        q.destroy()
+
+
 def test_full_is_an_answer_not_a_wait(instance: str) -> None:
     q = RecordQueue.create(instance, "q", REC, 8)
     try:

@@ -15,6 +15,7 @@ from tests.shm.procs import (
     check,
     hold_roles,
     make,
+    ring_batch_holder,
     ring_reader,
     ring_torn_writer,
     ring_writer,
@@ -87,28 +88,46 @@ def test_seq_field_stamping_and_zero_copy(instance: str) -> None:
         ring.destroy()
 
 
-def test_start_positions_and_lag(instance: str) -> None:
+@pytest.fixture
+def lapped(instance: str):
+    """A 16-record ring after 40 records (24..39 still valid), and its writer."""
     ring = BroadcastRing.create(instance, "r", REC, 16)
-    try:
-        w = ring.writer("block")
-        w.write(make(0, 40))
-        assert ring.reader("block", start="latest").position == 40
-        oldest = ring.reader("block", start="oldest")
-        assert oldest.position == 24
-        r = ring.reader("block", start=32, slot=5)
-        r.read(4)
-        assert r.valid()
-        lag = {e["slot"]: e for e in ring.readers()}
-        assert lag[5]["lag"] == 4 and lag[5]["cursor"] == 36 and lag[5]["alive"]
-        assert lag[oldest.slot]["lag"] == 16
-        r.close()
-        resumed = ring.reader("block", start="resume", slot=5)
-        assert resumed.position == 36
-        with pytest.raises(SegmentInUse, match="reader slot 5 is held by pid"):
-            ring.reader("block", slot=5)
-        w.close()
-    finally:
-        ring.destroy()
+    w = ring.writer("block")
+    w.write(make(0, 40))
+    yield ring, w
+    w.close()
+    ring.destroy()
+
+
+def test_start_positions_and_lag(lapped) -> None:
+    ring, _ = lapped
+    assert ring.reader("block", start="latest").position == 40
+    oldest = ring.reader("block", start="oldest")
+    assert oldest.position == 24
+    r = ring.reader("block", start=32, slot=5)
+    r.read(4)
+    assert r.valid()
+    lag = {e["slot"]: e for e in ring.readers()}
+    assert lag[5]["lag"] == 4 and lag[5]["cursor"] == 36 and lag[5]["alive"]
+    assert lag[oldest.slot]["lag"] == 16
+    r.close()
+    resumed = ring.reader("block", start="resume", slot=5)
+    assert resumed.position == 36
+    with pytest.raises(SegmentInUse, match="reader slot 5 is held by pid"):
+        ring.reader("block", slot=5)
+
+
+def test_start_positions_are_clamped_to_the_valid_records(lapped) -> None:
+    ring, w = lapped
+    ahead = ring.reader("block", start=100)
+    assert ahead.position == 40
+    assert [ring.reader("block", start=s).position for s in (3, -5, 24, 30)] == [24, 24, 24, 30]
+    with pytest.raises(ValueError, match="start must be"):
+        ring.reader("block", start="newest")
+    w.write(make(40, 2))
+    view = ahead.read(10)
+    assert check(view, 40) == (True, 0) and len(view) == 2
+    assert ahead.valid() and ahead.accepted == 2 and ahead.lost == 0
 
 
 def test_wrong_records_refused(instance: str) -> None:
@@ -142,6 +161,22 @@ def test_second_writer_refused_in_process(instance: str) -> None:
         other.writer("block").close()  # free again once closed
     finally:
         other.close()
+        ring.destroy()
+
+
+def test_negative_counts_are_refused(instance: str) -> None:
+    ring = BroadcastRing.create(instance, "r", REC, 16)
+    try:
+        w = ring.writer("block")
+        w.write(make(0, 10))
+        r = ring.reader("block", start="oldest")
+        for call in (lambda: r.read(-3), lambda: w.claim(-1), lambda: w.publish(-2)):
+            with pytest.raises(ValueError, match="cannot"):
+                call()
+        assert r.position == 0 and ring.publish_cursor == ring.claim_cursor == 10
+        assert len(r.read(100)) == 10 and r.valid() and r.accepted == 10  # nothing re-read
+        w.close()
+    finally:
         ring.destroy()
 
 
@@ -252,7 +287,9 @@ def test_reader_killed_mid_stream(instance: str, procs) -> None:
         assert successor.position == dead["cursor"] >= 50_000
         errors, _ = drain(successor, total)
         assert errors == 0
-        assert successor.accepted + successor.lost == total - dead["cursor"]
+        # the successor keeps the slot's loss counters and adds its own to them
+        assert successor.lost >= dead["lost"]
+        assert successor.accepted + successor.lost - dead["lost"] == total - dead["cursor"]
         successor.close()
     finally:
         ring.destroy()
@@ -338,3 +375,26 @@ def test_words_helper_matches_records() -> None:
     recs["w3"][1] ^= 1
     assert check(recs, 5) == (True, 1)
     assert check(recs, 4) == (False, 1)
+
+
+def test_resume_after_a_reader_killed_holding_a_batch(instance: str, procs) -> None:
+    ring = BroadcastRing.create(instance, "r", REC, 16)
+    try:
+        w = ring.writer("block")
+        go = procs.event()
+        victim = procs.start(ring_batch_holder, "victim", instance, "r", 5, 8, go)
+        assert procs.expect("ready", "victim") == 0
+        w.write(make(0, 40))  # laps it: records 0..23 are gone before it reads
+        go.set()
+        held = procs.expect("holding", "victim")
+        assert held == {"first": 24, "n": 8, "lost": 24}
+        procs.kill(victim)  # killed before it validated (or used) its batch
+        successor = ring.reader("block", start="resume", slot=5)
+        assert successor.position == 24 and successor.lost == 24  # the batch comes again
+        errors, accepted = drain(successor, 40)
+        assert errors == 0 and accepted == 16 and successor.lost == 24
+        assert {e["slot"]: e for e in ring.readers()}[5]["lost"] == 24
+        successor.close()
+        w.close()
+    finally:
+        ring.destroy()

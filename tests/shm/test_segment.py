@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
+import posix_ipc
 import pytest
 
 from appliance.model.records import INTENT, TICK
@@ -14,12 +16,16 @@ from appliance.shm import (
     SegmentInUse,
     SegmentMismatch,
     SegmentMissing,
+    SegmentNameError,
+    Stats,
     UnsupportedArchitecture,
     list_names,
     remove_instance,
     require_tso,
 )
-from appliance.shm.segment import LAYOUT_VERSION, Segment, full_name, owner_alive
+from appliance.shm.header import LAYOUT_VERSION, Expected
+from appliance.shm.segment import Segment, full_name, owner_alive
+from appliance.shm.snapshot import SharedSnapshot
 from tests.shm.procs import REC, own_ring
 
 OTHER = np.dtype(  # same size as REC, different fields
@@ -100,14 +106,12 @@ def test_attach_other_layout_version(instance: str) -> None:
 
 
 def test_attach_something_too_small(instance: str) -> None:
-    import posix_ipc
-
     name = full_name(instance, "tiny")
     shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=100)
     os.close(shm.fd)
     try:
         with pytest.raises(SegmentMismatch, match="smaller than a header"):
-            Segment.attach(name, kind="broadcast_ring", dtype=REC)
+            Segment.attach(name, Expected("broadcast_ring", REC))
     finally:
         posix_ipc.unlink_shared_memory(name)
 
@@ -175,3 +179,93 @@ def test_require_tso() -> None:
     for machine in ("aarch64", "arm64", "ppc64le", "riscv64"):
         with pytest.raises(UnsupportedArchitecture, match=machine):
             require_tso(machine)
+
+
+def test_unlink_leaves_a_successor_of_the_name_alone(instance: str) -> None:
+    first = BroadcastRing.create(instance, "ticks", REC, 64)
+    remove_instance(instance)  # an operator cleans up while it runs ...
+    second = BroadcastRing.create(instance, "ticks", REC, 64)  # ... and a new one starts
+    try:
+        first.destroy()  # the first stops: the name and semaphores are no longer its own
+        assert len(list_names(instance)) == 17
+        BroadcastRing.attach(instance, "ticks", REC).close()
+    finally:
+        second.destroy()
+
+
+def _open_fds() -> list[str]:
+    return sorted(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "complaint"),
+    [
+        ("kind", b"\xff\xfe\xfd", "kind is not text"),
+        ("dtype", b"\xff\xfe", "dtype is not text"),
+        ("dtype", b"{not json", "record dtype is not a dtype description"),
+        ("meta", b"\xc3(", "meta is not text"),
+        ("meta", b'{"max_readers": 1', "meta is not valid JSON"),
+        ("meta", b"[16]", "meta is list, expected an object"),
+        ("meta", b"{}", "meta max_readers None != expected 16"),
+        ("capacity", 1 << 40, "capacity 1099511627776 means"),
+        ("capacity", 3, "capacity 3 is not a power of two"),
+        ("data_offset", 0, "data_offset 0 != expected 4096"),
+    ],
+)
+def test_half_valid_header_is_a_mismatch_naming_the_field(
+    instance: str, field: str, value: object, complaint: str
+) -> None:
+    ring = BroadcastRing.create(instance, "ticks", REC, 64)
+    try:
+        ring.segment.header[field] = value  # the magic stays right
+        fds = _open_fds()
+        with pytest.raises(SegmentMismatch, match=re.escape(complaint)):
+            BroadcastRing.attach(instance, "ticks", REC)
+        assert _open_fds() == fds
+    finally:
+        ring.destroy()
+
+
+def test_stats_meta_without_counters_is_a_mismatch(instance: str) -> None:
+    stats = Stats.create(instance, "stats", 4, ["events"])
+    try:
+        stats.segment.header["meta"] = b'{"counters": 7}'
+        fds = _open_fds()
+        with pytest.raises(SegmentMismatch, match="meta counters 7 is not a list"):
+            Stats.attach(instance, "stats")
+        assert _open_fds() == fds
+    finally:
+        stats.destroy()
+
+
+def test_missing_semaphore_is_a_mismatch_and_leaks_nothing(instance: str) -> None:
+    q = RecordQueue.create(instance, "q", REC, 64)
+    try:
+        posix_ipc.unlink_semaphore(f"/{instance}.q.p")
+        fds = _open_fds()
+        with pytest.raises(SegmentMismatch, match=f"semaphore /{instance}.q.p is missing"):
+            RecordQueue.attach(instance, "q", REC)
+        assert _open_fds() == fds
+    finally:
+        q.destroy()
+
+
+def test_names_too_long_are_refused_before_anything_exists() -> None:
+    long = f"t{os.getpid()}" + "x" * 238  # 245 characters: the segment fits, r15 does not
+    fds = _open_fds()
+    try:
+        with pytest.raises(SegmentNameError, match="semaphores' names need it to be at most"):
+            BroadcastRing.create(long, "ticks", REC, 64)
+        with pytest.raises(SegmentNameError, match="the limit is 255"):
+            Stats.create(long + "y" * 20, "stats", 4, ["events"])
+        with pytest.raises(SegmentNameError, match="without '/'"):
+            RecordQueue.create("a/b", "q", REC, 64)
+        assert list_names(long) == [] and _open_fds() == fds
+    finally:
+        remove_instance(long)
+
+
+def test_a_header_field_that_does_not_fit_leaves_nothing(instance: str) -> None:
+    with pytest.raises(ValueError, match="header field 'meta' takes 1024 bytes"):
+        SharedSnapshot.create(instance, "snap", np.dtype("<f8"), (1,) * 400)
+    assert list_names(instance) == []

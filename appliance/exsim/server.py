@@ -1,0 +1,408 @@
+"""The loopback exchange's HTTP side: Binance's spot REST API, signed as Binance signs it.
+
+Public: ``ping``, ``time``, ``exchangeInfo`` (the captured one), ``depth`` (the replayed
+book). Signed (HMAC-SHA256 of the query string and body, key in ``X-MBX-APIKEY``,
+``timestamp`` within ``recvWindow``): new/cancel/query order, open orders, all orders, my
+trades, account. ``userDataStream`` (key only) creates, keeps alive and closes listenKeys
+for ``/ws/<listenKey>``. ``/ws-api/v3`` answers ``userDataStream.subscribe.signature``
+(what ccxt.pro uses for spot ``watch_orders``/``watch_my_trades``/``watch_balance``),
+``ping`` and ``time``. ``/sim/status``, ``POST /sim/drop`` (close client websockets) and
+``POST /sim/delay`` (answer requests late: a client's timeout after the exchange acted) are
+the simulator's own, for demonstrations and tests of failure handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from appliance.exsim.book import Book
+from appliance.exsim.capture import Capture
+from appliance.exsim.matching import MatchingEngine
+from appliance.exsim.rules import BinanceError, Filters, bad_key, bad_signature, mandatory
+from appliance.exsim.streams import MarketHub, Replay, UserHub
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"  # loopback only, whatever the caller asks
+DEFAULT_PORT = 8765
+DEFAULT_RECV_WINDOW_MS = 5000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def signature_valid(payload: str, signature: str, secret: str) -> bool:
+    expected = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature.lower())
+
+
+def _strip_signature(raw: str) -> tuple[str, str | None]:
+    """(raw without its ``signature`` parameter, the signature) of a query string or body."""
+    kept, sig = [], None
+    for part in raw.split("&") if raw else []:
+        if part.startswith("signature="):
+            sig = part.partition("=")[2]
+        else:
+            kept.append(part)
+    return "&".join(kept), sig
+
+
+class ExchangeSim:
+    """The whole loopback exchange for one capture; ``app()`` is its aiohttp application."""
+
+    def __init__(
+        self,
+        capture: Capture,
+        *,
+        api_key: str,
+        api_secret: str,
+        pace: str = "recorded",
+        loop: bool = True,
+        start_delay_s: float = 1.0,
+        speed: float = 1.0,
+        balance: Decimal = Decimal(1_000_000),
+    ) -> None:
+        self.capture = capture
+        self.api_key, self._secret = api_key, api_secret
+        self.filters = {s["symbol"]: Filters.from_info(s) for s in capture.exchange_info["symbols"]}
+        last_u: dict[str, int] = {}
+        for f in capture.frames:
+            if f.data.get("e") == "depthUpdate":
+                last_u[f.data["s"]] = int(f.data["u"])
+        self.books = {
+            sym: Book(sym, snap, last_u.get(sym, int(snap["lastUpdateId"])))
+            for sym, snap in capture.depth.items()
+        }
+        self.engine = MatchingEngine(self.filters, self.books, balance)
+        self.market, self.users = MarketHub(), UserHub()
+        self.requests: Counter[str] = Counter()  # per path, for status and tests
+        self.delays: dict[str, list[float]] = {}  # path -> answer delays still to apply
+        self.replay = Replay(
+            capture, self.books, self.engine, self.market, self.users,
+            pace=pace, loop=loop, start_delay_s=start_delay_s, speed=speed,
+        )  # fmt: skip
+
+    # ---- application ------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors])
+        signed = {
+            ("POST", "/api/v3/order"): self._new_order,
+            ("DELETE", "/api/v3/order"): self._cancel,
+            ("GET", "/api/v3/order"): self._query,
+            ("GET", "/api/v3/openOrders"): self._open_orders,
+            ("GET", "/api/v3/allOrders"): self._all_orders,
+            ("GET", "/api/v3/myTrades"): self._my_trades,
+            ("GET", "/api/v3/account"): self._account,
+            ("GET", "/sapi/v1/capital/config/getall"): self._coins,
+            # binance's fetch_markets asks for margin pairs when it has a key: none here
+            ("GET", "/sapi/v1/margin/allPairs"): self._no_margin,
+            ("GET", "/sapi/v1/margin/isolated/allPairs"): self._no_margin,
+        }
+        for (method, path), fn in signed.items():
+            app.router.add_route(method, path, self._signed(fn))
+        for method in ("POST", "PUT", "DELETE"):
+            app.router.add_route(method, "/api/v3/userDataStream", self._listen_key)
+        app.router.add_get("/api/v3/ping", self._ping)
+        app.router.add_get("/api/v3/time", self._time)
+        app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
+        app.router.add_get("/api/v3/depth", self._depth)
+        app.router.add_get("/ws", self._ws)
+        app.router.add_get("/ws/{name}", self._ws)
+        app.router.add_get("/stream", self._ws)
+        app.router.add_get("/ws-api/v3", self._ws_api)
+        app.router.add_get("/sim/status", self._status)
+        app.router.add_post("/sim/drop", self._drop)
+        app.router.add_post("/sim/delay", self._delay)
+        app.on_startup.append(self._start_replay)
+        app.on_cleanup.append(self._stop_replay)
+        return app
+
+    async def _start_replay(self, app: web.Application) -> None:
+        self._replay_task = asyncio.create_task(self.replay.run())
+
+    async def _stop_replay(self, app: web.Application) -> None:
+        self._replay_task.cancel()
+        await self.market.drop()
+        await self.users.drop()
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests[request.path] += 1
+        try:
+            response = await handler(request)
+            pending = self.delays.get(request.path)
+            if pending:  # processed, but the answer comes late (a client may time out)
+                await asyncio.sleep(pending.pop(0))
+            return response
+        except BinanceError as exc:
+            return _json(exc.body(), exc.status)
+        except web.HTTPNotFound:
+            log.warning("no such endpoint: %s %s", request.method, request.path)
+            return _json({"code": -1000, "msg": f"Unknown endpoint {request.path}"}, 404)
+
+    # ---- authentication ---------------------------------------------------------------
+
+    def _check_key(self, key: str | None) -> None:
+        if not key:
+            raise BinanceError(-2014, "API-key format invalid.", 401)
+        if not hmac.compare_digest(key, self.api_key):
+            raise bad_key()
+
+    def _signed(self, fn: Callable[[dict[str, str]], Awaitable[Any]]) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            self._check_key(request.headers.get("X-MBX-APIKEY"))
+            query, sig_q = _strip_signature(request.query_string)
+            body, sig_b = _strip_signature(await request.text())
+            signature = sig_q or sig_b
+            if not signature:
+                raise mandatory("signature")
+            if not signature_valid(query + body, signature, self._secret):
+                raise bad_signature()
+            params = dict(parse_qsl(query)) | dict(parse_qsl(body))
+            self._check_time(params)
+            return _json(await fn(params))
+
+        return handler
+
+    @staticmethod
+    def _check_time(params: dict[str, str]) -> None:
+        if not params.get("timestamp"):
+            raise mandatory("timestamp")
+        ts, window = int(params["timestamp"]), int(params.get("recvWindow", DEFAULT_RECV_WINDOW_MS))
+        now = _ms()
+        if ts > now + 1000 or now - ts > window:
+            raise BinanceError(-1021, "Timestamp for this request is outside of the recvWindow.")
+
+    # ---- public -----------------------------------------------------------------------
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return _json({})
+
+    async def _time(self, request: web.Request) -> web.Response:
+        return _json({"serverTime": _ms()})
+
+    async def _exchange_info(self, request: web.Request) -> web.Response:
+        return _json(self.capture.exchange_info | {"serverTime": _ms()})
+
+    async def _depth(self, request: web.Request) -> web.Response:
+        symbol = request.query.get("symbol", "")
+        if not symbol:
+            raise mandatory("symbol")
+        if symbol not in self.filters:
+            raise BinanceError(-1121, "Invalid symbol.")
+        limit = min(int(request.query.get("limit", 100)), 5000)
+        book = self.books.get(symbol)
+        if book is None:  # a market the capture holds no book for: an empty one
+            return _json({"lastUpdateId": 0, "bids": [], "asks": []})
+        return _json(book.snapshot(limit))
+
+    # ---- signed -----------------------------------------------------------------------
+
+    async def _new_order(self, p: dict[str, str]) -> Any:
+        answer, events = self.engine.new_order(p)
+        await self.users.publish(events)
+        return answer
+
+    async def _cancel(self, p: dict[str, str]) -> Any:
+        answer, events = self.engine.cancel(p)
+        await self.users.publish(events)
+        return answer
+
+    async def _query(self, p: dict[str, str]) -> Any:
+        return self.engine.query(p)
+
+    async def _open_orders(self, p: dict[str, str]) -> Any:
+        return self.engine.open_orders(p)
+
+    async def _all_orders(self, p: dict[str, str]) -> Any:
+        return self.engine.all_orders(p)
+
+    async def _my_trades(self, p: dict[str, str]) -> Any:
+        return self.engine.my_trades(p)
+
+    async def _account(self, p: dict[str, str]) -> Any:
+        return {
+            "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0,
+            "sellerCommission": 0, "canTrade": True, "canWithdraw": True, "canDeposit": True,
+            "brokered": False, "requireSelfTradePrevention": False, "preventSor": False,
+            "updateTime": _ms(), "accountType": "SPOT", "balances": self.engine.balances(),
+            "permissions": ["SPOT"], "uid": 1,
+        }  # fmt: skip
+
+    async def _coins(self, p: dict[str, str]) -> Any:
+        """Assets as ccxt's fetch_currencies reads them (binance asks when it has a key)."""
+        return [
+            {"coin": b["asset"], "name": b["asset"], "free": b["free"], "locked": b["locked"],
+             "trading": True, "isLegalMoney": False, "depositAllEnable": True,
+             "withdrawAllEnable": True, "networkList": []}
+            for b in self.engine.balances()
+        ]  # fmt: skip
+
+    async def _no_margin(self, p: dict[str, str]) -> Any:
+        return []
+
+    async def _listen_key(self, request: web.Request) -> web.Response:
+        self._check_key(request.headers.get("X-MBX-APIKEY"))
+        keys = self.users.listen_keys
+        if request.method == "POST":
+            key = secrets.token_hex(30)
+            keys[key] = time.monotonic()
+            return _json({"listenKey": key})
+        params = dict(request.query) | dict(parse_qsl(await request.text()))
+        key = params.get("listenKey", "")
+        if key not in keys:
+            raise BinanceError(-1125, "This listenKey does not exist.")
+        if request.method == "PUT":
+            keys[key] = time.monotonic()
+        else:
+            del keys[key]
+            for ws, k in list(self.users.keyed.items()):
+                if k == key:
+                    await ws.close(code=1000, message=b"listenKey closed")
+        return _json({})
+
+    # ---- websockets -------------------------------------------------------------------
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info.get("name")
+        if name and name in self.users.listen_keys:
+            return await self._ws_user(request, name)
+        return await self.market.serve(request, name, request.path.startswith("/stream"))
+
+    async def _ws_user(self, request: web.Request, key: str) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.users.keyed[ws] = key
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            self.users.forget(ws)
+        return ws
+
+    async def _ws_api(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await ws.send_str(orjson.dumps(self._api_request(ws, msg.data)).decode())
+        finally:
+            self.users.forget(ws)
+        return ws
+
+    def _api_request(self, ws: web.WebSocketResponse, text: str) -> dict[str, Any]:
+        try:
+            req = orjson.loads(text)
+            rid, method, params = req.get("id"), req.get("method"), req.get("params") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            return {"id": None, "status": 400, "error": {"code": -1100, "msg": "Malformed."}}
+        try:
+            if method == "ping":
+                return {"id": rid, "status": 200, "result": {}}
+            if method == "time":
+                return {"id": rid, "status": 200, "result": {"serverTime": _ms()}}
+            if method == "userDataStream.subscribe.signature":
+                self._check_ws_signature(params)
+                sid = self.users.subscribe_api(ws)
+                return {"id": rid, "status": 200, "result": {"subscriptionId": sid}}
+            if method == "userDataStream.unsubscribe":
+                self.users.forget(ws)
+                return {"id": rid, "status": 200, "result": {}}
+            raise BinanceError(-1000, f"Unsupported method {method!r} in this simulator.")
+        except BinanceError as exc:
+            return {"id": rid, "status": exc.status, "error": exc.body()}
+
+    def _check_ws_signature(self, params: dict[str, Any]) -> None:
+        """WebSocket API signing: every parameter but the signature, sorted by name."""
+        self._check_key(params.get("apiKey"))
+        signature = params.get("signature")
+        if not signature:
+            raise mandatory("signature")
+        payload = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "signature")
+        if not signature_valid(payload, str(signature), self._secret):
+            raise bad_signature()
+        self._check_time({k: str(v) for k, v in params.items()})
+
+    # ---- the simulator's own endpoints ------------------------------------------------
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "replay": self.replay.state,
+                "passes": self.replay.passes,
+                "frames_sent": self.replay.frames_sent,
+                "market_connections": len(self.market.conns),
+                "user_connections": len(self.users.api) + len(self.users.keyed),
+                "orders": len(self.engine.account.orders),
+                "trades": len(self.engine.account.trades),
+                "requests": dict(self.requests),
+            }
+        )
+
+    async def _delay(self, request: web.Request) -> web.Response:
+        """Answer the next ``count`` requests to ``path`` ``seconds`` late (after doing them)."""
+        path = request.query.get("path", "/api/v3/order")
+        count, seconds = int(request.query.get("count", 1)), float(request.query["seconds"])
+        self.delays.setdefault(path, []).extend([seconds] * count)
+        return _json({"path": path, "delays": self.delays[path]})
+
+    async def _drop(self, request: web.Request) -> web.Response:
+        """Close client websockets: ``?what=market`` (default), ``user`` or ``all``."""
+        what = request.query.get("what", "market")
+        n = 0
+        if what in ("market", "all"):
+            n += await self.market.drop()
+        if what in ("user", "all"):
+            n += await self.users.drop()
+        return _json({"dropped": n})
+
+
+def _ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def serve(sim: ExchangeSim, port: int = DEFAULT_PORT) -> web.AppRunner:
+    """Start ``sim`` on 127.0.0.1:``port`` (0: any free port); the runner (``cleanup`` it)."""
+    runner = web.AppRunner(sim.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, port)
+    await site.start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port a started runner listens on."""
+    return int(runner.addresses[0][1])
+
+
+def client_urls(port: int, host: str = HOST) -> dict[str, Any]:
+    """The ``urls`` a ccxt/ccxt.pro binance-family client needs to talk to this simulator
+    (deep-merged into the exchange's own, so the other keys stay as they were)."""
+    http, ws = f"http://{host}:{port}", f"ws://{host}:{port}"
+    return {
+        "api": {
+            "public": f"{http}/api/v3",
+            "private": f"{http}/api/v3",
+            "v1": f"{http}/api/v1",
+            "sapi": f"{http}/sapi/v1",
+            "ws": {"spot": f"{ws}/ws", "ws-api": {"spot": f"{ws}/ws-api/v3"}},
+        }
+    }

@@ -1,0 +1,79 @@
+"""`dynamind flatten`: close every position of a running appliance, and wait until flat.
+
+SIGUSR1 asks the supervisor; it tells execution, which goes reduce-only (only orders that
+shrink a position pass; resting orders are cancelled) and sends a closing order for every
+open position through its own risk checks, netting and journal (trading/flatten.py),
+again each status interval for what the market did not fill. The hosts reload their
+agents' positions from execution. This command watches the positions execution
+publishes for each host until none is left open.
+
+Trading stays reduce-only afterwards (the board says why); a reload that changes
+trading.state, or a restart, ends it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+from appliance.model.records import POSITION
+from appliance.ops.monitor import Monitor, trading_text
+from appliance.runtime import layout
+from appliance.runtime.exits import Exit
+from appliance.shm.snapshot import SharedSnapshot
+
+PROGRESS_S = 1.0
+
+
+def open_positions(monitor: Monitor) -> tuple[int, float]:
+    """(positions open, their summed |base units|) over every host, as execution holds them."""
+    count, size = 0, 0.0
+    for h in range(len(monitor.hosts)):
+        name = layout.positions_snapshot(h)
+        snap = SharedSnapshot.attach(monitor.instance, name, POSITION, read_only=True)
+        try:
+            data, _, _ = snap.read()
+        finally:
+            snap.close()
+        held = np.abs(data) > 1e-12
+        count += int(held.sum())
+        size += float(np.abs(data[held]).sum())
+    return count, size
+
+
+def run(monitor: Monitor, timeout: float) -> int:
+    sample = monitor.sample()
+    if not sample.running:
+        print(sample.banner, file=sys.stderr)
+        return Exit.NOT_RUNNING
+    count, _ = open_positions(monitor)
+    print(f"{count:,} positions open; asking pid {monitor.supervisor_pid} to flatten")
+    os.kill(monitor.supervisor_pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    next_note = 0.0
+    while True:
+        sample = monitor.sample()
+        if not sample.running:
+            print("the appliance stopped while flattening", file=sys.stderr)
+            return Exit.NOT_RUNNING
+        count, size = open_positions(monitor)
+        state = sample.board.get("trading")
+        if count == 0 and state == "reduce_only":
+            print(f"flat: every position is closed; trading {trading_text(sample.board)}")
+            return Exit.OK
+        now = time.monotonic()
+        if now > deadline:
+            print(
+                f"still {count:,} positions open after {timeout:g}s (trading {state}); the "
+                "agents keep trying: see `dynamind status` and the log for rejects",
+                file=sys.stderr,
+            )
+            return Exit.ERROR
+        if now >= next_note:
+            next_note = now + PROGRESS_S
+            print(f"  {count:,} positions open ({size:,.6g} base units), trading {state}")
+        time.sleep(0.1)

@@ -1,0 +1,57 @@
+"""Exit codes of `dynamind`: one per meaning, shared by the CLI and the supervisor.
+
+Where systemd already has a name for a code that says the same thing (it prints
+``status=78/CONFIG`` in ``systemctl status``), that code is used; the appliance's own
+meanings take 10-14, which systemd shows as a bare number. 1 stays "unexpected error"
+(an uncaught exception) and 2 stays argparse's "bad command line".
+
+The unit's ``RestartPreventExitStatus=`` lists the codes that mean "a person must look":
+restarting would only fail the same way again (see ``NEEDS_A_PERSON``).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    OK = 0
+    ERROR = 1  # an unexpected error (a traceback in the log: a bug to report)
+    USAGE = 2  # the command line is wrong (argparse)
+    HALTED = 10  # restart-intensity limit: a worker kept failing, the appliance stopped
+    UNDRAINED = 11  # stopped, but published intents could not be journaled first
+    ALREADY_RUNNING = 12  # an appliance of the same instance name is running
+    NOT_RUNNING = 13  # status/top/flatten: no appliance of that instance is running
+    NO_SHM_SPACE = 14  # /dev/shm cannot hold the config's segments: nothing started
+    JOURNAL_CONFLICT = 65  # EX_DATAERR: the config contradicts positions in the journal
+    CONFIG = 78  # EX_CONFIG: the config file is invalid, nothing started
+
+
+MEANING: dict[Exit, str] = {
+    Exit.OK: "clean stop (or the command succeeded)",
+    Exit.ERROR: "unexpected error (see the log)",
+    Exit.USAGE: "bad command line",
+    Exit.HALTED: "halted by the restart-intensity limit (a worker kept failing)",
+    Exit.UNDRAINED: "stopped with published intents not journaled (drain incomplete)",
+    Exit.ALREADY_RUNNING: "an appliance with this instance name is already running",
+    Exit.NOT_RUNNING: "no running appliance with this instance name",
+    Exit.NO_SHM_SPACE: "/dev/shm has too little room for the config's segments (nothing started)",
+    Exit.JOURNAL_CONFLICT: "the config contradicts positions open in the journal",
+    Exit.CONFIG: "invalid config file (nothing started)",
+}
+
+#: Codes systemd must not restart on: the same start would fail again, or a person must
+#: see what happened (the unit's RestartPreventExitStatus=). UNDRAINED is absent: it only
+#: happens on a stop that was asked for, which systemd never restarts anyway.
+NEEDS_A_PERSON: tuple[Exit, ...] = (
+    Exit.CONFIG,
+    Exit.JOURNAL_CONFLICT,
+    Exit.HALTED,
+    Exit.ALREADY_RUNNING,
+    Exit.NO_SHM_SPACE,
+)
+
+
+def help_text() -> str:
+    """The exit-code table for ``--help`` epilogs and the README."""
+    return "exit codes:\n" + "\n".join(f"  {int(c):>3}  {MEANING[c]}" for c in Exit)

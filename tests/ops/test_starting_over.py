@@ -1,0 +1,60 @@
+"""Flattening a running appliance, and archiving its journal between runs."""
+
+from __future__ import annotations
+
+from appliance.runtime.exits import Exit
+from appliance.trading.flatten import FLATTEN_SEQ
+from tests.harness import (
+    assert_hosts_agree,
+    assert_intents_accounted,
+    dynamind,
+    final_report,
+    journal_positions,
+)
+
+
+def test_flatten_closes_every_position_through_execution(app):
+    app.start().wait_ready()
+    app.wait_for(lambda: app.counter("execution", "fills") > 200, what="positions")
+    # the journal is the running appliance's: the offline tools leave it alone
+    res = dynamind("journal", "archive", "--before", "1d", "-c", str(app.config))
+    assert res.returncode == Exit.ALREADY_RUNNING and "stop it first" in res.stderr
+    assert dynamind("reset", "--journal", "-c", str(app.config)).returncode == Exit.ALREADY_RUNNING
+    res = dynamind("flatten", "-c", str(app.config), "--timeout", "120")
+    assert res.returncode == Exit.OK, res.stdout + res.stderr
+    assert "flat: every position is closed" in res.stdout
+    assert "reduce_only (dynamind flatten at" in res.stdout
+    status = dynamind("status", "-c", str(app.config)).stdout
+    assert status.startswith("trading: reduce_only (dynamind flatten at")
+    assert app.stop() == 0
+    assert final_report(app)["positions"] == []
+    assert journal_positions(app) == {}
+    assert_intents_accounted(app)  # the agents' own intents, each journaled once
+    assert_hosts_agree(app)  # the hosts took their agents' flat positions from execution
+    with app.journal() as db:
+        closing = db.execute(
+            "SELECT count(*), sum(state = 5) FROM orders WHERE intent_seq >= ?", (FLATTEN_SEQ,)
+        ).fetchone()
+    assert closing[0] > 0 and closing[1] > 0  # journaled, and filled
+
+
+def test_flatten_needs_a_running_appliance(tmp_path):
+    from tests.harness import write_config
+
+    path, _ = write_config(tmp_path)
+    assert dynamind("flatten", "-c", str(path)).returncode == Exit.NOT_RUNNING
+
+
+def test_archived_journal_starts_with_the_same_positions(app, tmp_path):
+    app.start("--duration", "3")
+    assert app.proc.wait(120) == 0, app.log_tail()
+    before = journal_positions(app)
+    assert before
+    res = dynamind("journal", "archive", "--before", "0m", "-c", str(app.config), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "archived runs 1..1" in res.stdout and "open positions carried over" in res.stdout
+    assert journal_positions(app) == before
+    app.start("--duration", "3")
+    assert app.proc.wait(120) == 0, app.log_tail()
+    msg = final_report(app)["msg"]
+    assert "journal agrees, reported to hosts agrees" in msg, msg

@@ -1,0 +1,116 @@
+"""Archiving closed runs: the journal shrinks, every open position stays exact."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from appliance.model.records import OrderType, Side
+from appliance.trading.archive import archive_runs
+from appliance.trading.engine import EngineConfig, ExecutionEngine
+from appliance.trading.journal import Journal
+from appliance.trading.portfolio import Portfolio
+from appliance.trading.risk import RiskLimits
+from appliance.venues.paper import PaperVenue
+from tests.exec_factories import intents, quotes
+
+SYMS = ["BTC/USD", "ETH/USD"]
+LIMITS = {s: RiskLimits(1e6, 1e9) for s in SYMS}
+HOUR = 3600 * 10**9
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = HOUR
+
+    def __call__(self) -> int:
+        self.now += 1000
+        return self.now
+
+
+def engine(tmp_path, clock: Clock) -> ExecutionEngine:
+    journal = Journal(tmp_path / "journal.sqlite", synchronous="NORMAL")
+    venue = PaperVenue(tmp_path / "venue.sqlite", len(SYMS), lot_size=0.001, clock=clock)
+    e = ExecutionEngine(
+        SYMS, LIMITS, journal, venue, EngineConfig(lot_size=0.001), clock=clock,
+        agents={(0, 0): 4},
+    )  # fmt: skip
+    e.recover()
+    e.on_ticks(quotes([0, 1], [100.0, 10.0], [101.0, 11.0], size=1e6))
+    return e
+
+
+def trade_a_run(tmp_path, clock: Clock, rng: np.random.Generator, n: int = 60) -> None:
+    """One run: agents trade market orders; one limit order rests over the run's end."""
+    e = engine(tmp_path, clock)
+    seq0 = e.journal.max_intent_seqs().get(0, -1) + 1
+    rows = [
+        {"seq": seq0 + i, "agent": int(rng.integers(4)), "symbol": int(rng.integers(2)),
+         "side": int(rng.choice([Side.BUY, Side.SELL])), "qty": float(rng.integers(1, 5)) / 1000}
+        for i in range(n)
+    ]  # fmt: skip
+    for k in range(0, n, 7):
+        e.process(intents(rows[k : k + 7]))
+        px = 100 + rng.normal()
+        e.on_ticks(quotes([0, 1], [px, px / 10], [px + 1, px / 10 + 1], size=1e6))
+    e.process(intents([{"seq": seq0 + n, "agent": 3, "order_type": OrderType.LIMIT,
+                        "limit_price": 50.0, "qty": 0.002}]))  # fmt: skip
+    e.record_drained({0: seq0 + n + 1})
+    e.close()
+
+
+def state(path) -> tuple[dict, dict, int]:
+    j = Journal(path, readonly=True)
+    try:
+        fills = j.fills()
+        book = Portfolio.from_fills(fills)
+        avg = {k: book.get(k).avg_price for k in book.positions()}
+        return j.positions_from_fills(), avg, len(fills)
+    finally:
+        j.close()
+
+
+def test_archive_moves_closed_runs_and_keeps_positions_exact(tmp_path):
+    clock, rng = Clock(), np.random.default_rng(3)
+    for _ in range(3):
+        trade_a_run(tmp_path, clock, rng)
+        clock.now += HOUR
+    journal = tmp_path / "journal.sqlite"
+    positions, avg, fills = state(journal)
+    assert positions and fills > 100
+
+    cut = clock.now  # every run ended before it
+    summary = archive_runs(journal, cut, tmp_path / "archive.sqlite")
+    assert summary.runs == [1, 2, 3] and summary.fills > 0 and summary.carried > 0
+
+    after, avg_after, fills_after = state(journal)
+    assert after == positions
+    assert avg_after == pytest.approx(avg, rel=1e-12)
+    assert fills_after < fills
+    with sqlite3.connect(tmp_path / "archive.sqlite") as arc:
+        (moved,) = arc.execute("SELECT count(*) FROM fills").fetchone()
+        assert moved == summary.fills
+    # the resting limit order is still open: it stays, with what it covers
+    j = Journal(journal, readonly=True)
+    assert len(j.open_orders()) == 3 and len(j.open_venue_orders()) == 3
+    j.close()
+
+    # a start recovers from the smaller journal to the same positions
+    e = engine(tmp_path, clock)
+    assert e.positions() == positions
+    e.record_drained({0: 0})
+    e.close()
+
+    # archiving again up to the same time has nothing new to move
+    again = archive_runs(journal, cut, tmp_path / "archive.sqlite")
+    assert again.orders == 0 and again.fills == 0
+    assert state(journal)[0] == positions
+
+
+def test_nothing_moves_before_the_first_run_ended(tmp_path):
+    clock, rng = Clock(), np.random.default_rng(4)
+    trade_a_run(tmp_path, clock, rng)
+    summary = archive_runs(tmp_path / "journal.sqlite", HOUR, tmp_path / "a.sqlite")
+    assert summary.runs == [] and "nothing to archive" in str(summary)

@@ -1,0 +1,35 @@
+"""Flattening in the engine: closing orders under the operator's identity, within limits."""
+
+from __future__ import annotations
+
+from appliance.model.enums import TradingState
+from appliance.model.records import RejectReason, Side
+from appliance.trading.flatten import FLATTEN_SEQ, closing_intents, flatten_round
+from appliance.trading.risk import RiskLimits
+from tests.exec_factories import intents
+from tests.trading.test_engine import make
+
+
+def test_flatten_closes_every_position_in_pieces_within_the_notional_limit(tmp_path):
+    e = make(tmp_path)
+    e.process(intents([
+        {"seq": 0, "agent": 0, "qty": 0.5},  # long 0.5 BTC at ~101
+        {"seq": 1, "agent": 1, "side": Side.SELL, "qty": 0.2},
+        {"seq": 2, "agent": 2, "symbol": 1, "qty": 3.0},
+    ]))  # fmt: skip
+    assert len(e.positions()) == 3
+    e.risk.set_limits({**{s: e.risk.limits(s) for s in e.symbols},
+                       "BTC/USD": RiskLimits(10.0, 21.0)})  # fmt: skip
+    planned = closing_intents(e, 1)
+    assert (planned["seq"] >= FLATTEN_SEQ).all()
+    btc = planned[planned["symbol"] == 0]
+    assert (btc["qty"] * 101.0 <= 21.0).all() and len(btc) > 2  # in pieces
+
+    done = flatten_round(e)
+    assert done.open_after == 0 and e.positions() == {}
+    assert e.risk.state is TradingState.REDUCE_ONLY
+    # agents' own intents still go through, and only what reduces passes
+    rep = e.process(intents([{"seq": 3, "agent": 0, "qty": 0.1}]))
+    assert int(rep[0]["reason"][0]) == RejectReason.HALTED
+    assert e.journal.journaled_seqs(0, [3]) == {3}
+    e.close()
