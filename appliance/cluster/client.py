@@ -10,9 +10,8 @@
   did get stored is refused too; the chain then looks at the subject's last message and
   carries on if it is the one it was sending (its ``Nats-Msg-Id``). The msg id also lets
   JetStream's own deduplication drop a republished duplicate.
-- :class:`SubjectReader`: read a subject in stream order from a chosen stream sequence,
-  through nats-py's ordered consumer (re-created from the last delivered message whenever
-  it is lost: a server restart, a missed heartbeat).
+- :class:`StreamReader`: read a subject in stream order from a chosen stream sequence,
+  through a pull consumer re-created at the next undelivered message whenever it is lost.
 """
 
 from __future__ import annotations
@@ -196,91 +195,68 @@ class SubjectChain:
             return ack.seq
 
 
-class SubjectReader:
-    """Messages of one subject (wildcards allowed) in stream order, from ``start_seq``
-    (None: from the subject's last message on)."""
+class StreamReader:
+    """Messages of one subject (wildcards allowed) in stream order, from a sequence the
+    caller chooses each time it opens the reader (None: from the subject's last message),
+    through a pull consumer: messages come only when asked for, so a reader that stops
+    reading leaves them in the stream, where its retention may drop them (a hole the reader
+    sees in the records' own numbering) instead of piling them up in socket buffers.
+
+    Ephemeral (``durable`` None): no acknowledgements, the server forgets the consumer when
+    the reader is idle too long. Durable: named, explicit acknowledgements; opening it
+    re-creates it at the chosen sequence (the caller's own records say where it stands;
+    acks tell the server what is done). Either way it is re-created at the next message not
+    yet delivered whenever the server loses it (a restart, an idle reader).
+    """
+
+    INACTIVE_S = 30.0  # an ephemeral consumer outlives a reader's pause this long
 
     def __init__(
-        self, js: JetStreamContext, stream: str, subject: str, start_seq: int | None
+        self,
+        js: JetStreamContext,
+        stream: str,
+        subject: str,
+        durable: str | None = None,
+        ack_wait_s: float = 60.0,
     ) -> None:
         self.js = js
         self.stream = stream
         self.subject = subject
-        self.start_seq = start_seq
-        self._sub: JetStreamContext.PushSubscription | None = None
-
-    async def open(self) -> None:
-        if self.start_seq is None:
-            policy = {"deliver_policy": api.DeliverPolicy.LAST_PER_SUBJECT}
-        else:
-            policy = {
-                "deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE,
-                "opt_start_seq": max(1, self.start_seq),
-            }
-        self._sub = await self.js.subscribe(
-            self.subject,
-            stream=self.stream,
-            ordered_consumer=True,
-            idle_heartbeat=1.0,
-            config=api.ConsumerConfig(**policy),
-            pending_bytes_limit=256 * 1024 * 1024,
-        )
-
-    async def batch(self, max_msgs: int, timeout: float) -> list[Msg]:
-        """Up to ``max_msgs`` messages: waits up to ``timeout`` for the first, takes the
-        rest only if already delivered. Empty on timeout."""
-        sub = self._sub
-        try:
-            msgs = [await sub.next_msg(timeout)]
-        except nats.errors.TimeoutError:
-            return []
-        while len(msgs) < max_msgs and sub.pending_msgs > 0:
-            msgs.append(await sub.next_msg(timeout))
-        return msgs
-
-    async def close(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception as exc:  # the connection may be gone already
-                log.debug("unsubscribe %s: %s", self.subject, exc)
-            self._sub = None
-
-
-class DurableReader:
-    """A durable pull consumer of one subject, read in stream order from a sequence the
-    caller chooses each time it opens it (the caller's own records say where it stands;
-    acks let the server know what is done). Re-created at the next undelivered message
-    if the server loses it."""
-
-    def __init__(
-        self, js: JetStreamContext, stream: str, subject: str, name: str, ack_wait_s: float
-    ) -> None:
-        self.js = js
-        self.stream = stream
-        self.subject = subject
-        self.name = name
+        self.durable = durable
         self.ack_wait_s = ack_wait_s
-        self.next_seq = 1
+        self.next_seq: int | None = None
         self._psub: JetStreamContext.PullSubscription | None = None
 
-    async def open(self, start_seq: int) -> None:
-        self.next_seq = max(1, start_seq)
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await self.js.delete_consumer(self.stream, self.name)
-        await self.js.add_consumer(
-            self.stream,
-            api.ConsumerConfig(
-                durable_name=self.name,
-                filter_subject=self.subject,
-                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=self.next_seq,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait_s,
-                max_ack_pending=-1,
-            ),
-        )
-        self._psub = await self.js.pull_subscribe_bind(self.name, self.stream)
+    def _config(self) -> api.ConsumerConfig:
+        if self.next_seq is None:
+            start = {"deliver_policy": api.DeliverPolicy.LAST_PER_SUBJECT}
+        else:
+            start = {
+                "deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE,
+                "opt_start_seq": self.next_seq,
+            }
+        if self.durable is None:
+            return api.ConsumerConfig(
+                filter_subject=self.subject, ack_policy=api.AckPolicy.NONE,
+                inactive_threshold=self.INACTIVE_S, mem_storage=True, **start,
+            )  # fmt: skip
+        return api.ConsumerConfig(
+            durable_name=self.durable, filter_subject=self.subject,
+            ack_policy=api.AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s, max_ack_pending=-1,
+            **start,
+        )  # fmt: skip
+
+    async def open(self, start_seq: int | None) -> None:
+        self.next_seq = None if start_seq is None else max(1, start_seq)
+        if self.durable is not None:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.delete_consumer(self.stream, self.durable)
+            await self.js.add_consumer(self.stream, self._config())
+            self._psub = await self.js.pull_subscribe_bind(self.durable, self.stream)
+        else:
+            self._psub = await self.js.pull_subscribe(
+                self.subject, stream=self.stream, config=self._config()
+            )
 
     async def fetch(self, max_msgs: int, timeout: float) -> list[Msg]:
         """Up to ``max_msgs`` messages (empty when none came within ``timeout``)."""
@@ -288,17 +264,30 @@ class DurableReader:
             msgs = await self._psub.fetch(max_msgs, timeout=timeout)
         except nats.errors.TimeoutError:
             return []
-        except nats.js.errors.NotFoundError:
-            log.warning("consumer %s lost; re-creating it at %d", self.name, self.next_seq)
-            await self.open(self.next_seq)
+        except (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError):
+            # The consumer is gone (or JetStream is restarting): again from where we are.
+            log.info("consumer of %s lost; re-creating it at %s", self.subject, self.next_seq)
+            await asyncio.sleep(RETRY_S)
+            with contextlib.suppress(*TRANSIENT, nats.js.errors.NotFoundError):
+                await self._reopen()
             return []
         except TRANSIENT as exc:
-            log.debug("fetch %s: %s", self.name, type(exc).__name__)
+            log.debug("fetch %s: %s", self.subject, type(exc).__name__)
             await asyncio.sleep(RETRY_S)
             return []
         if msgs:
             self.next_seq = msgs[-1].metadata.sequence.stream + 1
         return msgs
+
+    async def _reopen(self) -> None:
+        await self.close()
+        await self.open(self.next_seq)
+
+    async def close(self) -> None:
+        if self._psub is not None:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await self._psub.unsubscribe()
+            self._psub = None
 
 
 async def ack(msg: Msg) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from appliance.cluster.client import DurableReader, SubjectChain, ack, ensure_stream, retrying
+from appliance.cluster.client import StreamReader, SubjectChain, ack, ensure_stream, retrying
 from appliance.cluster.orders import (
     EVENTS,
     FIRST_PART,
@@ -70,7 +70,7 @@ class HostGateway:
         self.layout = netio.host_layout(cfg, h)
         self.epoch = netio.epoch(w)
         sub, specs = netio.subjects(cfg), netio.streams(cfg)
-        self.reader = DurableReader(
+        self.reader = StreamReader(
             js, specs["intents"].name, sub.intents(self.name), f"{sub.prefix}-exec-{self.name}",
             ACK_WAIT_S,
         )  # fmt: skip
@@ -116,7 +116,7 @@ class HostGateway:
         await self.reader.open(start)
         await self.reset(checkpoint=False)
         log.info("%s: intents from stream sequence %d (exec ids after %d)",
-                 self.name, self.reader.next_seq, self.cursor)  # fmt: skip
+                 self.name, start, self.cursor)  # fmt: skip
 
     # -- intake ------------------------------------------------------------------------
 

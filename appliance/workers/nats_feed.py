@@ -22,7 +22,7 @@ import time
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from appliance.cluster.client import SubjectReader, ensure_stream, retrying
+from appliance.cluster.client import StreamReader, ensure_stream, retrying
 from appliance.cluster.ticks import TickSequencer, decode_ticks, symbols_layout
 from appliance.model.records import TICK, TickKind
 from appliance.runtime import layout
@@ -92,13 +92,13 @@ async def _mirror(w: Worker, js: JetStreamContext) -> None:
     reader = None
     try:
         sequencer, start = await _resume(w, js, spec.name, subject, ring, fp)
-        reader = SubjectReader(js, spec.name, subject, start)
-        await reader.open()
+        reader = StreamReader(js, spec.name, subject)
+        await reader.open(start)
         log.info("mirroring %s from stream sequence %s", subject, start or "last")
         w.event("ready")
         c = w.c
         while not w.stopping:
-            for msg in await reader.batch(MAX_MSGS, WAIT_S):
+            for msg in await reader.fetch(MAX_MSGS, WAIT_S):
                 run = decode_ticks(msg.data, msg.headers, fp)
                 now = time.time_ns()
                 missing, restarts = sequencer.missing, sequencer.restarts

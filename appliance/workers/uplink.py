@@ -32,8 +32,8 @@ import numpy as np
 from nats.js import JetStreamContext
 
 from appliance.cluster.client import (
+    StreamReader,
     SubjectChain,
-    SubjectReader,
     ensure_stream,
     retrying,
 )
@@ -123,7 +123,7 @@ class HostUplink:
         self.intents = SubjectChain(
             js, self.specs["intents"].name, subjects.intents(self.name), netio.keep_going(w)
         )
-        self.reader: SubjectReader | None = None
+        self.reader: StreamReader | None = None
         self.reset: Reset | None = None
         self.published = 0  # highest exec id of this host's intents in the stream
 
@@ -143,10 +143,10 @@ class HostUplink:
                 self.link.runs.append((stored, self.published))
                 self.link.take(self.link.taken)
         start = await self._reports_start()
-        self.reader = SubjectReader(
-            self.js, self.specs["reports"].name, self.subjects.reports_all(self.name), start
+        self.reader = StreamReader(
+            self.js, self.specs["reports"].name, self.subjects.reports_all(self.name)
         )
-        await self.reader.open()
+        await self.reader.open(start)
         self.link.publish()
         log.info("%s: intents to %s, reports from %d", self.name, self.intents.subject, start)
 
@@ -194,7 +194,7 @@ class HostUplink:
     # -- reports in --------------------------------------------------------------------
 
     async def pull_reports(self) -> None:
-        for msg in await self.reader.batch(MAX_MSGS, READ_WAIT_S):
+        for msg in await self.reader.fetch(MAX_MSGS, READ_WAIT_S):
             h = msg.headers or {}
             seq = msg.metadata.sequence.stream
             if h.get(KIND) == RESET:

@@ -5,7 +5,8 @@ Two real appliances (`dynamind run`) and real nats-servers on this machine: inst
 gateway; instance "agt1" runs agent host host-b only, fed by a nats feed, its intents and
 reports through the uplink (in one test "agt2" runs host-c likewise). Each test
 trades, applies its faults, stops every instance cleanly and runs the journal audit
-(tests/cluster/audit.py). ``--cluster-long`` trades longer and repeats the faults.
+(tests/cluster/audit.py). By default one test applies every fault in turn; with
+``--cluster-long`` each kind of fault also gets a test of its own, repeated three times.
 """
 
 from __future__ import annotations
@@ -144,7 +145,34 @@ def test_two_agents_instances_trade_through_the_execution_instance(pair, nats_se
     assert p.stop_and_audit() > 0
 
 
-def test_killed_workers_lose_and_repeat_no_intent(pair, nats_server):
+@pytest.fixture
+def long_run(request):
+    if not request.config.getoption("--cluster-long"):
+        pytest.skip("a long variant of test_every_fault_then_the_audit: --cluster-long")
+
+
+def test_every_fault_then_the_audit(pair, nats_server):
+    """Each fault after some trading: SIGKILL the uplink, the gateway and the bridge, then
+    a whole agents instance and the whole execution instance, then the NATS server (and
+    start it again); one audit at the end covers them all."""
+    p = pair(nats_server.urls).start()
+    for app, name in ((p.agt, "uplink"), (p.exe, "gateway"), (p.exe, "bridge")):
+        p.trade(30)
+        inc = app.workers()[name]["incarnation"]
+        app.kill(name)
+        app.wait_restarted(name, inc + 1, START_S)
+    for app in (p.agt, p.exe):
+        p.trade(30)
+        crash(app)
+        app.start().wait_ready(START_S)
+    p.trade(30)
+    nats_server.nodes[0].kill()
+    nats_server.nodes[0].start()
+    p.trade(30)
+    p.stop_and_audit()
+
+
+def test_killed_workers_lose_and_repeat_no_intent(pair, nats_server, long_run):
     p = pair(nats_server.urls).start()
     for _ in range(p.rounds):
         for app, name in ((p.agt, "uplink"), (p.exe, "gateway"), (p.exe, "bridge")):
@@ -156,7 +184,7 @@ def test_killed_workers_lose_and_repeat_no_intent(pair, nats_server):
     p.stop_and_audit()
 
 
-def test_killed_instances_lose_and_repeat_no_intent(pair, nats_server):
+def test_killed_instances_lose_and_repeat_no_intent(pair, nats_server, long_run):
     p = pair(nats_server.urls).start()
     for _ in range(p.rounds):
         for app in (p.agt, p.exe):
@@ -167,7 +195,7 @@ def test_killed_instances_lose_and_repeat_no_intent(pair, nats_server):
     p.stop_and_audit()
 
 
-def test_nats_server_killed_and_restarted(pair, nats_server):
+def test_nats_server_killed_and_restarted(pair, nats_server, long_run):
     p = pair(nats_server.urls).start()
     node = nats_server.nodes[0]
     for _ in range(p.rounds):
