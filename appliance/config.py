@@ -33,6 +33,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -41,7 +42,7 @@ from appliance.agents import population_class
 from appliance.agents.compute import BACKENDS, BackendError, resolve
 from appliance.agents.params import grid_size
 from appliance.feeds.tickfile import TickFileError, read_header
-from appliance.model.enums import CLUSTER_ROLES, SINGLE_ROLES, Role
+from appliance.model.enums import CLUSTER_ROLES, SINGLE_ROLES, Role, TradingState
 
 # Processes other than agent hosts that the supervisor runs (and that CPU lists may name).
 WORKERS: tuple[str, ...] = tuple(r.value for r in SINGLE_ROLES)
@@ -150,8 +151,13 @@ class _Model(BaseModel):
 
 
 class TradingConfig(_Model):
-    # State at start. On reload a change halts or resumes trading live.
-    state: Literal["active", "halted"] = "active"
+    # State at start. On reload a change applies live.
+    state: TradingState = TradingState.ACTIVE
+
+    @field_serializer("state")
+    def _state_name(self, state: TradingState) -> str:
+        # Plain text in dumps, so a diff reads 'active' -> 'halted'.
+        return state.value
 
 
 class SupervisorConfig(_Model):

@@ -28,6 +28,7 @@ from typing import Any
 from appliance.exsim import client_urls
 from appliance.feeds.ccxt_feed import CcxtFeed
 from appliance.markets import ExchangeSettings, make_exchange
+from appliance.model.records import TickKind
 from bench import results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ async def _run_feed(port: int, seconds: float) -> dict[str, Any]:
             if len(batch) and t0 is None:
                 t0 = time.perf_counter()  # from the first tick: the replay's start delay out
             ticks += len(batch)
-            kinds_trade += int((batch["kind"] == 2).sum())
+            kinds_trade += int((batch["kind"] == TickKind.TRADE).sum())
             if t0 is not None and time.perf_counter() - t0 >= seconds:
                 break
     finally:

@@ -1,13 +1,17 @@
-"""Fixtures shared by the whole test run: the network guard and the appliance fixture."""
+"""Fixtures shared by the whole test run: the network guard, the appliance fixture, and
+builders of the TICK / INTENT batches that the execution-side and venue tests feed in."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from appliance.model.records import INTENT, TICK, OrderType, Side, TickKind
 from tests.harness import Appliance
 from tests.loopback import make_sim  # noqa: F401  (the loopback exchange fixture)
 
@@ -59,3 +63,63 @@ def pytest_addoption(parser):
         action="store_true",
         help="tests/cluster: longer trading and more faults per test (minutes)",
     )
+
+
+def _quotes(
+    symbol: int | list[int],
+    bid: float | list[float],
+    ask: float | list[float],
+    size: float = 10.0,
+) -> np.ndarray:
+    sym = np.atleast_1d(symbol)
+    t = np.zeros(len(sym), TICK)
+    t["symbol"] = sym
+    t["bid"], t["ask"] = bid, ask
+    t["bid_size"] = t["ask_size"] = size
+    t["kind"] = TickKind.QUOTE
+    return t
+
+
+@pytest.fixture
+def quotes() -> Callable[..., np.ndarray]:
+    """quotes(symbol, bid, ask, size=10.0): QUOTE ticks, one per symbol given (lists
+    broadcast together)."""
+    return _quotes
+
+
+@pytest.fixture
+def trade() -> Callable[..., np.ndarray]:
+    """trade(symbol, price, bid, ask, size=1.0): one buyer-initiated TRADE tick."""
+
+    def make(symbol: int, price: float, bid: float, ask: float, size: float = 1.0) -> np.ndarray:
+        t = _quotes(symbol, bid, ask)
+        t["kind"] = TickKind.TRADE
+        t["last_price"] = price
+        t["last_size"] = size
+        t["side"] = Side.BUY
+        return t
+
+    return make
+
+
+@pytest.fixture
+def intents() -> Callable[[list[dict]], np.ndarray]:
+    """intents(rows): INTENT records from dicts; defaults: host 0, population 0, agent 0,
+    symbol 0, BUY MARKET qty 1, seq = position in the list."""
+
+    def make(rows: list[dict]) -> np.ndarray:
+        out = np.zeros(len(rows), INTENT)
+        for i, r in enumerate(rows):
+            out[i]["seq"] = r.get("seq", i)
+            out[i]["host"] = r.get("host", 0)
+            out[i]["population"] = r.get("population", 0)
+            out[i]["agent"] = r.get("agent", 0)
+            out[i]["symbol"] = r.get("symbol", 0)
+            out[i]["side"] = r.get("side", Side.BUY)
+            out[i]["order_type"] = r.get("order_type", OrderType.MARKET)
+            out[i]["qty"] = r.get("qty", 1.0)
+            out[i]["limit_price"] = r.get("limit_price", 0.0)
+            out[i]["created_ns"] = r.get("created_ns", 1)
+        return out
+
+    return make

@@ -17,6 +17,8 @@ from typing import Any
 
 import psutil
 
+from appliance.model.orders import OrderState
+from appliance.model.records import RejectReason
 from appliance.shm import Stats, list_names, remove_instance
 from appliance.shm.segment import SegmentError
 from appliance.trading.flatten import FLATTEN_SEQ
@@ -286,7 +288,8 @@ def assert_intents_accounted(app: Appliance) -> dict[int, int]:
                 f"extra {sorted(set(seqs) - set(range(head)))[:10]}"
             )
         bad = db.execute(
-            "SELECT count(*) FROM orders WHERE state = 7 AND (reason = 0 OR reason_text = '')"
+            "SELECT count(*) FROM orders WHERE state = ? AND (reason = ? OR reason_text = '')",
+            (OrderState.REJECTED, RejectReason.NONE),
         ).fetchone()[0]
         assert bad == 0, f"{bad} rejected intents without a reason"
     return heads

@@ -10,6 +10,7 @@ import pytest
 
 from appliance.config import Config, ConfigError, diff_config, load_config
 from appliance.feeds.tickfile import TickFileWriter
+from appliance.model.enums import TradingState
 from appliance.model.records import TICK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +95,18 @@ def test_field_errors_are_all_reported_with_their_locations(tmp_path):
     assert "greater than 0" in errors["symbols[0].tick_size"]
     assert "greater than or equal to 1" in errors["hosts[1].populations[0].agents"]
     assert "hosts[0].populations[0].agents" in errors
+
+
+def test_trading_state_names_every_state(tmp_path):
+    for state in TradingState:
+        cfg = load(tmp_path, minimal("[trading]", f'state = "{state.value}"'))
+        assert cfg.trading.state is state
+    errors = errors_of(tmp_path, minimal("[trading]", 'state = "paused"'))
+    assert "'active', 'halted' or 'reduce_only'" in errors["trading.state"]
+    old = load_config(DEFAULT)
+    new = _variant(old, lambda d: d["trading"].update(state="reduce_only"))
+    (change,) = diff_config(old, new)
+    assert str(change) == "trading.state: 'active' -> 'reduce_only' (live)"
 
 
 def test_cross_table_errors_are_all_reported(tmp_path):

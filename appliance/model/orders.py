@@ -31,6 +31,8 @@ class OrderState(IntEnum):
 TERMINAL: frozenset[OrderState] = frozenset(
     {OrderState.FILLED, OrderState.CANCELED, OrderState.REJECTED}
 )
+#: States an order can still leave (NEW .. PARTIALLY_FILLED).
+OPEN: frozenset[OrderState] = frozenset(OrderState) - TERMINAL
 
 _S = OrderState
 #: Every legal single step. A synchronous venue answer that covers several steps (sent,

@@ -16,16 +16,19 @@ from pathlib import Path
 
 from appliance.agents import POPULATIONS
 from appliance.config import Config, SymbolConfig
-from appliance.trading.journal import layout_problems
+from appliance.model.enums import TradingState
+from appliance.trading.layout_check import layout_problems
 from appliance.workers.compose import agent_counts
 
 
 def cannot_trade(config: Config) -> list[tuple[str, str]]:
     """(location, warning) pairs for what keeps a valid config from trading."""
     out: list[tuple[str, str]] = []
-    if config.trading.state != "active":
-        out.append(("trading.state", f"{config.trading.state!r}: no order is sent until a "
-                    "reload sets it to 'active'"))  # fmt: skip
+    state = config.trading.state
+    if state is not TradingState.ACTIVE:
+        sent = "no order is" if state is TradingState.HALTED else "only orders that reduce are"
+        out.append(("trading.state", f"{state.value!r}: {sent} sent until a reload sets it to "
+                    "'active'"))  # fmt: skip
     for h, host in enumerate(config.hosts):
         for p, pop in enumerate(host.populations):
             loc = f"hosts[{h}].populations[{p}].params"

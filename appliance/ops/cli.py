@@ -53,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.runtime import layout
     from appliance.runtime.supervisor import Supervisor
     from appliance.shm import SegmentError, SegmentInUse, check_space
-    from appliance.trading.journal import LayoutMismatch
+    from appliance.trading.layout_check import LayoutMismatch
 
     config = _load(args.config)
     if config is None:

@@ -34,7 +34,7 @@ from appliance.shm import BroadcastRing, RecordQueue, Stats, require_tso
 from appliance.shm.segment import reclaim_stale
 from appliance.shm.snapshot import SharedSnapshot
 from appliance.shm.stats import SlotState
-from appliance.trading.journal import LayoutMismatch, layout_problems
+from appliance.trading.layout_check import LayoutMismatch, layout_problems
 
 log = logging.getLogger(__name__)
 

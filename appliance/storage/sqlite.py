@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -135,3 +135,15 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def one_of(column: str, codes: Iterable[int]) -> str:
+    """``(column = a OR column = b ...)`` over integer codes (enum members), ascending.
+
+    SQLite uses a partial index only for a query whose WHERE holds the index's own term, so
+    an index's DDL and the queries it serves build that term here, from the same members.
+    Not ``IN (a, b, c, ...)``: SQLite evaluates an IN list of more than two values through
+    a temporary table, which made every row change of a table with such a partial index
+    about three times as costly (measured: 300k inserts and 150k updates, 0.7 s -> 1.9 s).
+    """
+    return "(" + " OR ".join(f"{column} = {int(c)}" for c in sorted(codes)) + ")"

@@ -29,15 +29,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.model.orders import TERMINAL
-from appliance.model.records import OrderType
+from appliance.model.orders import TERMINAL, OrderState
+from appliance.model.records import OrderType, RejectReason
+from appliance.storage.sqlite import one_of
 from appliance.trading.journal import Journal
 from appliance.trading.portfolio import Position
 
 CARRY_EPOCH = "archive"
 CARRY_PREFIX = "carry-"
-_TERMINAL = min(TERMINAL)
-_FILLED = 5  # OrderState.FILLED
+_TERMINAL_SQL = one_of("state", TERMINAL)
 _TABLES = ("runs", "orders", "venue_orders", "venue_order_intents", "venue_fills", "fills")
 
 
@@ -80,8 +80,8 @@ class _Selection:
         self.movable = {
             cid
             for (cid,) in conn.execute(
-                "SELECT client_order_id FROM orders WHERE run_id <= ? AND state >= ?",
-                (last_run, _TERMINAL),
+                f"SELECT client_order_id FROM orders WHERE run_id <= ? AND {_TERMINAL_SQL}",
+                (last_run,),
             )
         }
         self.venue: dict[str, list[str]] = defaultdict(list)  # venue order -> intents
@@ -92,7 +92,7 @@ class _Selection:
             "v.venue_order_id"
         ):
             self.venue[vid].append(cid)
-            self.venue_ok[vid] = run <= last_run and state >= _TERMINAL
+            self.venue_ok[vid] = run <= last_run and state in TERMINAL
         # Every fill, by key in fill order (the carry rule looks at what comes after).
         self.fills: dict[tuple, list[tuple]] = defaultdict(list)
         for row in conn.execute(
@@ -193,7 +193,8 @@ def _carries(fills: dict[tuple, list[tuple]], run_id: int) -> list[tuple]:
         side = 1 if pos.lots > 0 else -1
         qty = abs(pos.lots) * lot
         order = (cid, run_id, CARRY_EPOCH, host, pop, agent, fill_id, sym, side,
-                 int(OrderType.MARKET), qty, 0.0, lot, _FILLED, qty, pos.avg_price, 0,
+                 int(OrderType.MARKET), qty, 0.0, lot, int(OrderState.FILLED), qty, pos.avg_price,
+                 int(RejectReason.NONE),
                  "position carried over from archived runs", ts, now)  # fmt: skip
         out.append((order, (fill_id, cid, side, qty, pos.avg_price, ts)))
     return out

@@ -20,23 +20,16 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import NamedTuple
 
-from appliance.model.orders import (
-    TERMINAL,
-    Allocation,
-    Fill,
-    IntentOrder,
-    OrderState,
-    VenueOrder,
-    transition,
-    walk,
-)
-from appliance.storage.sqlite import StoreError, open_store, transaction
+from appliance.model.orders import OPEN, Allocation, Fill, IntentOrder, OrderState, VenueOrder, walk
+from appliance.storage.sqlite import StoreError, one_of, open_store, transaction
 from appliance.venues.base import VenueFill
 
 APPLICATION_ID = 0x444D4A4E  # "DMJN": marks the file as a dynamind journal
-SCHEMA_VERSION = 2  # 2: runs.layout, venue fills keyed per venue order
-_OPEN_STATES = f"state < {min(TERMINAL)}"  # NEW..PARTIALLY_FILLED; matches the partial index
+# 2: runs.layout, venue fills keyed per venue order; 3: open-order indexes name the states
+SCHEMA_VERSION = 3
+_OPEN_STATES = one_of("state", OPEN)  # the partial indexes' term: queries repeat it
 _CHUNK = 500  # bound on "IN (...)" parameter lists
 
 # Venue fill ids are only unique per venue order at some venues (the paper venue's restart
@@ -104,7 +97,6 @@ CREATE TABLE orders (             -- one row per intent
     updated_ns  INTEGER NOT NULL,
     UNIQUE (epoch, host, intent_seq)                       -- an intent is journaled once
 );
-CREATE INDEX orders_open ON orders(state) WHERE state < 5;
 CREATE TABLE venue_orders (       -- what was actually sent to the venue
     client_order_id TEXT PRIMARY KEY,                      -- "{run_id}-v{venue_seq}"
     venue_seq   INTEGER NOT NULL UNIQUE,
@@ -123,7 +115,6 @@ CREATE TABLE venue_orders (       -- what was actually sent to the venue
     created_ns  INTEGER NOT NULL,
     updated_ns  INTEGER NOT NULL
 );
-CREATE INDEX venue_orders_open ON venue_orders(state) WHERE state < 5;
 CREATE TABLE venue_order_intents (  -- the intents a venue order covers, with their shares
     venue_order_id  TEXT NOT NULL REFERENCES venue_orders(client_order_id),
     client_order_id TEXT NOT NULL REFERENCES orders(client_order_id),
@@ -134,7 +125,11 @@ CREATE TABLE venue_order_intents (  -- the intents a venue order covers, with th
 ) WITHOUT ROWID;
 CREATE INDEX venue_order_intents_intent ON venue_order_intents(client_order_id);
 """
-_SCHEMA += _FILL_TABLES + "CREATE INDEX fills_order ON fills(client_order_id);\n"
+_OPEN_INDEXES = f"""
+CREATE INDEX orders_open ON orders(state) WHERE {_OPEN_STATES};
+CREATE INDEX venue_orders_open ON venue_orders(state) WHERE {_OPEN_STATES};
+"""
+_SCHEMA += _FILL_TABLES + "CREATE INDEX fills_order ON fills(client_order_id);\n" + _OPEN_INDEXES
 
 # Version 1 -> 2: runs.layout; venue fills keyed by (venue order, fill id). SQLite cannot
 # change a primary key in place: rebuild both fill tables (copy, drop, rename).
@@ -153,6 +148,8 @@ ALTER TABLE venue_fills_v2 RENAME TO venue_fills;
 ALTER TABLE fills_v2 RENAME TO fills;
 CREATE INDEX fills_order ON fills(client_order_id);
 """,
+    # Version 2 -> 3: the open-order indexes said "state < 5"; they now list the states.
+    2: "DROP INDEX orders_open; DROP INDEX venue_orders_open;" + _OPEN_INDEXES,
 }
 
 _ORDER_COLS = (
@@ -169,34 +166,15 @@ class JournalError(StoreError):
     """The journal file is unusable, or a write would contradict what it holds."""
 
 
-class LayoutMismatch(RuntimeError):
-    """The configured instrument table or agent layout contradicts positions the journal
-    holds open (see ``layout_problems``): starting would misattribute or crash on them."""
+class OpenPosition(NamedTuple):
+    """Lots one agent holds in one symbol at one lot size (non-zero)."""
 
-    def __init__(self, path: str | os.PathLike[str], problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__(
-            f"{path}: the configuration does not fit the positions open in the journal "
-            "(restore the old symbols/agents, or flatten those positions first):\n  "
-            + "\n  ".join(self.problems)
-        )
-
-
-def layout_problems(
-    path: str | os.PathLike[str],
-    symbols: Sequence[str],
-    lots: Sequence[float],
-    agents: Mapping[tuple[int, int], int] | None = None,
-) -> list[str]:
-    """``Journal.layout_problems`` of the journal at ``path``, opened read-only (callable
-    before anything starts); no file yet is a fresh journal: no problems."""
-    if not Path(path).exists():
-        return []
-    j = Journal(path, readonly=True)
-    try:
-        return j.layout_problems(symbols, lots, agents)
-    finally:
-        j.close()
+    host: int
+    population: int
+    agent: int
+    symbol: int
+    lot: float
+    lots: int  # signed
 
 
 def _lots(qty: float, lot: float) -> int:
@@ -257,8 +235,7 @@ class Journal:
         epoch every run is its own scope (queues recreated, seqs start again).
 
         ``symbols``/``lots`` (index order) and ``agents`` (count per (host, population)) are
-        the layout the journal's indices mean in this run; ``layout_problems`` checks the
-        next run's layout against it."""
+        the layout the journal's indices mean in this run (see ``last_layout``)."""
         now = time.time_ns() if now_ns is None else now_ns
         layout = None
         if symbols is not None:
@@ -295,21 +272,6 @@ class Journal:
                 (now, drained, run_id),
             )
 
-    def runs(self) -> list[dict]:
-        rows = self._conn.execute(
-            "SELECT run_id, epoch, started_ns, stopped_ns, drained FROM runs ORDER BY run_id"
-        ).fetchall()
-        return [
-            {
-                "run_id": r[0],
-                "epoch": r[1],
-                "started_ns": r[2],
-                "stopped_ns": r[3],
-                "drained": {int(h): s for h, s in json.loads(r[4]).items()} if r[4] else None,
-            }
-            for r in rows
-        ]
-
     def last_layout(self) -> dict | None:
         """The layout recorded by the latest run that recorded one (None: no run did)."""
         if self.schema_version < 2:  # read-only view of a file not upgraded yet
@@ -318,76 +280,6 @@ class Journal:
             "SELECT layout FROM runs WHERE layout IS NOT NULL ORDER BY run_id DESC LIMIT 1"
         ).fetchone()
         return json.loads(row[0]) if row else None
-
-    def layout_problems(
-        self,
-        symbols: Sequence[str],
-        lots: Sequence[float],
-        agents: Mapping[tuple[int, int], int] | None = None,
-    ) -> list[str]:
-        """What in a new layout contradicts the positions still open in this journal, as
-        human-readable lines; empty: compatible (a fresh journal, or changes that touch
-        only flat symbols and agents).
-
-        Fills are keyed by symbol index and (host, population, agent) and carry their lot,
-        so an open position breaks if its index now names another symbol (reordered,
-        removed), its lot size changed, or its agent no longer exists. Symbol names are
-        compared with the latest recorded layout (runs before layout recording: lots and
-        agents only). ``agents`` None: agents not checked."""
-        old = self.last_layout() or {}
-        old_syms: list[str] = old.get("symbols") or []
-        old_agents = {(h, p): n for h, p, n in old.get("agents") or []}
-        by_symbol: dict[int, dict[float, list[tuple[int, int, int]]]] = {}
-        by_pop: dict[tuple[int, int], set[int]] = {}
-        rows = self._conn.execute(
-            "SELECT o.host, o.population, o.agent, o.symbol, o.lot, "
-            "SUM(f.side * CAST(ROUND(f.qty / o.lot) AS INTEGER)) AS held "
-            "FROM fills f JOIN orders o USING (client_order_id) "
-            "GROUP BY o.host, o.population, o.agent, o.symbol, o.lot HAVING held != 0"
-        )
-        for h, p, a, s, lot, _ in rows:
-            by_symbol.setdefault(s, {}).setdefault(lot, []).append((h, p, a))
-            by_pop.setdefault((h, p), set()).add(a)
-        problems = []
-        for s, held in sorted(by_symbol.items()):
-            who = [k for ks in held.values() for k in ks]
-            ex = f"positions open ({len(who)} agent(s), e.g. host {who[0][0]} population "
-            ex += f"{who[0][1]} agent {who[0][2]})"
-            was = old_syms[s] if s < len(old_syms) else None
-            now = symbols[s] if s < len(symbols) else None
-            if was is not None and was != now:
-                where = (
-                    f"is now index {list(symbols).index(was)}"
-                    if was in symbols
-                    else "is no longer configured"
-                )
-                instead = f" (index {s} is now {now})" if now is not None else ""
-                problems.append(f"symbol {was} (index {s}) {where}{instead}: {ex}")
-            elif now is None:
-                problems.append(
-                    f"symbol index {s} is no longer configured ({len(symbols)} symbols): {ex}"
-                )
-            else:
-                for lot in sorted(held):
-                    if lot != float(lots[s]):  # exact, as Portfolio compares
-                        problems.append(
-                            f"symbol {now} (index {s}): lot size {lot:g} -> {float(lots[s]):g} "
-                            f"with {ex}"
-                        )
-        if agents is not None:
-            for (h, p), held_by in sorted(by_pop.items()):
-                n = agents.get((h, p), 0)
-                gone = sorted(a for a in held_by if a >= n)
-                if not gone:
-                    continue
-                was_n = old_agents.get((h, p))
-                was_txt = f" (was {was_n})" if was_n is not None else ""
-                now_txt = f"now has {n} agents" if n else "no longer exists"
-                problems.append(
-                    f"host {h} population {p} {now_txt}{was_txt}: {len(gone)} agent(s) beyond "
-                    f"it hold positions, e.g. agent {gone[0]}"
-                )
-        return problems
 
     def _need_run(self) -> int:
         if self.run_id is None:
@@ -437,64 +329,10 @@ class Journal:
             if walk(o.persisted, o.steps, o.client_order_id) != o.state:
                 raise JournalError(f"order {o.client_order_id}: steps do not reach its state")
         with self._tx() as c:
-            c.executemany(
-                "INSERT INTO orders (client_order_id, run_id, epoch, host, population, agent, "
-                "intent_seq, symbol, side, order_type, qty, limit_price, lot, state, "
-                "filled_qty, avg_price, reason, reason_text, created_ns, updated_ns) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        o.client_order_id, run_id, self.epoch, o.host, o.population, o.agent,
-                        o.intent_seq, o.symbol, o.side, o.order_type, o.qty, o.limit_price,
-                        o.lot, int(o.state), o.filled_qty, o.avg_price if o.filled_lots else None,
-                        int(o.reason), o.reason_text, o.created_ns, now,
-                    )
-                    for o in new_intents
-                ],
-            )  # fmt: skip
-            c.executemany(
-                "INSERT INTO venue_orders (client_order_id, venue_seq, run_id, symbol, side, "
-                "order_type, qty, limit_price, lot, state, filled_qty, avg_price, reason, "
-                "reason_text, created_ns, updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        v.client_order_id, v.venue_seq, run_id, v.symbol, v.side, v.order_type,
-                        v.qty, v.limit_price, v.lot, int(v.state), v.filled_qty,
-                        v.avg_price if v.filled_lots else None, int(v.reason), v.reason_text,
-                        v.created_ns, now,
-                    )
-                    for v in new_venue_orders
-                ],
-            )  # fmt: skip
-            c.executemany(
-                "INSERT INTO venue_order_intents (venue_order_id, client_order_id, pos, qty, "
-                "filled_qty) VALUES (?,?,?,?,?)",
-                [
-                    (v.client_order_id, a.client_order_id, i, a.lots * v.lot,
-                     a.filled_lots * v.lot)
-                    for v in new_venue_orders
-                    for i, a in enumerate(v.allocations)
-                ],
-            )  # fmt: skip
-            c.executemany(
-                "INSERT INTO venue_fills (venue_fill_id, venue_order_id, qty, price, fee, "
-                "maker, ts_ns) VALUES (?,?,?,?,?,?,?)",
-                [
-                    (f.venue_fill_id, f.client_id, f.qty, f.price, f.fee, int(f.maker), f.ts_ns)
-                    for f in venue_fills
-                ],
-            )
-            c.executemany(
-                "INSERT INTO fills (client_order_id, venue_order_id, venue_fill_id, side, qty, "
-                "price, fee, liquidity, ts_ns) VALUES (?,?,?,?,?,?,?,?,?)",
-                [
-                    (f.client_order_id, f.venue_order_id, f.venue_fill_id, f.side, f.qty,
-                     f.price, f.fee, f.liquidity, f.ts_ns)
-                    for f in fills
-                ],
-            )  # fmt: skip
-            self._update(c, "orders", intent_updates, now)
-            self._update(c, "venue_orders", venue_updates, now)
+            _insert_orders(c, run_id, self.epoch, now, new_intents, new_venue_orders)
+            _insert_fills(c, venue_fills, fills)
+            _update(c, "orders", intent_updates, now)
+            _update(c, "venue_orders", venue_updates, now)
             c.executemany(
                 "UPDATE venue_order_intents SET filled_qty = ? "
                 "WHERE venue_order_id = ? AND client_order_id = ?",
@@ -507,79 +345,25 @@ class Journal:
         for o in (*new_intents, *intent_updates, *new_venue_orders, *venue_updates):
             o.mark_persisted()
 
-    @staticmethod
-    def _update(
-        c: sqlite3.Connection, table: str, orders: Sequence[IntentOrder | VenueOrder], now: int
-    ) -> None:
-        if not orders:
-            return
-        cur = c.executemany(
-            f"UPDATE {table} SET state = ?, filled_qty = ?, avg_price = ?, reason = ?, "
-            "reason_text = ?, updated_ns = ? WHERE client_order_id = ? AND state = ?",
-            [
-                (int(o.state), o.filled_qty, o.avg_price if o.filled_lots else None,
-                 int(o.reason), o.reason_text, now, o.client_order_id, int(o.persisted))
-                for o in orders
-            ],
-        )  # fmt: skip
-        if cur.rowcount != len(orders):
-            raise JournalError(
-                f"{table}: {len(orders) - cur.rowcount} of {len(orders)} updates found the row "
-                "missing or in another state than expected; batch not written"
-            )
-
-    def set_state(
-        self,
-        client_order_id: str,
-        new: OrderState,
-        *,
-        reason: int = 0,
-        reason_text: str = "",
-        now_ns: int | None = None,
-    ) -> OrderState:
-        """Move one intent order to ``new`` (an operator's or a tool's single change)."""
-        now = time.time_ns() if now_ns is None else now_ns
-        with self._tx() as c:
-            row = c.execute(
-                "SELECT state FROM orders WHERE client_order_id = ?", (client_order_id,)
-            ).fetchone()
-            if row is None:
-                raise KeyError(f"{self.path}: no order {client_order_id}")
-            state = transition(OrderState(row[0]), new, client_order_id)
-            c.execute(
-                "UPDATE orders SET state = ?, reason = ?, reason_text = ?, updated_ns = ? "
-                "WHERE client_order_id = ?",
-                (int(state), int(reason), reason_text, now, client_order_id),
-            )
-        return state
-
     # ---- queries ------------------------------------------------------------------------
 
-    def journaled_seqs(self, host: int, seqs: Iterable[int], epoch: str | None = None) -> set[int]:
-        """The subset of ``seqs`` already journaled for ``host`` in the epoch (default: the
-        current run's)."""
-        ep = epoch if epoch is not None else self.epoch
+    def journaled_seqs(self, host: int, seqs: Iterable[int]) -> set[int]:
+        """The subset of ``seqs`` already journaled for ``host`` in the current run's epoch."""
         wanted = sorted({int(s) for s in seqs})
         if not wanted:
             return set()
         rows = self._conn.execute(
             "SELECT intent_seq FROM orders WHERE epoch = ? AND host = ? "
             "AND intent_seq BETWEEN ? AND ?",
-            (ep, host, wanted[0], wanted[-1]),
+            (self.epoch, host, wanted[0], wanted[-1]),
         )
         return {r[0] for r in rows}.intersection(wanted)
 
-    def max_intent_seqs(
-        self, *, run_id: int | None = None, epoch: str | None = None
-    ) -> dict[int, int]:
-        """Per host, the highest journaled intent seq: of ``epoch`` if given, else of
-        ``run_id`` (default: the current run)."""
-        if epoch is not None:
-            sql, arg = "epoch = ?", epoch
-        else:
-            sql, arg = "run_id = ?", run_id if run_id is not None else self._need_run()
+    def max_intent_seqs(self) -> dict[int, int]:
+        """Per host, the highest intent seq journaled in the current run's epoch."""
         rows = self._conn.execute(
-            f"SELECT host, MAX(intent_seq) FROM orders WHERE {sql} GROUP BY host", (arg,)
+            "SELECT host, MAX(intent_seq) FROM orders WHERE epoch = ? GROUP BY host",
+            (self.epoch,),
         )
         return {h: s for h, s in rows}
 
@@ -605,9 +389,10 @@ class Journal:
             known.update(k for k in rows if k in wanted)
         return known
 
-    def _intents(self, where: str, args: tuple = ()) -> list[IntentOrder]:
+    def open_orders(self) -> list[IntentOrder]:
+        """Intent orders in a non-terminal state, in journal order."""
         rows = self._conn.execute(
-            f"SELECT {_ORDER_COLS} FROM orders WHERE {where} ORDER BY rowid", args
+            f"SELECT {_ORDER_COLS} FROM orders WHERE {_OPEN_STATES} ORDER BY rowid"
         )
         out = []
         for r in rows:
@@ -623,14 +408,6 @@ class Journal:
                 )
             )  # fmt: skip
         return out
-
-    def open_orders(self) -> list[IntentOrder]:
-        """Intent orders in a non-terminal state, in journal order."""
-        return self._intents(_OPEN_STATES)
-
-    def order(self, client_order_id: str) -> IntentOrder | None:
-        found = self._intents("client_order_id = ?", (client_order_id,))
-        return found[0] if found else None
 
     def _venue_orders(self, where: str, args: tuple = ()) -> list[VenueOrder]:
         rows = self._conn.execute(
@@ -667,16 +444,12 @@ class Journal:
         found = self._venue_orders("client_order_id = ?", (client_order_id,))
         return found[0] if found else None
 
-    def fills(self, client_order_id: str | None = None) -> list[Fill]:
+    def fills(self) -> list[Fill]:
         """Intent fills in the order they were applied (fill_id order)."""
-        where, args = "", ()
-        if client_order_id is not None:
-            where, args = "WHERE f.client_order_id = ?", (client_order_id,)
         rows = self._conn.execute(
             "SELECT f.client_order_id, o.host, o.population, o.agent, o.symbol, f.side, f.qty, "
             "o.lot, f.price, f.fee, f.liquidity, f.ts_ns, f.venue_order_id, f.venue_fill_id "
-            f"FROM fills f JOIN orders o USING (client_order_id) {where} ORDER BY f.fill_id",
-            args,
+            "FROM fills f JOIN orders o USING (client_order_id) ORDER BY f.fill_id"
         )
         return [
             Fill(r[0], r[1], r[2], r[3], r[4], r[5], _lots(r[6], r[7]), r[7], r[8], r[9], r[10],
@@ -684,27 +457,114 @@ class Journal:
             for r in rows
         ]  # fmt: skip
 
-    def fill_count(self) -> int:
-        return self._conn.execute("SELECT count(*) FROM fills").fetchone()[0]
-
-    def positions_from_fills(self) -> dict[tuple[int, int, int, int], float]:
-        """Signed position per (host, population, agent, symbol), summed in integer lots (so
-        it is exact, whatever order the fills are added in); flat keys are left out."""
+    def open_positions(self) -> list[OpenPosition]:
+        """Every non-zero holding per (host, population, agent, symbol, lot), summed in
+        integer lots (exact, whatever order the fills are added in)."""
         rows = self._conn.execute(
             "SELECT o.host, o.population, o.agent, o.symbol, o.lot, "
-            "SUM(f.side * CAST(ROUND(f.qty / o.lot) AS INTEGER)) "
+            "SUM(f.side * CAST(ROUND(f.qty / o.lot) AS INTEGER)) AS held "
             "FROM fills f JOIN orders o USING (client_order_id) "
-            "GROUP BY o.host, o.population, o.agent, o.symbol, o.lot"
+            "GROUP BY o.host, o.population, o.agent, o.symbol, o.lot HAVING held != 0"
         )
+        return [OpenPosition(*r) for r in rows]
+
+    def positions_from_fills(self) -> dict[tuple[int, int, int, int], float]:
+        """Signed position per (host, population, agent, symbol), base units; flat keys are
+        left out."""
         out: dict[tuple[int, int, int, int], float] = {}
-        for h, p, a, s, lot, lots in rows:
-            if lots:
-                out[(h, p, a, s)] = out.get((h, p, a, s), 0.0) + lots * lot
+        for p in self.open_positions():
+            key = (p.host, p.population, p.agent, p.symbol)
+            out[key] = out.get(key, 0.0) + p.lots * p.lot
         return out
 
-    def state_counts(self) -> dict[OrderState, int]:
-        """Intent orders per state (every state present, zeros included)."""
-        counts = dict.fromkeys(OrderState, 0)
-        for state, n in self._conn.execute("SELECT state, count(*) FROM orders GROUP BY state"):
-            counts[OrderState(state)] = n
-        return counts
+
+def _insert_fills(
+    c: sqlite3.Connection, venue_fills: Sequence[VenueFill], fills: Sequence[Fill]
+) -> None:
+    c.executemany(
+        "INSERT INTO venue_fills (venue_fill_id, venue_order_id, qty, price, fee, "
+        "maker, ts_ns) VALUES (?,?,?,?,?,?,?)",
+        [
+            (f.venue_fill_id, f.client_id, f.qty, f.price, f.fee, int(f.maker), f.ts_ns)
+            for f in venue_fills
+        ],
+    )
+    c.executemany(
+        "INSERT INTO fills (client_order_id, venue_order_id, venue_fill_id, side, qty, "
+        "price, fee, liquidity, ts_ns) VALUES (?,?,?,?,?,?,?,?,?)",
+        [
+            (f.client_order_id, f.venue_order_id, f.venue_fill_id, f.side, f.qty,
+             f.price, f.fee, f.liquidity, f.ts_ns)
+            for f in fills
+        ],
+    )  # fmt: skip
+
+
+def _insert_orders(
+    c: sqlite3.Connection,
+    run_id: int,
+    epoch: str | None,
+    now: int,
+    intents: Sequence[IntentOrder],
+    venue_orders: Sequence[VenueOrder],
+) -> None:
+    c.executemany(
+        "INSERT INTO orders (client_order_id, run_id, epoch, host, population, agent, "
+        "intent_seq, symbol, side, order_type, qty, limit_price, lot, state, "
+        "filled_qty, avg_price, reason, reason_text, created_ns, updated_ns) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                o.client_order_id, run_id, epoch, o.host, o.population, o.agent,
+                o.intent_seq, o.symbol, o.side, o.order_type, o.qty, o.limit_price,
+                o.lot, int(o.state), o.filled_qty, o.avg_price if o.filled_lots else None,
+                int(o.reason), o.reason_text, o.created_ns, now,
+            )
+            for o in intents
+        ],
+    )  # fmt: skip
+    c.executemany(
+        "INSERT INTO venue_orders (client_order_id, venue_seq, run_id, symbol, side, "
+        "order_type, qty, limit_price, lot, state, filled_qty, avg_price, reason, "
+        "reason_text, created_ns, updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                v.client_order_id, v.venue_seq, run_id, v.symbol, v.side, v.order_type,
+                v.qty, v.limit_price, v.lot, int(v.state), v.filled_qty,
+                v.avg_price if v.filled_lots else None, int(v.reason), v.reason_text,
+                v.created_ns, now,
+            )
+            for v in venue_orders
+        ],
+    )  # fmt: skip
+    c.executemany(
+        "INSERT INTO venue_order_intents (venue_order_id, client_order_id, pos, qty, "
+        "filled_qty) VALUES (?,?,?,?,?)",
+        [
+            (v.client_order_id, a.client_order_id, i, a.lots * v.lot,
+             a.filled_lots * v.lot)
+            for v in venue_orders
+            for i, a in enumerate(v.allocations)
+        ],
+    )  # fmt: skip
+
+
+def _update(
+    c: sqlite3.Connection, table: str, orders: Sequence[IntentOrder | VenueOrder], now: int
+) -> None:
+    if not orders:
+        return
+    cur = c.executemany(
+        f"UPDATE {table} SET state = ?, filled_qty = ?, avg_price = ?, reason = ?, "
+        "reason_text = ?, updated_ns = ? WHERE client_order_id = ? AND state = ?",
+        [
+            (int(o.state), o.filled_qty, o.avg_price if o.filled_lots else None,
+             int(o.reason), o.reason_text, now, o.client_order_id, int(o.persisted))
+            for o in orders
+        ],
+    )  # fmt: skip
+    if cur.rowcount != len(orders):
+        raise JournalError(
+            f"{table}: {len(orders) - cur.rowcount} of {len(orders)} updates found the row "
+            "missing or in another state than expected; batch not written"
+        )

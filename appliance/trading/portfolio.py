@@ -31,8 +31,6 @@ class Position:
     avg_price: float = 0.0  # of the open position; 0 when flat
     realized: float = 0.0
     fees: float = 0.0
-    cash: float = 0.0  # quote currency: -(bought notional) + sold notional - fees
-    fills: int = 0
 
     @property
     def qty(self) -> float:
@@ -52,9 +50,7 @@ class Position:
             elif lots == held:
                 self.avg_price = 0.0
         self.lots += signed
-        self.cash -= signed * self.lot * price + fee
         self.fees += fee
-        self.fills += 1
 
     def unrealized(self, mark: float) -> float:
         if self.lots == 0 or not math.isfinite(mark):
@@ -69,10 +65,6 @@ class PnL:
     unrealized: float
     fees: float
 
-    @property
-    def net(self) -> float:
-        return self.realized + self.unrealized - self.fees
-
 
 class Portfolio:
     """Every agent's positions. ``marks`` are mids per symbol index (NaN: none)."""
@@ -80,12 +72,6 @@ class Portfolio:
     def __init__(self) -> None:
         self._pos: dict[Key, Position] = {}
         self.fill_count = 0
-
-    @classmethod
-    def from_fills(cls, fills: Iterable[Fill]) -> Portfolio:
-        p = cls()
-        p.apply_all(fills)
-        return p
 
     def apply(self, fill: Fill) -> None:
         pos = self._pos.get(fill.key)
@@ -102,9 +88,6 @@ class Portfolio:
         for f in fills:
             self.apply(f)
 
-    def get(self, key: Key) -> Position | None:
-        return self._pos.get(key)
-
     def position(self, key: Key) -> float:
         pos = self._pos.get(key)
         return pos.qty if pos else 0.0
@@ -113,29 +96,14 @@ class Portfolio:
         """Non-flat positions, base units."""
         return {k: p.qty for k, p in self._pos.items() if p.lots}
 
-    def _group(self, marks: np.ndarray, key_of) -> dict:
-        out: dict = {}
-        for k, p in self._pos.items():
-            g = key_of(k)
-            mark = float(marks[k[3]]) if k[3] < len(marks) else math.nan
-            acc = out.setdefault(g, [0.0, 0.0, 0.0, 0.0])
-            acc[0] += p.qty
-            acc[1] += p.realized
-            acc[2] += p.unrealized(mark)
-            acc[3] += p.fees
-        return {g: PnL(*v) for g, v in out.items()}
-
-    def by_key(self, marks: np.ndarray) -> dict[Key, PnL]:
-        return self._group(marks, lambda k: k)
-
-    def by_agent(self, marks: np.ndarray) -> dict[tuple[int, int, int], PnL]:
-        """Per (host, population, agent), all symbols (position: sum of base units)."""
-        return self._group(marks, lambda k: k[:3])
-
-    def by_symbol(self, marks: np.ndarray) -> dict[int, PnL]:
-        """Per symbol, all agents: position is the net exposure of the whole appliance."""
-        return self._group(marks, lambda k: k[3])
-
     def totals(self, marks: np.ndarray) -> PnL:
-        """Everything (position: sum over symbols, only meaningful per symbol)."""
-        return self._group(marks, lambda k: None).get(None, PnL(0.0, 0.0, 0.0, 0.0))
+        """Everything, marked at ``marks`` (position: the sum over symbols, only meaningful
+        per symbol)."""
+        position = realized = unrealized = fees = 0.0
+        for k, p in self._pos.items():
+            mark = float(marks[k[3]]) if k[3] < len(marks) else math.nan
+            position += p.qty
+            realized += p.realized
+            unrealized += p.unrealized(mark)
+            fees += p.fees
+        return PnL(position, realized, unrealized, fees)

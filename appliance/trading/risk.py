@@ -64,8 +64,8 @@ def validate_intents(intents: np.ndarray, lot_sizes: np.ndarray) -> tuple[np.nda
                 | ((otype == OrderType.LIMIT) & np.isfinite(limit) & (limit > 0))
             )
         )
-    reasons[~good & (reasons == 0)] = RejectReason.BAD_ORDER
-    lots = np.where(reasons == 0, raw, 0).astype(np.int64)
+    reasons[~good & (reasons == RejectReason.NONE)] = RejectReason.BAD_ORDER
+    lots = np.where(reasons == RejectReason.NONE, raw, 0).astype(np.int64)
     return reasons, lots
 
 
@@ -124,7 +124,7 @@ class RiskEngine:
         """
         n = len(intents)
         out = np.zeros(n, np.uint8) if prior is None else np.array(prior, np.uint8)
-        live = out == 0
+        live = out == RejectReason.NONE
         if not live.any():
             return out
         if self.state is TradingState.HALTED:
@@ -149,34 +149,50 @@ class RiskEngine:
         reason = RejectReason.HALTED if reduce_only else RejectReason.MAX_POSITION
         base = np.where(side > 0, position + open_buy, open_sell - position)
         cap = np.zeros(n) if reduce_only else self._max_position[sym]
-        idx = np.flatnonzero(live)
-        if idx.size == 0:
-            return out
-        host, pop, agent = intents["host"], intents["population"], intents["agent"]
-        order = idx[np.lexsort((idx, side[idx], sym[idx], agent[idx], pop[idx], host[idx]))]
-        first = np.zeros(order.size, bool)  # first intent of each (agent, symbol, side) group
-        first[0] = True
-        for col in (host, pop, agent, sym, side):
-            c = col[order]
-            first[1:] |= c[1:] != c[:-1]
-        group = np.cumsum(first) - 1
-        q = qty[order]
-        csum = np.cumsum(q)
-        starts = np.flatnonzero(first)
-        cum = csum - (csum[starts] - q[starts])[group]
-        tol = _REL_EPS * np.maximum(cap[order], 1.0)
-        over = base[order] + cum > cap[order] + tol
-        if over.any():
-            # A reject frees room for later intents of the group: redo those groups one
-            # intent at a time (rare: only groups that hit their limit).
-            bounds = np.append(starts, order.size)
-            for g in np.unique(group[over]).tolist():
-                members = order[bounds[g] : bounds[g + 1]]
-                used = float(base[members[0]])
-                limit = float(cap[members[0]] + tol[bounds[g]])
-                for i in members.tolist():
-                    if used + qty[i] > limit:
-                        out[i] = reason
-                    else:
-                        used += qty[i]
+        out[_beyond_cap(intents, np.flatnonzero(live), sym, side, qty, base, cap)] = reason
         return out
+
+
+def _beyond_cap(
+    intents: np.ndarray,
+    idx: np.ndarray,
+    sym: np.ndarray,
+    side: np.ndarray,
+    qty: np.ndarray,
+    base: np.ndarray,
+    cap: np.ndarray,
+) -> np.ndarray:
+    """The intents among ``idx`` that would take their (agent, symbol, side) group beyond
+    ``cap``: ``base`` plus the quantity of the group's earlier intents that pass (batch
+    order) plus their own."""
+    if idx.size == 0:
+        return np.zeros(0, np.intp)
+    host, pop, agent = intents["host"], intents["population"], intents["agent"]
+    order = idx[np.lexsort((idx, side[idx], sym[idx], agent[idx], pop[idx], host[idx]))]
+    first = np.zeros(order.size, bool)  # first intent of each (agent, symbol, side) group
+    first[0] = True
+    for col in (host, pop, agent, sym, side):
+        c = col[order]
+        first[1:] |= c[1:] != c[:-1]
+    group = np.cumsum(first) - 1
+    q = qty[order]
+    csum = np.cumsum(q)
+    starts = np.flatnonzero(first)
+    cum = csum - (csum[starts] - q[starts])[group]
+    tol = _REL_EPS * np.maximum(cap[order], 1.0)
+    over = base[order] + cum > cap[order] + tol
+    rejected: list[int] = []
+    if over.any():
+        # A reject frees room for later intents of the group: redo those groups one
+        # intent at a time (rare: only groups that hit their limit).
+        bounds = np.append(starts, order.size)
+        for g in np.unique(group[over]).tolist():
+            members = order[bounds[g] : bounds[g + 1]]
+            used = float(base[members[0]])
+            limit = float(cap[members[0]] + tol[bounds[g]])
+            for i in members.tolist():
+                if used + qty[i] > limit:
+                    rejected.append(i)
+                else:
+                    used += qty[i]
+    return np.array(rejected, np.intp)

@@ -33,15 +33,18 @@ import numpy as np
 
 from appliance.model.orders import OrderState
 from appliance.model.records import OrderType, RejectReason
-from appliance.storage.sqlite import StoreError, open_store, transaction
+from appliance.storage.sqlite import StoreError, one_of, open_store, transaction
 from appliance.venues.base import OrderRequest, OrderStatus, QuoteBook, VenueFill, price_extremes
 
 APPLICATION_ID = 0x444D5056  # "DMPV"
 SCHEMA_VERSION = 1
 _LOT_EPS = 1e-9
 _RESTING = (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
+# Files made before this term was built from the names index "state IN (3, 4)": the same
+# rows, and SQLite uses that index for this term too (it reads the ORs as an IN).
+_RESTING_SQL = one_of("state", _RESTING)
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE orders (
     client_id   TEXT PRIMARY KEY,
     symbol      INTEGER NOT NULL,
@@ -57,7 +60,7 @@ CREATE TABLE orders (
     created_ns  INTEGER NOT NULL,
     updated_ns  INTEGER NOT NULL
 );
-CREATE INDEX orders_resting ON orders(state) WHERE state IN (3, 4);
+CREATE INDEX orders_resting ON orders(state) WHERE {_RESTING_SQL};
 CREATE TABLE fills (
     fill_seq      INTEGER PRIMARY KEY,
     venue_fill_id TEXT NOT NULL UNIQUE,
@@ -175,7 +178,7 @@ class PaperVenue:
         self._resting: dict[str, _Resting] = {}
         for cid, sym, side, limit, qty, filled, lot in self._conn.execute(
             "SELECT client_id, symbol, side, limit_price, qty, filled_qty, lot FROM orders "
-            "WHERE state IN (3, 4) ORDER BY rowid"
+            f"WHERE {_RESTING_SQL} ORDER BY rowid"
         ):
             self._resting[cid] = _Resting(
                 sym, side, limit, round(qty / lot), round(filled / lot), lot

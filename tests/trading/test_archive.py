@@ -14,7 +14,6 @@ from appliance.trading.journal import Journal
 from appliance.trading.portfolio import Portfolio
 from appliance.trading.risk import RiskLimits
 from appliance.venues.paper import PaperVenue
-from tests.exec_factories import intents, quotes
 
 SYMS = ["BTC/USD", "ETH/USD"]
 LIMITS = {s: RiskLimits(1e6, 1e9) for s in SYMS}
@@ -30,21 +29,36 @@ class Clock:
         return self.now
 
 
-def engine(tmp_path, clock: Clock) -> ExecutionEngine:
-    journal = Journal(tmp_path / "journal.sqlite", synchronous="NORMAL")
-    venue = PaperVenue(tmp_path / "venue.sqlite", len(SYMS), lot_size=0.001, clock=clock)
-    e = ExecutionEngine(
-        SYMS, LIMITS, journal, venue, EngineConfig(lot_size=0.001), clock=clock,
-        agents={(0, 0): 4},
-    )  # fmt: skip
-    e.recover()
-    e.on_ticks(quotes([0, 1], [100.0, 10.0], [101.0, 11.0], size=1e6))
-    return e
+@pytest.fixture
+def engine(tmp_path, quotes):
+    """engine(clock): a recovered, quoted engine on tmp_path's journal and venue files."""
+
+    def make(clock: Clock) -> ExecutionEngine:
+        journal = Journal(tmp_path / "journal.sqlite", synchronous="NORMAL")
+        venue = PaperVenue(tmp_path / "venue.sqlite", len(SYMS), lot_size=0.001, clock=clock)
+        e = ExecutionEngine(
+            SYMS, LIMITS, journal, venue, EngineConfig(lot_size=0.001), clock=clock,
+            agents={(0, 0): 4},
+        )  # fmt: skip
+        e.recover()
+        e.on_ticks(quotes([0, 1], [100.0, 10.0], [101.0, 11.0], size=1e6))
+        return e
+
+    return make
 
 
-def trade_a_run(tmp_path, clock: Clock, rng: np.random.Generator, n: int = 60) -> None:
-    """One run: agents trade market orders; one limit order rests over the run's end."""
-    e = engine(tmp_path, clock)
+@pytest.fixture
+def trade_a_run(engine, intents, quotes):
+    """trade_a_run(clock, rng, n=60): one run of agents trading market orders; one limit
+    order rests over the run's end."""
+
+    def run(clock: Clock, rng: np.random.Generator, n: int = 60) -> None:
+        _trade(engine(clock), intents, quotes, rng, n)
+
+    return run
+
+
+def _trade(e: ExecutionEngine, intents, quotes, rng: np.random.Generator, n: int) -> None:
     seq0 = e.journal.max_intent_seqs().get(0, -1) + 1
     rows = [
         {"seq": seq0 + i, "agent": int(rng.integers(4)), "symbol": int(rng.integers(2)),
@@ -65,17 +79,18 @@ def state(path) -> tuple[dict, dict, int]:
     j = Journal(path, readonly=True)
     try:
         fills = j.fills()
-        book = Portfolio.from_fills(fills)
-        avg = {k: book.get(k).avg_price for k in book.positions()}
+        book = Portfolio()
+        book.apply_all(fills)
+        avg = {k: book._pos[k].avg_price for k in book.positions()}
         return j.positions_from_fills(), avg, len(fills)
     finally:
         j.close()
 
 
-def test_archive_moves_closed_runs_and_keeps_positions_exact(tmp_path):
+def test_archive_moves_closed_runs_and_keeps_positions_exact(tmp_path, engine, trade_a_run):
     clock, rng = Clock(), np.random.default_rng(3)
     for _ in range(3):
-        trade_a_run(tmp_path, clock, rng)
+        trade_a_run(clock, rng)
         clock.now += HOUR
     journal = tmp_path / "journal.sqlite"
     positions, avg, fills = state(journal)
@@ -98,7 +113,7 @@ def test_archive_moves_closed_runs_and_keeps_positions_exact(tmp_path):
     j.close()
 
     # a start recovers from the smaller journal to the same positions
-    e = engine(tmp_path, clock)
+    e = engine(clock)
     assert e.positions() == positions
     e.record_drained({0: 0})
     e.close()
@@ -109,8 +124,8 @@ def test_archive_moves_closed_runs_and_keeps_positions_exact(tmp_path):
     assert state(journal)[0] == positions
 
 
-def test_nothing_moves_before_the_first_run_ended(tmp_path):
+def test_nothing_moves_before_the_first_run_ended(tmp_path, trade_a_run):
     clock, rng = Clock(), np.random.default_rng(4)
-    trade_a_run(tmp_path, clock, rng)
+    trade_a_run(clock, rng)
     summary = archive_runs(tmp_path / "journal.sqlite", HOUR, tmp_path / "a.sqlite")
     assert summary.runs == [] and "nothing to archive" in str(summary)

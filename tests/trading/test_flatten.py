@@ -6,12 +6,10 @@ from appliance.model.enums import TradingState
 from appliance.model.records import RejectReason, Side
 from appliance.trading.flatten import FLATTEN_SEQ, closing_intents, flatten_round
 from appliance.trading.risk import RiskLimits
-from tests.exec_factories import intents
-from tests.trading.test_engine import make
 
 
-def test_flatten_closes_every_position_in_pieces_within_the_notional_limit(tmp_path):
-    e = make(tmp_path)
+def test_flatten_closes_every_position_in_pieces_within_the_notional_limit(make_engine, intents):
+    e = make_engine()
     e.process(intents([
         {"seq": 0, "agent": 0, "qty": 0.5},  # long 0.5 BTC at ~101
         {"seq": 1, "agent": 1, "side": Side.SELL, "qty": 0.2},

@@ -2,15 +2,9 @@ import sqlite3
 
 import pytest
 
-from appliance.model.orders import (
-    Allocation,
-    Fill,
-    IllegalTransition,
-    IntentOrder,
-    OrderState,
-    VenueOrder,
-)
-from appliance.trading.journal import Journal, JournalError, LayoutMismatch, layout_problems
+from appliance.model.orders import Allocation, IllegalTransition, OrderState, VenueOrder
+from appliance.trading.journal import _OPEN_STATES, SCHEMA_VERSION, Journal, JournalError
+from appliance.trading.layout_check import journal_problems
 from appliance.venues.base import VenueFill
 
 S = OrderState
@@ -24,20 +18,6 @@ def journal(tmp_path):
     j.close()
 
 
-def intent(j: Journal, seq: int, host: int = 0, agent: int = 0, lots: int = 10, side: int = 1):
-    return IntentOrder(
-        j.intent_client_id(host, seq), host=host, agent=agent, intent_seq=seq, symbol=0,
-        side=side, order_type=1, qty_lots=lots, lot=0.1, created_ns=1,
-    )  # fmt: skip
-
-
-def fill(o: IntentOrder, lots: int, price: float = 100.0, **kw) -> Fill:
-    return Fill(
-        o.client_order_id, o.host, o.population, o.agent, o.symbol, o.side, lots, o.lot, price,
-        0.0, kw.pop("liquidity", "internal"), 1, **kw,
-    )  # fmt: skip
-
-
 def test_wal_and_schema(tmp_path):
     j = Journal(tmp_path / "j.sqlite")
     assert j._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -46,7 +26,7 @@ def test_wal_and_schema(tmp_path):
     assert {"runs", "orders", "venue_orders", "venue_order_intents", "fills"} <= tables
 
 
-def test_runs_and_ids_unique_across_restarts(tmp_path):
+def test_runs_and_ids_unique_across_restarts(tmp_path, journal_rows):
     path = tmp_path / "j.sqlite"
     j = Journal(path, synchronous="NORMAL")
     assert j.begin_run() == 1
@@ -59,10 +39,10 @@ def test_runs_and_ids_unique_across_restarts(tmp_path):
     seq, cid = j.next_venue_order_id()
     assert (seq, cid) == (3, "2-v3")  # n continues from the journal
     assert j.intent_client_id(0, 5) not in first
-    assert [r["run_id"] for r in j.runs()] == [1, 2]
+    assert [r.run_id for r in journal_rows.runs(j)] == [1, 2]
 
 
-def test_survives_reopen(tmp_path, journal):
+def test_survives_reopen(tmp_path, journal, intent, fill):
     o = intent(journal, 0)
     journal.write(new_intents=[o])
     o.advance(S.ACCEPTED)
@@ -77,7 +57,7 @@ def test_survives_reopen(tmp_path, journal):
     assert j2.positions_from_fills() == {(0, 0, 0, 0): 4 * 0.1}
 
 
-def test_same_intent_never_journaled_twice(journal):
+def test_same_intent_never_journaled_twice(journal, journal_rows, intent):
     journal.write(new_intents=[intent(journal, 0)])
     other = intent(journal, 1)
     dup = intent(journal, 0)
@@ -85,64 +65,48 @@ def test_same_intent_never_journaled_twice(journal):
     with pytest.raises(sqlite3.IntegrityError):
         journal.write(new_intents=[other, dup])
     # the whole batch was rolled back
-    assert journal.order(other.client_order_id) is None
-    assert journal.state_counts()[S.NEW] == 1
+    assert journal_rows.order(journal, other.client_order_id) is None
+    assert journal_rows.state_counts(journal) == {S.NEW: 1}
 
 
-def test_epoch_scopes_dedupe(tmp_path):
+def test_epoch_scopes_dedupe(tmp_path, intent):
     path = tmp_path / "j.sqlite"
     j = Journal(path, synchronous="NORMAL")
     j.begin_run(epoch="queues-A")
     j.write(new_intents=[intent(j, s, host=3) for s in range(5)])
     j.begin_run(epoch="queues-A")  # restart, queues survived
     assert j.journaled_seqs(3, [2, 4, 5, 9]) == {2, 4}
-    assert j.max_intent_seqs(epoch="queues-A") == {3: 4}
-    assert j.max_intent_seqs() == {}  # nothing in the current run yet
+    assert j.max_intent_seqs() == {3: 4}
     j.begin_run()  # queues recreated: a scope of its own
-    assert j.journaled_seqs(3, [2, 4]) == set()
+    assert j.journaled_seqs(3, [2, 4]) == set() and j.max_intent_seqs() == {}
     j.write(new_intents=[intent(j, 2, host=3)])  # same (host, seq), new scope: allowed
     assert j.max_intent_seqs() == {3: 2}
 
 
-def test_illegal_transition_leaves_row_untouched(journal):
+def test_illegal_transition_leaves_row_untouched(journal, journal_rows, intent):
     o = intent(journal, 0)
     o.advance(S.REJECTED)
     journal.write(new_intents=[o])
-    o.steps.append(S.ACCEPTED)  # bypass the in-memory check: the journal must catch it
-    o.state = S.ACCEPTED
-    with pytest.raises(IllegalTransition, match=o.client_order_id):
+    o.steps.append(S.FILLED)  # bypass the in-memory check: the journal must catch it
+    o.state = S.FILLED
+    with pytest.raises(IllegalTransition, match=f"{o.client_order_id}.*REJECTED -> FILLED"):
         journal.write(intent_updates=[o])
-    assert journal.order(o.client_order_id).state is S.REJECTED
-    with pytest.raises(IllegalTransition, match="REJECTED -> FILLED"):
-        journal.set_state(o.client_order_id, S.FILLED)
-    assert journal.order(o.client_order_id).state is S.REJECTED
+    assert journal_rows.order(journal, o.client_order_id).state is S.REJECTED
 
 
-def test_set_state(journal):
+def test_stale_update_is_refused(journal, journal_rows, intent):
     o = intent(journal, 0)
     journal.write(new_intents=[o])
-    assert (
-        journal.set_state(o.client_order_id, S.REJECTED, reason=3, reason_text="op") is S.REJECTED
-    )
-    back = journal.order(o.client_order_id)
-    assert (back.state, back.reason, back.reason_text) == (S.REJECTED, 3, "op")
-    with pytest.raises(KeyError):
-        journal.set_state("nope", S.REJECTED)
-
-
-def test_stale_update_is_refused(journal):
-    o = intent(journal, 0)
-    journal.write(new_intents=[o])
-    stale = journal.order(o.client_order_id)
+    (stale,) = journal.open_orders()
     o.advance(S.SUBMITTED)
     journal.write(intent_updates=[o])
     stale.advance(S.REJECTED)  # legal from NEW, but the row is no longer NEW
     with pytest.raises(JournalError, match="another state"):
         journal.write(intent_updates=[stale])
-    assert journal.order(o.client_order_id).state is S.SUBMITTED
+    assert journal_rows.order(journal, o.client_order_id).state is S.SUBMITTED
 
 
-def test_venue_fill_recorded_once(journal):
+def test_venue_fill_recorded_once(journal, intent, fill):
     a, b = intent(journal, 0), intent(journal, 1)
     vo = VenueOrder(
         journal.next_venue_order_id()[1], venue_seq=1, symbol=0, side=1, order_type=1,
@@ -158,13 +122,13 @@ def test_venue_fill_recorded_once(journal):
     assert journal.known_venue_fill_ids([(v, "P1"), (v, "P2"), ("1-v9", "P1")]) == {(v, "P1")}
     with pytest.raises(sqlite3.IntegrityError):
         journal.write(venue_fills=[vf], fills=shares)
-    assert journal.fill_count() == 2
+    assert len(journal.fills()) == 2
     (back,) = journal.open_venue_orders()
     assert [(x.client_order_id, x.lots) for x in back.allocations] == [
         (a.client_order_id, 10), (b.client_order_id, 10)]  # fmt: skip
 
 
-def test_positions_from_fills_exact(journal):
+def test_positions_from_fills_exact(journal, intent, fill):
     o = intent(journal, 0, lots=10_000)
     s = intent(journal, 1, agent=1, lots=10_000, side=-1)
     journal.write(new_intents=[o, s], fills=[fill(o, 1) for _ in range(1000)] + [fill(s, 3)])
@@ -172,18 +136,20 @@ def test_positions_from_fills_exact(journal):
     # 1000 fills of 0.1 summed as floats would drift; in lots it is exact
     assert pos[(0, 0, 0, 0)] == 1000 * 0.1
     assert pos[(0, 0, 1, 0)] == -3 * 0.1
-    assert len(journal.fills(o.client_order_id)) == 1000
+    assert sum(f.client_order_id == o.client_order_id for f in journal.fills()) == 1000
 
 
-def test_state_counts_and_drained(journal):
+def test_open_orders_and_drained(journal, journal_rows, intent):
     os_ = [intent(journal, i) for i in range(3)]
     os_[0].advance(S.REJECTED)
     journal.write(new_intents=os_)
-    counts = journal.state_counts()
-    assert counts[S.NEW] == 2 and counts[S.REJECTED] == 1 and counts[S.FILLED] == 0
+    assert journal_rows.state_counts(journal) == {S.NEW: 2, S.REJECTED: 1}
+    assert [o.client_order_id for o in journal.open_orders()] == [
+        o.client_order_id for o in os_[1:]
+    ]
     journal.record_drained({0: 2, 1: 7}, now_ns=9)
-    run = journal.runs()[-1]
-    assert run["stopped_ns"] == 9 and run["drained"] == {0: 2, 1: 7}
+    run = journal_rows.runs(journal)[-1]
+    assert run.stopped_ns == 9 and run.drained == {"0": 2, "1": 7}
 
 
 def test_garbage_file_is_a_clear_error(tmp_path):
@@ -203,10 +169,10 @@ def test_foreign_sqlite_file_is_refused(tmp_path):
         Journal(other)
 
 
-def test_readonly_reader(tmp_path, journal):
+def test_readonly_reader(tmp_path, journal, intent):
     journal.write(new_intents=[intent(journal, 0)])
     ro = Journal(tmp_path / "j.sqlite", readonly=True)
-    assert ro.state_counts()[S.NEW] == 1
+    assert [o.state for o in ro.open_orders()] == [S.NEW]
     with pytest.raises(sqlite3.OperationalError):
         ro.begin_run()
     with pytest.raises(JournalError):
@@ -219,7 +185,7 @@ def test_write_needs_a_run(tmp_path):
         j.write()
 
 
-def test_venue_fill_ids_are_keyed_per_venue_order(journal):
+def test_venue_fill_ids_are_keyed_per_venue_order(journal, intent, fill):
     # Some venues number fills per order (the paper venue restarts at P1 with a new state
     # file): the same fill id on another venue order is another fill.
     a, b = intent(journal, 0), intent(journal, 1)
@@ -241,66 +207,28 @@ def test_venue_fill_ids_are_keyed_per_venue_order(journal):
     assert journal.positions_from_fills() == {(0, 0, 0, 0): 2.0}
 
 
-def held(
-    j: Journal,
-    agent: int,
-    symbol: int,
-    lots: int,
-    lot: float = 0.1,
-    seq: int = 0,
-    population: int = 0,
-):
-    o = IntentOrder(j.intent_client_id(0, seq), population=population, agent=agent,
-                    intent_seq=seq, symbol=symbol, side=1 if lots > 0 else -1, order_type=1,
-                    qty_lots=abs(lots), lot=lot, created_ns=1)  # fmt: skip
-    j.write(new_intents=[o], fills=[fill(o, abs(lots))])
+def _index_sql(c) -> dict[str, str]:
+    rows = c.execute("SELECT name, sql FROM sqlite_master WHERE name LIKE '%orders_open'")
+    return dict(rows)
 
 
-def test_layout_problems(tmp_path):
-    path = tmp_path / "j.sqlite"
-    syms, lots, agents = ["A", "B", "C"], [0.1, 0.1, 0.1], {(0, 0): 4, (0, 1): 2}
-    assert layout_problems(path, syms, lots, agents) == []  # no journal yet
-    j = Journal(path, synchronous="NORMAL")
-    j.begin_run(symbols=syms, lots=lots, agents=agents)
-    assert j.layout_problems(["X"], [1.0], {}) == []  # nothing held: anything goes
-    held(j, agent=3, symbol=1, lots=5)  # agent 3 of (0, 0) long B
-    held(j, agent=1, symbol=2, lots=2, seq=1, population=1)  # agent 1 of (0, 1) long C
-    held(j, agent=0, symbol=0, lots=2, seq=2)
-    held(j, agent=0, symbol=0, lots=-2, seq=3)  # A: flat again
-    assert j.last_layout() == {"symbols": syms, "lots": lots, "agents": [[0, 0, 4], [0, 1, 2]]}
-    ok = [
-        (syms, lots, agents),
-        (["Z", "B", "C"], [9.0, 0.1, 0.1], agents),  # flat A replaced, its lot changed
-        ([*syms, "D"], [*lots, 1.0], {(0, 0): 4, (0, 1): 2, (1, 0): 9}),  # appended
-        (syms, lots, {(0, 0): 4, (0, 1): 2}),
-        (syms, lots, None),  # agents not checked
-    ]
-    for s, lt, ag in ok:
-        assert j.layout_problems(s, lt, ag) == [], (s, lt, ag)
-    (p,) = j.layout_problems(syms, [0.1, 0.01, 0.1], agents)
-    assert "symbol B (index 1): lot size 0.1 -> 0.01" in p and "agent 3" in p
-    b, c = j.layout_problems(["A", "C", "B"], lots, agents)
-    assert b.startswith("symbol B (index 1) is now index 2 (index 1 is now C)")
-    assert c.startswith("symbol C (index 2) is now index 1 (index 2 is now B)")
-    problems = j.layout_problems(["A", "B"], [0.1, 0.1], agents)
-    assert problems == [
-        "symbol C (index 2) is no longer configured: positions open (1 agent(s), e.g. host 0 "
-        "population 1 agent 1)"
-    ]
-    (p,) = j.layout_problems(syms, lots, {(0, 0): 3, (0, 1): 2})
-    assert p.startswith("host 0 population 0 now has 3 agents (was 4)") and "agent 3" in p
-    (p,) = j.layout_problems(syms, lots, {(0, 0): 4})
-    assert p.startswith("host 0 population 1 no longer exists (was 2)")
-    # the module-level check (for the supervisor) opens read-only, alongside the writer
-    assert layout_problems(path, ["A", "C", "B"], lots, agents) == j.layout_problems(
-        ["A", "C", "B"], lots, agents
-    )
-    assert "symbol B" in str(LayoutMismatch(path, [p, "symbol B"]))
-    j.close()
+def _downgrade_to_v2(path):
+    """Rewrite a journal to the version-2 schema (open-order indexes on "state < 5")."""
+    c = sqlite3.connect(path, isolation_level=None)
+    c.executescript("""
+        BEGIN;
+        DROP INDEX orders_open; DROP INDEX venue_orders_open;
+        CREATE INDEX orders_open ON orders(state) WHERE state < 5;
+        CREATE INDEX venue_orders_open ON venue_orders(state) WHERE state < 5;
+        PRAGMA user_version = 2;
+        COMMIT;
+    """)
+    c.close()
 
 
 def _downgrade_to_v1(path):
     """Rewrite a journal to the version-1 schema (fill ids keyed alone, no runs.layout)."""
+    _downgrade_to_v2(path)
     c = sqlite3.connect(path, isolation_level=None)
     c.executescript("""
         BEGIN;
@@ -345,7 +273,7 @@ def buy_covering(j: Journal, o, venue_seq: int) -> VenueOrder:
     )
 
 
-def test_version_1_journal_is_read_then_upgraded(tmp_path):
+def test_version_1_journal_is_read_then_upgraded(tmp_path, intent, fill):
     path = tmp_path / "j.sqlite"
     j = Journal(path, synchronous="NORMAL")
     j.begin_run(symbols=["A"], lots=[0.1])
@@ -359,11 +287,12 @@ def test_version_1_journal_is_read_then_upgraded(tmp_path):
     _downgrade_to_v1(path)
     ro = Journal(path, readonly=True)  # a reader does not upgrade: it copes
     assert ro.schema_version == 1 and ro.last_layout() is None
-    assert ro.layout_problems(["A"], [0.1], None) == []
-    assert "lot size 0.1 -> 1" in ro.layout_problems(["A"], [1.0], None)[0]
+    assert journal_problems(ro, ["A"], [0.1], None) == []
+    assert "lot size 0.1 -> 1" in journal_problems(ro, ["A"], [1.0], None)[0]
     ro.close()
     j = Journal(path, synchronous="NORMAL")  # the writer upgrades in place
-    assert j.schema_version == 2 and j._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert j.schema_version == SCHEMA_VERSION
+    assert j._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert j._conn.execute("PRAGMA foreign_key_check").fetchall() == []
     assert j.positions_from_fills() == {(0, 0, 0, 0): 0.5}
     assert j.known_venue_fill_ids([(vo.client_order_id, "P1")]) == {(vo.client_order_id, "P1")}
@@ -379,11 +308,40 @@ def test_version_1_journal_is_read_then_upgraded(tmp_path):
     j.close()
 
 
+def test_version_2_journal_is_upgraded_to_indexes_that_name_the_states(tmp_path, intent):
+    path = tmp_path / "j.sqlite"
+    j = Journal(path, synchronous="NORMAL")
+    j.begin_run()
+    done, live = intent(j, 0), intent(j, 1)
+    done.advance(S.REJECTED)
+    vo = buy_covering(j, live, 1)
+    j.write(new_intents=[done, live], new_venue_orders=[vo])
+    j.close()
+    _downgrade_to_v2(path)
+    ro = Journal(path, readonly=True)  # a reader copes with the old indexes
+    assert ro.schema_version == 2 and "state < 5" in _index_sql(ro._conn)["orders_open"]
+    assert [o.client_order_id for o in ro.open_orders()] == [live.client_order_id]
+    ro.close()
+    j = Journal(path, synchronous="NORMAL")  # the writer upgrades in place
+    assert j.schema_version == SCHEMA_VERSION
+    # NEW, SUBMITTED, ACCEPTED, PARTIALLY_FILLED
+    named = "WHERE (state = 1 OR state = 2 OR state = 3 OR state = 4)"
+    assert all(sql.endswith(named) for sql in _index_sql(j._conn).values())
+    assert [o.client_order_id for o in j.open_orders()] == [live.client_order_id]
+    assert [v.client_order_id for v in j.open_venue_orders()] == [vo.client_order_id]
+    for table in ("orders", "venue_orders"):  # the queries still use the partial indexes
+        plan = j._conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT client_order_id FROM {table} WHERE {_OPEN_STATES}"
+        ).fetchall()
+        assert f"INDEX {table}_open" in str(plan), plan
+    j.close()
+
+
 def test_newer_journal_is_refused(tmp_path):
     path = tmp_path / "j.sqlite"
     Journal(path).close()
     c = sqlite3.connect(path)
     c.execute("PRAGMA user_version = 99")
     c.close()
-    with pytest.raises(JournalError, match="schema version 99, expected 2"):
+    with pytest.raises(JournalError, match=f"schema version 99, expected {SCHEMA_VERSION}"):
         Journal(path)

@@ -15,7 +15,7 @@ def test_average_cost_realised_and_flip():
     p = Portfolio()
     p.apply(f(+1, 10, 100.0))  # long 1.0 @ 100
     p.apply(f(+1, 10, 110.0))  # long 2.0 @ 105
-    pos = p.get((0, 0, 0, 0))
+    pos = p._pos[(0, 0, 0, 0)]
     assert pos.qty == pytest.approx(2.0) and pos.avg_price == pytest.approx(105.0)
     p.apply(f(-1, 10, 120.0))  # close 1.0: +15
     assert pos.realized == pytest.approx(15.0) and pos.avg_price == pytest.approx(105.0)
@@ -25,7 +25,6 @@ def test_average_cost_realised_and_flip():
     assert pos.unrealized(90.0) == pytest.approx(10.0)  # short gains when price falls
     p.apply(f(+1, 10, 95.0))  # flat
     assert pos.lots == 0 and pos.avg_price == 0.0 and pos.realized == pytest.approx(15.0)
-    assert pos.cash == pytest.approx(15.0)  # flat: cash == realised (no fees)
 
 
 def test_fees_and_marks():
@@ -36,10 +35,7 @@ def test_fees_and_marks():
     t = p.totals(marks)
     assert t.fees == pytest.approx(0.75)
     assert t.unrealized == pytest.approx(10.0)  # symbol 1 has no mark: counts zero
-    assert t.net == pytest.approx(10.0 - 0.75)
-    by_sym = p.by_symbol(marks)
-    assert by_sym[1].position == pytest.approx(-0.5)
-    assert p.by_agent(marks)[(0, 0, 0)].fees == pytest.approx(0.75)
+    assert t.position == pytest.approx(1.0 - 0.5) and t.realized == 0.0
     assert p.position((0, 0, 0, 0)) == pytest.approx(1.0) and p.position((9, 9, 9, 9)) == 0.0
     assert p.fill_count == 2
 
@@ -54,12 +50,15 @@ def test_rebuild_is_identical_to_incremental():
     inc = Portfolio()
     for x in fills:
         inc.apply(x)
-    rebuilt = Portfolio.from_fills(fills)
+    rebuilt = Portfolio()
+    rebuilt.apply_all(fills)
+    assert inc._pos == rebuilt._pos  # bit-identical, not approx
     marks = np.array([100.0, 101.0, 99.0])
-    assert inc.by_key(marks) == rebuilt.by_key(marks)  # bit-identical, not approx
+    assert inc.totals(marks) == rebuilt.totals(marks)
     assert inc.positions() == rebuilt.positions()
     # positions are exact lot sums whatever the order of fills
-    shuffled = Portfolio.from_fills(fills[::-1])
+    shuffled = Portfolio()
+    shuffled.apply_all(fills[::-1])
     assert shuffled.positions() == inc.positions()
 
 

@@ -4,7 +4,6 @@ import pytest
 from appliance.model.enums import TradingState
 from appliance.model.records import OrderType, RejectReason, Side
 from appliance.trading.risk import RiskEngine, RiskLimits, validate_intents
-from tests.exec_factories import intents
 
 R = RejectReason
 LOTS = np.array([0.1, 0.001])
@@ -25,7 +24,7 @@ def engine():
     return RiskEngine(["A/B", "C/D"], RiskLimits(max_position=10.0, max_order_notional=1000.0))
 
 
-def test_validation_reasons():
+def test_validation_reasons(intents):
     batch = intents([
         {"qty": 0.3},                      # 3 lots of 0.1 despite float noise
         {"qty": 0.0},
@@ -44,7 +43,7 @@ def test_validation_reasons():
     assert lots.tolist() == [3] + [0] * 9 + [3]
 
 
-def test_notional_uses_reference_price(engine):
+def test_notional_uses_reference_price(engine, intents):
     batch = intents([
         {"qty": 9.0},
         {"qty": 11.0, "side": Side.SELL},
@@ -53,11 +52,11 @@ def test_notional_uses_reference_price(engine):
     assert check(engine, batch, ref=[100.0, 100.0, 300.0]) == [0, R.MAX_NOTIONAL, R.MAX_NOTIONAL]
 
 
-def test_no_market(engine):
+def test_no_market(engine, intents):
     assert check(engine, intents([{}]), ref=float("nan")) == [R.NO_MARKET]
 
 
-def test_position_counts_open_orders_on_the_same_side(engine):
+def test_position_counts_open_orders_on_the_same_side(engine, intents):
     batch = intents([{"qty": 3.0}, {"qty": 3.0, "side": Side.SELL}])
     # long 5 + open buys 3 + 3 = 11 > 10; the sell side sees short exposure -5 + 0 + 3
     assert check(engine, batch, ref=1.0, position=5.0, open_buy=3.0) == [R.MAX_POSITION, 0]
@@ -67,7 +66,7 @@ def test_position_counts_open_orders_on_the_same_side(engine):
     assert check(engine, batch, ref=1.0, position=-5.0, open_sell=3.0) == [0, R.MAX_POSITION]
 
 
-def test_batch_is_checked_in_order_per_agent(engine):
+def test_batch_is_checked_in_order_per_agent(engine, intents):
     batch = intents([
         {"qty": 8.0}, {"qty": 5.0}, {"qty": 2.0},      # agent 0: 8 ok, 13 no, 10 ok
         {"qty": 8.0, "agent": 1}, {"qty": 2.0, "agent": 1},   # agent 1: separate budget
@@ -76,7 +75,7 @@ def test_batch_is_checked_in_order_per_agent(engine):
     assert check(engine, batch, ref=1.0) == [0, R.MAX_POSITION, 0, 0, 0, 0]
 
 
-def test_vectorised_equals_one_at_a_time(engine):
+def test_vectorised_equals_one_at_a_time(engine, intents):
     rng = np.random.default_rng(7)
     for _ in range(30):
         n = 60
@@ -98,13 +97,13 @@ def test_vectorised_equals_one_at_a_time(engine):
         assert got == want
 
 
-def test_halted_rejects_everything_but_keeps_prior_reasons(engine):
+def test_halted_rejects_everything_but_keeps_prior_reasons(engine, intents):
     engine.set_state("halted")
     batch = intents([{}, {"qty": 0.0}])
     assert check(engine, batch) == [R.HALTED, R.BAD_ORDER]
 
 
-def test_reduce_only(engine):
+def test_reduce_only(engine, intents):
     engine.set_state(TradingState.REDUCE_ONLY)
     batch = intents([
         {"qty": 2.0, "side": Side.SELL},   # long 5 -> 3: shrinks
@@ -115,11 +114,12 @@ def test_reduce_only(engine):
     assert check(engine, batch, ref=1.0, position=5.0) == [0, 0, R.HALTED, R.HALTED]
 
 
-def test_limits_must_cover_every_symbol():
+def test_limits_must_cover_every_symbol(intents):
     with pytest.raises(ValueError, match="C/D"):
         RiskEngine(["A/B", "C/D"], {"A/B": RiskLimits(1, 1)})
     e = RiskEngine(["A/B"], {"A/B": RiskLimits(1, 2)})
     e.set_limits({"A/B": RiskLimits(3, 4)})
-    assert e.limits("A/B") == RiskLimits(3, 4)
+    # the new limits apply: 3 within max_position 3 (notional 3 <= 4), 0.5 more is not
+    assert check(e, intents([{"qty": 3.0}, {"qty": 0.5}]), ref=1.0) == [0, R.MAX_POSITION]
     with pytest.raises(ValueError):
         RiskLimits(-1, 1)

@@ -6,15 +6,14 @@ import pytest
 from appliance.model.orders import OrderState
 from appliance.model.records import TICK, OrderType, RejectReason, Side, TickKind
 from appliance.venues.base import OrderRequest, QuoteBook, price_extremes
-from appliance.venues.paper import PaperVenue, PaperVenueError
-from tests.exec_factories import quotes, trade
+from appliance.venues.paper import _RESTING_SQL, PaperVenue, PaperVenueError
 
 S = OrderState
 MKT, LMT = OrderType.MARKET, OrderType.LIMIT
 
 
 @pytest.fixture
-def venue(tmp_path):
+def venue(tmp_path, quotes):
     v = PaperVenue(tmp_path / "venue.sqlite", 2, lot_size=0.01, taker_bps=10, maker_bps=2,
                    synchronous="NORMAL", clock=lambda: 42)  # fmt: skip
     v.on_ticks(quotes([0, 1], [100.0, 10.0], [101.0, 11.0], size=5.0))
@@ -36,7 +35,7 @@ def test_market_fills_at_opposite_best_with_taker_fee(venue):
     assert fs.price == 100.0 and fb.venue_fill_id != fs.venue_fill_id
 
 
-def test_market_partial_fill_cancels_remainder(venue):
+def test_market_partial_fill_cancels_remainder(venue, quotes):
     st = venue.submit(req("b", qty=8.0))
     assert st.state is S.CANCELED and st.filled_qty == pytest.approx(5.0)
     assert sum(f.qty for f in st.fills) == pytest.approx(5.0)
@@ -68,7 +67,7 @@ def test_marketable_limit_takes_then_rests(venue):
     assert [o.client_id for o in venue.open_orders()] == ["l"]
 
 
-def test_limit_rests_then_fills_on_trade_through_as_maker(venue):
+def test_limit_rests_then_fills_on_trade_through_as_maker(venue, quotes, trade):
     st = venue.submit(req("l", Side.BUY, 2.0, LMT, 99.0))
     assert st.state is S.ACCEPTED and not st.fills
     assert venue.on_ticks(trade(0, 99.5, 99.0, 99.6)) == []  # trade above the limit
@@ -79,13 +78,13 @@ def test_limit_rests_then_fills_on_trade_through_as_maker(venue):
     assert venue.fetch_order("l").state is S.FILLED and venue.open_orders() == []
 
 
-def test_sell_limit_fills_when_quote_crosses(venue):
+def test_sell_limit_fills_when_quote_crosses(venue, quotes):
     venue.submit(req("s", Side.SELL, 1.0, LMT, 103.0))
     (f,) = venue.on_ticks(quotes(0, 103.5, 104.0))
     assert f.price == 103.0 and f.maker
 
 
-def test_any_tick_of_the_batch_counts_not_only_the_last(venue):
+def test_any_tick_of_the_batch_counts_not_only_the_last(venue, quotes, trade):
     venue.submit(req("l", Side.BUY, 1.0, LMT, 99.0))
     venue.submit(req("other", Side.BUY, 1.0, LMT, 9.0, symbol=1))
     batch = np.concatenate([
@@ -105,7 +104,7 @@ def test_duplicate_client_id_rejected_original_untouched(venue):
     assert len(venue.open_orders()) == 1
 
 
-def test_state_survives_restart(tmp_path):
+def test_state_survives_restart(tmp_path, quotes, trade):
     path = tmp_path / "v.sqlite"
     v = PaperVenue(path, 1, lot_size=0.01, synchronous="NORMAL")
     v.on_ticks(quotes(0, 100.0, 101.0))
@@ -121,7 +120,29 @@ def test_state_survives_restart(tmp_path):
     assert v2.fetch_order("never-sent") is None
 
 
-def test_cancel(venue):
+def test_file_with_the_old_resting_index_still_opens_and_uses_it(tmp_path, quotes):
+    path = tmp_path / "v.sqlite"
+    v = PaperVenue(path, 1, lot_size=0.01, synchronous="NORMAL")
+    v.on_ticks(quotes(0, 100.0, 101.0))
+    v.submit(req("l", Side.BUY, 1.0, LMT, 95.0))
+    v.submit(req("m", qty=1.0))
+    v.close()
+    c = sqlite3.connect(path, isolation_level=None)  # as files before the names were used
+    c.executescript(
+        "DROP INDEX orders_resting;"
+        "CREATE INDEX orders_resting ON orders(state) WHERE state IN (3, 4);"
+    )
+    c.close()
+    v = PaperVenue(path, 1, lot_size=0.01, synchronous="NORMAL")
+    assert [o.client_id for o in v.open_orders()] == ["l"]
+    plan = v._conn.execute(
+        f"EXPLAIN QUERY PLAN SELECT client_id FROM orders WHERE {_RESTING_SQL}"
+    ).fetchall()
+    assert "INDEX orders_resting" in str(plan), plan
+    v.close()
+
+
+def test_cancel(venue, trade):
     venue.submit(req("l", Side.BUY, 1.0, LMT, 90.0))
     assert venue.cancel("l").state is S.CANCELED
     assert venue.open_orders() == [] and venue.on_ticks(trade(0, 80.0, 79.0, 81.0)) == []
@@ -156,7 +177,7 @@ def test_quote_book_and_extremes_vectorised():
         assert high[s] == max(rows["bid"].max(), rows["last_price"][trades].max())
 
 
-def test_resting_index_matches_the_orders_through_adds_fills_and_cancels(tmp_path):
+def test_resting_index_matches_the_orders_through_adds_fills_and_cancels(tmp_path, quotes, trade):
     rng = np.random.default_rng(7)
     path = tmp_path / "v.sqlite"
     v = PaperVenue(path, 2, lot_size=0.01, synchronous="NORMAL")
@@ -194,7 +215,7 @@ def test_resting_index_matches_the_orders_through_adds_fills_and_cancels(tmp_pat
     v.close()
 
 
-def test_resting_orders_cost_no_rebuild_per_change(tmp_path):
+def test_resting_orders_cost_no_rebuild_per_change(tmp_path, quotes):
     # 50k orders rest; each submit then tick must not redo work proportional to all of them
     # (the index used to be rebuilt from the dict after every change: quadratic per run).
     path = tmp_path / "v.sqlite"
