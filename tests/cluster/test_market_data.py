@@ -111,6 +111,8 @@ def test_a_subscriber_behind_the_retention_flags_the_exact_gap(pair):
         text = app.config.read_text().replace(
             "[cluster.ticks]\n", "[cluster.ticks]\nmax_bytes = 524288\n", 1
         )
+        # The mirror's ring keeps the whole run, so every gap it flagged can be read back.
+        text = text.replace("ring_capacity = 16384", "ring_capacity = 262144")
         app.config.write_text(text.replace("max_bytes = 67108864\n", "", 1))
     dst.start().wait_ready(START_S)
     src.start().wait_ready(START_S)
@@ -129,9 +131,11 @@ def test_a_subscriber_behind_the_retention_flags_the_exact_gap(pair):
         timeout=START_S,
     )
     mine = ring_records(dst)
-    gaps = continuous(mine)
+    gaps = continuous(mine)  # (first missing seq, how many) of every gap in the ring
     assert dst.workers()["feed"]["incarnation"] == 1
-    assert dst.counter("feed", "feed_gaps") == 2  # one gap, one GAP tick per symbol
-    missing = dst.counter("feed", "net_missing")
-    assert missing > 0 and gaps == [(gaps[0][0], missing)]
+    # The freeze made one gap; a source bridge lapped on a busy machine may add others.
+    # Each is one GAP tick per symbol, and their sizes add up to the feed's count.
+    assert len(gaps) >= 1 and dst.counter("feed", "feed_gaps") == 2 * len(gaps)
+    assert sum(n for _, n in gaps) == dst.counter("feed", "net_missing")
+    assert all(n > 0 for _, n in gaps)
     assert dst.stop() == 0 and src.stop() == 0

@@ -134,7 +134,8 @@ def test_two_agents_instances_trade_through_the_execution_instance(pair, nats_se
     p = pair(nats_server.urls, third=True).start()
     p.trade(50)
     for agt, _, host in p.remote:
-        assert agt.counter(host, "fills") > 0 and agt.counter("feed", "feed_gaps") == 0
+        agt.wait_for(lambda a=agt, h=host: a.counter(h, "fills") > 0, START_S, f"{host} fills")
+        assert agt.counter("feed", "feed_gaps") == 0
     shown = status(p.exe)
     assert "\ncluster:\n" in shown
     assert re.search(r"bridge +ticks out +[\d,]+/s total +[\d,]+ lag", shown), shown
