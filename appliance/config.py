@@ -17,7 +17,7 @@ import grp
 import os
 import re
 import tomllib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,7 +41,7 @@ from pydantic import (
 from appliance.agents import population_class
 from appliance.agents.compute import BACKENDS, BackendError, resolve
 from appliance.agents.params import grid_size
-from appliance.feeds.tickfile import TickFileError, read_header
+from appliance.feeds.sources import SourceError, open_source
 from appliance.model.enums import CLUSTER_ROLES, SINGLE_ROLES, Role, TradingState
 
 # Processes other than agent hosts that the supervisor runs (and that CPU lists may name).
@@ -153,11 +153,29 @@ class _Model(BaseModel):
 class TradingConfig(_Model):
     # State at start. On reload a change applies live.
     state: TradingState = TradingState.ACTIVE
+    # Symbols with netting = "priority": how long a population's intent rules the side.
+    priority_window_s: PositiveFloat = 1.0
 
     @field_serializer("state")
     def _state_name(self, state: TradingState) -> str:
         # Plain text in dumps, so a diff reads 'active' -> 'halted'.
         return state.value
+
+
+class RateConfig(_Model):
+    # A token bucket: intents per second, and how many may go at once after a quiet spell.
+    rate: PositiveFloat
+    burst: Annotated[float, Field(ge=1.0)]
+
+
+class RiskConfig(_Model):
+    # Limits over the whole account (the per-agent limits of a symbol are in [[symbols]]).
+    # Left out: not limited.
+    agent_order_rate: RateConfig | None = None
+    order_rate: RateConfig | None = None
+    max_gross_exposure: PositiveFloat | None = None
+    max_drawdown: PositiveFloat | None = None
+    drawdown_action: Literal["reduce_only", "halted"] = "reduce_only"
 
 
 class SupervisorConfig(_Model):
@@ -185,6 +203,10 @@ class SymbolConfig(_Model):
     lot_size: PositiveFloat
     max_position: PositiveFloat
     max_order_notional: PositiveFloat
+    max_order_qty: PositiveFloat | None = None
+    price_band_bps: PositiveFloat = 1000.0
+    max_open_orders: PositiveInt = 50
+    netting: Literal["net", "priority", "independent"] = "net"
 
     @model_validator(mode="after")
     def _price_on_grid(self) -> SymbolConfig:
@@ -265,7 +287,8 @@ class FeedConfig(_Model):
     trade_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
     volatility: NonNegativeFloat = 1e-5
     spread_bps: NonNegativeFloat = 1.0
-    # Replay only: the tick file, its pacing and whether to start over at its end.
+    # Replay only: the recording (a tick file, a Parquet history folder, or a folder of raw
+    # exchange captures), its pacing and whether to start over at its end.
     path: Annotated[Path | None, Field(validate_default=True)] = None
     pace: Literal["recorded", "fast"] = "recorded"
     loop: bool = False
@@ -283,8 +306,8 @@ class FeedConfig(_Model):
             return path
         if path is None:
             raise ValueError("the replay feed needs a path")
-        if not path.is_file():
-            raise ValueError(f"replay file {str(path)!r} does not exist")
+        if not path.exists():
+            raise ValueError(f"replay source {str(path)!r} does not exist")
         return path
 
 
@@ -301,6 +324,8 @@ class PopulationConfig(_Model):
     # indexes (see Config.population_seed).
     seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None
     params: dict[str, Any] = {}
+    # Rank of its intents on symbols with netting = "priority" (higher wins).
+    priority: int = 0
 
 
 class HostConfig(_Model):
@@ -341,7 +366,22 @@ class CpuConfig(_Model):
 
 class RecorderConfig(_Model):
     enabled: bool = False
-    path: Path = Path("var/ticks.dmt")
+    # "parquet": a history folder users open with pandas, polars, DuckDB (feeds/parquet.py);
+    # "tickfile": the raw 64-byte records in one file (fastest to write and to replay).
+    format: Literal["parquet", "tickfile"] = "parquet"
+    path: Path = Path("var/history")
+    # Parquet: a file is closed and the next one started at this size or age.
+    rotate_mb: PositiveFloat = 256.0
+    rotate_s: PositiveFloat = 3600.0
+
+
+class MetricsConfig(_Model):
+    # Interval of the equity curves behind Sharpe, Sortino and drawdown (docs/metrics.md).
+    sample_interval_s: PositiveFloat = 1.0
+    # Agents shown at the top and at the bottom (by net PnL) in status and top.
+    top_agents: Annotated[int, Field(ge=0, le=100)] = 5
+    # Seconds between checkpoints of the metrics (a restart continues from the last one).
+    checkpoint_s: PositiveFloat = 30.0
 
 
 # ---- beyond one host: [cluster] ---------------------------------------------------------
@@ -418,10 +458,11 @@ class Config(_Model):
     # Records per tick ring and per intent/report queue: powers of two (index masking).
     ring_capacity: PowerOfTwo = 65536
     queue_capacity: PowerOfTwo = 16384
-    # A group whose members may read the shared memory (status, top); None: only the
-    # service user. Never any access for others.
+    # A group whose members may read the shared memory (status, top) and set the trading
+    # state (dynamind trading); None: only the service user. Never any access for others.
     operator_group: str | None = None
     trading: TradingConfig = TradingConfig()
+    risk: RiskConfig = RiskConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     symbols: Annotated[list[SymbolConfig], Field(min_length=1, max_length=65535)]
     feed: FeedConfig = FeedConfig()
@@ -429,6 +470,7 @@ class Config(_Model):
     execution: ExecutionConfig = ExecutionConfig()
     cpu: CpuConfig = CpuConfig()
     recorder: RecorderConfig = RecorderConfig()
+    metrics: MetricsConfig = MetricsConfig()
     compute: ComputeConfig = ComputeConfig()
     cluster: ClusterConfig | None = None
 
@@ -503,7 +545,7 @@ class Config(_Model):
         for h, host in enumerate(self.hosts):
             if host.name in hosts[:h]:
                 errors.append((f"hosts[{h}].name", f"duplicate host name {host.name!r}"))
-            if host.name in (*WORKERS, *CLUSTER_WORKERS, APPLIANCE, "supervisor"):
+            if host.name in (*WORKERS, *CLUSTER_WORKERS, APPLIANCE, Role.SUPERVISOR):
                 errors.append((f"hosts[{h}].name", f"{host.name!r} is reserved"))
             if sum(p.agents for p in host.populations) > 2**32 - 1:
                 errors.append((f"hosts[{h}].populations", "more than 2**32-1 agents in a host"))
@@ -580,10 +622,10 @@ class Config(_Model):
         if self.feed.kind != "replay" or self.feed.path is None:
             return []
         try:
-            header = read_header(self.feed.path)
-        except (OSError, TickFileError) as exc:
+            recorded = open_source(self.feed.path).symbols
+        except SourceError as exc:
             return [("feed.path", str(exc))]
-        unknown = [s for s in header.symbols if s not in names]
+        unknown = [s for s in recorded if s not in names]
         if unknown:
             return [("feed.path", f"recorded symbols {unknown} are not in the config's symbols")]
         return []
@@ -633,8 +675,8 @@ class Config(_Model):
         needed = [
             k
             for k in known
-            if (k != "recorder" or self.recorder.enabled)
-            and (k != "execution" or self.runs_execution)
+            if (k != Role.RECORDER or self.recorder.enabled)
+            and (k != Role.EXECUTION or self.runs_execution)
             and (k not in hosts or k in local)
         ]
         missing = [k for k in needed if k not in self.cpu.cores]
@@ -695,12 +737,16 @@ class Config(_Model):
 
 
 def load_config(
-    path: str | os.PathLike[str], *, available_cores: Collection[int] | None = None
+    path: str | os.PathLike[str],
+    *,
+    available_cores: Collection[int] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
     """Read and validate the TOML config at ``path``; ConfigError listing every problem.
 
     Explicit CPU cores are checked against ``available_cores``, by default the cores this
-    process may run on (``os.sched_getaffinity(0)``).
+    process may run on (``os.sched_getaffinity(0)``). ``overrides`` replace keys of tables
+    before validation (``{"feed": {"path": ...}}``), for commands that take them as options.
     """
     try:
         raw = Path(path).read_bytes()
@@ -712,13 +758,25 @@ def load_config(
         raise ConfigError([("", f"not UTF-8 text: {exc}")], path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_toml_error(str(exc))], path) from None
+    for table, values in (overrides or {}).items():
+        data[table] = {**data.get(table, {}), **values}
     cores = os.sched_getaffinity(0) if available_cores is None else available_cores
     try:
-        return Config.model_validate(data, context={"available_cores": set(cores)})
-    except ValidationError as exc:
-        raise ConfigError(_from_validation_error(exc), path) from None
+        return validate_config(data, available_cores=cores)
     except ConfigError as exc:
         raise ConfigError(exc.errors, path) from None
+
+
+def validate_config(
+    data: dict[str, Any], *, available_cores: Collection[int] | None = None
+) -> Config:
+    """A Config from its dict form (a TOML file's, or ``model_dump``'s); ConfigError
+    listing every problem. Explicit CPU cores are checked only if ``available_cores``."""
+    context = None if available_cores is None else {"available_cores": set(available_cores)}
+    try:
+        return Config.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(_from_validation_error(exc)) from None
 
 
 def _toml_error(message: str) -> tuple[str, str]:
@@ -730,6 +788,11 @@ def _toml_error(message: str) -> tuple[str, str]:
 
 
 # ---- diff and hot reload ---------------------------------------------------------------
+#
+# diff_config is the one place that decides how a change of the config is applied: live by
+# the running processes, by restarting the processes it concerns, or not at all while the
+# appliance runs (it needs the whole appliance restarted). The supervisor's reload acts on
+# its answer and keeps no list of its own.
 
 
 @dataclass(frozen=True)
@@ -741,30 +804,74 @@ class Change:
     old: Any
     new: Any
     # None: applied live by the running processes; else what must restart to apply it:
-    # "appliance", "feed", "execution", "recorder" or an agent host's name.
+    # "feed", "execution", "recorder", an agent host's name, or "appliance" (the whole
+    # appliance: a running appliance refuses the change, see ``why``).
     restart: str | None
+    why: str = ""  # for "appliance": what makes it need the whole appliance
 
     @property
     def live(self) -> bool:
         return self.restart is None
 
+    @property
+    def refused(self) -> bool:
+        """Not appliable to a running appliance."""
+        return self.restart == APPLIANCE
+
     def __str__(self) -> str:
-        how = "live" if self.restart is None else f"restart {self.restart}"
+        if self.restart is None:
+            how = "live"
+        elif self.refused:
+            how = f"needs a restart of the whole appliance: {self.why}"
+        else:
+            how = f"restart {self.restart}"
         return f"{self.path}: {self.old!r} -> {self.new!r} ({how})"
 
 
 _MISSING = object()
 
-# Paths applied live by the processes that read them (risk limits by execution, feed rate
-# by the feed, the rest by every process or by the supervisor itself).
+# Paths applied live by the processes that read them (trading state, risk limits, netting
+# policies and population priorities by execution, feed rate by the feed, log format by
+# every process, the status interval and the supervisor's limits by the supervisor and
+# execution).
 _LIVE = re.compile(
-    r"^(trading\.state|feed\.rate|log_format|status_interval_s|supervisor\..*"
-    r"|symbols\[\d+\]\.(max_position|max_order_notional))$"
+    r"^(trading\..*|risk\..*|feed\.rate|log_format|status_interval_s|supervisor\..*"
+    r"|symbols\[\d+\]\.(max_position|max_order_notional|max_order_qty|price_band_bps"
+    r"|max_open_orders|netting)"
+    r"|hosts\[\d+\]\.populations\[\d+\]\.priority)$"
 )
+# Paths only a restart of the whole appliance applies, and why.
+_WHOLE: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(p), why)
+    for p, why in [
+        (r"^instance$", "it names every shared-memory segment"),
+        (r"^(ring|queue)_capacity$", "it sizes shared-memory segments"),
+        (r"^wait$", "it is every process's wait strategy"),
+        (r"^cpu\.mode$", "it places every process on its cores"),
+        (r"^symbols", "the symbol table is in every process, every record and the journal"),
+        (
+            r"^hosts",
+            "the layout of hosts and populations sizes the queues and position snapshots "
+            "and is recorded in the journal",
+        ),
+        (
+            r"^(journal_path|venue_state_path)$",
+            "the journal and the venue state hold the appliance's orders and positions",
+        ),
+        (r"^recorder\.enabled$", "it adds or removes a process"),
+        (r"^compute", "it is the kernel backend of every agent host"),
+        (r"^operator_group$", "every segment is created with that group"),
+        (
+            r"^execution\.(venue|ccxt\.(exchange|sandbox))$",
+            "the journal's open orders and positions are at the venue it names",
+        ),
+    ]
+]
 
 
 def diff_config(old: Config, new: Config) -> list[Change]:
-    """Every leaf that differs between ``old`` and ``new``, classified live or restart.
+    """Every leaf that differs between ``old`` and ``new``, classified live, restart of a
+    process, or restart of the whole appliance.
 
     Lists of different lengths (symbols, hosts, populations) are one change of the list.
     """
@@ -787,7 +894,7 @@ def _diff(a: Any, b: Any, loc: tuple[str | int, ...], old: Config, out: list[Cha
                 path,
                 None if a is _MISSING else a,
                 None if b is _MISSING else b,
-                _restart_target(path, loc, old),
+                *_classify(path, loc, old),
             )
         )
 
@@ -803,22 +910,25 @@ def _is_layout(loc: tuple[str | int, ...]) -> bool:
     return loc in (("symbols",), ("hosts",)) or (len(loc) == 3 and loc[2] == "populations")
 
 
-def _restart_target(path: str, loc: tuple[str | int, ...], old: Config) -> str | None:
+def _classify(path: str, loc: tuple[str | int, ...], old: Config) -> tuple[str | None, str]:
+    """(restart target, why) of a change at ``path``: see ``Change.restart``."""
     if _LIVE.match(path):
-        return None
+        return None, ""
     top = loc[0]
-    if top == "feed" or (top == "symbols" and loc[-1] == "start_price"):
-        return Role.FEED
-    if top in ("execution", "journal_path", "venue_state_path"):
-        return Role.EXECUTION
-    if top == "recorder":
-        return Role.RECORDER
-    if top == "cpu" and len(loc) == 3:
-        key = str(loc[2])
-        return key if key in WORKERS or key in (h.name for h in old.hosts) else APPLIANCE
     if top == "hosts" and len(loc) == 5 and loc[-1] in ("params", "seed", "grid"):
         # A population's params only change its host's agents; the layout stays.
-        return old.hosts[int(loc[1])].name
-    # Segment sizes, instance name, wait strategy, the instrument table, the layout of
-    # hosts and populations, the CPU mode: every process depends on them.
-    return APPLIANCE
+        return old.hosts[int(loc[1])].name, ""
+    for pattern, why in _WHOLE:
+        if pattern.match(path):
+            return APPLIANCE, why
+    if top == "feed":
+        return Role.FEED, ""
+    if top in ("execution", "metrics"):
+        return Role.EXECUTION, ""
+    if top == "recorder":  # recorder.enabled is whole-appliance (above)
+        return Role.RECORDER, ""
+    if top == "cpu" and len(loc) == 3:
+        key = str(loc[2])
+        if key in (*WORKERS, *CLUSTER_WORKERS) or key in (h.name for h in old.hosts):
+            return key, ""  # that process is restarted on its new cores
+    return APPLIANCE, "every process depends on it"

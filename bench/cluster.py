@@ -301,9 +301,7 @@ def run(quick: bool) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
-        "bench": "cluster",
-        "quick": quick,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **results.stamp("cluster", quick),
         "cpus": os.cpu_count(),
         "load_avg": os.getloadavg(),
         "phases": phases,

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from appliance.config import Config, ConfigError, diff_config, load_config
+from appliance.feeds.parquet import InstrumentInfo, ParquetRecorder
 from appliance.feeds.tickfile import TickFileWriter
 from appliance.model.enums import TradingState
-from appliance.model.records import TICK
+from appliance.model.records import TICK, TickKind
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "config" / "dynamind.toml"
@@ -70,10 +71,13 @@ def test_default_config_loads_and_round_trips():
 
 def test_examples_load(tmp_path, monkeypatch):
     assert load_config(ROOT / "config/examples/bench.toml").feed.rate == 0
-    # The replay example reads var/ticks.dmt relative to the current directory.
+    # The replay example reads var/history relative to the current directory.
     monkeypatch.chdir(tmp_path)
-    with TickFileWriter("var/ticks.dmt", ["ETH/USDT", "BTC/USDT"]) as w:
-        w.append(np.zeros(0, dtype=TICK))
+    history = ParquetRecorder("var/history", [InstrumentInfo("ETH/USDT")], {})
+    tick = np.zeros(1, dtype=TICK)
+    tick["kind"] = TickKind.QUOTE
+    history.append(tick)
+    history.close()
     cfg = load_config(ROOT / "config/examples/replay.toml")
     assert cfg.feed.kind == "replay" and cfg.feed.loop
 
@@ -169,7 +173,7 @@ def test_feed_and_supervisor_rules(tmp_path):
     assert "less than or equal to 1" in errors["feed.trade_ratio"]
     assert "exceeds restart_backoff_max_s" in errors["supervisor"]
     missing = errors_of(tmp_path, minimal("[feed]", 'kind = "replay"', 'path = "no.dmt"'))
-    assert missing["feed.path"] == "replay file 'no.dmt' does not exist"
+    assert missing["feed.path"] == "replay source 'no.dmt' does not exist"
     half = errors_of(tmp_path, minimal("ring_capacity = 1024", "[feed]", "batch_size = 1000"))
     assert "at most half the ring" in half["feed.batch_size"]
 
@@ -212,7 +216,12 @@ def test_diff_classifies_live_and_restart_changes():
         d["execution"]["taker_fee_bps"] = 5.0
         d["journal_path"] = Path("elsewhere.sqlite")
         d["recorder"]["enabled"] = True
+        d["recorder"]["path"] = Path("elsewhere.dmt")
         d["hosts"][1]["populations"][0]["params"]["fast"] = [6, 9]
+        d["hosts"][0]["populations"][0]["seed"] = 5
+        d["wait"] = "spin"
+        d["operator_group"] = "root"
+        d["compute"]["backend"] = "numpy"
         d["ring_capacity"] = 1 << 17
         d["instance"] = "other"
         d["symbols"][3]["tick_size"] = 0.001
@@ -228,19 +237,31 @@ def test_diff_classifies_live_and_restart_changes():
         "log_format": None,
         "status_interval_s": None,
         "feed.seed": "feed",
-        "symbols[2].start_price": "feed",
+        "symbols[2].start_price": "appliance",
         "execution.taker_fee_bps": "execution",
-        "journal_path": "execution",
-        "recorder.enabled": "recorder",
+        "journal_path": "appliance",
+        "recorder.enabled": "appliance",
+        "recorder.path": "recorder",
         "hosts[1].populations[0].params": "host-b",
+        "hosts[0].populations[0].seed": "host-a",
+        "wait": "appliance",
+        "operator_group": "appliance",
+        "compute.backend": "appliance",
         "ring_capacity": "appliance",
         "instance": "appliance",
         "symbols[3].tick_size": "appliance",
         "hosts[0].populations[0].agents": "appliance",
     }
     rate = changes["feed.rate"]
-    assert (rate.old, rate.new, rate.live) == (20000.0, 500.0, True)
+    assert (rate.old, rate.new, rate.live, rate.refused) == (20000.0, 500.0, True, False)
     assert str(rate) == "feed.rate: 20000.0 -> 500.0 (live)"
+    assert str(changes["feed.seed"]).endswith("(restart feed)")
+    ring = changes["ring_capacity"]
+    assert ring.refused and not ring.live
+    assert str(ring).endswith(
+        "(needs a restart of the whole appliance: it sizes shared-memory segments)"
+    )
+    assert all(c.why for c in changes.values() if c.refused)
 
 
 def test_diff_of_layout_lists():
@@ -282,3 +303,45 @@ def test_union_errors_name_the_value_not_pydantics_type_tags(tmp_path):
         "as a number: Input should be greater than 0 (got -1); "
         "or as a list: Input should be a valid list (got -1)"
     )
+
+
+def test_risk_tables(tmp_path):
+    text = minimal(
+        "[trading]", "priority_window_s = 0.5",
+        "[risk]", "max_gross_exposure = 1e6", "max_drawdown = 500", 'drawdown_action = "halted"',
+        "agent_order_rate = { rate = 5, burst = 10 }",
+    )  # fmt: skip
+    notional = "max_order_notional = 1000.0"
+    cfg = load(tmp_path, text.replace(notional, notional + '\nnetting = "priority"'))
+    assert cfg.risk.agent_order_rate.burst == 10 and cfg.risk.order_rate is None
+    assert cfg.risk.drawdown_action == "halted" and cfg.trading.priority_window_s == 0.5
+    assert [s.netting for s in cfg.symbols] == ["priority", "priority"]
+    assert cfg.symbols[0].max_order_qty is None and cfg.symbols[0].max_open_orders == 50
+    errors = errors_of(tmp_path, minimal(
+        "[risk]", 'drawdown_action = "active"', "order_rate = { rate = 5, burst = 0.5 }",
+        "max_drawdown = -1",
+    ).replace("max_order_notional = 1000.0", 'max_order_notional = 1000.0\nnetting = "pool"\n'
+              "price_band_bps = 0\nmax_open_orders = 0", 1))  # fmt: skip
+    assert "'reduce_only' or 'halted'" in errors["risk.drawdown_action"]
+    assert "greater than or equal to 1" in errors["risk.order_rate.burst"]
+    assert "greater than 0" in errors["risk.max_drawdown"]
+    assert "'net', 'priority' or 'independent'" in errors["symbols[0].netting"]
+    assert "greater than 0" in errors["symbols[0].price_band_bps"]
+    assert "greater than 0" in errors["symbols[0].max_open_orders"]
+
+
+def test_risk_and_netting_reload_live():
+    old = load_config(DEFAULT)
+
+    def edit(d):
+        d["risk"]["max_drawdown"] = 10.0
+        d["risk"]["order_rate"] = {"rate": 10.0, "burst": 20.0}
+        d["trading"]["priority_window_s"] = 3.0
+        d["symbols"][0]["netting"] = "independent"
+        d["symbols"][1]["price_band_bps"] = 50.0
+        d["symbols"][2]["max_open_orders"] = 3
+        d["symbols"][3]["max_order_qty"] = 1.0
+        d["hosts"][0]["populations"][0]["priority"] = 2
+
+    changes = diff_config(old, _variant(old, edit))
+    assert len(changes) == 8 and all(c.live for c in changes), [str(c) for c in changes]

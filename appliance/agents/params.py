@@ -82,6 +82,9 @@ class PopulationParams(BaseModel):
     # After any other finished intent an agent waits this long before its next one: a
     # holding period, which keeps agents on noisy signals from trading on every tick.
     cooldown_s: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_S)
+    # The time over which an agent expects its signal (an intent's side) to play out: its
+    # signal accuracy compares the mid then with the mid at the signal (docs/metrics.md).
+    horizon_s: float = Field(default=1.0, gt=0.0, le=MAX_WAIT_S)
 
     @model_validator(mode="after")
     def _agent_param_bounds(self) -> PopulationParams:

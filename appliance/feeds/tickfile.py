@@ -233,6 +233,13 @@ class TickFileReader:
         """Byte offset of record ``index`` in the file."""
         return self.header.header_len + index * TICK.itemsize
 
+    def count(self) -> int:
+        return len(self.records)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The whole file as one zero-copy array (the replay feed's source protocol)."""
+        yield self.records
+
     def batches(self, size: int) -> Iterator[np.ndarray]:
         """Consecutive views of at most ``size`` records."""
         for start in range(0, len(self.records), size):

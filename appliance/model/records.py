@@ -142,12 +142,19 @@ class RejectReason(IntEnum):
     NONE = 0
     MAX_POSITION = 1  # the fill would take the agent beyond max_position for the symbol
     MAX_NOTIONAL = 2  # qty * price exceeds max_order_notional for the symbol
-    HALTED = 3  # trading is halted (operator or restart-intensity limit)
+    HALTED = 3  # trading is halted (operator, drawdown kill switch or restart-intensity limit)
     NO_MARKET = 4  # no quote known yet for the symbol
     UNKNOWN_SYMBOL = 5  # symbol index outside the instrument table
     BAD_ORDER = 6  # non-positive quantity, bad side, bad type or bad limit price
     VENUE = 7  # the venue refused the order
     NO_LIQUIDITY = 8  # market order found no quoted size to fill against
+    MAX_ORDER_QTY = 9  # qty exceeds max_order_qty for the symbol
+    PRICE_BAND = 10  # the price is further from the last mid than price_band_bps (fat finger)
+    ORDER_RATE = 11  # the agent's or the appliance's order-rate token bucket is empty
+    MAX_OPEN_ORDERS = 12  # the agent already has max_open_orders open in the symbol
+    MAX_GROSS_EXPOSURE = 13  # the fill would take gross exposure beyond max_gross_exposure
+    REDUCE_ONLY = 14  # trading is reduce-only and the intent would not shrink |position|
+    CONFLICT = 15  # priority netting: a higher-priority population trades the other way
 
 
 #: The execution process's answer about one intent, pushed onto the host's report queue.
@@ -188,3 +195,43 @@ REPORT = _dtype(
 #: One cell of a host's positions snapshot: the signed position, in base units, of one
 #: agent (row) in one symbol (column), as the execution side holds it.
 POSITION = np.dtype("<f8")
+
+
+class MetricGroup(IntEnum):
+    """What one METRIC row describes."""
+
+    NONE = 0  # an unused row
+    OVERALL = 1
+    POPULATION = 2  # index: population in config order (hosts, then their populations)
+    SYMBOL = 3  # index: symbol index
+    TOP_AGENT = 4  # index: global agent index (population offset + agent), best net first
+    BOTTOM_AGENT = 5  # index: global agent index, worst net first
+
+
+#: Figures of a METRIC row, in field order (definitions: docs/metrics.md).
+METRIC_FIGURES = (
+    "net", "gross", "fees", "realized", "unrealized", "turnover", "position", "exposure",
+    "sharpe", "sortino", "max_drawdown", "drawdown_s", "fill_rate_orders", "fill_rate_qty",
+    "reject_rate", "signal_accuracy",
+)  # fmt: skip
+#: Counts of a METRIC row, after the figures.
+METRIC_COUNTS = ("orders", "orders_filled", "rejects", "samples")
+
+#: One row of the live trading metrics the execution process publishes (a seqlock
+#: snapshot, read by `dynamind status` and `top`): 192 bytes, three cache lines. Figures
+#: are float64 (NaN: undefined), counts uint64.
+METRIC = np.dtype(
+    {
+        # Who a row is about, so readers need no config to name it: host and population
+        # indexes (populations, agents), agent within its population, symbol index.
+        "names": ["group", "index", *METRIC_FIGURES, *METRIC_COUNTS, "host", "population",
+                  "agent", "symbol"],
+        "formats": ["<u4", "<u4", *["<f8"] * len(METRIC_FIGURES), *["<u8"] * len(METRIC_COUNTS),
+                    "<u2", "<u2", "<u4", "<u2"],
+        "offsets": [0, 4, *range(8, 8 + 8 * len(METRIC_FIGURES), 8),
+                    *range(8 + 8 * len(METRIC_FIGURES), 8 + 8 * (len(METRIC_FIGURES)
+                                                                + len(METRIC_COUNTS)), 8),
+                    168, 170, 172, 176],
+        "itemsize": 192,
+    }
+)  # fmt: skip

@@ -50,6 +50,7 @@ def _load(path: str):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from appliance.model.enums import Role
     from appliance.runtime import layout
     from appliance.runtime.supervisor import Supervisor
     from appliance.shm import SegmentError, SegmentInUse, check_space
@@ -61,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return Exit.CONFIG
     if args.log_format:
         config = config.model_copy(update={"log_format": args.log_format})
-    logs.setup(config.log_format, process="supervisor")
+    logs.setup(config.log_format, process=Role.SUPERVISOR)
     try:
         # Early and whole: a tmpfs that fills part-way would fail a later segment.
         check_space(layout.shm_bytes(config), config.instance)
@@ -261,6 +262,15 @@ def _cmd_flatten(args: argparse.Namespace) -> int:
         monitor.close()
 
 
+def _cmd_trading(args: argparse.Namespace) -> int:
+    from appliance.ops import trading_cmd
+
+    instance = _instance(args.config)
+    if instance is None:
+        return Exit.CONFIG
+    return trading_cmd.run(instance, args.action, args.reason or "", args.timeout)
+
+
 def _stopped_config(path: str):
     """The config, if no appliance of its instance runs (journal files are then ours)."""
     from appliance.runtime.layout import STATS
@@ -311,14 +321,40 @@ def _cmd_install(args: argparse.Namespace) -> int:
     return install.main(args)
 
 
+def _cmd_journal_view(args: argparse.Namespace) -> int:
+    from appliance.config import ConfigError, load_config
+    from appliance.ops import journal_views
+    from appliance.trading.journal import JournalError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError:
+        config = None  # names fall back to indexes; the journal itself says the rest
+    journal = args.journal or (config.journal_path if config else None)
+    if journal is None:
+        print(f"no journal: {args.config} is not a usable config; give --journal", file=sys.stderr)
+        return Exit.USAGE
+    try:
+        print(journal_views.run(args.command, args, config, journal), flush=True)
+    except (journal_views.ViewError, JournalError) as exc:
+        print(exc, file=sys.stderr)
+        return Exit.USAGE
+    return 0
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from appliance.ops import backtest
+
+    try:
+        return backtest.main(args)
+    except backtest.BacktestError as exc:
+        print(f"backtest: {exc}", file=sys.stderr)
+        return Exit.USAGE
+
+
 #: bench name -> module of bench/ with a main(argv) -> exit code
-BENCHES = {
-    "ipc": "ipc",
-    "pipeline": "pipeline",
-    "agents": "agents",
-    "ccxt": "ccxt_feed",
-    "cluster": "cluster",
-}
+BENCHES = {"ipc": "ipc", "pipeline": "pipeline", "agents": "agents", "ccxt": "ccxt_feed",
+           "backtest": "backtest", "history": "history", "cluster": "cluster"}  # fmt: skip
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -388,6 +424,27 @@ def _sub(sub, name: str, func, help: str, codes: tuple[Exit, ...] = ()) -> argpa
     return p
 
 
+def _view_options(kind: str):
+    def add(p: argparse.ArgumentParser) -> None:
+        from appliance.ops.journal_views import add_arguments
+
+        _config_option(p)
+        add_arguments(p, kind)
+
+    return add
+
+
+def _backtest_options(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--data", required=True, metavar="PATH",
+                   help="Parquet history folder, raw captures folder, or tick file")  # fmt: skip
+    p.add_argument("--from", dest="since", metavar="T", help="first tick time (ISO 8601, epoch s)")
+    p.add_argument("--to", dest="until", metavar="T", help="end time (exclusive)")
+    p.add_argument("--out", default="var/backtest", metavar="DIR", help="report folder")
+    p.add_argument("--seed", type=int, help="override feed.seed (agents' drawn parameters)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-c",
@@ -434,6 +491,12 @@ def _wait_options(default: float):
         p.add_argument("--timeout", type=float, default=default, metavar="S", help="wait at most")
 
     return add
+
+
+def _trading_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["halt", "reduce-only", "resume"], help="the new state")
+    _wait_options(10.0)(p)
+    p.add_argument("--reason", metavar="TEXT", help="why, for the journal")
 
 
 def _reset_options(p: argparse.ArgumentParser) -> None:
@@ -519,12 +582,24 @@ COMMANDS = (
     ("flatten", _cmd_flatten, "close every position: trading goes reduce-only, execution "
      "sends closing orders (risk-checked, netted, journaled); waits until flat",
      (E.ERROR, E.NOT_RUNNING, E.CONFIG), _wait_options(120.0)),
+    ("trading", _cmd_trading, "set the trading state of the running appliance (halt, "
+     "reduce-only, resume): journaled with your user and --reason; halting or reduce-only "
+     "cancels resting orders", (E.ERROR, E.NOT_RUNNING, E.CONFIG), _trading_options),
     ("reset", _cmd_reset, "start over (the appliance stopped): archive the journal and the "
      "paper venue's state", (E.USAGE, E.ALREADY_RUNNING, E.CONFIG), _reset_options),
     ("journal", _cmd_journal, "journal maintenance (the appliance stopped)",
      (E.USAGE, E.ALREADY_RUNNING, E.CONFIG), _journal_options),
     ("install-service", _cmd_install, "install or upgrade the systemd service (clean venv "
      "from a wheel, user, config, unit); idempotent", (E.ERROR,), _install_options),
+    ("orders", _cmd_journal_view, "orders from the journal, named and filtered (read-only: "
+     "works while the appliance runs)", (E.USAGE,), _view_options("orders")),
+    ("fills", _cmd_journal_view, "fills from the journal (read-only)", (E.USAGE,),
+     _view_options("fills")),
+    ("pnl", _cmd_journal_view, "PnL net of fees (gross and fees beside it), turnover, fill and "
+     "reject rates per agent, population, symbol or overall, from the journal", (E.USAGE,),
+     _view_options("pnl")),
+    ("backtest", _cmd_backtest, "run the whole appliance on recorded data as fast as possible "
+     "(deterministic) and write a report with plots", (E.USAGE,), _backtest_options),
     ("bench", _cmd_bench, "benchmarks: delivered messages/s with losses beside", (E.ERROR,),
      _bench_options),
     ("exchange-sim", _cmd_exchange_sim, "a loopback Binance-compatible exchange replaying a "

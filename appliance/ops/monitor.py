@@ -20,6 +20,8 @@ import posix_ipc
 
 from appliance.model.enums import Role
 from appliance.model.records import INTENT, REPORT, TICK
+from appliance.ops.trading_view import TradingView
+from appliance.ops.trading_view import format_text as metrics_text
 from appliance.runtime import layout
 from appliance.runtime.board import Board
 from appliance.runtime.service import pnl_net
@@ -79,6 +81,7 @@ class Sample:
     ticks_per_s: float = 0.0
     board: dict[str, Any] = field(default_factory=dict)
     banner: str = ""  # why there is nothing to show (not running, stopping, ...)
+    metrics: dict[str, Any] | None = None  # live trading metrics, see trading_view.py
 
 
 class _Attached:
@@ -98,6 +101,7 @@ class _Attached:
             self.ring = self._keep(
                 BroadcastRing.attach(instance, layout.TICKS, TICK, read_only=True)
             )
+            self.metrics = self._keep(TradingView(instance))
         except BaseException:
             self.close()
             raise
@@ -245,6 +249,7 @@ class Monitor:
             ticks_per_s=ticks_per_s,
             board=board,
             banner=_phase_banner(board.get("phase", "")),
+            metrics=seg.metrics.read(seg.hosts),
         )
 
     @staticmethod
@@ -368,4 +373,5 @@ def format_text(sample: Sample) -> str:
         )
     for q in sample.queues:
         lines.append(f"queue {q.name:<20} depth {q.depth:>7,} / {q.capacity:,}")
+    lines += ["", metrics_text(sample.metrics)]
     return "\n".join(lines)

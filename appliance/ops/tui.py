@@ -26,6 +26,8 @@ from appliance.ops.monitor import (
     state_text,
     summary_lines,
 )
+from appliance.ops.trading_view import COLUMNS as METRIC_COLUMNS
+from appliance.ops.trading_view import table_rows
 
 CELL_PADDING = 1  # DataTable's default: one space each side of a cell
 
@@ -126,6 +128,7 @@ class StatusApp(App):
         yield Static(id="banner")
         yield Static(id="summary")
         with Vertical(id="tables"):
+            yield DataTable(id="metrics", zebra_stripes=True, cursor_type="none")
             yield DataTable(id="processes", zebra_stripes=True, cursor_type="none")
             yield DataTable(id="readers", cursor_type="none")
             yield DataTable(id="queues", cursor_type="none")
@@ -135,6 +138,10 @@ class StatusApp(App):
     def on_mount(self) -> None:
         self.sub_title = self.monitor.instance
         self._fit_columns()
+        metrics = self.query_one("#metrics", DataTable)
+        metrics.add_column("metrics", width=18)
+        for label, _ in METRIC_COLUMNS:
+            metrics.add_column(label, width=max(6, len(label)))
         readers = self.query_one("#readers", DataTable)
         readers.add_column("ring reader", width=12)
         for label in ("lag", "lost", "gaps"):
@@ -188,8 +195,12 @@ class StatusApp(App):
         queues.clear()
         cluster = self.query_one("#cluster", DataTable)
         cluster.clear()
+        metrics = self.query_one("#metrics", DataTable)
+        metrics.clear()
         if not s.running:
             return  # no rows stuck at "dead": the banner says what happened
+        for name, cells in table_rows(s.metrics) if s.metrics else []:
+            metrics.add_row(name, *cells)
         for p in s.processes:
             cells = [c.cell(p) for c in self.columns_shown]
             if not p.alive:

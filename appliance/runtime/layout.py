@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from appliance.config import Config
 from appliance.model.enums import Role
 from appliance.model.records import INTENT, POSITION, REPORT, TICK
+from appliance.runtime import live_metrics
 from appliance.runtime.board import BOARD
 from appliance.shm import BroadcastRing, RecordQueue, Stats
 from appliance.shm.snapshot import SharedSnapshot
@@ -92,7 +93,7 @@ def shm_bytes(config: Config) -> int:
         total += RecordQueue.footprint(INTENT, config.queue_capacity)
         total += RecordQueue.footprint(REPORT, config.queue_capacity)
         total += SharedSnapshot.footprint(POSITION, (host_agents(config, h), len(config.symbols)))
-    return total + SharedSnapshot.footprint(BOARD, (1,))
+    return total + SharedSnapshot.footprint(BOARD, (1,)) + live_metrics.footprint(config)
 
 
 # ---- beyond one host (appliance/cluster) ------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,11 +65,10 @@ class ServiceReport:
         self._next_ping = 0.0
         self._withheld: tuple[str, ...] = ()
 
-    def open_board(self, instance: str, trading: str, group: int | str | None = None) -> Board:
-        """Create the board; ``trading`` is the configured state until execution reports."""
-        self.board = Board.create(instance, group)
+    def open_board(self, board: Board, trading: str) -> None:
+        """Write on ``board``; ``trading`` is the configured state until execution reports."""
+        self.board = board
         self.board.update(phase="starting", trading=trading, trading_why=self.trading_why)
-        return self.board
 
     def _board(self, **fields: Any) -> None:
         if self.board is not None:
@@ -110,7 +109,7 @@ class ServiceReport:
         log.info("status", extra=fields)
         text = ", ".join(f"{k}={fmt.format(fields[k])}" for k, fmt in STATUS_FIELDS)
         self.notifier.status(text + (f"; {self._reload_note}" if self._reload_note else ""))
-        why = self.trading_why if s["trading"] != "active" else ""
+        why = (s.get("trading_why") or self.trading_why) if s["trading"] != "active" else ""
         self._board(
             trading=s["trading"],
             trading_why=why,
@@ -129,20 +128,24 @@ class ServiceReport:
         self._board(phase="reloading")
         self.notifier.reloading()
 
-    def reload_applied(self, live: Sequence[Change], needs: Sequence[Change]) -> None:
-        """Log what changed (nothing else); READY=1."""
+    def reload_applied(
+        self, live: Sequence[Change], restarted: Mapping[str, Sequence[Change]]
+    ) -> None:
+        """Log what changed (nothing else): live, or by restarting which process; READY=1."""
         for c in live:
             log.info("applied live: %s", c)
-        for c in needs:
-            log.warning("not applied (needs a restart of %s): %s", c.restart, c)
-        if not live and not needs:
+        for name, changes in restarted.items():
+            for c in changes:
+                log.info("applied by a restart of %s: %s", name, c)
+        n = len(live) + sum(len(c) for c in restarted.values())
+        if not n:
             note = "reload: config unchanged"
         else:
-            note = f"reload: {len(live)} change(s) applied" + (
-                f", {len(needs)} need a restart" if needs else ""
+            note = f"reload: {n} change(s) applied" + (
+                f", restarting {', '.join(restarted)}" if restarted else ""
             )
         log.info(note)
-        self._reload_note = f"last {note}" if needs else ""
+        self._reload_note = ""
         self._finish_reload(True, note)
 
     def reload_rejected(self, error: str) -> None:

@@ -5,6 +5,10 @@ supervisor's (parent-death signal plus a parent check), pins itself, takes its s
 and then runs its role's ``main(worker)``. The role loop calls :meth:`Worker.tick` often;
 that is where heartbeats, control messages and the parent check happen, at most every
 ``TICK_S`` seconds so the hot path pays only a clock read.
+
+Control messages are dispatched by type here: stop and drain set flags the role loop reads;
+a reload replaces ``Worker.config`` (and the log format) and is handed to the role only if
+it subscribed to it (the roles with something to change live: feed rate, risk limits).
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from appliance.config import Config
+from appliance.config import Config, ConfigError, validate_config
 from appliance.model.enums import Role
 from appliance.runtime import logs
 from appliance.runtime.control import Channel
 from appliance.runtime.cpu import pin
 from appliance.runtime.layout import COUNTERS, STATS, Process
+from appliance.runtime.messages import Drain, Error, Message, Ready, Reload, Stop
 from appliance.shm import Stats, StatsSlot
 from appliance.shm.stats import SlotState
 from appliance.shm.wait import WaitStrategy
@@ -69,8 +73,13 @@ class Worker:
         self.c = {name: self.slot.counter(name) for name in COUNTERS}
         self.stopping = False  # stop intake and leave the loop
         self.draining = False  # execution: finish what is queued, then leave
-        self.messages: list[dict[str, Any]] = []  # control messages for the role to handle
+        self.messages: list[Message] = []  # control messages for the role to handle
+        self._subscribed: set[type[Message]] = set()
         self._next_tick = 0.0
+
+    def subscribe(self, *kinds: type[Message]) -> None:
+        """Have messages of these kinds kept in ``messages`` for the role (see tick)."""
+        self._subscribed.update(kinds)
 
     def tick(self) -> bool:
         """Heartbeat, control and parent check; cheap unless TICK_S has passed.
@@ -89,25 +98,42 @@ class Worker:
             return True
         got = False
         for msg in self.down.receive():
-            got = True
-            kind = msg.get("kind")
-            if kind == "stop":
-                self.stopping = True
-            elif kind == "drain":
-                self.draining = True
-            else:
+            match msg:
+                case Stop():
+                    self.stopping = True
+                case Drain():
+                    self.draining = True
+                case Reload():
+                    if not self._reload(msg):
+                        continue
+            if type(msg) in self._subscribed:
                 self.messages.append(msg)
+            got = True
         return got
 
-    def take_messages(self) -> list[dict[str, Any]]:
+    def _reload(self, msg: Reload) -> bool:
+        try:
+            config = validate_config(msg.config)
+        except ConfigError as exc:
+            log.error("reload dropped: the config sent is invalid: %s", exc)
+            return False
+        self.config = config
+        logs.setup(config.log_format)
+        return True
+
+    def take_messages(self) -> list[Message]:
         msgs, self.messages = self.messages, []
         return msgs
 
-    def event(self, kind: str, **fields: Any) -> None:
-        """Tell the supervisor something (ready, status figures, errors)."""
-        if kind == "ready":  # attached and recovered: from now on the slot says running
+    def send(self, message: Message) -> None:
+        """Tell the supervisor something (ready, status figures, errors, reports)."""
+        if isinstance(message, Ready):
+            # Attached and recovered: from now on the slot says running, and heartbeats
+            # count. Beat now: recovery may have taken longer than the heartbeat timeout,
+            # and the supervisor judges the heartbeat as soon as it reads this.
+            self.slot.beat()
             self.slot.state(SlotState.RUNNING)
-        self.up.send(kind, name=self.process.name, pid=os.getpid(), **fields)
+        self.up.send(message)
 
     def add(self, counter: str, n: int = 1) -> None:
         self.slot.add(self.c[counter], n)
@@ -146,7 +172,7 @@ def run(spec: WorkerSpec, down: Channel, up: Channel) -> None:
     except Exception as exc:
         log.exception("%s failed", spec.process.name)
         worker.add("errors")
-        worker.event("error", error=f"{type(exc).__name__}: {exc}")
+        worker.send(Error(f"{type(exc).__name__}: {exc}"))
         code = 1
     finally:
         worker.slot.close(SlotState.STOPPED if code == 0 else SlotState.STOPPING)

@@ -27,8 +27,9 @@ from appliance.storage.sqlite import StoreError, one_of, open_store, transaction
 from appliance.venues.base import VenueFill
 
 APPLICATION_ID = 0x444D4A4E  # "DMJN": marks the file as a dynamind journal
-# 2: runs.layout, venue fills keyed per venue order; 3: open-order indexes name the states
-SCHEMA_VERSION = 3
+# 2: runs.layout, venue fills keyed per venue order; 3: open-order indexes name the states;
+# 4: trading_states
+SCHEMA_VERSION = 4
 _OPEN_STATES = one_of("state", OPEN)  # the partial indexes' term: queries repeat it
 _CHUNK = 500  # bound on "IN (...)" parameter lists
 
@@ -129,7 +130,19 @@ _OPEN_INDEXES = f"""
 CREATE INDEX orders_open ON orders(state) WHERE {_OPEN_STATES};
 CREATE INDEX venue_orders_open ON venue_orders(state) WHERE {_OPEN_STATES};
 """
+_TRADING_STATES = """
+CREATE TABLE trading_states (     -- every change of the trading state, with who and why
+    change_id  INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id     INTEGER NOT NULL REFERENCES runs(run_id),
+    ts_ns      INTEGER NOT NULL,
+    state      TEXT NOT NULL,     -- model.enums.TradingState value
+    previous   TEXT NOT NULL,
+    who        TEXT NOT NULL,     -- 'operator alice (uid 1000)', 'config', 'drawdown kill switch'
+    why        TEXT NOT NULL
+);
+"""
 _SCHEMA += _FILL_TABLES + "CREATE INDEX fills_order ON fills(client_order_id);\n" + _OPEN_INDEXES
+_SCHEMA += _TRADING_STATES
 
 # Version 1 -> 2: runs.layout; venue fills keyed by (venue order, fill id). SQLite cannot
 # change a primary key in place: rebuild both fill tables (copy, drop, rename).
@@ -150,6 +163,7 @@ CREATE INDEX fills_order ON fills(client_order_id);
 """,
     # Version 2 -> 3: the open-order indexes said "state < 5"; they now list the states.
     2: "DROP INDEX orders_open; DROP INDEX venue_orders_open;" + _OPEN_INDEXES,
+    3: _TRADING_STATES,
 }
 
 _ORDER_COLS = (
@@ -175,6 +189,15 @@ class OpenPosition(NamedTuple):
     symbol: int
     lot: float
     lots: int  # signed
+
+
+class TradingStateChange(NamedTuple):
+    run_id: int
+    ts_ns: int
+    state: str
+    previous: str
+    who: str
+    why: str
 
 
 def _lots(qty: float, lot: float) -> int:
@@ -286,10 +309,43 @@ class Journal:
             raise JournalError(f"{self.path}: no run begun (call begin_run first)")
         return self.run_id
 
+    # ---- trading state ------------------------------------------------------------------
+
+    def record_trading_state(
+        self, state: str, previous: str, who: str, why: str, now_ns: int | None = None
+    ) -> None:
+        """Journal a change of the trading state (committed before it returns)."""
+        run_id = self._need_run()
+        now = time.time_ns() if now_ns is None else now_ns
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO trading_states (run_id, ts_ns, state, previous, who, why) "
+                "VALUES (?,?,?,?,?,?)",
+                (run_id, now, state, previous, who, why),
+            )
+
+    def trading_states(self, epoch: str | None = None) -> list[TradingStateChange]:
+        """Changes of the trading state in journal order: all, or those of runs of
+        ``epoch``."""
+        if self.schema_version < 4:  # read-only view of a file not upgraded yet
+            return []
+        where, args = ("WHERE r.epoch = ?", (epoch,)) if epoch is not None else ("", ())
+        rows = self._conn.execute(
+            "SELECT t.run_id, t.ts_ns, t.state, t.previous, t.who, t.why FROM trading_states t "
+            f"JOIN runs r USING (run_id) {where} ORDER BY t.change_id",
+            args,
+        )
+        return [TradingStateChange(*r) for r in rows]
+
     # ---- ids ----------------------------------------------------------------------------
 
     def intent_client_id(self, host: int, intent_seq: int) -> str:
         return f"{self._need_run()}-{host}-{intent_seq}"
+
+    @staticmethod
+    def intent_run(client_order_id: str) -> int:
+        """The run that journaled an intent, from its client id (see intent_client_id)."""
+        return int(client_order_id.split("-", 1)[0])
 
     def next_venue_order_id(self) -> tuple[int, str]:
         """(venue_seq, client id) for the next venue order; the seq continues across runs."""
@@ -568,3 +624,11 @@ def _update(
             f"{table}: {len(orders) - cur.rowcount} of {len(orders)} updates found the row "
             "missing or in another state than expected; batch not written"
         )
+
+
+def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only SQLite connection to the journal at ``path``, checked like any open (for
+    tools that query it while the execution process writes it)."""
+    if not Path(path).exists():
+        raise JournalError(f"{path}: no journal here")
+    return Journal(path, readonly=True)._conn

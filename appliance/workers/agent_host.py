@@ -4,11 +4,10 @@ Ticks are read as zero-copy views of the ring; each population copies what it ne
 (``prepare``), the view is validated against the writer's claim cursor, and only then do
 the populations advance (``step``), so a lapped batch leaves no trace in agent state.
 
-Positions come from the execution side: the execution process publishes each host's
-positions in a snapshot tagged with the report-queue position it includes. On start (and
-whenever the execution process restarts, which bumps the snapshot's epoch) the host loads
-that snapshot and ignores reports before the tagged position, so no fill is counted twice
-or missed. State is warmed from the ticks still in the ring, with intents suppressed.
+Positions come from the execution side (runtime/positions.py): on start, and whenever
+execution asks for it (a new epoch), the host loads them from execution's snapshot and
+ignores reports before the position the snapshot covers, so no fill is counted twice or
+missed. State is warmed from the ticks still in the ring, with intents suppressed.
 """
 
 from __future__ import annotations
@@ -19,14 +18,16 @@ import time
 
 import numpy as np
 
-from appliance.agents import Population, TickBatch, make_population
+from appliance.agents import Population, TickBatch
 from appliance.agents.compute import to_host
 from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind, TickKind
 from appliance.runtime import layout
-from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
+from appliance.runtime.messages import PositionsCheck, Ready
+from appliance.runtime.positions import SETTLE_TIMEOUT_S, PositionsReader, compare
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing, RecordQueue
-from appliance.shm.snapshot import SharedSnapshot, SnapshotBusy
+from appliance.shm.snapshot import SharedSnapshot
+from appliance.workers import compose
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,10 @@ class Host:
         self.w = w
         h = w.process.host
         self.host = h
-        self.populations: list[Population] = []
+        self.populations: list[Population] = compose.host_populations(cfg, h)
         offsets = [0]
-        for p, pop in enumerate(cfg.hosts[h].populations):
-            self.populations.append(
-                make_population(
-                    pop.kind,
-                    pop.agents,
-                    cfg.population_symbols(h, p),
-                    pop.params,
-                    cfg.population_seed(h, p),
-                    cfg.compute.backend,
-                    pop.grid,
-                )
-            )
-            offsets.append(offsets[-1] + pop.agents)
+        for pop in self.populations:
+            offsets.append(offsets[-1] + pop.n_agents)
         self.offsets = offsets
         inst = cfg.instance
         self.ring = BroadcastRing.attach(inst, layout.TICKS, TICK, cfg.ring_capacity)
@@ -70,73 +60,62 @@ class Host:
             POSITION,
             (layout.host_agents(cfg, h), len(cfg.symbols)),
         )
+        self.positions = PositionsReader(
+            self.snapshot,
+            [pop.agent_symbol for pop in self.populations],
+            self.reports_q,
+            self.intents_q,
+        )
         self.reader = self.ring.reader(
             w.strategy, start="oldest", slot=layout.FIRST_HOST_READER + h
         )
         self.producer = self.intents_q.producer(w.strategy, seq_field="seq")
         self.consumer = self.reports_q.consumer(w.strategy)
-        self.epoch = -1
-        self.skip_reports_before = 0
         self.warm = True  # replaying the ring's history: state only, no intents
         self._buf = np.zeros(READ_BATCH, INTENT)
 
     def resync_positions(self, deadline: float | None = None) -> bool:
-        """Load positions from the execution side's snapshot (see the module docstring).
+        """Load positions from the execution side's snapshot (see runtime/positions.py).
 
-        Waits until the snapshot covers every report this host has already applied
-        (execution publishes right after pushing, so that is a moment), then marks the
-        agents whose intents are still in the intent queue as pending with them. Gives up
-        (False) when told to stop, or at the monotonic ``deadline`` when one is given.
+        Gives up (False) when told to stop, or at the monotonic ``deadline`` when one is
+        given (then stopping does not matter: the clean-stop check is running).
         """
-        while True:
-            try:
-                data, tags, _ = self.snapshot.read()
-                if tags[TAG_REPORTS_HEAD] >= self.reports_q.tail:
-                    break
-            except SnapshotBusy:
-                pass
+
+        def give_up() -> bool:
             self.w.tick()
-            if deadline is None and self.w.stopping:
-                return False
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.001)
-        changed = tags[TAG_EPOCH] != self.epoch
-        self.epoch = tags[TAG_EPOCH]
-        self.skip_reports_before = tags[TAG_REPORTS_HEAD]
-        flying = self._in_flight(tags[TAG_INTENTS_TAIL])
-        for p, pop in enumerate(self.populations):
-            rows = data[self.offsets[p] : self.offsets[p + 1]]
-            mine = flying[flying["population"] == p]
-            in_flight = np.zeros(pop.n_agents)
-            in_flight[mine["agent"]] = mine["side"] * mine["qty"]
-            pop.set_positions(rows[np.arange(pop.n_agents), pop.agent_symbol], in_flight)
-        log.log(
-            logging.INFO if changed else logging.DEBUG,
-            "positions loaded from execution snapshot (epoch %d, reports from %d, "
-            "%d intents in flight)",
-            self.epoch,
-            self.skip_reports_before,
-            len(flying),
-        )
+            if deadline is None:
+                return self.w.stopping
+            return time.monotonic() > deadline
+
+        loaded = self.positions.load(give_up)
+        if loaded is None:
+            return False
+        for pop, held, in_flight in zip(
+            self.populations, loaded.held, loaded.in_flight, strict=True
+        ):
+            pop.set_positions(held, in_flight)
         return True
 
-    def _in_flight(self, tail: int) -> np.ndarray:
-        """Copies of the intents this host published from queue position ``tail`` on.
+    def prime(self) -> None:
+        """Run every population over an empty tick batch and an empty report batch.
 
-        The producer's own records: nothing overwrites them but this process."""
-        head = self.intents_q.head
-        if head <= tail:
-            return np.zeros(0, INTENT)
-        seqs = np.arange(tail, head, dtype=np.int64)
-        return self.intents_q.records[seqs & self.intents_q.mask]
+        That builds its compiled kernels (or loads them from numba's cache) now, before
+        ready, while the supervisor allows for start-up. Built in the first real batch
+        instead, a compile (seconds on a loaded machine) would read as missed heartbeats.
+        Nothing happens to the agents: no tick, no report, no intent.
+        """
+        no_ticks = TickBatch.from_ticks(np.zeros(0, TICK))
+        no_reports = np.zeros(0, REPORT)
+        for pop in self.populations:
+            pop.step(no_ticks, time.time_ns())
+            pop.on_reports(no_reports)
 
     def poll_reports(self) -> int:
         view = self.consumer.peek(REPORT_BATCH)
         n = len(view)
         if n == 0:
             return 0
-        fresh = view[view["seq"] >= self.skip_reports_before]
+        fresh = view[view["seq"] >= self.positions.skip_reports_before]
         pops = fresh["population"]
         for p, pop in enumerate(self.populations):
             mine = fresh[pops == p]
@@ -185,7 +164,7 @@ class Host:
                     break
         self.w.add("intents", done)
 
-    def check_positions(self, timeout: float = 5.0) -> dict:
+    def check_positions(self, timeout: float = SETTLE_TIMEOUT_S) -> PositionsCheck:
         """At a clean stop: do the agents hold the positions execution holds for them?
 
         Compared once execution has taken every intent this host published and the snapshot
@@ -196,41 +175,22 @@ class Host:
         if self.warm:  # warm-up steps marked agents pending without sending anything
             self.resync_positions(deadline)
             self.warm = False
-        while True:
+        while (theirs := self.positions.settled()) is None:
+            self.w.tick()
             self.poll_reports()
-            try:
-                data, tags, _ = self.snapshot.read()
-            except SnapshotBusy:
-                tags = None
-            if tags is not None and tags[TAG_EPOCH] != self.epoch:
+            if self.positions.stale:
                 self.resync_positions(deadline)  # execution restarted while we stopped
-                continue
-            if (
-                tags is not None
-                and tags[TAG_EPOCH] == self.epoch
-                and tags[TAG_REPORTS_HEAD] == self.reports_q.tail
-                and tags[TAG_INTENTS_TAIL] == self.intents_q.head
-                and len(self.consumer) == 0
-            ):
-                break  # execution took all our intents and we applied all its reports
             if time.monotonic() > deadline:
-                return {
-                    "checked": 0,
-                    "skipped": f"execution did not settle in time (snapshot tags {tags}, "
-                    f"epoch {self.epoch}, reports tail {self.reports_q.tail}, "
-                    f"intents head {self.intents_q.head})",
-                }
+                return PositionsCheck(
+                    0, skipped=f"execution did not settle in time ({self.positions.describe()})"
+                )
             time.sleep(0.005)
-        checked, differ = 0, []
-        for p, pop in enumerate(self.populations):
-            rows = data[self.offsets[p] : self.offsets[p + 1]]
-            theirs = rows[np.arange(pop.n_agents), pop.agent_symbol]
-            mine = to_host(pop.position)
-            settled = pop.settled()
-            bad = np.flatnonzero(settled & ~np.isclose(mine, theirs, rtol=0, atol=1e-9))
-            checked += int(settled.sum())
-            differ += [[p, int(a), float(mine[a]), float(theirs[a])] for a in bad[:5]]
-        return {"checked": checked, "differ": differ}
+        checked, differ = compare(
+            theirs,
+            [to_host(pop.position) for pop in self.populations],
+            [pop.settled() for pop in self.populations],
+        )
+        return PositionsCheck(checked, differ)
 
     def close(self) -> None:
         for role in (self.reader, self.producer, self.consumer):
@@ -242,13 +202,14 @@ class Host:
 def main(w: Worker) -> None:
     host = Host(w)
     try:
+        host.prime()
         host.resync_positions()
         started = time.time_ns()
-        w.event("ready")
+        w.send(Ready())
         while not w.stopping:
             w.tick()
             host.poll_reports()
-            if host.snapshot.tag(TAG_EPOCH) != host.epoch:
+            if host.positions.stale:
                 host.resync_positions()  # the execution process restarted
             if host.reader.available() <= 0:
                 host.reader.wait(WAIT_S)
@@ -259,6 +220,6 @@ def main(w: Worker) -> None:
                 host.resync_positions()  # warm-up marked agents pending: clear that
             host.on_ticks(view, emit=not host.warm)
         if os.getppid() == w.spec.supervisor_pid:  # a stop, not an orphaning
-            w.event("positions_check", **host.check_positions())
+            w.send(host.check_positions())
     finally:
         host.close()

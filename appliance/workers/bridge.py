@@ -22,6 +22,7 @@ from appliance.cluster.ticks import MAX_TICKS, symbols_layout, tick_headers
 from appliance.cluster.wire import COUNT, EPOCH, SEQ, SOURCE
 from appliance.model.records import TICK
 from appliance.runtime import layout
+from appliance.runtime.messages import Ready
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing
 from appliance.workers import netio
@@ -62,7 +63,7 @@ async def _bridge(w: Worker, js: JetStreamContext) -> None:
     pool = ThreadPoolExecutor(1, thread_name_prefix="ring-wait")
     loop = asyncio.get_running_loop()
     log.info("publishing ring %s to %s from %s", cfg.instance, subject, start)
-    w.event("ready")
+    w.send(Ready())
     try:
         while not w.stopping:
             if reader.available() <= 0:

@@ -15,6 +15,7 @@ from appliance.feeds.pacer import Pacer
 from appliance.feeds.synthetic import SyntheticFeed
 from appliance.model.records import TICK, TickKind
 from appliance.runtime.layout import TICKS
+from appliance.runtime.messages import Ready, Reload
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing
 from appliance.workers import compose, nats_feed
@@ -48,14 +49,15 @@ def main(w: Worker) -> None:
 
 def _synthetic(w: Worker, writer, feed: SyntheticFeed, pacer: Pacer, out: int) -> None:
     batch = w.config.feed.batch_size
-    w.event("ready")
+    w.subscribe(Reload)
+    w.send(Ready())
     while not w.stopping:
         if w.tick():
             for msg in w.take_messages():
-                rate = msg["config"]["feed"]["rate"] if msg["kind"] == "reload" else None
-                if rate is not None and rate != pacer.rate:  # a reload logs what changed
-                    pacer.set_rate(rate)
-                    log.info("feed rate now %s ticks/s", pacer.rate)
+                match msg:
+                    case Reload() if w.config.feed.rate != pacer.rate:  # log what changed
+                        pacer.set_rate(w.config.feed.rate)
+                        log.info("feed rate now %s ticks/s", pacer.rate)
         n = pacer.allowance(batch)
         if n == 0:
             continue
@@ -69,7 +71,7 @@ def _synthetic(w: Worker, writer, feed: SyntheticFeed, pacer: Pacer, out: int) -
 
 def _replay(w: Worker, writer, out: int) -> None:
     feed = compose.replay_feed(w.config)
-    w.event("ready")
+    w.send(Ready())
     for batch in feed:
         if w.stopping:
             return
@@ -98,7 +100,7 @@ async def _ccxt(w: Worker, writer, out: int) -> None:
     gaps = w.c["feed_gaps"]
     try:
         await feed.start(gap_first=w.spec.incarnation > 1)
-        w.event("ready")
+        w.send(Ready())
         async for batch in feed.batches():
             w.tick()
             if w.stopping:

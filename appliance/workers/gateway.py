@@ -39,6 +39,7 @@ from appliance.cluster.orders import (
     run_of,
 )
 from appliance.cluster.wire import WireError
+from appliance.runtime.messages import Ready
 from appliance.runtime.positions import TAG_EPOCH, TAG_INTENTS_TAIL, TAG_REPORTS_HEAD
 from appliance.runtime.worker import Worker
 from appliance.trading.journal import Journal
@@ -289,7 +290,7 @@ async def _gateway(w: Worker, js: JetStreamContext) -> None:
             journal.close()
         for g in gates:
             await g.start(journaled.get(g.h, -1))
-        w.event("ready")
+        w.send(Ready())
         for g in gates:
             tasks.append(asyncio.create_task(_loop(g.intake, IDLE_S)))
             tasks.append(asyncio.create_task(_loop(g.forward, IDLE_S)))

@@ -26,6 +26,7 @@ from appliance.cluster.client import StreamReader, ensure_stream, retrying
 from appliance.cluster.ticks import TickSequencer, decode_ticks, symbols_layout
 from appliance.model.records import TICK, TickKind
 from appliance.runtime import layout
+from appliance.runtime.messages import Ready
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing
 from appliance.workers import netio
@@ -95,7 +96,7 @@ async def _mirror(w: Worker, js: JetStreamContext) -> None:
         reader = StreamReader(js, spec.name, subject)
         await reader.open(start)
         log.info("mirroring %s from stream sequence %s", subject, start or "last")
-        w.event("ready")
+        w.send(Ready())
         c = w.c
         while not w.stopping:
             for msg in await reader.fetch(MAX_MSGS, WAIT_S):

@@ -98,6 +98,5 @@ async def _main(w: Worker, body: Callable[[Worker, JetStreamContext], Awaitable[
 
 async def _tick(w: Worker) -> None:
     while not w.stopping:  # once stopping, the worker's own loop ends it
-        if w.tick():
-            w.take_messages()  # reloads change nothing a cluster worker uses
+        w.tick()  # a cluster worker subscribes to no message: reloads change nothing it uses
         await asyncio.sleep(TICK_S)

@@ -2,8 +2,8 @@
 
 For each agent host this instance runs it plays execution's part on the local side of the
 queues (appliance/workers/execution.py's HostLink: intents consumer, reports producer,
-positions snapshot), and talks to the execution instance over JetStream
-(appliance/cluster/orders.py):
+positions snapshot through runtime/positions.py's PositionsPublisher), and talks to the
+execution instance over JetStream (appliance/cluster/orders.py):
 
 - intents: runs of the host's intent queue are appended to ``<prefix>.intents.<host>``;
   a run leaves the local queue only once the stream stored it, so a queued intent
@@ -52,6 +52,7 @@ from appliance.cluster.orders import (
 )
 from appliance.cluster.wire import COUNT, EPOCH, KIND, SEQ, SOURCE
 from appliance.model.records import ReportKind
+from appliance.runtime.messages import Ready
 from appliance.runtime.positions import TAG_INTENTS_TAIL
 from appliance.runtime.worker import Worker
 from appliance.workers import netio
@@ -78,9 +79,10 @@ class RemoteLink(HostLink):
     """
 
     def __init__(self, w: Worker, h: int) -> None:
-        super().__init__(w, h, epoch_bump=True)
+        super().__init__(w, h, extra_tags=self._tags)  # a new epoch: the host reloads
         data, tags, _ = self.snapshot.read()
-        self.positions[...] = data  # what the previous incarnation published, if any
+        self.held = self.positions.positions
+        self.held[...] = data  # what the previous incarnation published, if any
         self.follower = ReportFollower(tags[TAG_SRC_EPOCH], tags[TAG_NEXT_REPORT])
         self.stream_seq = tags[TAG_STREAM_SEQ]
         self.taken = tags[TAG_TAKEN]
@@ -94,12 +96,12 @@ class RemoteLink(HostLink):
         while self.runs and self.runs[0][1] <= self.taken:
             self.taken_pos = max(self.taken_pos, self.runs.popleft()[0])
 
-    def tags(self) -> dict[int, int]:
+    def _tags(self) -> dict[int, int]:
+        """What this link adds to the protocol's tags (and the intents tail it replaces)."""
         # Never further back than the queue keeps records (in-flight intents are read
         # from its slots).
         in_flight_from = max(self.taken_pos, self.intents_q.head - self.intents_q.capacity)
         return {
-            **super().tags(),
             TAG_INTENTS_TAIL: in_flight_from,
             TAG_SRC_EPOCH: self.follower.epoch,
             TAG_NEXT_REPORT: self.follower.next_pos,
@@ -147,7 +149,7 @@ class HostUplink:
             self.js, self.specs["reports"].name, self.subjects.reports_all(self.name)
         )
         await self.reader.open(start)
-        self.link.publish()
+        self.link.positions.publish()
         log.info("%s: intents to %s, reports from %d", self.name, self.intents.subject, start)
 
     async def _reports_start(self) -> int:
@@ -187,7 +189,7 @@ class HostUplink:
         link.consumer.advance(n)  # stored in the stream: the queue may let them go
         self.published = int(exec_ids(seq, n)[-1])
         link.runs.append((link.intents_q.tail, self.published))
-        link.publish(values=False)
+        link.positions.publish(values=False)
         self.w.add("intents", n)
         return n
 
@@ -204,16 +206,15 @@ class HostUplink:
             self.w.slot.set(self.w.c["net_lag"], msg.metadata.num_pending)
 
     def _reset_part(self, data: bytes, headers: dict, seq: int) -> None:
-        self.reset = reset_part(data, headers, self.link.positions.shape, self.reset)
+        self.reset = reset_part(data, headers, self.link.held.shape, self.reset)
         if self.reset is None or not self.reset.complete:
             return
         r, link = self.reset, self.link
         self.reset = None
         # Float noise (positions summed in another order) needs no reload by the host.
-        off = np.abs(link.positions - r.positions) > POSITION_TOLERANCE
+        off = np.abs(link.held - r.positions) > POSITION_TOLERANCE
         differ = np.flatnonzero(off.any(axis=1))
         if len(differ):
-            link.epoch += 1  # the host reloads its positions from the snapshot
             # A checkpoint follows every report it includes: differing from it means a
             # report was lost or applied twice on the way.
             log.log(
@@ -221,13 +222,16 @@ class HostUplink:
                 "%s: positions reset by execution (%s, reports from %d; %d agents differed, "
                 "first %s: %s here, %s there)", self.name,
                 "checkpoint" if r.checkpoint else "reload", r.head, len(differ), differ[0],
-                link.positions[differ[0]].tolist(), r.positions[differ[0]].tolist(),
+                link.held[differ[0]].tolist(), r.positions[differ[0]].tolist(),
             )  # fmt: skip
-        link.positions[...] = r.positions
+        link.held[...] = r.positions
         link.follower.reset(r.epoch, r.head)
         link.take(r.taken)
         link.stream_seq = seq
-        link.publish()
+        if len(differ):
+            link.positions.resync()  # a new epoch: the host reloads from the snapshot
+        else:
+            link.positions.publish()
         self.w.slot.set(self.w.c["net_seq"], seq)
 
     def _events(self, data: bytes, headers: dict, seq: int) -> None:
@@ -257,13 +261,7 @@ class HostUplink:
 
     def final_positions(self) -> list[list[float]]:
         """Non-zero positions as [host, population, agent, symbol, qty] rows."""
-        out = []
-        offsets = self.link.offsets
-        for row, sym in zip(*np.nonzero(self.link.positions), strict=True):
-            p = int(np.searchsorted(offsets, row, side="right")) - 1
-            qty = float(self.link.positions[row, sym])
-            out.append([self.link.host, p, int(row - offsets[p]), int(sym), qty])
-        return out
+        return [[*k, qty] for k, qty in self.link.positions.told().items()]
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -291,7 +289,7 @@ async def _uplink(w: Worker, js: JetStreamContext) -> None:
         for h in w.config.local_hosts():
             hosts.append(HostUplink(w, js, h))
             await hosts[-1].start()
-        w.event("ready")
+        w.send(Ready())
         for u in hosts:
             tasks.append(asyncio.create_task(_loop(u.push_intents, w, IDLE_S)))
             tasks.append(asyncio.create_task(_loop(_always(u.pull_reports), w, 0)))

@@ -1,7 +1,7 @@
 """The uplink's one delicate moment, made to happen: a run stored in the stream by an
 incarnation that died before releasing it from the local queue.
 
-Real segments (the supervisor's own create_segments), a real nats-server, the uplink's
+Real segments (the supervisor's own SegmentSet), a real nats-server, the uplink's
 own HostUplink; only the dead incarnation is played by the test, which appends the run
 exactly as an uplink does. The next incarnation must continue after it: the stream then
 holds every queue position once.
@@ -20,7 +20,7 @@ from appliance.config import load_config
 from appliance.model.records import INTENT
 from appliance.runtime import layout
 from appliance.runtime.control import Channel
-from appliance.runtime.supervisor import Supervisor
+from appliance.runtime.segments import SegmentSet
 from appliance.runtime.worker import Worker, WorkerSpec
 from appliance.shm import RecordQueue
 from appliance.shm.wait import WaitStrategy
@@ -39,8 +39,8 @@ def test_a_run_stored_but_not_released_is_not_published_again(tmp_path, nats_ser
     )
     path, _ = write_config(tmp_path, extra=extra, feed_kind="nats")
     cfg = load_config(path)
-    sup = Supervisor(cfg)
-    sup.create_segments()
+    segments = SegmentSet(cfg)
+    segments.create()
     try:
         queue = RecordQueue.attach(cfg.instance, layout.intents_queue(1), INTENT)
         producer = queue.producer(WaitStrategy.BLOCK, seq_field="seq")  # host-b's side
@@ -49,7 +49,7 @@ def test_a_run_stored_but_not_released_is_not_published_again(tmp_path, nats_ser
         assert producer.push(rows) == 10
         uplink = next(p for p in layout.processes(cfg) if p.name == "uplink")
         spec = WorkerSpec(uplink, cfg, [0], WaitStrategy.BLOCK, 2, os.getppid())
-        w = Worker(spec, Channel(), Channel(), sup.stats)
+        w = Worker(spec, Channel("down"), Channel("up"), segments.stats)
         asyncio.run(_resume(w, queue))
         runs = stream_intents(
             nats_server.urls, f"{PREFIX.upper()}_INTENTS", f"{PREFIX}.intents.host-b"
@@ -60,7 +60,7 @@ def test_a_run_stored_but_not_released_is_not_published_again(tmp_path, nats_ser
         queue.close()
         w.slot.close()
     finally:
-        sup.destroy_segments()
+        segments.destroy()
 
 
 async def _resume(w: Worker, queue: RecordQueue) -> None:

@@ -47,7 +47,7 @@ def test_fast_pace_yields_views_and_write_maps_symbols(tmp_path):
     assert list(feed.symbol_map) == [2, 0]
     batches = list(feed)
     assert [len(b) for b in batches] == [4, 4, 2]
-    assert all(np.shares_memory(b, feed.reader.records) for b in batches)
+    assert all(np.shares_memory(b, feed.source.records) for b in batches)
 
     out = np.zeros(6, dtype=TICK)
     out["seq"] = 7

@@ -170,3 +170,35 @@ def test_top_in_a_real_terminal(app, tmp_path):
     finally:
         subprocess.run([TMUX, "-S", str(tmp_path / "tmux.sock"), "kill-server"], check=False)
     assert app.stop() == 0
+
+
+def test_status_and_top_show_the_live_trading_metrics(app):
+    app.start().wait_ready()
+    monitor = Monitor.open(app.instance)
+    try:
+        app.wait_for(
+            lambda: (m := monitor.sample().metrics) is not None and m["overall"][0]["orders"] > 0,
+            what="live metrics published",
+        )
+        out = dynamind("status", "-c", str(app.config)).stdout
+        table = out[out.index("\nmetrics ") + 1 :].splitlines()
+        assert table[0].split()[:4] == ["metrics", "net", "gross", "fees"]
+        assert table[1].split()[0] == "overall"
+        assert any(line.startswith("pop host-b.0 ") for line in table)
+        assert any(line.startswith("top host-") for line in table)
+        assert any(line.startswith("bottom host-") for line in table)
+
+        async def drive() -> list[str]:
+            tui = StatusApp(monitor, interval=0.2)
+            async with tui.run_test(size=(120, 40)) as pilot:
+                await pilot.pause(0.6)
+                t = tui.query_one("#metrics", DataTable)
+                names = [str(t.get_row_at(i)[0]) for i in range(t.row_count)]
+                await pilot.press("q")
+            return names
+
+        names = asyncio.run(drive())
+        assert names[0] == "overall" and "pop host-a.0" in names
+    finally:
+        monitor.close()
+    assert app.stop() == 0

@@ -16,7 +16,7 @@ import pytest
 from appliance.config import ConfigError, load_config
 from appliance.runtime import layout
 from appliance.runtime.exits import Exit
-from appliance.runtime.supervisor import Supervisor
+from appliance.runtime.segments import SegmentSet
 from appliance.shm import list_names
 from tests.harness import write_config
 from tests.shm.tmpfs import python_with_small_shm, require_small_shm, run_with_small_shm
@@ -25,17 +25,17 @@ from tests.shm.users import NOBODY
 MEASURE = """
 import json, os, sys
 from appliance.config import load_config
-from appliance.runtime.supervisor import Supervisor
+from appliance.runtime.segments import SegmentSet
 
 def used():
     st = os.statvfs("/dev/shm")
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
-supervisor = Supervisor(load_config(sys.argv[1]))
+segments = SegmentSet(load_config(sys.argv[1]))
 before = used()
-supervisor.create_segments()
+segments.create()
 during = used()
-supervisor.destroy_segments()
+segments.destroy()
 print(json.dumps({"used": during - before, "left": os.listdir("/dev/shm")}))
 """
 
@@ -80,9 +80,9 @@ def test_operator_group_owns_every_segment_and_semaphore(tmp_path) -> None:
     path, instance = write_config(tmp_path)
     text = path.read_text().replace('wait = "block"', 'wait = "block"\noperator_group = "nogroup"')
     path.write_text(text)
-    supervisor = Supervisor(load_config(path))
+    segments = SegmentSet(load_config(path))
     try:
-        supervisor.create_segments()
+        segments.create()
         entries = list_names(instance)
         assert len(entries) > 5
         for entry in entries:
@@ -90,7 +90,7 @@ def test_operator_group_owns_every_segment_and_semaphore(tmp_path) -> None:
             mode = 0o660 if entry.startswith("sem.") else 0o640
             assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, mode), entry
     finally:
-        supervisor.destroy_segments()
+        segments.destroy()
 
 
 def test_an_operator_group_that_does_not_exist_is_a_config_error(tmp_path) -> None:

@@ -212,8 +212,16 @@ def _index_sql(c) -> dict[str, str]:
     return dict(rows)
 
 
+def _downgrade_to_v3(path):
+    """Rewrite a journal to the version-3 schema (no trading_states)."""
+    c = sqlite3.connect(path, isolation_level=None)
+    c.executescript("BEGIN; DROP TABLE trading_states; PRAGMA user_version = 3; COMMIT;")
+    c.close()
+
+
 def _downgrade_to_v2(path):
     """Rewrite a journal to the version-2 schema (open-order indexes on "state < 5")."""
+    _downgrade_to_v3(path)
     c = sqlite3.connect(path, isolation_level=None)
     c.executescript("""
         BEGIN;

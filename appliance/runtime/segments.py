@@ -1,0 +1,87 @@
+"""The segment set: every shared-memory segment of a config, created and destroyed together.
+
+The supervisor owns them all, so queued intents and published positions outlive any worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Protocol, TypeVar
+
+from appliance.config import Config
+from appliance.model.records import INTENT, POSITION, REPORT, TICK
+from appliance.runtime import layout, live_metrics
+from appliance.runtime.board import Board
+from appliance.shm import BroadcastRing, RecordQueue, Stats, require_tso
+from appliance.shm.segment import reclaim_stale
+from appliance.shm.snapshot import SharedSnapshot
+
+log = logging.getLogger(__name__)
+
+
+class _Destroyable(Protocol):
+    def destroy(self) -> None: ...
+
+
+T = TypeVar("T", bound=_Destroyable)
+
+
+class SegmentSet:
+    """Stats, the board, the tick ring, and per agent host its intent and report queues and
+    positions snapshot."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stats: Stats | None = None
+        self.board: Board | None = None  # the supervisor's account for outside readers
+        self.ring: BroadcastRing | None = None
+        self.queues: list[tuple[RecordQueue, RecordQueue]] = []  # (intents, reports) per host
+        self._made: list[_Destroyable] = []
+
+    def create(self) -> None:
+        """Create every segment; on failure part-way, what was made is still destroyed by
+        :meth:`destroy` (each segment is recorded as soon as it exists)."""
+        cfg = self.config
+        inst = cfg.instance
+        group = cfg.operator_group  # may read every segment (status, top)
+        require_tso()
+        # The stats segment doubles as the instance lock: a live owner means a running
+        # appliance of the same name, which we refuse; a dead one is reclaimed.
+        self.stats = self._keep(
+            Stats.create(inst, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS, group)
+        )
+        for name in reclaim_stale(inst):
+            log.warning("reclaimed stale %s", name)
+        self.board = self._keep(Board.create(inst, group))
+        self.ring = self._keep(
+            BroadcastRing.create(inst, layout.TICKS, TICK, cfg.ring_capacity, group)
+        )
+        self._keep(live_metrics.create(cfg))  # execution publishes, status and top read
+        size = cfg.queue_capacity
+        for h in layout.queue_hosts(cfg):  # a cluster's agents instance: its own hosts
+            iq = RecordQueue.create(inst, layout.intents_queue(h), INTENT, size, group)
+            self._keep(iq)
+            rq = RecordQueue.create(inst, layout.reports_queue(h), REPORT, size, group)
+            self._keep(rq)
+            self.queues.append((iq, rq))
+            shape = (layout.host_agents(cfg, h), len(cfg.symbols))
+            self._keep(
+                SharedSnapshot.create(inst, layout.positions_snapshot(h), POSITION, shape, group)
+            )
+
+    def _keep(self, segment: T) -> T:
+        """Record ``segment`` as one of the set: :meth:`destroy` destroys it too."""
+        self._made.append(segment)
+        return segment
+
+    def queued_intents(self) -> int:
+        """Intents published and not yet taken by execution (or the uplink), over every
+        host."""
+        return sum(len(iq) for iq, _ in self.queues)
+
+    def destroy(self) -> None:
+        for seg in reversed(self._made):
+            with contextlib.suppress(Exception):
+                seg.destroy()
+        self._made.clear()

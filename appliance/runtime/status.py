@@ -1,0 +1,62 @@
+"""The supervisor's status figures: rates over the segments and execution's figures (the
+status line and board are written by service.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from appliance.config import Config
+from appliance.model.enums import Role
+from appliance.runtime.children import Child
+from appliance.runtime.segments import SegmentSet
+from appliance.runtime.service import pnl_net
+
+log = logging.getLogger(__name__)
+
+
+class StatusReporter:
+    """Turns counters into rates between two calls, with execution's last figures."""
+
+    def __init__(self, segments: SegmentSet) -> None:
+        self.segments = segments
+        self._rates: dict[str, tuple[float, int]] = {}
+
+    def _rate(self, key: str, value: int, now: float) -> float:
+        prev = self._rates.get(key)
+        self._rates[key] = (now, value)
+        if prev is None or now <= prev[0]:
+            return 0.0
+        return (value - prev[1]) / (now - prev[0])
+
+    def status(
+        self, children: Iterable[Child], last_status: dict[str, dict[str, Any]], config: Config
+    ) -> dict[str, Any]:
+        """The figures of a status line (see service.py), ``config`` the running one."""
+        now = time.monotonic()
+        ring = self.segments.ring
+        ticks = ring.publish_cursor
+        intents = sum(q.head for q, _ in self.segments.queues)
+        ex = last_status.get(Role.EXECUTION, {})
+        return {
+            "ticks": ticks,
+            "ticks_per_s": self._rate("ticks", ticks, now),
+            "intents": intents,
+            "intents_per_s": self._rate("intents", intents, now),
+            "fills": ex.get("fills", 0),
+            "rejects": sum(ex.get("rejects", {}).values()),
+            "rejects_by_reason": ex.get("rejects", {}),
+            "realized_pnl": ex.get("realized", 0.0),
+            "unrealized_pnl": ex.get("unrealized", 0.0),
+            "fees": ex.get("fees", 0.0),
+            "pnl_net": pnl_net(
+                ex.get("realized", 0.0), ex.get("unrealized", 0.0), ex.get("fees", 0.0)
+            ),
+            "open_orders": ex.get("open_orders", 0),
+            "trading": ex.get("trading", config.trading.state),
+            "trading_why": ex.get("trading_why", ""),  # who set it and why, as journaled
+            "ring_lost": sum(r["lost"] for r in ring.readers()),
+            "restarts": sum(c.incarnation - 1 for c in children),
+        }
