@@ -42,10 +42,11 @@ from appliance.agents import population_class
 from appliance.agents.compute import BACKENDS, BackendError, resolve
 from appliance.agents.params import grid_size
 from appliance.feeds.sources import SourceError, open_source
-from appliance.model.enums import SINGLE_ROLES, Role, TradingState
+from appliance.model.enums import CLUSTER_ROLES, SINGLE_ROLES, Role, TradingState
 
 # Processes other than agent hosts that the supervisor runs (and that CPU lists may name).
 WORKERS: tuple[str, ...] = tuple(r.value for r in SINGLE_ROLES)
+CLUSTER_WORKERS: tuple[str, ...] = tuple(r.value for r in CLUSTER_ROLES)
 # The whole appliance, as a restart target in diffs.
 APPLIANCE = "appliance"
 
@@ -274,7 +275,8 @@ class CcxtVenueConfig(CcxtConfig):
 
 
 class FeedConfig(_Model):
-    kind: Literal["synthetic", "replay", "ccxt"] = "synthetic"
+    # "nats": a mirror of another instance's ring (cluster.ticks_from), over NATS.
+    kind: Literal["synthetic", "replay", "ccxt", "nats"] = "synthetic"
     # Ticks per second over all symbols; 0: as fast as possible.
     rate: NonNegativeFloat = 20_000.0
     # Most ticks per ring write.
@@ -382,6 +384,67 @@ class MetricsConfig(_Model):
     checkpoint_s: PositiveFloat = 30.0
 
 
+# ---- beyond one host: [cluster] ---------------------------------------------------------
+
+StreamName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class StreamConfig(_Model):
+    """One JetStream stream: its name and what it keeps (oldest messages go first)."""
+
+    stream: StreamName
+    max_age_s: PositiveFloat
+    max_bytes: PositiveInt
+    # Copies kept on different servers (a stream with 3 survives losing one node).
+    replicas: Annotated[int, Field(ge=1, le=5)] = 1
+
+
+class ClusterConfig(_Model):
+    """This instance's part in a cluster of instances joined by NATS JetStream."""
+
+    # Client URLs of the NATS cluster, and a .creds file (user JWT and nkey) if it needs one.
+    servers: Annotated[
+        list[Annotated[str, Field(pattern=r"^(nats|tls)://\S+$")]], Field(min_length=1)
+    ]
+    credentials: Path | None = None
+    # "execution": runs the execution (and takes the intents of remote agent hosts);
+    # "agents": runs agent hosts only, their intents go to the execution instance.
+    role: Literal["execution", "agents"] = "execution"
+    # Names of the [[hosts]] this instance runs; None: every host (execution role only).
+    # Every instance of a cluster lists the same [[hosts]] and [[symbols]] tables.
+    hosts: list[Name] | None = None
+    subject_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "dynamind"
+    # Run the bridge: publish this instance's tick ring (market data out).
+    publish_ticks: bool = False
+    # feed.kind = "nats": the instance whose published ring this instance mirrors.
+    ticks_from: Name | None = None
+    ticks: StreamConfig = StreamConfig(stream="DYNAMIND_TICKS", max_age_s=300.0, max_bytes=1 << 30)
+    intents: StreamConfig = StreamConfig(
+        stream="DYNAMIND_INTENTS", max_age_s=86_400.0, max_bytes=1 << 30
+    )
+    reports: StreamConfig = StreamConfig(
+        stream="DYNAMIND_REPORTS", max_age_s=3_600.0, max_bytes=1 << 30
+    )
+    # The gateway sends each remote host's positions in full this often (and whenever
+    # execution restarts), so an agents instance starting afresh finds them in the stream.
+    reset_interval_s: PositiveFloat = 10.0
+
+    @field_validator("credentials")
+    @classmethod
+    def _credentials_exist(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"credentials file {str(path)!r} does not exist")
+        return path
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterConfig:
+        if self.role == "agents" and not self.hosts:
+            raise ValueError("role 'agents' needs the hosts it runs (cluster.hosts)")
+        if self.reports.max_age_s < 2 * self.reset_interval_s:
+            raise ValueError("reports.max_age_s must keep at least two reset_interval_s")
+        return self
+
+
 class Config(_Model):
     """The whole appliance; ``load_config`` builds one from a TOML file."""
 
@@ -409,6 +472,7 @@ class Config(_Model):
     recorder: RecorderConfig = RecorderConfig()
     metrics: MetricsConfig = MetricsConfig()
     compute: ComputeConfig = ComputeConfig()
+    cluster: ClusterConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -481,7 +545,7 @@ class Config(_Model):
         for h, host in enumerate(self.hosts):
             if host.name in hosts[:h]:
                 errors.append((f"hosts[{h}].name", f"duplicate host name {host.name!r}"))
-            if host.name in (*WORKERS, APPLIANCE, Role.SUPERVISOR):
+            if host.name in (*WORKERS, *CLUSTER_WORKERS, APPLIANCE, Role.SUPERVISOR):
                 errors.append((f"hosts[{h}].name", f"{host.name!r} is reserved"))
             if sum(p.agents for p in host.populations) > 2**32 - 1:
                 errors.append((f"hosts[{h}].populations", "more than 2**32-1 agents in a host"))
@@ -495,7 +559,26 @@ class Config(_Model):
             )
         errors += self._replay_symbol_errors(names)
         errors += self._ccxt_errors()
+        errors += self._cluster_errors(hosts)
         errors += self._cpu_errors(hosts)
+        return errors
+
+    def _cluster_errors(self, hosts: list[str]) -> list[tuple[str, str]]:
+        c = self.cluster
+        if c is None:
+            if self.feed.kind == "nats":
+                return [("feed.kind", "the nats feed needs a [cluster] table")]
+            return []
+        errors = []
+        for i, name in enumerate(c.hosts or ()):
+            if name not in hosts:
+                errors.append((f"cluster.hosts[{i}]", f"unknown host {name!r}"))
+            elif name in c.hosts[:i]:  # type: ignore[index]
+                errors.append((f"cluster.hosts[{i}]", f"duplicate host {name!r}"))
+        if self.feed.kind == "nats" and c.ticks_from is None:
+            errors.append(("cluster.ticks_from", "the nats feed needs the instance to mirror"))
+        if c.ticks_from == self.instance:
+            errors.append(("cluster.ticks_from", "an instance cannot mirror its own ring"))
         return errors
 
     def _population_errors(
@@ -582,19 +665,58 @@ class Config(_Model):
     def _cpu_errors(self, hosts: list[str]) -> list[tuple[str, str]]:
         if self.cpu.mode != "explicit":
             return []
-        known = [*WORKERS, *hosts]
+        known = [*WORKERS, *hosts, *self.cluster_workers()]
         errors = [
             (f"cpu.cores.{key}", f"unknown process (known: {', '.join(known)})")
             for key in self.cpu.cores
             if key not in known
         ]
-        needed = [k for k in known if k != Role.RECORDER or self.recorder.enabled]
+        local = [hosts[h] for h in self.local_hosts()]
+        needed = [
+            k
+            for k in known
+            if (k != Role.RECORDER or self.recorder.enabled)
+            and (k != Role.EXECUTION or self.runs_execution)
+            and (k not in hosts or k in local)
+        ]
         missing = [k for k in needed if k not in self.cpu.cores]
         if missing:
             errors.append(("cpu.cores", f"mode 'explicit' needs cores for {', '.join(missing)}"))
         return errors
 
     # ---- helpers for the workers -------------------------------------------------------
+
+    @property
+    def runs_execution(self) -> bool:
+        """False on a cluster instance of role "agents" (its intents go over NATS)."""
+        return self.cluster is None or self.cluster.role == "execution"
+
+    def local_hosts(self) -> list[int]:
+        """Indexes of the agent hosts this instance runs (all of them outside a cluster)."""
+        chosen = None if self.cluster is None else self.cluster.hosts
+        names = [h.name for h in self.hosts]
+        if chosen is None:
+            return list(range(len(names)))
+        return [names.index(n) for n in chosen if n in names]
+
+    def remote_hosts(self) -> list[int]:
+        """Hosts another instance runs whose intents this instance's execution takes."""
+        if not self.runs_execution:
+            return []
+        local = set(self.local_hosts())
+        return [h for h in range(len(self.hosts)) if h not in local]
+
+    def cluster_workers(self) -> list[str]:
+        """Names of the cluster processes this instance runs (see appliance/cluster)."""
+        c = self.cluster
+        if c is None:
+            return []
+        out = [Role.BRIDGE.value] if c.publish_ticks else []
+        if not self.runs_execution:
+            out.append(Role.UPLINK.value)
+        elif self.remote_hosts():
+            out.append(Role.GATEWAY.value)
+        return out
 
     @property
     def symbol_names(self) -> list[str]:
@@ -807,6 +929,6 @@ def _classify(path: str, loc: tuple[str | int, ...], old: Config) -> tuple[str |
         return Role.RECORDER, ""
     if top == "cpu" and len(loc) == 3:
         key = str(loc[2])
-        if key in WORKERS or key in (h.name for h in old.hosts):
+        if key in (*WORKERS, *CLUSTER_WORKERS) or key in (h.name for h in old.hosts):
             return key, ""  # that process is restarted on its new cores
     return APPLIANCE, "every process depends on it"

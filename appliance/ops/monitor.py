@@ -93,6 +93,7 @@ class _Attached:
         self.instance = instance
         self.parts: list[Any] = []
         self.hosts: list[str] = []
+        self.host_index: dict[int, str] = {}  # host index in the config -> name
         self.queues: list[tuple[str, RecordQueue]] = []
         try:
             self.stats = self._keep(Stats.attach(instance, layout.STATS, read_only=True))
@@ -111,9 +112,11 @@ class _Attached:
 
     def find_hosts(self, slots: list[dict[str, Any]]) -> None:
         """Attach the queues of agent hosts that appeared since the last look."""
-        hosts = [s["name"] for s in sorted(slots, key=lambda s: s["slot"])
+        # (host index, name): a cluster instance runs only some of its config's hosts
+        hosts = [(layout.host_of_slot(s["slot"]), s["name"])
+                 for s in sorted(slots, key=lambda s: s["slot"])
                  if s["role"] == Role.AGENT_HOST]  # fmt: skip
-        for h in range(len(self.hosts), len(hosts)):
+        for h, name in hosts[len(self.hosts) :]:
             try:
                 iq = RecordQueue.attach(
                     self.instance, layout.intents_queue(h), INTENT, read_only=True
@@ -124,17 +127,19 @@ class _Attached:
             except SegmentError:
                 return  # not there yet: next time
             self.parts += [iq, rq]
-            self.queues += [(f"intents {hosts[h]}", iq), (f"reports {hosts[h]}", rq)]
-            self.hosts.append(hosts[h])
+            self.queues += [(f"intents {name}", iq), (f"reports {name}", rq)]
+            self.hosts.append(name)
+            self.host_index[h] = name
 
-    def reader_name(self, slot: int) -> str:
-        """Who a ring reader slot belongs to (slots are fixed per role, see layout.py)."""
+    def reader_name(self, slot: int, pid: int, names: dict[int, str]) -> str:
+        """Who a ring reader slot belongs to (slots are fixed per role, see layout.py; a
+        cluster's bridge reads from the first slot after the hosts', found by its pid)."""
         if slot == layout.EXECUTION_READER:
             return Role.EXECUTION
         if slot == layout.RECORDER_READER:
             return Role.RECORDER
-        host = slot - layout.FIRST_HOST_READER
-        return self.hosts[host] if 0 <= host < len(self.hosts) else f"slot {slot}"
+        host = self.host_index.get(slot - layout.FIRST_HOST_READER)
+        return host or names.get(pid) or f"slot {slot}"
 
     @property
     def owner_alive(self) -> bool:
@@ -231,7 +236,7 @@ class Monitor:
             processes=rows,
             readers=[
                 ReaderRow(
-                    seg.reader_name(r["slot"]),
+                    seg.reader_name(r["slot"], r["pid"], {s["pid"]: s["name"] for s in slots}),
                     max(0, published - r["cursor"]),
                     r["lost"],
                     r["gaps"],

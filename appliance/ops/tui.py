@@ -16,6 +16,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from appliance.ops import cluster_view
 from appliance.ops.monitor import (
     Monitor,
     ProcessRow,
@@ -131,6 +132,7 @@ class StatusApp(App):
             yield DataTable(id="processes", zebra_stripes=True, cursor_type="none")
             yield DataTable(id="readers", cursor_type="none")
             yield DataTable(id="queues", cursor_type="none")
+            yield DataTable(id="cluster", cursor_type="none")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -148,6 +150,7 @@ class StatusApp(App):
         queues.add_column("queue", width=20)
         for label in ("depth", "capacity", "pushed"):
             queues.add_column(label, width=11)
+        self.query_one("#cluster", DataTable).add_columns(*cluster_view.COLUMNS)
         self.action_refresh_now()
         self.set_interval(self.interval, self.action_refresh_now)
 
@@ -190,6 +193,8 @@ class StatusApp(App):
         readers.clear()
         queues = self.query_one("#queues", DataTable)
         queues.clear()
+        cluster = self.query_one("#cluster", DataTable)
+        cluster.clear()
         metrics = self.query_one("#metrics", DataTable)
         metrics.clear()
         if not s.running:
@@ -205,6 +210,8 @@ class StatusApp(App):
             readers.add_row(r.name, f"{r.lag:,}", f"{r.lost:,}", f"{r.gaps:,}")
         for q in s.queues:
             queues.add_row(q.name, f"{q.depth:,}", f"{q.capacity:,}", f"{q.head:,}")
+        for row in cluster_view.cluster_rows(s):
+            cluster.add_row(*row)
 
 
 def run(monitor: Monitor, interval: float = 1.0) -> None:

@@ -39,6 +39,10 @@ POLL_S = 0.001
 SETTLE_TIMEOUT_S = 30.0
 
 
+#: Tags a publisher adds to (or overrides in) the protocol's, read at each publish.
+ExtraTags = Callable[[], dict[int, int]]
+
+
 def _offsets(agents: Sequence[int]) -> np.ndarray:
     """First row of each population in the snapshot, and one past the last."""
     return np.cumsum([0, *agents])
@@ -48,7 +52,8 @@ class PositionsPublisher:
     """Execution's side for one host: the positions it reported, published with their tags.
 
     ``agents`` is host ``host``'s agents per population; ``reports`` and ``intents`` are
-    its report queue (execution pushes) and intent queue (execution takes).
+    its report queue (execution pushes) and intent queue (execution takes). ``extra_tags``
+    adds tags of the publisher's own (a cluster's uplink publishes what it follows).
     """
 
     def __init__(
@@ -58,9 +63,11 @@ class PositionsPublisher:
         agents: Sequence[int],
         reports: RecordQueue,
         intents: RecordQueue,
+        extra_tags: ExtraTags | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.host = host
+        self.extra_tags = extra_tags
         self.offsets = _offsets(agents)
         self.reports = reports
         self.intents = intents
@@ -96,6 +103,8 @@ class PositionsPublisher:
             TAG_EPOCH: self.epoch,
             TAG_INTENTS_TAIL: self.intents.tail,
         }
+        if self.extra_tags is not None:
+            tags.update(self.extra_tags())
         if not values:
             self.snapshot.write(None, tags)
         elif rows is None:

@@ -59,7 +59,7 @@ class SegmentSet:
         )
         self._keep(live_metrics.create(cfg))  # execution publishes, status and top read
         size = cfg.queue_capacity
-        for h in range(len(cfg.hosts)):
+        for h in layout.queue_hosts(cfg):  # a cluster's agents instance: its own hosts
             iq = RecordQueue.create(inst, layout.intents_queue(h), INTENT, size, group)
             self._keep(iq)
             rq = RecordQueue.create(inst, layout.reports_queue(h), REPORT, size, group)
@@ -76,7 +76,8 @@ class SegmentSet:
         return segment
 
     def queued_intents(self) -> int:
-        """Intents published and not yet taken by execution, over every host."""
+        """Intents published and not yet taken by execution (or the uplink), over every
+        host."""
         return sum(len(iq) for iq, _ in self.queues)
 
     def destroy(self) -> None:

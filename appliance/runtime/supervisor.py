@@ -58,6 +58,8 @@ class Supervisor:
     def check_journal(self) -> None:
         """Refuse to start when the config contradicts positions open in the journal."""
         cfg = self.config
+        if not cfg.runs_execution:
+            return  # an agents instance of a cluster keeps no journal
         problems = layout_problems(
             cfg.journal_path,
             cfg.symbol_names,
@@ -225,42 +227,45 @@ class Supervisor:
         Agent hosts check their positions against execution as they stop, and it must take
         their last intents; waiting for the drain to bring it back, or stopping the hosts
         while it still recovers, would leave their checks unsettled. A halted appliance
-        does not restart its crash-looping execution.
+        does not restart its crash-looping execution. On a cluster's agents instance the
+        uplink stands in for execution (layout.drainer).
         """
         self.inbox.read_all(self.children)
-        ex = self.children.get(Role.EXECUTION)
+        ex = self.children.get(layout.drainer(self.config))
         hosts = [c for c in self.children if c.process.role == Role.AGENT_HOST]
         if ex is None or self.children.halted or not any(c.alive for c in hosts):
             return  # no host left to check
         if not ex.alive and self._stop_spawns < DRAIN_ATTEMPTS:
             self._stop_spawns += 1
-            log.warning("execution is down at the stop; starting it for the hosts' checks")
+            log.warning("%s is down at the stop; starting it for the hosts' checks", ex.name)
             self.children.spawn(ex)
         if wait and ex.alive and not ex.ready:
             try:
-                self.children.wait_ready([Role.EXECUTION], READY_TIMEOUT_S, lambda: False)
+                self.children.wait_ready([ex.name], READY_TIMEOUT_S, lambda: False)
             except RuntimeError as exc:
                 log.error("at the stop: %s; the hosts' checks may not settle", exc)
 
     def _drain(self) -> int:
-        """Have execution take every queued intent; returns how many were left (0 = all).
+        """Have execution (or the uplink: layout.drainer) take every queued intent; returns
+        how many were left (0 = all).
 
         A queue must not be unlinked with published intents in it: if execution is down,
         or dies while draining, it is started again for the drain (a few times at most).
         """
-        ex = self.children.get(Role.EXECUTION)
+        ex = self.children.get(layout.drainer(self.config))
         if ex is None or (self.children.halted and not ex.alive):
             # halted: a crash-looping execution is not restarted, a live one still drains
             return self.segments.queued_intents()
         for _ in range(DRAIN_ATTEMPTS):
             if not ex.alive:
                 self.children.spawn(ex)
-            self.children.stop([Role.EXECUTION], Drain(), DRAIN_TIMEOUT_S)
+            self.children.stop([ex.name], Drain(), DRAIN_TIMEOUT_S)
             left = self.segments.queued_intents()
             if ex.proc.exitcode == 0 and left == 0:
                 return 0
             log.error(
-                "execution exited with %s while draining, %d intents still queued; draining again",
+                "%s exited with %s while draining, %d intents still queued; draining again",
+                ex.name,
                 ex.proc.exitcode,
                 left,
             )
@@ -288,9 +293,8 @@ class Supervisor:
                     lambda: self._execution_up(wait=False),
                 )
                 undrained = self._drain()
-                rest = [
-                    c.name for c in self.children if c.process.role not in (*INTAKE, Role.EXECUTION)
-                ]
+                drainer = layout.drainer(self.config)
+                rest = [c.name for c in self.children if c.process.role not in (*INTAKE, drainer)]
                 self.children.stop(rest, Stop(), STOP_TIMEOUT_S)
                 self.inbox.read_all(self.children)  # last statuses, checks, the final report
         finally:
@@ -301,4 +305,5 @@ class Supervisor:
         return undrained
 
 
-INTAKE = (Role.FEED, Role.AGENT_HOST)
+# The gateway is intake too: remote hosts' intents enter through it.
+INTAKE = (Role.FEED, Role.AGENT_HOST, Role.GATEWAY)

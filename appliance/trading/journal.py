@@ -423,6 +423,12 @@ class Journal:
         )
         return {h: s for h, s in rows}
 
+    def highest_intent_seqs(self) -> dict[int, int]:
+        """Per host, the highest intent seq journaled in any run or epoch (for intents whose
+        seq outlives runs: a cluster gateway's stream positions)."""
+        rows = self._conn.execute("SELECT host, MAX(intent_seq) FROM orders GROUP BY host")
+        return {h: s for h, s in rows}
+
     def known_venue_fill_ids(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """The subset of (venue_order_id, venue_fill_id) already journaled. A fill id alone
         is not a key: some venues number fills per order (or restart their numbering)."""

@@ -18,19 +18,19 @@ import time
 import numpy as np
 
 from appliance.model.enums import TradingState
-from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
+from appliance.model.records import TICK, ReportKind
 from appliance.runtime import layout, live_metrics
 from appliance.runtime.desk import Request, TradingDesk
 from appliance.runtime.live_metrics import LiveMetrics
 from appliance.runtime.messages import Final, Flatten, Ready, Reload, Status
-from appliance.runtime.positions import PositionsPublisher
+from appliance.runtime.positions import ExtraTags, PositionsPublisher
 from appliance.runtime.worker import Worker
-from appliance.shm import BroadcastRing, RecordQueue
-from appliance.shm.snapshot import SharedSnapshot
+from appliance.shm import BroadcastRing
 from appliance.trading.control import RELOAD
 from appliance.trading.engine import ExecutionEngine
 from appliance.trading.flatten import flatten_round
 from appliance.workers import compose
+from appliance.workers.segments import HostSegments
 
 log = logging.getLogger(__name__)
 
@@ -41,28 +41,24 @@ DESK_POLL_S = 0.02  # how often operator requests (`dynamind trading`) are looke
 
 
 class HostLink:
-    """The queues and positions snapshot shared with one agent host."""
+    """The queues and positions snapshot shared with one agent host (``extra_tags``: see
+    PositionsPublisher; the cluster's uplink plays this part with tags of its own)."""
 
-    def __init__(self, w: Worker, h: int) -> None:
+    def __init__(self, w: Worker, h: int, extra_tags: ExtraTags | None = None) -> None:
         cfg = w.config
-        inst = cfg.instance
         self.host = h
-        self.intents_q = RecordQueue.attach(inst, layout.intents_queue(h), INTENT)
-        self.reports_q = RecordQueue.attach(inst, layout.reports_queue(h), REPORT)
+        self.segments = HostSegments.attach(cfg, h)
+        self.intents_q, self.reports_q = self.segments.intents_q, self.segments.reports_q
+        self.snapshot = self.segments.snapshot
         self.consumer = self.intents_q.consumer(w.strategy)
         self.producer = self.reports_q.producer(w.strategy, seq_field="seq")
-        self.snapshot = SharedSnapshot.attach(
-            inst,
-            layout.positions_snapshot(h),
-            POSITION,
-            (layout.host_agents(cfg, h), len(cfg.symbols)),
-        )
         self.positions = PositionsPublisher(
             self.snapshot,
             h,
             [p.agents for p in cfg.hosts[h].populations],
             self.reports_q,
             self.intents_q,
+            extra_tags,
         )
         self.dropped = 0
 
@@ -87,8 +83,7 @@ class HostLink:
     def close(self) -> None:
         self.consumer.close()
         self.producer.close()
-        for seg in (self.intents_q, self.reports_q, self.snapshot):
-            seg.close()
+        self.segments.close()
 
 
 class Outbox:

@@ -18,13 +18,16 @@ from appliance.runtime.layout import TICKS
 from appliance.runtime.messages import Ready, Reload
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing
-from appliance.workers import compose
+from appliance.workers import compose, nats_feed
 
 log = logging.getLogger(__name__)
 
 
 def main(w: Worker) -> None:
     cfg = w.config
+    if cfg.feed.kind == "nats":  # a mirror of another instance's ring (cluster)
+        nats_feed.main(w)
+        return
     ring = BroadcastRing.attach(cfg.instance, TICKS, TICK, cfg.ring_capacity)
     writer = ring.writer(w.strategy, seq_field="seq")
     out = w.c["ticks_out"]
