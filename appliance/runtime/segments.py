@@ -59,7 +59,9 @@ class SegmentSet:
         # appliance of the same name, which we refuse; a dead one is reclaimed.
         self.refuse_if_running()
         try:
-            stats = Stats.create(inst, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS, group)
+            stats = Stats.create(
+                inst, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS, group
+            )
         except SegmentInUse:
             self.refuse_if_running()  # another start won the race: name its pid
             raise
