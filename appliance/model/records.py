@@ -148,6 +148,9 @@ class RejectReason(IntEnum):
     BAD_ORDER = 6  # non-positive quantity, bad side, bad type or bad limit price
     VENUE = 7  # the venue refused the order
     NO_LIQUIDITY = 8  # market order found no quoted size to fill against
+    # Still queued when the appliance's supervisor died; journaled at the next start and
+    # never executed (the market it was decided on is gone).
+    STALE_AFTER_CRASH = 9
 
 
 #: The execution process's answer about one intent, pushed onto the host's report queue.

@@ -11,7 +11,7 @@ from typing import Protocol, TypeVar
 
 from appliance.config import Config
 from appliance.model.records import INTENT, POSITION, REPORT, TICK
-from appliance.runtime import layout, live_metrics
+from appliance.runtime import layout, live_metrics, stale
 from appliance.runtime.board import Board
 from appliance.shm import BroadcastRing, RecordQueue, SegmentInUse, Stats, require_tso
 from appliance.shm.segment import full_name, live_owner, reclaim_stale
@@ -58,6 +58,7 @@ class SegmentSet:
         # The stats segment doubles as the instance lock: a live owner means a running
         # appliance of the same name, which we refuse; a dead one is reclaimed.
         self.refuse_if_running()
+        epoch = stale.dead_epoch(inst)  # a crashed run's queues' epoch, before reclaiming
         try:
             stats = Stats.create(
                 inst, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS, group
@@ -66,6 +67,7 @@ class SegmentSet:
             self.refuse_if_running()  # another start won the race: name its pid
             raise
         self.stats = self._keep(stats)
+        stale.settle(cfg, epoch)  # what a crashed run left queued, journaled first
         for name in reclaim_stale(inst):
             log.warning("reclaimed stale %s", name)
         self.board = self._keep(Board.create(inst, group))
@@ -74,8 +76,11 @@ class SegmentSet:
         )
         self._keep(live_metrics.create(cfg))  # execution publishes, status and top read
         size = cfg.queue_capacity
+        # The queues' lifetime, under which execution journals their intents: in their
+        # headers too, so a start after a crash still knows it after the stats are gone.
+        tag = {stale.EPOCH: int(stats.segment.header["created_ns"])}
         for h in range(len(cfg.hosts)):
-            iq = RecordQueue.create(inst, layout.intents_queue(h), INTENT, size, group)
+            iq = RecordQueue.create(inst, layout.intents_queue(h), INTENT, size, group, tag)
             self._keep(iq)
             rq = RecordQueue.create(inst, layout.reports_queue(h), REPORT, size, group)
             self._keep(rq)

@@ -260,17 +260,33 @@ class Journal:
         ).fetchone()[0]
         return run_id
 
-    def record_drained(self, host_seqs: Mapping[int, int], now_ns: int | None = None) -> None:
+    def record_drained(
+        self, host_seqs: Mapping[int, int], now_ns: int | None = None, *, clean: bool = True
+    ) -> None:
         """Clean stop: remember, per host, the intent queue's head when this run drained it
-        (the count of records ever pushed, i.e. one past the last seq; not the last seq)."""
+        (the count of records ever pushed, i.e. one past the last seq; not the last seq).
+        ``clean`` False: the heads up to which a crashed run's intents are now journaled
+        (its stale ones included); the run keeps no stop time."""
         run_id = self._need_run()
         now = time.time_ns() if now_ns is None else now_ns
         drained = json.dumps({str(h): int(s) for h, s in sorted(host_seqs.items())})
         with self._tx() as c:
             c.execute(
                 "UPDATE runs SET stopped_ns = ?, drained = ? WHERE run_id = ?",
-                (now, drained, run_id),
+                (now if clean else None, drained, run_id),
             )
+
+    def adopt_epoch(self, epoch: str, now_ns: int | None = None) -> int:
+        """Write into the latest run of ``epoch`` from now on (a crashed run whose queues
+        outlived it), beginning a run of that epoch if the journal has none; its run id."""
+        row = self._conn.execute(
+            "SELECT run_id FROM runs WHERE epoch = ? ORDER BY run_id DESC LIMIT 1", (epoch,)
+        ).fetchone()
+        if row is None:
+            self.begin_run(epoch, now_ns)
+        else:
+            self.run_id, self.epoch = row[0], epoch
+        return self._need_run()
 
     def last_layout(self) -> dict | None:
         """The layout recorded by the latest run that recorded one (None: no run did)."""
