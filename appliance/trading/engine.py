@@ -38,6 +38,7 @@ from appliance.model.orders import Allocation, IntentOrder, OrderState, VenueOrd
 from appliance.model.records import INTENT, OrderType, RejectReason
 from appliance.trading.batch import Batch, Counters
 from appliance.trading.book import OrderBook
+from appliance.trading.checkpoint import EVERY_FILLS, PositionsCheckpoint
 from appliance.trading.journal import Journal
 from appliance.trading.netting import net_market
 from appliance.trading.portfolio import Key, Portfolio
@@ -57,6 +58,7 @@ class EngineConfig:
     lot_size: float = 1e-8  # default lot of every symbol, base units
     lot_sizes: Mapping[str, float] = field(default_factory=dict)  # per-symbol overrides
     internal_fee_bps: float = 0.0  # charged to both sides of an internal cross
+    checkpoint_fills: int = EVERY_FILLS  # positions checkpoint at least every so many fills
 
 
 class _Checked(NamedTuple):
@@ -142,6 +144,9 @@ class ExecutionEngine:
         self.book = OrderBook()
         self.counters = Counters()
         self._recovery = Recovery(journal, venue, self.book)
+        self._checkpoint = PositionsCheckpoint(
+            journal, self.portfolio, self.config.checkpoint_fills
+        )
         self._clock = clock
         self._seen = _Seen(journal, {})
         self._recovered = False
@@ -174,9 +179,15 @@ class ExecutionEngine:
         self._recovery.check_layout(layout)  # before anything is written
         # From here a failure leaves the engine unusable: the process exits, and recovers.
         self._recovered = True
-        summary = self._recovery.start(epoch, layout, self.portfolio, self._batch())
+        summary = self._recovery.start(epoch, layout, self._checkpoint, self._batch())
         self._seen = _Seen(self.journal, summary.last_intent_seq)
+        self._checkpoint_if_due()
         return summary
+
+    def _checkpoint_if_due(self) -> None:
+        """After an engine call's commits: a positions checkpoint when enough fills passed."""
+        if self._checkpoint.due():
+            self._checkpoint.save()
 
     def _batch(self) -> Batch:
         return Batch(self.book, self.journal, self.portfolio, self.counters, self._clock)
@@ -214,6 +225,7 @@ class ExecutionEngine:
         for vo in to_send:
             self._send(vo, b)
         b.commit()  # commit #2: what the venue said
+        self._checkpoint_if_due()
         return b.reports.build(self._clock())
 
     def _check(self, intents: np.ndarray) -> _Checked:
@@ -356,6 +368,7 @@ class ExecutionEngine:
         if self.book.in_doubt:  # not only when intents arrive: a quiet engine settles them too
             self._recovery.retry_in_doubt(b)
         b.commit()
+        self._checkpoint_if_due()
         return b.reports.build(self._clock())
 
     def cancel_all(self) -> dict[int, np.ndarray]:
@@ -375,6 +388,7 @@ class ExecutionEngine:
         """Clean stop: per host, the intent queue head (records ever pushed, one past the
         last seq) up to which this run drained, stored with the run."""
         self.journal.record_drained(host_seqs, self._clock())
+        self._checkpoint.save()  # the next start replays nothing
 
     def close(self) -> None:
         self.journal.close()

@@ -72,8 +72,10 @@ class Portfolio:
     def __init__(self) -> None:
         self._pos: dict[Key, Position] = {}
         self.fill_count = 0
+        self.touched: set[Key] = set()  # keys changed since the last checkpoint
 
     def apply(self, fill: Fill) -> None:
+        self.touched.add(fill.key)
         pos = self._pos.get(fill.key)
         if pos is None:
             pos = self._pos[fill.key] = Position(fill.lot)
@@ -87,6 +89,16 @@ class Portfolio:
     def apply_all(self, fills: Iterable[Fill]) -> None:
         for f in fills:
             self.apply(f)
+
+    def held(self, key: Key) -> Position | None:
+        """The whole state of one key (None: no fill ever)."""
+        return self._pos.get(key)
+
+    def load(self, positions: dict[Key, Position], fill_count: int) -> None:
+        """Start from ``positions`` (a checkpoint), as if ``fill_count`` fills made them."""
+        self._pos = dict(positions)
+        self.fill_count = fill_count
+        self.touched = set()
 
     def position(self, key: Key) -> float:
         pos = self._pos.get(key)
