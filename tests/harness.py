@@ -19,8 +19,8 @@ from typing import Any
 import psutil
 
 from appliance.model.orders import OrderState
-from appliance.model.records import RejectReason
-from appliance.shm import Stats, list_names, remove_instance
+from appliance.model.records import INTENT, RejectReason
+from appliance.shm import RecordQueue, Stats, list_names, remove_instance
 from appliance.shm.segment import SegmentError
 from appliance.trading.flatten import FLATTEN_SEQ
 
@@ -127,6 +127,7 @@ class Appliance:
         self.dir = directory
         self.config, self.instance = write_config(directory, **overrides)
         self.log_path = directory / "appliance.log"
+        self.journal_path = directory / "journal.sqlite"  # as the config says
         self.proc: subprocess.Popen | None = None
         self._stats: Stats | None = None
 
@@ -251,7 +252,19 @@ class Appliance:
         return list_names(self.instance)
 
     def journal(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.dir}/journal.sqlite?mode=ro", uri=True)
+        return sqlite3.connect(f"file:{self.journal_path}?mode=ro", uri=True)
+
+
+def queued_intents(app: Appliance, hosts: int = 2) -> int:
+    """Intents published and not yet taken by execution, over every host's queue."""
+    total = 0
+    for h in range(hosts):
+        q = RecordQueue.attach(app.instance, f"intents.{h}", INTENT, read_only=True)
+        try:
+            total += len(q)
+        finally:
+            q.close()
+    return total
 
 
 def assert_intents_accounted(app: Appliance) -> dict[int, int]:
@@ -356,7 +369,7 @@ def final_report(app: Appliance) -> dict:
 def journal_positions(app: Appliance) -> dict[tuple[int, int, int, int], float]:
     from appliance.trading.journal import Journal
 
-    j = Journal(app.dir / "journal.sqlite", readonly=True)
+    j = Journal(app.journal_path, readonly=True)
     try:
         return j.positions_from_fills()
     finally:

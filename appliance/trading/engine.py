@@ -36,6 +36,7 @@ import numpy as np
 from appliance.model.enums import TradingState
 from appliance.model.orders import Allocation, IntentOrder, OrderState, VenueOrder
 from appliance.model.records import INTENT, OrderType, RejectReason
+from appliance.storage.sqlite import storage_failure
 from appliance.trading.batch import Batch, Counters
 from appliance.trading.book import OrderBook
 from appliance.trading.checkpoint import EVERY_FILLS, PositionsCheckpoint
@@ -339,7 +340,9 @@ class ExecutionEngine:
         )
         try:
             status = self.venue.submit(request)
-        except Exception:
+        except Exception as exc:
+            if storage_failure(exc):
+                raise  # the paper venue's own file: execution halts (storage_halt.py)
             # Sent or not, we cannot tell: stays SUBMITTED and is looked up later.
             log.exception("submit of %s failed; will reconcile", vo.client_order_id)
             self.book.in_doubt.add(vo.client_order_id)

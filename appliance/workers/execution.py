@@ -28,6 +28,8 @@ from appliance.shm import BroadcastRing, RecordQueue
 from appliance.shm.snapshot import SharedSnapshot
 from appliance.trading.engine import ExecutionEngine
 from appliance.trading.flatten import flatten_round
+from appliance.trading.recovery import RecoverySummary
+from appliance.trading.storage_halt import StorageHalt
 from appliance.workers import compose
 
 log = logging.getLogger(__name__)
@@ -110,30 +112,26 @@ class Outbox:
 
 def main(w: Worker) -> None:
     cfg = w.config
-    engine = compose.execution_engine(cfg)
     # The queues live as long as the supervisor's segments: their creation time names
     # that lifetime, so intents re-read after a crash of this process are recognised.
     epoch = int(w.stats.segment.header["created_ns"])
-    summary = engine.recover(epoch=epoch)
-    log.info("recovered: %s", summary)
+    # A full or failing disk halts trading instead of ending the process (storage_halt.py).
+    guard = StorageHalt(
+        lambda: compose.execution_engine(w.config), epoch, compose.execution_files(cfg)
+    )
+    summary = guard.start()
     live = LiveMetrics(cfg, epoch, live_metrics.attach(cfg))  # continues from the journal
     ring = BroadcastRing.attach(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
     reader = ring.reader(w.strategy, start="latest", slot=layout.EXECUTION_READER)
     links = [HostLink(w, h) for h in range(len(cfg.hosts))]
-    positions = engine.positions()
-    for link in links:
-        # Positions from the journal already hold what recovery settled: its reports go
-        # out unapplied, and the snapshot's tag (published last, with the new epoch)
-        # tells the host to take the snapshot and skip them.
-        link.positions.load(positions)
-        if len(summary.reports.get(link.host, ())):
-            link.send(summary.reports[link.host], apply=False)
-        link.positions.publish()
     out = Outbox(w, links, live)
+    if summary is not None:
+        _recovered(guard.call(ExecutionEngine.positions) or {}, summary, links, resumed=False)
     batch = cfg.execution.batch
     next_status = 0.0
     configured = cfg.trading.state  # trading.state as the config file last said
     flattening = False
+    last_ticks = np.zeros(0, TICK)  # the newest quotes, for an engine that resumes
     w.subscribe(Reload, Flatten)
     w.send(Ready())
     try:
@@ -142,9 +140,9 @@ def main(w: Worker) -> None:
                 for msg in w.take_messages():
                     match msg:
                         case Reload():
-                            configured = _reload(w, engine, out, configured)
+                            configured = _reload_state(w, guard, out, configured)
                         case Flatten():
-                            flattening = _flatten(w, engine, out)
+                            flattening = guard.call(_flatten, w, out) is not False
             if w.stopping and not w.draining:
                 break
             busy = False
@@ -154,35 +152,72 @@ def main(w: Worker) -> None:
                 if reader.valid():
                     w.add("ticks_in", len(ticks))
                     live.ticks(ticks)
-                    out.send(engine.on_ticks(ticks))
+                    last_ticks = ticks
+                    out.send(guard.call(ExecutionEngine.on_ticks, ticks) or {})
                 else:
                     w.add("tick_gaps", len(ticks))
                 busy = True
-            if _take_intents(engine, out, batch):
+            if guard.call(_take_intents, out, batch):
                 busy = True
+            elif guard.engine is None:  # a drain waits for the disk too, within its timeout
+                _resume(guard, out, last_ticks)
             elif w.draining:
-                heads = {link.host: link.intents_q.head for link in links}
-                engine.record_drained(heads)
-                log.info("drained intent queues up to %s", heads)
-                _final_check(w, engine, links)
+                guard.call(_drain, w, links)
                 break
             live.tick()
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + w.config.status_interval_s
                 if flattening:  # what the last round could not close: try again
-                    flattening = _flatten(w, engine, out)
-                w.send(Status(engine.status()))
+                    flattening = guard.call(_flatten, w, out) is not False
+                w.send(Status(guard.status()))
             if not busy:
                 reader.wait(IDLE_WAIT_S)
     finally:
-        w.send(Status(engine.status()))
-        engine.close()
+        w.send(Status(guard.status()))
+        guard.close()
         live.close()
         for link in links:
             link.close()
         reader.close()
         ring.close()
+
+
+def _recovered(
+    positions: dict, summary: RecoverySummary, links: list[HostLink], resumed: bool
+) -> None:
+    """Give each host the positions a recovery settled and its reports. Positions from the
+    journal already hold what recovery settled: its reports go out unapplied, and the
+    snapshot's tag (published last, with a new epoch) tells the host to take the snapshot
+    and skip them."""
+    log.info("recovered: %s", summary)
+    for link in links:
+        link.positions.load(positions)
+        if len(summary.reports.get(link.host, ())):
+            link.send(summary.reports[link.host], apply=False)
+        if resumed:
+            link.positions.resync()  # a new epoch: the publisher's was this process's
+        else:
+            link.positions.publish()
+
+
+def _resume(guard: StorageHalt, out: Outbox, last_ticks: np.ndarray) -> None:
+    """While halted by storage: a new engine when a retry is due and the disk takes it."""
+    summary = guard.retry()
+    if summary is None:
+        return
+    out.live.reports(summary.reports)
+    positions = guard.call(ExecutionEngine.positions) or {}
+    _recovered(positions, summary, out.links, resumed=True)
+    if len(last_ticks):
+        out.send(guard.call(ExecutionEngine.on_ticks, last_ticks) or {})
+
+
+def _drain(engine: ExecutionEngine, w: Worker, links: list[HostLink]) -> None:
+    heads = {link.host: link.intents_q.head for link in links}
+    engine.record_drained(heads)
+    log.info("drained intent queues up to %s", heads)
+    _final_check(w, engine, links)
 
 
 def _take_intents(engine: ExecutionEngine, out: Outbox, batch: int) -> bool:
@@ -215,7 +250,13 @@ def _take_intents(engine: ExecutionEngine, out: Outbox, batch: int) -> bool:
     return True
 
 
-def _reload(w: Worker, engine: ExecutionEngine, out: Outbox, configured: str) -> str:
+def _reload_state(w: Worker, guard: StorageHalt, out: Outbox, configured: str) -> str:
+    """``_reload`` on the engine; while halted by storage the engine that resumes is built
+    from the reloaded config."""
+    return guard.call(_reload, w, out, configured) or w.config.trading.state
+
+
+def _reload(engine: ExecutionEngine, w: Worker, out: Outbox, configured: str) -> str:
     """Apply a reloaded config's risk limits and trading state; log only what changed.
 
     ``configured`` is trading.state as the file last said: the engine's state follows
@@ -237,7 +278,7 @@ def _reload(w: Worker, engine: ExecutionEngine, out: Outbox, configured: str) ->
     return new.trading.state
 
 
-def _flatten(w: Worker, engine: ExecutionEngine, out: Outbox) -> bool:
+def _flatten(engine: ExecutionEngine, w: Worker, out: Outbox) -> bool:
     """One round of `dynamind flatten` (see trading/flatten.py); True while still open."""
     done = flatten_round(engine)
     out.send(done.cancel_reports)

@@ -23,18 +23,7 @@ from appliance.model.records import INTENT, RejectReason
 from appliance.runtime.segments import SegmentSet
 from appliance.runtime.stale import StaleNotJournaled
 from appliance.shm import RecordQueue, remove_instance
-from tests.harness import Appliance, assert_hosts_agree, audit_journal
-
-
-def queued(app: Appliance) -> int:
-    total = 0
-    for h in (0, 1):
-        q = RecordQueue.attach(app.instance, f"intents.{h}", INTENT, read_only=True)
-        try:
-            total += len(q)
-        finally:
-            q.close()
-    return total
+from tests.harness import Appliance, assert_hosts_agree, audit_journal, queued_intents
 
 
 def crash_with_intents_queued(app: Appliance, orphan_signal: int) -> None:
@@ -45,7 +34,7 @@ def crash_with_intents_queued(app: Appliance, orphan_signal: int) -> None:
     app.wait_for(lambda: app.counter("execution", "intents") > 50, what="execution busy")
     workers = {n: w["pid"] for n, w in app.workers().items() if n != "supervisor"}
     os.kill(workers["execution"], signal.SIGSTOP)
-    app.wait_for(lambda: queued(app) > 40, what="intents queued behind a frozen execution")
+    app.wait_for(lambda: queued_intents(app) > 40, what="intents queued behind a frozen execution")
     app._stats.close()
     app._stats = None
     app.proc.kill()
@@ -74,7 +63,7 @@ def test_intents_queued_at_a_crash_are_journaled_as_stale_at_the_next_start(
 
 def _crash_and_restart(app: Appliance, orphan_signal: int) -> None:
     crash_with_intents_queued(app, orphan_signal)
-    left = queued(app)
+    left = queued_intents(app)
     assert left > 0, "the crash left nothing queued: the test proves nothing"
     first_log = app.log_path.read_text()
     app.log_path = app.dir / "second.log"
