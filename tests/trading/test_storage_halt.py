@@ -71,7 +71,7 @@ def test_a_full_disk_halts_keeps_intents_queued_and_resumes(
         queue.clear()
         consumed = published
     else:
-        raise AssertionError("the journal never hit the full disk")
+        raise AssertionError("the full disk never refused a write")
     assert guard.engine is None and "full" in guard.reason
     status = guard.status()
     assert status["trading"] == TradingState.HALTED.value and status["trading_why"] == guard.reason
