@@ -152,11 +152,29 @@ class _Model(BaseModel):
 class TradingConfig(_Model):
     # State at start. On reload a change applies live.
     state: TradingState = TradingState.ACTIVE
+    # Symbols with netting = "priority": how long a population's intent rules the side.
+    priority_window_s: PositiveFloat = 1.0
 
     @field_serializer("state")
     def _state_name(self, state: TradingState) -> str:
         # Plain text in dumps, so a diff reads 'active' -> 'halted'.
         return state.value
+
+
+class RateConfig(_Model):
+    # A token bucket: intents per second, and how many may go at once after a quiet spell.
+    rate: PositiveFloat
+    burst: Annotated[float, Field(ge=1.0)]
+
+
+class RiskConfig(_Model):
+    # Limits over the whole account (the per-agent limits of a symbol are in [[symbols]]).
+    # Left out: not limited.
+    agent_order_rate: RateConfig | None = None
+    order_rate: RateConfig | None = None
+    max_gross_exposure: PositiveFloat | None = None
+    max_drawdown: PositiveFloat | None = None
+    drawdown_action: Literal["reduce_only", "halted"] = "reduce_only"
 
 
 class SupervisorConfig(_Model):
@@ -184,6 +202,10 @@ class SymbolConfig(_Model):
     lot_size: PositiveFloat
     max_position: PositiveFloat
     max_order_notional: PositiveFloat
+    max_order_qty: PositiveFloat | None = None
+    price_band_bps: PositiveFloat = 1000.0
+    max_open_orders: PositiveInt = 50
+    netting: Literal["net", "priority", "independent"] = "net"
 
     @model_validator(mode="after")
     def _price_on_grid(self) -> SymbolConfig:
@@ -300,6 +322,8 @@ class PopulationConfig(_Model):
     # indexes (see Config.population_seed).
     seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None
     params: dict[str, Any] = {}
+    # Rank of its intents on symbols with netting = "priority" (higher wins).
+    priority: int = 0
 
 
 class HostConfig(_Model):
@@ -371,10 +395,11 @@ class Config(_Model):
     # Records per tick ring and per intent/report queue: powers of two (index masking).
     ring_capacity: PowerOfTwo = 65536
     queue_capacity: PowerOfTwo = 16384
-    # A group whose members may read the shared memory (status, top); None: only the
-    # service user. Never any access for others.
+    # A group whose members may read the shared memory (status, top) and set the trading
+    # state (dynamind trading); None: only the service user. Never any access for others.
     operator_group: str | None = None
     trading: TradingConfig = TradingConfig()
+    risk: RiskConfig = RiskConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     symbols: Annotated[list[SymbolConfig], Field(min_length=1, max_length=65535)]
     feed: FeedConfig = FeedConfig()
@@ -683,12 +708,15 @@ class Change:
 
 _MISSING = object()
 
-# Paths applied live by the processes that read them (risk limits and trading state by
-# execution, feed rate by the feed, log format by every process, the status interval and
-# the supervisor's limits by the supervisor and execution).
+# Paths applied live by the processes that read them (trading state, risk limits, netting
+# policies and population priorities by execution, feed rate by the feed, log format by
+# every process, the status interval and the supervisor's limits by the supervisor and
+# execution).
 _LIVE = re.compile(
-    r"^(trading\.state|feed\.rate|log_format|status_interval_s|supervisor\..*"
-    r"|symbols\[\d+\]\.(max_position|max_order_notional))$"
+    r"^(trading\..*|risk\..*|feed\.rate|log_format|status_interval_s|supervisor\..*"
+    r"|symbols\[\d+\]\.(max_position|max_order_notional|max_order_qty|price_band_bps"
+    r"|max_open_orders|netting)"
+    r"|hosts\[\d+\]\.populations\[\d+\]\.priority)$"
 )
 # Paths only a restart of the whole appliance applies, and why.
 _WHOLE: list[tuple[re.Pattern[str], str]] = [

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.model.records import INTENT, TICK, OrderType, Side, TickKind
-from tests.harness import Appliance
+from appliance.model.records import INTENT, REPORT, TICK, OrderType, ReportKind, Side, TickKind
+from tests.harness import MARKET_MAKERS, Appliance
 from tests.loopback import make_sim  # noqa: F401  (the loopback exchange fixture)
 
 _GUARD_DIR = Path(__file__).parent / "netguard"
@@ -99,6 +99,30 @@ def small_fs(tmp_path_factory) -> Iterator[SmallFs]:
     finally:
         # lazy: a process the test killed may still be letting go of its files
         subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.fixture(scope="session")
+def compiled_mm_kernels():
+    """The market makers' numba kernels compiled into the disk cache: an agent host that
+    compiles them on its first batch misses heartbeats on a busy machine, and is killed."""
+    from appliance.agents import TickBatch, make_population
+
+    pop = make_population("market_making", 2, [0], {"qty": 1.0}, 1, "numba")
+    reports = np.zeros(1, REPORT)
+    reports["kind"], reports["side"], reports["final"] = ReportKind.ACK, 1, 1
+    pop.on_reports(reports)
+    n = 2
+    bid, ask = np.full(n, 100.0), np.full(n, 100.1)
+    pop.step(TickBatch(np.zeros(n, np.uint16), bid, ask, np.ones(n, np.int64)), 1)
+
+
+@pytest.fixture
+def mm_app(tmp_path, compiled_mm_kernels):
+    """An appliance whose host-b also runs market makers (harness.MARKET_MAKERS)."""
+    a = Appliance(tmp_path, extra=MARKET_MAKERS)
+    yield a
+    if not a.kill_all():
+        assert a.leftovers() == [], "segments left behind"
 
 
 def _quotes(

@@ -89,6 +89,20 @@ qty = [0.002, 0.04]
 """
 
 
+# A second population for host-b (the last [[hosts]] of TEST_CONFIG), as ``extra``: market
+# makers quoting both symbols around the mid, requoting when it moves a fraction of a bp.
+MARKET_MAKERS = """
+[[hosts.populations]]
+kind = "market_making"
+agents = 20
+[hosts.populations.params]
+qty = [0.001, 0.01]
+half_spread_bps = [0.5, 1.5]
+skew_bps = 1.0
+requote_bps = [0.5, 1.0]
+"""
+
+
 def dynamind(
     *args: str, cwd: Path | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:

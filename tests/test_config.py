@@ -303,3 +303,45 @@ def test_union_errors_name_the_value_not_pydantics_type_tags(tmp_path):
         "as a number: Input should be greater than 0 (got -1); "
         "or as a list: Input should be a valid list (got -1)"
     )
+
+
+def test_risk_tables(tmp_path):
+    text = minimal(
+        "[trading]", "priority_window_s = 0.5",
+        "[risk]", "max_gross_exposure = 1e6", "max_drawdown = 500", 'drawdown_action = "halted"',
+        "agent_order_rate = { rate = 5, burst = 10 }",
+    )  # fmt: skip
+    notional = "max_order_notional = 1000.0"
+    cfg = load(tmp_path, text.replace(notional, notional + '\nnetting = "priority"'))
+    assert cfg.risk.agent_order_rate.burst == 10 and cfg.risk.order_rate is None
+    assert cfg.risk.drawdown_action == "halted" and cfg.trading.priority_window_s == 0.5
+    assert [s.netting for s in cfg.symbols] == ["priority", "priority"]
+    assert cfg.symbols[0].max_order_qty is None and cfg.symbols[0].max_open_orders == 50
+    errors = errors_of(tmp_path, minimal(
+        "[risk]", 'drawdown_action = "active"', "order_rate = { rate = 5, burst = 0.5 }",
+        "max_drawdown = -1",
+    ).replace("max_order_notional = 1000.0", 'max_order_notional = 1000.0\nnetting = "pool"\n'
+              "price_band_bps = 0\nmax_open_orders = 0", 1))  # fmt: skip
+    assert "'reduce_only' or 'halted'" in errors["risk.drawdown_action"]
+    assert "greater than or equal to 1" in errors["risk.order_rate.burst"]
+    assert "greater than 0" in errors["risk.max_drawdown"]
+    assert "'net', 'priority' or 'independent'" in errors["symbols[0].netting"]
+    assert "greater than 0" in errors["symbols[0].price_band_bps"]
+    assert "greater than 0" in errors["symbols[0].max_open_orders"]
+
+
+def test_risk_and_netting_reload_live():
+    old = load_config(DEFAULT)
+
+    def edit(d):
+        d["risk"]["max_drawdown"] = 10.0
+        d["risk"]["order_rate"] = {"rate": 10.0, "burst": 20.0}
+        d["trading"]["priority_window_s"] = 3.0
+        d["symbols"][0]["netting"] = "independent"
+        d["symbols"][1]["price_band_bps"] = 50.0
+        d["symbols"][2]["max_open_orders"] = 3
+        d["symbols"][3]["max_order_qty"] = 1.0
+        d["hosts"][0]["populations"][0]["priority"] = 2
+
+    changes = diff_config(old, _variant(old, edit))
+    assert len(changes) == 8 and all(c.live for c in changes), [str(c) for c in changes]

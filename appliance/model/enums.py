@@ -25,5 +25,6 @@ class TradingState(StrEnum):
     """What pre-trade risk lets through."""
 
     ACTIVE = "active"
-    HALTED = "halted"  # every intent is rejected with HALTED
-    REDUCE_ONLY = "reduce_only"  # only intents that shrink |position| pass; others HALTED
+    HALTED = "halted"  # every intent but a CANCEL is rejected with HALTED
+    # Only intents that shrink |position| pass (and CANCELs); others REDUCE_ONLY.
+    REDUCE_ONLY = "reduce_only"

@@ -26,10 +26,11 @@ class OrderState(IntEnum):
     FILLED = 5
     CANCELED = 6  # the unfilled remainder is void (IOC remainder, cancel request)
     REJECTED = 7  # refused before anything filled
+    DONE = 8  # a CANCEL intent carried out (it never trades: see records.OrderType.CANCEL)
 
 
 TERMINAL: frozenset[OrderState] = frozenset(
-    {OrderState.FILLED, OrderState.CANCELED, OrderState.REJECTED}
+    {OrderState.FILLED, OrderState.CANCELED, OrderState.REJECTED, OrderState.DONE}
 )
 #: States an order can still leave (NEW .. PARTIALLY_FILLED).
 OPEN: frozenset[OrderState] = frozenset(OrderState) - TERMINAL
@@ -38,8 +39,9 @@ _S = OrderState
 #: Every legal single step. A synchronous venue answer that covers several steps (sent,
 #: acked, filled) is recorded as that sequence of steps, never as one jump.
 TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
-    # ACCEPTED straight from NEW: an internal cross never goes to the venue.
-    _S.NEW: frozenset({_S.SUBMITTED, _S.ACCEPTED, _S.REJECTED}),
+    # ACCEPTED straight from NEW: an internal cross never goes to the venue. DONE: only a
+    # CANCEL intent, which never goes to the venue either.
+    _S.NEW: frozenset({_S.SUBMITTED, _S.ACCEPTED, _S.REJECTED, _S.DONE}),
     # Fills may arrive before the ack on real venues; CANCELED covers an IOC that the venue
     # expired without an explicit ack.
     _S.SUBMITTED: frozenset(
@@ -51,6 +53,7 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     _S.FILLED: frozenset(),
     _S.CANCELED: frozenset(),
     _S.REJECTED: frozenset(),
+    _S.DONE: frozenset(),
 }
 
 

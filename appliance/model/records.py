@@ -142,15 +142,22 @@ class RejectReason(IntEnum):
     NONE = 0
     MAX_POSITION = 1  # the fill would take the agent beyond max_position for the symbol
     MAX_NOTIONAL = 2  # qty * price exceeds max_order_notional for the symbol
-    HALTED = 3  # trading is halted (operator or restart-intensity limit)
+    HALTED = 3  # trading is halted (operator, drawdown kill switch or restart-intensity limit)
     NO_MARKET = 4  # no quote known yet for the symbol
     UNKNOWN_SYMBOL = 5  # symbol index outside the instrument table
     BAD_ORDER = 6  # non-positive quantity, bad side, bad type or bad limit price
     VENUE = 7  # the venue refused the order
     NO_LIQUIDITY = 8  # market order found no quoted size to fill against
+    MAX_ORDER_QTY = 9  # qty exceeds max_order_qty for the symbol
+    PRICE_BAND = 10  # the price is further from the last mid than price_band_bps (fat finger)
+    ORDER_RATE = 11  # the agent's or the appliance's order-rate token bucket is empty
+    MAX_OPEN_ORDERS = 12  # the agent already has max_open_orders open in the symbol
+    MAX_GROSS_EXPOSURE = 13  # the fill would take gross exposure beyond max_gross_exposure
+    REDUCE_ONLY = 14  # trading is reduce-only and the intent would not shrink |position|
+    CONFLICT = 15  # priority netting: a higher-priority population trades the other way
     # Still queued when the appliance's supervisor died; journaled at the next start and
     # never executed (the market it was decided on is gone).
-    STALE_AFTER_CRASH = 9
+    STALE_AFTER_CRASH = 16
 
 
 #: The execution process's answer about one intent, pushed onto the host's report queue.

@@ -265,6 +265,15 @@ def _cmd_flatten(args: argparse.Namespace) -> int:
         monitor.close()
 
 
+def _cmd_trading(args: argparse.Namespace) -> int:
+    from appliance.ops import trading_cmd
+
+    instance = _instance(args.config)
+    if instance is None:
+        return Exit.CONFIG
+    return trading_cmd.run(instance, args.action, args.reason or "", args.timeout)
+
+
 def _stopped_config(path: str):
     """The config, if no appliance of its instance runs (journal files are then ours)."""
     from appliance.runtime.layout import STATS
@@ -477,6 +486,12 @@ def _wait_options(default: float):
     return add
 
 
+def _trading_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["halt", "reduce-only", "resume"], help="the new state")
+    _wait_options(10.0)(p)
+    p.add_argument("--reason", metavar="TEXT", help="why, for the journal")
+
+
 def _reset_options(p: argparse.ArgumentParser) -> None:
     _config_option(p)
     p.add_argument("--journal", action="store_true", help="archive the journal files")
@@ -554,6 +569,9 @@ COMMANDS = (
     ("flatten", _cmd_flatten, "close every position: trading goes reduce-only, execution "
      "sends closing orders (risk-checked, netted, journaled); waits until flat",
      (E.ERROR, E.NOT_RUNNING, E.CONFIG), _wait_options(120.0)),
+    ("trading", _cmd_trading, "set the trading state of the running appliance (halt, "
+     "reduce-only, resume): journaled with your user and --reason; halting or reduce-only "
+     "cancels resting orders", (E.ERROR, E.NOT_RUNNING, E.CONFIG), _trading_options),
     ("reset", _cmd_reset, "start over (the appliance stopped): archive the journal and the "
      "paper venue's state", (E.USAGE, E.ALREADY_RUNNING, E.CONFIG), _reset_options),
     ("journal", _cmd_journal, "journal maintenance (the appliance stopped)",

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 TAG_REPORTS_HEAD, TAG_EPOCH, TAG_INTENTS_TAIL = 0, 1, 2
 POLL_S = 0.001
+#: How long a stopping agent host waits for execution to take its last intents and cover
+#: its reports. Normally a moment; a stop right behind a crash of execution waits for its
+#: restart, which on a loaded machine (imports, journal recovery) takes seconds.
+SETTLE_TIMEOUT_S = 30.0
 
 
 def _offsets(agents: Sequence[int]) -> np.ndarray:

@@ -108,10 +108,9 @@ class ServiceReport:
         fields["intents_per_s"] = round(fields["intents_per_s"])
         log.info("status", extra=fields)
         text = ", ".join(f"{k}={fmt.format(fields[k])}" for k, fmt in STATUS_FIELDS)
-        own = s.get("trading_why", "")  # execution's reason (a failing disk) comes first
-        notes = [f"trading {s['trading']}: {own}" if own else "", self._reload_note]
+        why = (s.get("trading_why") or self.trading_why) if s["trading"] != "active" else ""
+        notes = [f"trading {s['trading']}: {why}" if why else "", self._reload_note]
         self.notifier.status("; ".join([text, *filter(None, notes)]))
-        why = (own or self.trading_why) if s["trading"] != "active" else ""
         self._board(
             trading=s["trading"],
             trading_why=why,

@@ -24,6 +24,7 @@ from appliance.runtime.cpu import CpuPlan, plan
 from appliance.runtime.exits import Exit
 from appliance.runtime.inbox import Inbox
 from appliance.runtime.messages import Drain, Flatten, Reload, Stop
+from appliance.runtime.positions import SETTLE_TIMEOUT_S
 from appliance.runtime.reload import ReloadPlan, ReloadRefused, plan_reload
 from appliance.runtime.segments import SegmentSet
 from appliance.runtime.service import ServiceReport, stale_workers
@@ -283,8 +284,12 @@ class Supervisor:
                 intake = [c.name for c in self.children if c.process.role in INTAKE]
                 self._execution_up(wait=True)
                 # While the intake stops, execution stays up (restarted if it dies).
+                # The hosts' positions checks may wait that long for execution to settle.
                 self.children.stop(
-                    intake, Stop(), STOP_TIMEOUT_S, lambda: self._execution_up(wait=False)
+                    intake,
+                    Stop(),
+                    SETTLE_TIMEOUT_S + STOP_TIMEOUT_S,
+                    lambda: self._execution_up(wait=False),
                 )
                 undrained = self._drain()
                 rest = [

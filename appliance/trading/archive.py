@@ -38,7 +38,10 @@ from appliance.trading.portfolio import Position
 CARRY_EPOCH = "archive"
 CARRY_PREFIX = "carry-"
 _TERMINAL_SQL = one_of("state", TERMINAL)
-_TABLES = ("runs", "orders", "venue_orders", "venue_order_intents", "venue_fills", "fills")
+_TABLES = (
+    "runs", "orders", "venue_orders", "venue_order_intents", "venue_fills", "fills",
+    "trading_states",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -222,11 +225,14 @@ def _move(
         "venue_order_intents": "venue_order_id IN (SELECT k FROM m_venue)",
         "venue_fills": "venue_order_id IN (SELECT k FROM m_venue)",
         "fills": "fill_id IN (SELECT k FROM m_fills)",
+        "trading_states": f"run_id <= {int(runs[-1])}",
     }
     for table, where in copy.items():
         c = cols[table]
         conn.execute(f"INSERT INTO arc.{table} ({c}) SELECT {c} FROM main.{table} WHERE {where}")
-    for table in ("fills", "venue_order_intents", "venue_fills", "venue_orders", "orders"):
+    for table in (
+        "fills", "venue_order_intents", "venue_fills", "venue_orders", "orders", "trading_states"
+    ):  # fmt: skip
         conn.execute(f"DELETE FROM main.{table} WHERE {copy[table]}")
     for name in ("m_orders", "m_venue", "m_fills"):
         conn.execute(f"DROP TABLE temp.{name}")

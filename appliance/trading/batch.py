@@ -145,7 +145,25 @@ class Batch:
         else:
             self.reports.add(o, ReportKind.CANCEL)
 
+    def done(self, o: IntentOrder, text: str) -> None:
+        """A CANCEL intent is carried out: DONE, answered with one final ACK."""
+        o.advance(_S.DONE)
+        o.reason_text = text
+        self.touch(o)
+        self.reports.add(o, ReportKind.ACK)
+
     # ---- venue answers ------------------------------------------------------------------
+
+    def withdraw(self, vo: VenueOrder, status: OrderStatus) -> None:
+        """``vo`` was cancelled at the venue to cross its rest internally: apply the fills
+        the venue made before (``status``), then end it without voiding its intents (their
+        rest is crossed, and what is left goes out again in a new venue order)."""
+        for f in self._unseen(status.fills):
+            self._venue_fill(vo, f)
+        if not vo.is_terminal:
+            vo.advance(_S.CANCELED)
+            vo.reason_text = "withdrawn: its rest crosses internally"
+            self.touch(vo)
 
     def apply_status(self, vo: VenueOrder, status: OrderStatus) -> None:
         """Bring ``vo`` (and its intents) to the venue's ``status``; fills already journaled

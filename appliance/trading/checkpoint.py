@@ -28,7 +28,7 @@ from appliance.trading.portfolio import Key, Portfolio, Position
 log = logging.getLogger(__name__)
 
 EVERY_FILLS = 10_000  # a checkpoint at least this often: what a start after a crash replays
-SCHEMA = 4  # the journal version that has the checkpoint tables
+SCHEMA = 5  # the journal version that has the checkpoint tables
 _COLS = "host, population, agent, symbol, lot, lots, avg_price, realized, fees"
 
 

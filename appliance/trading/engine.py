@@ -1,23 +1,24 @@
-"""ExecutionEngine: validate, risk-check, journal, net, send, journal, report.
+"""ExecutionEngine: validate, risk-check, journal, cross, send, cancel, journal, report.
 
 One ``process`` call handles one batch of intents from every host:
 
 1. drop intents already journaled in this epoch (re-delivery after a consumer crash);
-2. validate (BAD_ORDER, UNKNOWN_SYMBOL) and risk-check (limits, trading state);
-3. net MARKET intents per symbol: crossed quantities fill internally at the mid, the net
-   quantity becomes one venue order; each LIMIT intent becomes its own venue order;
+2. the pre-trade checks (pretrade.py): validation, per-symbol limits per agent, the
+   trading state, priority conflicts, the account's limits;
+3. route per symbol (routing.py): intents cross internally by the symbol's policy, the
+   rest becomes venue orders (crossing a resting quote withdraws it from the venue first);
 4. commit #1: every intent (NEW, or REJECTED with its reason), the internal fills and every
    venue order about to be sent, with the intents it covers. Nothing has been sent yet;
-5. send the venue orders;
-6. commit #2: acks, rejects, fills (each venue fill split pro rata over the intents it
-   covers), cancels of IOC remainders;
-7. update the portfolio and return the reports, grouped by host.
+5. send the venue orders, then carry out the batch's CANCEL intents (cancels.py);
+6. the drawdown kill switch (account.py), which may move trading to reduce-only or halted;
+7. commit #2: acks, rejects, fills (each venue fill split pro rata over the intents it
+   covers), cancels; then update the portfolio and return the reports, grouped by host.
 
 Reports are built only from committed state, so whatever an agent was told survives a
-crash. A crash between 4 and 6 is repaired by ``recover`` (see recovery.py). The pieces:
+crash. A crash between 4 and 7 is repaired by ``recover`` (see recovery.py). The pieces:
 the open orders live in an ``OrderBook``; every change to them is made and journaled
 through a ``Batch``; ``Recovery`` settles them with the venue at the start of a run and
-when a submit's outcome is unknown.
+when a submit's outcome is unknown; ``TradingControl`` holds and journals the trading state.
 
 A journal error (disk full, a row in an unexpected state) propagates and leaves the
 engine unusable: the process must exit and ``recover`` from the journal.
@@ -26,30 +27,37 @@ engine unusable: the process must exit and ``recover`` from the journal.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from appliance.model.enums import TradingState
-from appliance.model.orders import Allocation, IntentOrder, OrderState, VenueOrder
+from appliance.model.orders import IntentOrder, OrderState, VenueOrder
 from appliance.model.records import INTENT, OrderType, RejectReason
 from appliance.storage.sqlite import storage_failure
+from appliance.trading import cancels
+from appliance.trading.account import AccountLimits
 from appliance.trading.batch import Batch, Counters
 from appliance.trading.book import OrderBook
 from appliance.trading.checkpoint import EVERY_FILLS, PositionsCheckpoint
+from appliance.trading.control import TradingControl
 from appliance.trading.journal import Journal
-from appliance.trading.netting import net_market
 from appliance.trading.portfolio import Key, Portfolio
+from appliance.trading.pretrade import Checked, PreTrade
 from appliance.trading.recovery import Recovery, RecoverySummary, RunLayout
-from appliance.trading.risk import RiskEngine, RiskLimits, validate_intents
+from appliance.trading.reports import merge
+from appliance.trading.risk import RiskEngine, RiskLimits
+from appliance.trading.routing import Policy, Routed, Router
+from appliance.trading.seen import Seen
 from appliance.venues.base import OrderRequest, QuoteBook, Venue
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EngineConfig", "ExecutionEngine"]
+__all__ = ["EngineConfig", "ExecutionEngine", "Rules"]
 
 _PASS = RejectReason.NONE
 
@@ -62,53 +70,15 @@ class EngineConfig:
     checkpoint_fills: int = EVERY_FILLS  # positions checkpoint at least every so many fills
 
 
-class _Checked(NamedTuple):
-    """A batch of fresh intents after validation and risk, as arrays aligned per intent."""
+@dataclass(frozen=True)
+class Rules:
+    """Everything pre-trade that may change while the engine runs (a config reload)."""
 
-    reasons: np.ndarray  # RejectReason, NONE: passes
-    lots: np.ndarray  # quantity on the symbol's lot grid (0 where rejected)
-    symbol: np.ndarray  # symbol index (0 where invalid)
-    side: np.ndarray
-    order_type: np.ndarray
-    lot: np.ndarray  # the symbol's lot size
-
-
-class _Seen:
-    """Which intents this epoch's journal already holds, per host: a high-water mark of
-    the seqs journaled, and the journal for anything at or below it."""
-
-    def __init__(self, journal: Journal, marks: Mapping[int, int]) -> None:
-        self.journal = journal
-        self.marks = dict(marks)  # per host, the highest seq journaled in the epoch
-
-    def fresh(self, intents: np.ndarray) -> np.ndarray:
-        """Mask of the intents not yet journaled (first copy within the batch).
-
-        Fast path: a host's seqs all above its mark and increasing (a FIFO queue delivering
-        new records) need no lookup; otherwise the journal is asked.
-        """
-        keep = np.ones(len(intents), bool)
-        host = intents["host"]
-        seq = intents["seq"].astype(np.int64)
-        for h in np.unique(host).tolist():
-            idx = np.flatnonzero(host == h)
-            s = seq[idx]
-            mark = self.marks.get(h, -1)
-            if s[0] > mark and (len(s) == 1 or bool(np.all(s[1:] > s[:-1]))):
-                continue
-            old = self.journal.journaled_seqs(h, s[s <= mark].tolist())
-            seen: set[int] = set()
-            for j, q in zip(idx.tolist(), s.tolist(), strict=True):
-                if q in old or q in seen:
-                    keep[j] = False
-                seen.add(q)
-        return keep
-
-    def journaled(self, intents: np.ndarray) -> None:
-        """``intents`` are journaled now: raise the marks."""
-        for h, s in zip(intents["host"].tolist(), intents["seq"].tolist(), strict=True):
-            if s > self.marks.get(h, -1):
-                self.marks[h] = s
+    limits: Mapping[str, RiskLimits]  # per symbol, applied per agent
+    account: AccountLimits = field(default_factory=AccountLimits)
+    policies: Mapping[str, Policy] = field(default_factory=dict)  # per symbol; default net
+    priorities: Mapping[tuple[int, int], int] = field(default_factory=dict)  # (host, pop)
+    priority_window_s: float = 1.0
 
 
 class ExecutionEngine:
@@ -137,23 +107,64 @@ class ExecutionEngine:
         self.lots = np.array(
             [self.config.lot_sizes.get(s, self.config.lot_size) for s in self.symbols], float
         )
-        self.risk = RiskEngine(self.symbols, limits)
         self.journal = journal
         self.venue = venue
         self.quotes = QuoteBook(len(self.symbols))
         self.portfolio = Portfolio()
         self.book = OrderBook()
         self.counters = Counters()
+        self.pretrade = PreTrade(
+            self.symbols, limits, self.lots, self.quotes, self.portfolio, self.book
+        )
+        fee_rate = self.config.internal_fee_bps / 1e4
+        self.router = Router(self.book, venue, journal, self.quotes, self.lots, fee_rate)
+        self.control = TradingControl(self.pretrade.risk, journal, clock)
+        self.rules = Rules({s: self.risk.limits(s) for s in self.symbols})
         self._recovery = Recovery(journal, venue, self.book)
         self._checkpoint = PositionsCheckpoint(
             journal, self.portfolio, self.config.checkpoint_fills
         )
         self._clock = clock
-        self._seen = _Seen(journal, {})
+        self._seen = Seen(journal, {})
         self._recovered = False
 
-    def set_trading_state(self, state: TradingState | str) -> None:
-        self.risk.set_state(state)
+    @property
+    def risk(self) -> RiskEngine:
+        return self.pretrade.risk
+
+    def set_rules(self, rules: Rules) -> None:
+        """Apply ``rules`` from the next batch on (limits, policies, priorities)."""
+        index = {s: i for i, s in enumerate(self.symbols)}
+        unknown = sorted(set(rules.policies) - set(index))
+        if unknown:
+            raise ValueError(f"netting policies for unknown symbols {unknown}")
+        self.risk.set_limits(rules.limits)
+        self.pretrade.account.set_limits(rules.account)
+        self.router.set_policies({index[s]: p for s, p in rules.policies.items()})
+        self.pretrade.window.configure(int(rules.priority_window_s * 1e9), rules.priorities)
+        self.rules = rules
+
+    def set_trading_state(
+        self, state: TradingState | str, who: str = "config", why: str = "config trading.state"
+    ) -> dict[int, np.ndarray]:
+        """Change the trading state (journaled with ``who`` and ``why``); entering halted
+        or reduce-only cancels every resting order: their reports per host."""
+        if not self._recovered:  # journaled when the run begins
+            self.control.set(state, who, why)
+            return {}
+        b = self._batch()
+        self._change(TradingState(state), who, why, b)
+        b.commit()
+        return b.reports.build(self._clock())
+
+    def _change(self, state: TradingState, who: str, why: str, b: Batch) -> None:
+        if not self.control.set(state, who, why):
+            return
+        log.warning("trading %s: %s (%s)", state.value, why, who)
+        if state is TradingState.ACTIVE:
+            self.pretrade.account.rearm()
+        else:
+            self._cancel_resting(b)
 
     @property
     def duplicates(self) -> int:
@@ -169,7 +180,8 @@ class ExecutionEngine:
 
         ``epoch`` names the lifetime of the intent queues (see Journal.begin_run): pass the
         same value as the crashed run when the queues survived it, so intents it journaled
-        and that are delivered again are recognised as duplicates.
+        and that are delivered again are recognised as duplicates, and the trading state
+        it journaled last is taken up again.
 
         Raises LayoutMismatch, with nothing written, if the symbols, lots or agents
         contradict positions open in the journal (see layout_check.py).
@@ -181,7 +193,15 @@ class ExecutionEngine:
         # From here a failure leaves the engine unusable: the process exits, and recovers.
         self._recovered = True
         summary = self._recovery.start(epoch, layout, self._checkpoint, self._batch())
-        self._seen = _Seen(self.journal, summary.last_intent_seq)
+        self.control.start(summary.epoch)
+        self._seen = Seen(self.journal, summary.last_intent_seq)
+        # CANCEL intents journaled but not carried out before the crash: do it now.
+        pending = [o for o in self.book.intents.values() if o.order_type == OrderType.CANCEL]
+        if pending:
+            b = self._batch()
+            cancels.carry_out(pending, self.book, self.venue, b)
+            b.commit()
+            summary.reports.update(merge(summary.reports, b.reports.build(self._clock())))
         self._checkpoint_if_due()
         return summary
 
@@ -216,51 +236,32 @@ class ExecutionEngine:
         self.counters.duplicates += len(intents) - int(fresh.sum())
         intents = intents[fresh]
         self.counters.intents_processed += len(intents)
+        todo: list[IntentOrder] = []
         if len(intents):
-            checked = self._check(intents)
-            orders = self._take(intents, checked, b)
-            self._route(orders, checked, now, b)
+            c = self.pretrade.check(intents, now, self._priority_symbols())
+            orders = self._take(intents, c, b)
+            ok = c.reasons == _PASS
+            cancel = c.order_type == OrderType.CANCEL
+            todo = [orders[i] for i in np.flatnonzero(ok & cancel).tolist()]
+            live = np.flatnonzero(ok & ~cancel)
+            withdrawn = frozenset((o.key, o.side) for o in todo)
+            routed = Routed([orders[i] for i in live.tolist()], c.price[live], withdrawn)
+            self.router.route(routed, now, b)
         to_send = list(b.new_venue)
         b.commit()  # commit #1: journaled before anything is sent
         self._seen.journaled(intents)
         for vo in to_send:
             self._send(vo, b)
+        cancels.carry_out(todo, self.book, self.venue, b)
+        self._kill_switch(b)
         b.commit()  # commit #2: what the venue said
         self._checkpoint_if_due()
         return b.reports.build(self._clock())
 
-    def _check(self, intents: np.ndarray) -> _Checked:
-        """Validate, then risk-check at the price each intent would trade at."""
-        reasons, lots = validate_intents(intents, self.lots)
-        sym = np.where(reasons == _PASS, intents["symbol"], 0).astype(np.intp)
-        side = intents["side"].astype(np.int64)
-        otype = intents["order_type"]
-        lot = self.lots[sym]
-        # A market order is valued at the price it would take; it needs a two-sided quote
-        # (internal crosses price at the mid).
-        mid = self.quotes.mid[sym]
-        take = np.where(side > 0, self.quotes.ask[sym], self.quotes.bid[sym])
-        take = np.where(np.isfinite(mid), take, np.nan)
-        # A LIMIT order is valued at the highest price it can trade at: a buy at its limit
-        # (it takes the ask only if ask <= limit, and rests at the limit); a sell at the
-        # bid if that is above its limit (a marketable sell takes the bid), else its limit.
-        # fmax: an unknown bid (NaN) leaves the limit.
-        limit_px = intents["limit_price"]
-        limit_ref = np.where(side < 0, np.fmax(limit_px, self.quotes.bid[sym]), limit_px)
-        ref = np.where(otype == OrderType.LIMIT, limit_ref, take)
-        n = len(intents)
-        host, pop, agent = (intents[f].tolist() for f in ("host", "population", "agent"))
-        sym_l = sym.tolist()
-        position, open_buy, open_sell = np.zeros(n), np.zeros(n), np.zeros(n)
-        for i in np.flatnonzero(reasons == _PASS).tolist():
-            key = (host[i], pop[i], agent[i], sym_l[i])
-            position[i] = self.portfolio.position(key)
-            buy, sell = self.book.exposure(key)
-            open_buy[i], open_sell[i] = buy * lot[i], sell * lot[i]
-        reasons = self.risk.check(intents, lots * lot, ref, position, open_buy, open_sell, reasons)
-        return _Checked(reasons, lots, sym, side, otype, lot)
+    def _priority_symbols(self) -> set[int]:
+        return {s for s, p in self.router.policies.items() if p is Policy.PRIORITY}
 
-    def _take(self, intents: np.ndarray, c: _Checked, b: Batch) -> list[IntentOrder]:
+    def _take(self, intents: np.ndarray, c: Checked, b: Batch) -> list[IntentOrder]:
         """One intent order per intent, into the batch (rejected ones with their reason)."""
         cols = ("host", "population", "agent", "seq", "symbol", "limit_price", "created_ns")
         host, pop, agent, seq, raw_sym, limit, created = (intents[f].tolist() for f in cols)
@@ -277,61 +278,11 @@ class ExecutionEngine:
             )  # fmt: skip
             if reason[i] != _PASS:
                 o.advance(OrderState.REJECTED)
-                o.reason, o.reason_text = reason[i], _reject_text(reason[i], intents[i])
+                o.reason = reason[i]
+                o.reason_text = c.texts.get(i) or _reject_text(reason[i], intents[i])
             orders.append(o)
         b.add_intents(orders)
         return orders
-
-    def _route(self, orders: list[IntentOrder], c: _Checked, now: int, b: Batch) -> None:
-        """Cross MARKET intents internally per symbol and make venue orders of the rest;
-        each LIMIT intent becomes a venue order of its own."""
-        live = np.flatnonzero(c.reasons == _PASS)
-        market = live[c.order_type[live] == OrderType.MARKET]
-        fee_rate = self.config.internal_fee_bps / 1e4
-        for net in net_market(c.symbol[market], c.side[market], c.lots[market]):
-            members = market[net.members]
-            price = float(self.quotes.mid[net.symbol])
-            allocs = []
-            for i, internal, venue in zip(
-                members.tolist(), net.internal.tolist(), net.venue.tolist(), strict=True
-            ):
-                o = orders[i]
-                if internal:
-                    b.accept(o)
-                    b.fill(o, internal, price, internal * o.lot * price * fee_rate, now)
-                if venue:
-                    allocs.append(Allocation(o.client_order_id, venue))
-            if net.venue_lots:
-                self._new_venue_order(
-                    net.symbol, int(net.side), OrderType.MARKET, net.venue_lots, 0.0, allocs,
-                    now, b,
-                )  # fmt: skip
-        for i in live[c.order_type[live] == OrderType.LIMIT].tolist():
-            o = orders[i]
-            alloc = [Allocation(o.client_order_id, o.qty_lots)]
-            self._new_venue_order(
-                o.symbol, o.side, OrderType.LIMIT, o.qty_lots, o.limit_price, alloc, now, b
-            )
-
-    def _new_venue_order(
-        self,
-        symbol: int,
-        side: int,
-        order_type: int,
-        lots: int,
-        limit: float,
-        allocs: list[Allocation],
-        now: int,
-        b: Batch,
-    ) -> None:
-        seq, cid = self.journal.next_venue_order_id()
-        b.add_venue_order(
-            VenueOrder(
-                client_order_id=cid, venue_seq=seq, symbol=symbol, side=side,
-                order_type=order_type, qty_lots=lots, lot=float(self.lots[symbol]),
-                limit_price=limit, created_ns=now, allocations=allocs,
-            )
-        )  # fmt: skip
 
     def _send(self, vo: VenueOrder, b: Batch) -> None:
         b.submitted(vo)
@@ -357,19 +308,18 @@ class ExecutionEngine:
             status = fetched
         b.apply_status(vo, status)
 
-    # ---- market data and cancels --------------------------------------------------------
+    # ---- market data, cancels, kill switch -------------------------------------------------
 
     def on_ticks(self, ticks: np.ndarray) -> dict[int, np.ndarray]:
         """Update quotes and marks; journal and report fills of resting orders."""
         self._need_run()
         self.quotes.update(ticks)
         fills = self.venue.on_ticks(ticks)
-        if not (fills or self.book.in_doubt):
-            return {}
         b = self._batch()
         b.apply_fills(fills)
         if self.book.in_doubt:  # not only when intents arrive: a quiet engine settles them too
             self._recovery.retry_in_doubt(b)
+        self._kill_switch(b)
         b.commit()
         self._checkpoint_if_due()
         return b.reports.build(self._clock())
@@ -378,12 +328,34 @@ class ExecutionEngine:
         """Cancel every resting venue order (e.g. on halt); the reports for their intents."""
         self._need_run()
         b = self._batch()
+        self._cancel_resting(b)
+        b.commit()
+        return b.reports.build(self._clock())
+
+    def _cancel_resting(self, b: Batch) -> None:
         for vo in list(self.book.venue_orders.values()):
             status = self.venue.cancel(vo.client_order_id)
             if status is not None:
                 b.apply_status(vo, status)
-        b.commit()
-        return b.reports.build(self._clock())
+
+    def _kill_switch(self, b: Batch) -> None:
+        """Trip the drawdown kill switch when the account's net PnL fell far enough."""
+        guard = self.pretrade.account
+        action = guard.limits.drawdown_action
+        if not math.isfinite(guard.limits.max_drawdown) or self.control.state in (
+            action,
+            TradingState.HALTED,
+        ):
+            return
+        pnl = self.portfolio.account(self.quotes.mid)
+        net = pnl.realized + pnl.unrealized - pnl.fees
+        fall = guard.drawdown(net)
+        if fall is not None:
+            why = (
+                f"drawdown kill switch at {time.strftime('%H:%M:%S')}: net PnL {net:,.2f} is "
+                f"{fall:,.2f} below its peak (max_drawdown {guard.limits.max_drawdown:,.2f})"
+            )
+            self._change(action, "drawdown kill switch", why, b)
 
     # ---- stop and status ----------------------------------------------------------------
 
@@ -407,7 +379,8 @@ class ExecutionEngine:
         c = self.counters
         return {
             "run_id": self.journal.run_id,
-            "trading": self.risk.state.value,
+            "trading": self.control.state.value,
+            "trading_why": self.control.describe(),
             "intents": c.intents_processed,
             "duplicates": c.duplicates,
             "fills": self.portfolio.fill_count,

@@ -24,6 +24,7 @@ import numpy as np
 from appliance.model.enums import TradingState
 from appliance.model.records import INTENT, OrderType, Side
 from appliance.trading.engine import ExecutionEngine
+from appliance.trading.reports import merge
 
 FLATTEN_SEQ = 2**62  # above any queue position a host will reach; below SQLite's 2**63
 
@@ -33,6 +34,8 @@ class FlattenRound:
     cancel_reports: dict[int, np.ndarray]  # resting orders cancelled: push these as usual
     closing: int  # closing intents processed (journaled) this round
     open_after: int  # positions still open after it
+    # The closing intents' reports: for the metrics and counters, never for the hosts.
+    closing_reports: dict[int, np.ndarray]
 
 
 def closing_intents(engine: ExecutionEngine, now_ns: int) -> np.ndarray:
@@ -72,9 +75,9 @@ def _chunk_lots(engine: ExecutionEngine, sym: int, lot: float, lots: int) -> int
 
 def flatten_round(engine: ExecutionEngine) -> FlattenRound:
     """Reduce-only, cancel resting orders, send closing orders for what is open."""
-    engine.set_trading_state(TradingState.REDUCE_ONLY)
-    cancels = engine.cancel_all()
+    why = f"dynamind flatten at {time.strftime('%H:%M:%S')}"
+    first = engine.set_trading_state(TradingState.REDUCE_ONLY, "operator (flatten)", why)
+    cancels = merge(first, engine.cancel_all())
     intents = closing_intents(engine, time.time_ns())
-    if len(intents):
-        engine.process(intents)  # journaled before it returns; reports: see module doc
-    return FlattenRound(cancels, len(intents), len(engine.positions()))
+    closing = engine.process(intents) if len(intents) else {}  # journaled before it returns
+    return FlattenRound(cancels, len(intents), len(engine.positions()), closing)

@@ -28,8 +28,8 @@ from appliance.venues.base import VenueFill
 
 APPLICATION_ID = 0x444D4A4E  # "DMJN": marks the file as a dynamind journal
 # 2: runs.layout, venue fills keyed per venue order; 3: open-order indexes name the states;
-# 4: the positions checkpoint
-SCHEMA_VERSION = 4
+# 4: trading_states; 5: the positions checkpoint
+SCHEMA_VERSION = 5
 _OPEN_STATES = one_of("state", OPEN)  # the partial indexes' term: queries repeat it
 _CHUNK = 500  # bound on "IN (...)" parameter lists
 
@@ -152,8 +152,19 @@ CREATE TABLE positions_mark (     -- which fills the positions table includes (o
     written_ns  INTEGER NOT NULL
 );
 """
+_TRADING_STATES = """
+CREATE TABLE trading_states (     -- every change of the trading state, with who and why
+    change_id  INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id     INTEGER NOT NULL REFERENCES runs(run_id),
+    ts_ns      INTEGER NOT NULL,
+    state      TEXT NOT NULL,     -- model.enums.TradingState value
+    previous   TEXT NOT NULL,
+    who        TEXT NOT NULL,     -- 'operator alice (uid 1000)', 'config', 'drawdown kill switch'
+    why        TEXT NOT NULL
+);
+"""
 _SCHEMA += _FILL_TABLES + "CREATE INDEX fills_order ON fills(client_order_id);\n" + _OPEN_INDEXES
-_SCHEMA += _CHECKPOINT
+_SCHEMA += _TRADING_STATES + _CHECKPOINT
 
 # Version 1 -> 2: runs.layout; venue fills keyed by (venue order, fill id). SQLite cannot
 # change a primary key in place: rebuild both fill tables (copy, drop, rename).
@@ -174,8 +185,9 @@ CREATE INDEX fills_order ON fills(client_order_id);
 """,
     # Version 2 -> 3: the open-order indexes said "state < 5"; they now list the states.
     2: "DROP INDEX orders_open; DROP INDEX venue_orders_open;" + _OPEN_INDEXES,
-    # Version 3 -> 4: the positions checkpoint (empty: the next start replays every fill).
-    3: _CHECKPOINT,
+    3: _TRADING_STATES,
+    # Version 4 -> 5: the positions checkpoint (empty: the next start replays every fill).
+    4: _CHECKPOINT,
 }
 
 _ORDER_COLS = (
@@ -201,6 +213,15 @@ class OpenPosition(NamedTuple):
     symbol: int
     lot: float
     lots: int  # signed
+
+
+class TradingStateChange(NamedTuple):
+    run_id: int
+    ts_ns: int
+    state: str
+    previous: str
+    who: str
+    why: str
 
 
 def _lots(qty: float, lot: float) -> int:
@@ -334,10 +355,43 @@ class Journal:
             raise JournalError(f"{self.path}: no run begun (call begin_run first)")
         return self.run_id
 
+    # ---- trading state ------------------------------------------------------------------
+
+    def record_trading_state(
+        self, state: str, previous: str, who: str, why: str, now_ns: int | None = None
+    ) -> None:
+        """Journal a change of the trading state (committed before it returns)."""
+        run_id = self._need_run()
+        now = time.time_ns() if now_ns is None else now_ns
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO trading_states (run_id, ts_ns, state, previous, who, why) "
+                "VALUES (?,?,?,?,?,?)",
+                (run_id, now, state, previous, who, why),
+            )
+
+    def trading_states(self, epoch: str | None = None) -> list[TradingStateChange]:
+        """Changes of the trading state in journal order: all, or those of runs of
+        ``epoch``."""
+        if self.schema_version < 4:  # read-only view of a file not upgraded yet
+            return []
+        where, args = ("WHERE r.epoch = ?", (epoch,)) if epoch is not None else ("", ())
+        rows = self._conn.execute(
+            "SELECT t.run_id, t.ts_ns, t.state, t.previous, t.who, t.why FROM trading_states t "
+            f"JOIN runs r USING (run_id) {where} ORDER BY t.change_id",
+            args,
+        )
+        return [TradingStateChange(*r) for r in rows]
+
     # ---- ids ----------------------------------------------------------------------------
 
     def intent_client_id(self, host: int, intent_seq: int) -> str:
         return f"{self._need_run()}-{host}-{intent_seq}"
+
+    @staticmethod
+    def intent_run(client_order_id: str) -> int:
+        """The run that journaled an intent, from its client id (see intent_client_id)."""
+        return int(client_order_id.split("-", 1)[0])
 
     def next_venue_order_id(self) -> tuple[int, str]:
         """(venue_seq, client id) for the next venue order; the seq continues across runs."""

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from appliance.model.orders import TERMINAL, OrderState
-from appliance.model.records import RejectReason, ReportKind
+from appliance.model.records import OrderType, RejectReason, ReportKind
 from appliance.trading.curves import CurveStats, Sampler
 from appliance.trading.portfolio import Position
 from appliance.trading.signals import SignalBook
@@ -232,7 +232,8 @@ class TradingMetrics:
             mine = host == h
             fresh &= ~mine | (seq > self._seq.get(h, -1))
             self._seq[h] = max(self._seq.get(h, -1), int(seq[mine].max()))
-        it = intents[fresh]
+        # A CANCEL asks for nothing to trade: neither an order nor a signal.
+        it = intents[fresh & (intents["order_type"] != OrderType.CANCEL)]
         if not len(it):
             return
         agent = self.layout.agent_index(it["host"], it["population"], it["agent"])
@@ -316,11 +317,13 @@ class TradingMetrics:
         self.marks[last >= 0] = f["price"][last[last >= 0]]
         ref = np.nan_to_num(self.marks)
         o = _columns(orders, ("host", "population", "agent", "symbol", "intent_seq", "qty",
-                              "state", "filled_qty", "reason"))  # fmt: skip
+                              "state", "filled_qty", "reason", "order_type"))  # fmt: skip
         rows, o = self._journal_rows(o)
         for h in np.unique(o["host"]).tolist():  # a queue re-delivering them is not new
             top = int(o["intent_seq"][o["host"] == h].max())
             self._seq[h] = max(self._seq.get(h, -1), top)
+        trades = o["order_type"] != OrderType.CANCEL  # a CANCEL is not an order
+        rows, o = rows[trades], {k: v[trades] for k, v in o.items()}
         sym = o["symbol"].astype(np.int64)
         self._orders(rows, o["qty"] * ref[sym])
         done = np.isin(o["state"], [int(s) for s in TERMINAL])

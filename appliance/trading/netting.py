@@ -1,15 +1,17 @@
-"""Netting of market intents per symbol, and exact pro-rata allocation.
+"""Internal crossing of one symbol's intents by price level, and exact pro-rata allocation.
 
 All quantities here are integer lots, so every split is exact: the parts of a quantity
 always sum to it, with no float drift.
 
-Netting rule, per symbol, for one batch of MARKET intents: buys B and sells S (lots). The
-smaller side is crossed entirely against the larger one, internally, at the mid of the
-latest quote; the larger side's crossed quantity min(B, S) is shared among its intents pro
-rata to their size; only |B - S| goes to the venue, as one order on the larger side, and
-each of those intents owns the rest of its quantity in that order. Every intent of the
-larger side thus gets the same fraction internally (a batch is simultaneous: no intent has
-time priority over another).
+Crossing rule (``cross``), for buys and sells of one symbol, each with a price, the best
+it accepts: buy levels from the highest price down meet sell levels from the lowest up
+while the buy price is at least the sell price. Each meeting crosses the smaller of the
+two levels' remaining quantities at the mid clamped into [sell price, buy price] (the
+mid when it lies between them: neither side gives the other more than half the spread),
+shared pro rata within each level: a level is simultaneous, no member has time priority.
+Market orders of both sides meet at the mid (their prices are the touch they would take),
+so for a batch of market orders buys B and sells S, the smaller side crosses whole, the
+larger side min(B, S) pro rata, and |B - S| is left for the venue.
 
 Allocation rule (``pro_rata``): largest remainder. Each weight w_i gets
 floor(total * w_i / W); the lots left over go one each to the largest fractional
@@ -21,8 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from appliance.model.records import Side
 
 _SAFE = 2**62  # total * max weight below this cannot overflow int64
 
@@ -54,40 +54,60 @@ def pro_rata(total: int, weights: np.ndarray | list[int]) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True)
-class NetResult:
-    """The netting of one symbol's market intents.
+class Crossed:
+    """What ``cross`` did: fills per side as (member, lots, price) in the order they were
+    made, and the lots each member has left."""
 
-    ``members`` are indices into the arrays given to ``net_market`` (batch order);
-    ``internal`` and ``venue`` are, per member, the lots crossed internally and the lots
-    it owns in the venue order (internal + venue = its quantity).
-    """
-
-    symbol: int
-    side: Side  # side of the venue order; Side.NONE when buys and sells cancel out
-    venue_lots: int
-    members: np.ndarray
-    internal: np.ndarray
-    venue: np.ndarray
+    buy_fills: list[tuple[int, int, float]]
+    sell_fills: list[tuple[int, int, float]]
+    buy_left: np.ndarray
+    sell_left: np.ndarray
 
 
-def net_market(symbols: np.ndarray, sides: np.ndarray, lots: np.ndarray) -> list[NetResult]:
-    """Net MARKET intents per symbol (arrays aligned per intent; sides +1/-1, lots > 0)."""
-    symbols = np.asarray(symbols)
-    if len(symbols) == 0:
+def _levels(prices: np.ndarray, descending: bool) -> list[np.ndarray]:
+    """Member indices grouped by price, best level first, batch order within a level."""
+    if len(prices) == 0:
         return []
-    sides = np.asarray(sides)
-    lots = np.asarray(lots, dtype=np.int64)
-    order = np.argsort(symbols, kind="stable")  # stable: batch order within a symbol
-    uniq, starts = np.unique(symbols[order], return_index=True)
-    out = []
-    for s, members in zip(uniq.tolist(), np.split(order, starts[1:]), strict=True):
-        q = lots[members]
-        buy = sides[members] > 0
-        b, s_ = int(q[buy].sum()), int(q[~buy].sum())
-        internal = np.zeros(len(members), np.int64)
-        big, small = (buy, ~buy) if b >= s_ else (~buy, buy)
-        internal[small] = q[small]
-        internal[big] = pro_rata(min(b, s_), q[big])
-        side = Side.BUY if b > s_ else Side.SELL if s_ > b else Side.NONE
-        out.append(NetResult(s, side, abs(b - s_), members, internal, q - internal))
-    return out
+    key = -prices if descending else prices
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order]) != 0) + 1
+    return np.split(order, bounds)
+
+
+def cross(
+    buy_price: np.ndarray,
+    buy_lots: np.ndarray,
+    sell_price: np.ndarray,
+    sell_lots: np.ndarray,
+    mid: float,
+) -> Crossed:
+    """Cross buys against sells (see the module doc); a NaN mid prices each meeting at the
+    middle of its two prices."""
+    buy_left = np.array(buy_lots, np.int64)
+    sell_left = np.array(sell_lots, np.int64)
+    buys, sells = (
+        _levels(np.asarray(buy_price, float), True),
+        _levels(np.asarray(sell_price, float), False),
+    )
+    buy_fills: list[tuple[int, int, float]] = []
+    sell_fills: list[tuple[int, int, float]] = []
+    i = j = 0
+    while i < len(buys) and j < len(sells):
+        bp, sp = float(buy_price[buys[i][0]]), float(sell_price[sells[j][0]])
+        if bp < sp:
+            break
+        qb, qs = int(buy_left[buys[i]].sum()), int(sell_left[sells[j]].sum())
+        q = min(qb, qs)
+        price = min(max(mid, sp), bp) if np.isfinite(mid) else (bp + sp) / 2
+        for members, left, fills in (
+            (buys[i], buy_left, buy_fills),
+            (sells[j], sell_left, sell_fills),
+        ):
+            shares = pro_rata(q, left[members])
+            for m, share in zip(members.tolist(), shares.tolist(), strict=True):
+                if share:
+                    fills.append((m, share, price))
+            left[members] -= shares
+        i += q == qb
+        j += q == qs
+    return Crossed(buy_fills, sell_fills, buy_left, sell_left)

@@ -67,11 +67,21 @@ class PnL:
 
 
 class Portfolio:
-    """Every agent's positions. ``marks`` are mids per symbol index (NaN: none)."""
+    """Every agent's positions. ``marks`` are mids per symbol index (NaN: none).
+
+    Beside the positions it keeps running sums per symbol (the account's net position and
+    the cost of the open positions) and over the account (realised PnL, fees), so the
+    account's PnL and exposure cost O(symbols), not O(agents), for the risk checks that
+    need them on every batch. They are float sums, exact to rounding only: reports and
+    status use the positions themselves."""
 
     def __init__(self) -> None:
         self._pos: dict[Key, Position] = {}
         self.fill_count = 0
+        self._net: dict[int, float] = {}  # symbol -> sum of positions, base units
+        self._cost: dict[int, float] = {}  # symbol -> sum of qty * avg_price
+        self._realized = 0.0
+        self._fees = 0.0
         self.touched: set[Key] = set()  # keys changed since the last checkpoint
 
     def apply(self, fill: Fill) -> None:
@@ -83,8 +93,28 @@ class Portfolio:
             if pos.lots:
                 raise ValueError(f"lot size of {fill.key} changed with a position open")
             pos.lot = fill.lot
+        qty, cost, realized, fees = pos.qty, pos.qty * pos.avg_price, pos.realized, pos.fees
         pos.apply(fill.side, fill.lots, fill.price, fill.fee)
+        s = fill.symbol
+        self._net[s] = self._net.get(s, 0.0) + pos.qty - qty
+        self._cost[s] = self._cost.get(s, 0.0) + pos.qty * pos.avg_price - cost
+        self._realized += pos.realized - realized
+        self._fees += pos.fees - fees
         self.fill_count += 1
+
+    def net_position(self, symbol: int) -> float:
+        """The account's position in ``symbol``: what the venue holds for all agents."""
+        return self._net.get(symbol, 0.0)
+
+    def account(self, marks: np.ndarray) -> PnL:
+        """The account's PnL from the running sums (see the class doc), marked at ``marks``;
+        a symbol without a mark counts no unrealised PnL."""
+        unrealized = 0.0
+        for s, net in self._net.items():
+            mark = float(marks[s]) if s < len(marks) else math.nan
+            if math.isfinite(mark):
+                unrealized += net * mark - self._cost[s]
+        return PnL(sum(self._net.values()), self._realized, unrealized, self._fees)
 
     def apply_all(self, fills: Iterable[Fill]) -> None:
         for f in fills:
@@ -95,10 +125,17 @@ class Portfolio:
         return self._pos.get(key)
 
     def load(self, positions: dict[Key, Position], fill_count: int) -> None:
-        """Start from ``positions`` (a checkpoint), as if ``fill_count`` fills made them."""
+        """Start from ``positions`` (a checkpoint), as if ``fill_count`` fills made them.
+        The running sums are summed afresh: equal to those of a replay to rounding."""
         self._pos = dict(positions)
         self.fill_count = fill_count
         self.touched = set()
+        self._net, self._cost = {}, {}
+        for (_, _, _, s), pos in self._pos.items():
+            self._net[s] = self._net.get(s, 0.0) + pos.qty
+            self._cost[s] = self._cost.get(s, 0.0) + pos.qty * pos.avg_price
+        self._realized = sum(p.realized for p in self._pos.values())
+        self._fees = sum(p.fees for p in self._pos.values())
 
     def position(self, key: Key) -> float:
         pos = self._pos.get(key)

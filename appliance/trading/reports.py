@@ -47,3 +47,12 @@ class Reports:
         out["ts_ns"] = ts_ns
         host = np.array(cols[0])
         return {int(h): out[host == h] for h in np.unique(host)}
+
+
+def merge(*parts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Report arrays per host of several engine calls, in call order."""
+    out: dict[int, list[np.ndarray]] = {}
+    for part in parts:
+        for host, rep in part.items():
+            out.setdefault(host, []).append(rep)
+    return {h: reps[0] if len(reps) == 1 else np.concatenate(reps) for h, reps in out.items()}

@@ -119,7 +119,7 @@ class StorageHalt:
         """The engine's status; while halted the last one's figures, trading halted, and
         ``trading_why`` the reason."""
         if self.engine is not None:
-            return {**self.engine.status(), "trading_why": ""}
+            return self.engine.status()
         return {**self._last, "trading": TradingState.HALTED.value, "trading_why": self.reason}
 
     def close(self) -> None:

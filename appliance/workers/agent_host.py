@@ -23,7 +23,7 @@ from appliance.agents.compute import to_host
 from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind, TickKind
 from appliance.runtime import layout
 from appliance.runtime.messages import PositionsCheck, Ready
-from appliance.runtime.positions import PositionsReader, compare
+from appliance.runtime.positions import SETTLE_TIMEOUT_S, PositionsReader, compare
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing, RecordQueue
 from appliance.shm.snapshot import SharedSnapshot
@@ -164,7 +164,7 @@ class Host:
                     break
         self.w.add("intents", done)
 
-    def check_positions(self, timeout: float = 5.0) -> PositionsCheck:
+    def check_positions(self, timeout: float = SETTLE_TIMEOUT_S) -> PositionsCheck:
         """At a clean stop: do the agents hold the positions execution holds for them?
 
         Compared once execution has taken every intent this host published and the snapshot

@@ -6,17 +6,20 @@ the workers takes plain values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appliance.config import CcxtConfig, Config
+from appliance.config import CcxtConfig, Config, RateConfig
 from appliance.feeds.replay import ReplayFeed
 from appliance.feeds.synthetic import SyntheticFeed
 from appliance.model.enums import TradingState
-from appliance.trading.engine import EngineConfig, ExecutionEngine
+from appliance.trading.account import AccountLimits, Rate
+from appliance.trading.engine import EngineConfig, ExecutionEngine, Rules
 from appliance.trading.journal import Journal
 from appliance.trading.risk import RiskLimits
+from appliance.trading.routing import Policy
 from appliance.venues.base import Venue
 from appliance.venues.paper import PaperVenue
 
@@ -29,8 +32,39 @@ if TYPE_CHECKING:
     from appliance.venues.ccxt_venue import CcxtVenue
 
 
-def risk_limits(cfg: Config) -> dict[str, RiskLimits]:
-    return {s.name: RiskLimits(s.max_position, s.max_order_notional) for s in cfg.symbols}
+def rules(cfg: Config) -> Rules:
+    """The pre-trade rules of a config: limits per symbol, the account's, netting."""
+    r = cfg.risk
+
+    def rate(table: RateConfig | None) -> Rate | None:
+        return None if table is None else Rate(table.rate, table.burst)
+
+    return Rules(
+        limits={
+            s.name: RiskLimits(
+                s.max_position,
+                s.max_order_notional,
+                math.inf if s.max_order_qty is None else s.max_order_qty,
+                s.price_band_bps,
+                s.max_open_orders,
+            )
+            for s in cfg.symbols
+        },
+        account=AccountLimits(
+            agent_rate=rate(r.agent_order_rate),
+            rate=rate(r.order_rate),
+            max_gross_exposure=math.inf if r.max_gross_exposure is None else r.max_gross_exposure,
+            max_drawdown=math.inf if r.max_drawdown is None else r.max_drawdown,
+            drawdown_action=TradingState(r.drawdown_action),
+        ),
+        policies={s.name: Policy(s.netting) for s in cfg.symbols},
+        priorities={
+            (h, p): pop.priority
+            for h, host in enumerate(cfg.hosts)
+            for p, pop in enumerate(host.populations)
+        },
+        priority_window_s=cfg.trading.priority_window_s,
+    )
 
 
 def agent_counts(cfg: Config) -> dict[tuple[int, int], int]:
@@ -58,9 +92,10 @@ def execution_engine(
     for path in (journal_path, venue_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     timed = {} if clock is None else {"clock": clock}
+    rule_set = rules(cfg)
     engine = ExecutionEngine(
         names,
-        risk_limits(cfg),
+        rule_set.limits,
         Journal(journal_path, synchronous=synchronous),
         venue(cfg, venue_path, clock),
         EngineConfig(
@@ -70,6 +105,7 @@ def execution_engine(
         agents=agent_counts(cfg),
         **timed,
     )
+    engine.set_rules(rule_set)
     engine.set_trading_state(TradingState(cfg.trading.state))
     return engine
 

@@ -20,12 +20,14 @@ import numpy as np
 from appliance.model.enums import TradingState
 from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind
 from appliance.runtime import layout, live_metrics
+from appliance.runtime.desk import Request, TradingDesk
 from appliance.runtime.live_metrics import LiveMetrics
 from appliance.runtime.messages import Final, Flatten, Ready, Reload, Status
 from appliance.runtime.positions import PositionsPublisher
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing, RecordQueue
 from appliance.shm.snapshot import SharedSnapshot
+from appliance.trading.control import RELOAD
 from appliance.trading.engine import ExecutionEngine
 from appliance.trading.flatten import flatten_round
 from appliance.trading.recovery import RecoverySummary
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 TICK_BATCH = 8192
 IDLE_WAIT_S = 0.002
 REPORT_PUSH_WAIT_S = 0.05
+DESK_POLL_S = 0.02  # how often operator requests (`dynamind trading`) are looked for
 
 
 class HostLink:
@@ -100,11 +103,15 @@ class Outbox:
         self.live = live
 
     def send(self, reports: dict[int, np.ndarray]) -> None:
-        self.live.reports(reports)
+        self.count(reports)
         for h, rep in reports.items():
-            if len(rep) == 0:
-                continue
-            self.links[h].send(rep)
+            if len(rep):
+                self.links[h].send(rep)
+
+    def count(self, reports: dict[int, np.ndarray]) -> None:
+        """Into the metrics and counters only: reports no host waits for (a flatten's)."""
+        self.live.reports(reports)
+        for rep in reports.values():
             self.w.add("reports", len(rep))
             self.w.add("fills", int((rep["kind"] == ReportKind.FILL).sum()))
             self.w.add("rejects", int((rep["kind"] == ReportKind.REJECT).sum()))
@@ -128,9 +135,10 @@ def main(w: Worker) -> None:
     if summary is not None:
         _recovered(guard.call(ExecutionEngine.positions) or {}, summary, links, resumed=False)
     batch = cfg.execution.batch
-    next_status = 0.0
+    next_status = next_desk = 0.0
     configured = cfg.trading.state  # trading.state as the config file last said
     flattening = False
+    desk = TradingDesk(cfg.instance, cfg.operator_group)
     last_ticks = np.zeros(0, TICK)  # the newest quotes, for an engine that resumes
     w.subscribe(Reload, Flatten)
     w.send(Ready())
@@ -157,6 +165,8 @@ def main(w: Worker) -> None:
                 else:
                     w.add("tick_gaps", len(ticks))
                 busy = True
+            if w.stopping and not w.draining:  # again: a stop that came in meanwhile (a
+                break  # signal) leaves the intents queued for the next start, untaken
             if guard.call(_take_intents, out, batch):
                 busy = True
             elif guard.engine is None:  # a drain waits for the disk too, within its timeout
@@ -166,6 +176,11 @@ def main(w: Worker) -> None:
                 break
             live.tick()
             now = time.monotonic()
+            if now >= next_desk:
+                next_desk = now + DESK_POLL_S
+                _serve_desk(desk, guard, w, out)
+                # A flatten ends when trading leaves reduce-only (a resume, a halt).
+                flattening = flattening and _reduce_only_or_down(guard)
             if now >= next_status:
                 next_status = now + w.config.status_interval_s
                 if flattening:  # what the last round could not close: try again
@@ -174,6 +189,7 @@ def main(w: Worker) -> None:
             if not busy:
                 reader.wait(IDLE_WAIT_S)
     finally:
+        desk.close()
         w.send(Status(guard.status()))
         guard.close()
         live.close()
@@ -220,6 +236,18 @@ def _drain(engine: ExecutionEngine, w: Worker, links: list[HostLink]) -> None:
     _final_check(w, engine, links)
 
 
+def _serve_desk(desk: TradingDesk, guard: StorageHalt, w: Worker, out: Outbox) -> None:
+    """Answer operator requests (`dynamind trading`); while halted by storage, with why."""
+    for req in desk.requests():
+        guard.call(_operator, w, out, req)
+        if guard.engine is None:  # halted before, or by this request's own write
+            req.answer({"ok": False, "error": f"trading halted, {guard.reason}"})
+
+
+def _reduce_only_or_down(guard: StorageHalt) -> bool:
+    return guard.engine is None or guard.engine.control.state is TradingState.REDUCE_ONLY
+
+
 def _take_intents(engine: ExecutionEngine, out: Outbox, batch: int) -> bool:
     """Take up to ``batch`` intents from each host's queue, journal and answer them, and
     publish what each host's snapshot now includes. False when every queue was empty."""
@@ -257,31 +285,45 @@ def _reload_state(w: Worker, guard: StorageHalt, out: Outbox, configured: str) -
 
 
 def _reload(engine: ExecutionEngine, w: Worker, out: Outbox, configured: str) -> str:
-    """Apply a reloaded config's risk limits and trading state; log only what changed.
+    """Apply a reloaded config's pre-trade rules and trading state; log only what changed.
 
     ``configured`` is trading.state as the file last said: the engine's state follows
     the file only when that key changes. Returns the file's new trading.state.
     """
     new = w.config  # the worker context took the reloaded config
-    was = engine.status()["trading"]
-    limits = compose.risk_limits(new)
-    if limits != {s: engine.risk.limits(s) for s in limits}:
-        engine.risk.set_limits(limits)
-        log.info("risk limits reloaded")
+    rules = compose.rules(new)
+    if rules != engine.rules:
+        engine.set_rules(rules)
+        log.info("pre-trade rules reloaded")
     if new.trading.state != configured:
-        engine.set_trading_state(TradingState(new.trading.state))
-        log.info("trading state %s -> %s", was, new.trading.state)
-    if new.trading.state == TradingState.HALTED and was != TradingState.HALTED:
-        # Halting stops new risk, resting orders included.
-        out.send(engine.cancel_all())
-        log.warning("trading halted: resting orders cancelled")
+        why = f"reload: trading.state {configured} -> {new.trading.state}"
+        out.send(engine.set_trading_state(new.trading.state, RELOAD, why))
     return new.trading.state
+
+
+def _operator(engine: ExecutionEngine, w: Worker, out: Outbox, req: Request) -> None:
+    """`dynamind trading`: change the state as asked, journaled with who and why."""
+    try:
+        state = TradingState(req.state)
+    except ValueError:
+        req.answer({"ok": False, "error": f"unknown trading state {req.state!r}"})
+        return
+    was = engine.control.state
+    who = f"operator {req.user} (uid {req.uid}, pid {req.pid})"
+    why = f"dynamind trading by {req.user} at {time.strftime('%H:%M:%S')}"
+    if req.reason:
+        why += f": {req.reason}"
+    out.send(engine.set_trading_state(state, who, why))
+    w.send(Status(engine.status()))  # the board shows it without waiting
+    reply = {"ok": True, "state": state.value, "was": was.value, "why": engine.control.describe()}
+    req.answer(reply)
 
 
 def _flatten(engine: ExecutionEngine, w: Worker, out: Outbox) -> bool:
     """One round of `dynamind flatten` (see trading/flatten.py); True while still open."""
     done = flatten_round(engine)
     out.send(done.cancel_reports)
+    out.count(done.closing_reports)
     if done.closing:
         # The closing intents are the operator's: no agent waits for their reports. The
         # hosts reload their positions from the snapshot instead (a new epoch says so).

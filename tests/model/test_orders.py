@@ -32,9 +32,14 @@ def test_transition_matches_table(current, new):
 
 
 def test_terminal_states_have_no_exit():
-    assert {S.FILLED, S.CANCELED, S.REJECTED} == TERMINAL
+    assert {S.FILLED, S.CANCELED, S.REJECTED, S.DONE} == TERMINAL
     for t in TERMINAL:
         assert not TRANSITIONS[t]
+
+
+def test_only_a_new_order_can_be_done():
+    # DONE is a CANCEL intent carried out: straight from NEW, never after the venue saw it
+    assert [s for s in S if S.DONE in TRANSITIONS[s]] == [S.NEW]
 
 
 def test_message_names_order_and_states():

@@ -86,7 +86,7 @@ def test_check_config_warns_about_configs_that_cannot_trade(tmp_path):
 
 
 def test_invalid_config_has_one_exit_code_and_plain_words(tmp_path):
-    path = _config(tmp_path, **{"qty = ": "qty = -1 #"})
+    path = _config(tmp_path, **{"\nqty = ": "\nqty = -1 #"})  # the agents' qty
     res = dynamind("check-config", "-c", str(path))
     assert res.returncode == Exit.CONFIG
     assert "constrained" not in res.stderr

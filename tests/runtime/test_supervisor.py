@@ -124,7 +124,7 @@ def test_sighup_applies_live_changes_and_rejects_bad_files(app):
         text.replace("rate = 4000", "rate = 1000") + '\n[trading]\nstate = "halted"\n'
     )
     app.proc.send_signal(signal.SIGHUP)
-    app.wait_for_log("trading halted: resting orders cancelled")
+    app.wait_for_log("trading halted: reload: trading.state active -> halted")
     rejects = app.counter("execution", "rejects")
     app.wait_for(lambda: app.counter("execution", "rejects") > rejects + 5, what="HALTED rejects")
     app.config.write_text(text.replace("ring_capacity = 16384", "ring_capacity = 3"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -33,7 +34,8 @@ class Crash(BaseException):
 def make_engine(tmp_path, quotes):
     """make_engine(epoch="queues-1", ...): an engine on tmp_path's journal and venue files
     (the same files on every call, as a restarted process finds them), recovered (its
-    summary in ``.summary``) and quoted BTC/USD 100/101, ETH/USD 10/11, size 50."""
+    summary in ``.summary``) and quoted BTC/USD 100/101, ETH/USD 10/11, size 50. ``clock``
+    is the engine's (a Clock fixture steps time by hand)."""
 
     def make(
         epoch: str | None = "queues-1",
@@ -43,6 +45,7 @@ def make_engine(tmp_path, quotes):
         symbols: list[str] = SYMS,
         lot: float = 0.001,
         agents: dict[tuple[int, int], int] | None = None,
+        clock=time.time_ns,
         **cfg,
     ) -> ExecutionEngine:
         journal = Journal(tmp_path / "journal.sqlite", synchronous="NORMAL")
@@ -50,7 +53,7 @@ def make_engine(tmp_path, quotes):
                            taker_bps=10, maker_bps=2, synchronous="NORMAL")  # fmt: skip
         limits = {s: LIMITS.get(s, RiskLimits(10.0, 1e6)) for s in symbols}
         config = EngineConfig(lot_size=lot, **cfg)
-        e = ExecutionEngine(symbols, limits, journal, venue, config, agents=agents)
+        e = ExecutionEngine(symbols, limits, journal, venue, config, clock, agents=agents)
         if recover:
             e.summary = e.recover(epoch)
             if quote:
@@ -206,3 +209,49 @@ def check_invariants():
         assert rebuilt._pos == e.portfolio._pos  # bit-identical, every agent and symbol
 
     return check
+
+
+class Clock:
+    """A clock stepped by hand: ``clock.t`` nanoseconds, ``clock.advance(seconds)``."""
+
+    def __init__(self) -> None:
+        self.t = 10**18
+
+    def __call__(self) -> int:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += int(seconds * 1e9)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def venue_positions():
+    """venue_positions(engine): signed quantity per symbol index that the paper venue's own
+    file says it filled (the account's position at the venue)."""
+
+    def of(e: ExecutionEngine) -> dict[int, float]:
+        rows = e.venue._conn.execute(
+            "SELECT o.symbol, SUM(o.side * f.qty) FROM fills f JOIN orders o USING (client_id) "
+            "GROUP BY o.symbol"
+        )
+        return {s: q for s, q in rows if abs(q) > 1e-9}
+
+    return of
+
+
+@pytest.fixture
+def agents_sum():
+    """agents_sum(engine): per symbol index, the sum of every agent's position."""
+
+    def of(e: ExecutionEngine) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for (_h, _p, _a, s), q in e.positions().items():
+            out[s] = out.get(s, 0.0) + q
+        return {s: q for s, q in out.items() if abs(q) > 1e-9}
+
+    return of

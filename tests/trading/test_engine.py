@@ -114,12 +114,13 @@ def test_venue_reject_is_reported(make_engine, intents, quotes, events, journal_
 def test_halt_and_cancel_all(make_engine, intents, events):
     e = make_engine()
     e.process(intents([{"order_type": OrderType.LIMIT, "limit_price": 90.0}]))
-    e.set_trading_state("halted")
+    rep = e.set_trading_state("halted", "operator", "test")  # halting cancels resting orders
+    assert events(rep) == [(0, "CANCEL", 1)] and e.venue.open_orders() == []
     rep = e.process(intents([{"seq": 1}]))
     assert events(rep) == [(1, "REJECT", 1)] and rep[0]["reason"][0] == R.HALTED
-    rep = e.cancel_all()
-    assert events(rep) == [(0, "CANCEL", 1)] and e.venue.open_orders() == []
+    assert e.cancel_all() == {}
     assert e.status()["trading"] == "halted" and e.open_orders == 0
+    assert e.status()["trading_why"] == "test (operator)"
 
 
 def test_reduce_only_lets_reducing_intents_through_only(
@@ -130,14 +131,14 @@ def test_reduce_only_lets_reducing_intents_through_only(
     assert e.positions() == {(0, 0, 0, 0): 2.0, (0, 0, 1, 0): -1.0}
     e.set_trading_state(TradingState.REDUCE_ONLY)
     rep = e.process(intents([
-        {"seq": 2, "agent": 0, "qty": 1.0},                    # long buys more: HALTED
+        {"seq": 2, "agent": 0, "qty": 1.0},                    # long buys more: refused
         {"seq": 3, "agent": 0, "qty": 1.5, "side": Side.SELL},  # long sells part: passes
-        {"seq": 4, "agent": 0, "qty": 1.0, "side": Side.SELL},  # would flip short: HALTED
+        {"seq": 4, "agent": 0, "qty": 1.0, "side": Side.SELL},  # would flip short: refused
         {"seq": 5, "agent": 1, "qty": 1.0},                    # short buys back: passes
-        {"seq": 6, "agent": 2, "qty": 1.0, "side": Side.SELL},  # flat opens: HALTED
+        {"seq": 6, "agent": 2, "qty": 1.0, "side": Side.SELL},  # flat opens: refused
     ]))  # fmt: skip
     rejected = {int(r["intent_seq"]): R(r["reason"]) for r in rep[0] if r["kind"] == K.REJECT}
-    assert rejected == {2: R.HALTED, 4: R.HALTED, 6: R.HALTED}
+    assert rejected == {2: R.REDUCE_ONLY, 4: R.REDUCE_ONLY, 6: R.REDUCE_ONLY}
     assert sorted(s for s, kind, final in events(rep) if kind == "FILL" and final) == [3, 5]
     assert e.positions() == {(0, 0, 0, 0): 0.5}
     assert e.status()["trading"] == "reduce_only"
@@ -204,3 +205,24 @@ def test_sell_limit_far_below_the_bid_is_valued_at_the_bid(make_engine, intents)
     ]))  # fmt: skip
     reasons = {int(r["intent_seq"]): R(r["reason"]) for r in rep[0] if r["kind"] == K.REJECT}
     assert reasons == {0: R.MAX_NOTIONAL, 2: R.MAX_NOTIONAL, 3: R.MAX_NOTIONAL}
+
+
+def test_each_limit_rejects_with_its_reason_in_the_report_and_the_journal(
+    make_engine, intents, journal_rows
+):
+    e = make_engine()  # BTC/USD 100/101
+    btc = RiskLimits(10.0, 1e6, max_order_qty=3.0, price_band_bps=100.0, max_open_orders=2)
+    e.risk.set_limits({**{s: e.risk.limits(s) for s in e.symbols}, "BTC/USD": btc})
+    lim = {"order_type": OrderType.LIMIT}
+    rep = e.process(intents([
+        {"qty": 3.5},                                          # MAX_ORDER_QTY
+        {**lim, "limit_price": 90.0},                          # 10% below the mid
+        {**lim, "limit_price": 100.0, "agent": 1},             # rests: 1 open
+        {**lim, "limit_price": 99.9, "agent": 1},              # 2 open
+        {**lim, "limit_price": 99.8, "agent": 1},              # a third: MAX_OPEN_ORDERS
+    ]))  # fmt: skip
+    got = {int(r["intent_seq"]): R(r["reason"]) for r in rep[0] if r["kind"] == K.REJECT}
+    assert got == {0: R.MAX_ORDER_QTY, 1: R.PRICE_BAND, 4: R.MAX_OPEN_ORDERS}
+    for seq, reason in got.items():
+        o = journal_rows.order(e.journal, e.journal.intent_client_id(0, seq))
+        assert o.state is S.REJECTED and o.reason == reason and reason.name in o.reason_text

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from appliance.model.enums import TradingState
-from appliance.model.records import RejectReason, Side
+from appliance.model.records import RejectReason, ReportKind, Side
 from appliance.trading.flatten import FLATTEN_SEQ, closing_intents, flatten_round
 from appliance.trading.risk import RiskLimits
 
@@ -25,9 +28,16 @@ def test_flatten_closes_every_position_in_pieces_within_the_notional_limit(make_
 
     done = flatten_round(e)
     assert done.open_after == 0 and e.positions() == {}
+    # the closing fills come back for the metrics: every closed quantity, per agent
+    fills = np.concatenate(list(done.closing_reports.values()))
+    fills = fills[fills["kind"] == ReportKind.FILL]
+    closed = {(int(f["agent"]), int(f["symbol"])): 0.0 for f in fills}
+    for f in fills:
+        closed[int(f["agent"]), int(f["symbol"])] += float(f["fill_qty"])
+    assert closed == pytest.approx({(0, 0): 0.5, (1, 0): 0.2, (2, 1): 3.0})
     assert e.risk.state is TradingState.REDUCE_ONLY
     # agents' own intents still go through, and only what reduces passes
     rep = e.process(intents([{"seq": 3, "agent": 0, "qty": 0.1}]))
-    assert int(rep[0]["reason"][0]) == RejectReason.HALTED
+    assert int(rep[0]["reason"][0]) == RejectReason.REDUCE_ONLY
     assert e.journal.journaled_seqs(0, [3]) == {3}
     e.close()

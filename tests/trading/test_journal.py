@@ -213,12 +213,20 @@ def _index_sql(c) -> dict[str, str]:
     return dict(rows)
 
 
-def _downgrade_to_v3(path):
-    """Rewrite a journal to the version-3 schema (no positions checkpoint)."""
+def _downgrade_to_v4(path):
+    """Rewrite a journal to the version-4 schema (no positions checkpoint)."""
     c = sqlite3.connect(path, isolation_level=None)
     c.executescript(
-        "BEGIN; DROP TABLE positions; DROP TABLE positions_mark; PRAGMA user_version = 3; COMMIT;"
+        "BEGIN; DROP TABLE positions; DROP TABLE positions_mark; PRAGMA user_version = 4; COMMIT;"
     )
+    c.close()
+
+
+def _downgrade_to_v3(path):
+    """Rewrite a journal to the version-3 schema (no trading_states)."""
+    _downgrade_to_v4(path)
+    c = sqlite3.connect(path, isolation_level=None)
+    c.executescript("BEGIN; DROP TABLE trading_states; PRAGMA user_version = 3; COMMIT;")
     c.close()
 
 
@@ -348,15 +356,15 @@ def test_version_2_journal_is_upgraded_to_indexes_that_name_the_states(tmp_path,
     j.close()
 
 
-def test_version_3_journal_is_upgraded_and_a_start_replays_it_whole(tmp_path, make_engine, intents):
+def test_version_4_journal_is_upgraded_and_a_start_replays_it_whole(tmp_path, make_engine, intents):
     e = make_engine()
     e.process(intents([{"seq": s, "agent": s % 3, "qty": 0.5 + s} for s in range(6)]))
     fills = e.portfolio.fill_count
     assert fills > 0
     e.close()
-    _downgrade_to_v3(tmp_path / "journal.sqlite")
+    _downgrade_to_v4(tmp_path / "journal.sqlite")
     ro = Journal(tmp_path / "journal.sqlite", readonly=True)  # a reader copes without it
-    assert ro.schema_version == 3
+    assert ro.schema_version == 4
     assert checkpoint.open_positions(ro) == sorted(ro.open_positions())
     ro.close()
     e = make_engine()  # the writer upgrades; no checkpoint yet: every fill is replayed

@@ -154,3 +154,20 @@ def test_unknown_agents_are_counted_not_fatal(layout):
     m.on_ticks(quote(0.0, 99, 101))
     m.on_intents(intent(0, 7, +1, 1))  # agent 7 of a 2-agent population
     assert m.ignored == 1 and m.figures("overall")["orders"][0] == 0
+
+
+def test_cancels_are_neither_orders_nor_signals(layout):
+    from appliance.model.records import OrderType
+
+    m = TradingMetrics(layout, sample_interval_s=1.0)
+    m.on_ticks(quote(0.0, 99, 101))
+    cancel = intent(0, 0, +1, 0.0)
+    cancel["order_type"] = OrderType.CANCEL
+    m.on_intents(np.concatenate([cancel, intent(1, 0, +1, 1)]))
+    m.on_reports(report(0, 0, ReportKind.ACK, +1))  # the cancel's final ACK
+    m.on_ticks(quote(3.0, 99, 101))  # past the horizon: the signals are scored
+    a = m.figures("agent")
+    assert a["orders"][0] == 1 and a["orders_filled"][0] == 0
+    assert a["signals_correct"][0] + a["signals_wrong"][0] + a["signals_flat"][0] == 1
+    m.on_intents(intent(0, 0, -1, 1))  # seq 0 was counted (as a cancel): not new
+    assert m.figures("agent")["orders"][0] == 1

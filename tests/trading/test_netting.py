@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from appliance.model.records import Side
-from appliance.trading.netting import net_market, pro_rata
+from appliance.trading.netting import cross, pro_rata
 
 
 def test_pro_rata_exact_and_bounded():
@@ -31,43 +30,53 @@ def test_pro_rata_refuses_overallocation():
         pro_rata(11, [5, 5])
 
 
-def test_net_crosses_smaller_side_and_sends_net():
-    sym = np.array([0, 0, 0, 0])
-    side = np.array([Side.BUY, Side.BUY, Side.SELL, Side.SELL])
-    lots = np.array([30, 10, 5, 15])
-    (r,) = net_market(sym, side, lots)
-    assert r.side == Side.BUY and r.venue_lots == 20
-    assert r.internal.tolist() == [15, 5, 5, 15]  # buys cross 20 of 40, pro rata
-    assert r.venue.tolist() == [15, 5, 0, 0]
-    assert r.members.tolist() == [0, 1, 2, 3]
+def test_market_orders_cross_at_the_mid_smaller_side_whole_larger_pro_rata():
+    # market orders' prices are the touch they would take: buys the ask, sells the bid
+    c = cross(np.array([101.0, 101.0]), [30, 10], np.array([100.0, 100.0]), [5, 15], 100.5)
+    assert c.buy_fills == [(0, 15, 100.5), (1, 5, 100.5)]
+    assert c.sell_fills == [(0, 5, 100.5), (1, 15, 100.5)]
+    assert c.buy_left.tolist() == [15, 5] and c.sell_left.tolist() == [0, 0]
 
 
-def test_balanced_batch_sends_nothing():
-    (r,) = net_market(np.array([2, 2]), np.array([1, -1]), np.array([7, 7]))
-    assert r.side == Side.NONE and r.venue_lots == 0 and r.venue.tolist() == [0, 0]
+def test_balanced_batch_leaves_nothing_and_one_side_crosses_nothing():
+    c = cross(np.array([11.0]), [7], np.array([10.0]), [7], 10.5)
+    assert c.buy_left.tolist() == [0] and c.sell_left.tolist() == [0]
+    c = cross(np.array([]), [], np.array([10.0, 10.0]), [3, 4], 10.5)
+    assert c.sell_fills == [] and c.sell_left.tolist() == [3, 4]
 
 
-def test_one_sided_batch_goes_to_venue_whole():
-    (r,) = net_market(np.array([0, 0]), np.array([-1, -1]), np.array([3, 4]))
-    assert r.side == Side.SELL and r.venue_lots == 7 and r.internal.tolist() == [0, 0]
+def test_levels_meet_best_first_at_the_mid_clamped_into_both_prices():
+    c = cross(np.array([101.0, 102.0]), [5, 5], np.array([101.5, 100.5]), [10, 3], 101.0)
+    # 102 meets 100.5 (3 at the mid 101), then 101.5 (2 at 101.5: the mid is below it);
+    # 101 < 101.5: no more
+    assert c.buy_fills == [(1, 3, 101.0), (1, 2, 101.5)]
+    assert c.sell_fills == [(1, 3, 101.0), (0, 2, 101.5)]
+    assert c.buy_left.tolist() == [5, 0] and c.sell_left.tolist() == [8, 0]
 
 
-def test_symbols_netted_separately_and_invariants():
+def test_prices_not_reaching_each_other_never_cross():
+    c = cross(np.array([99.0]), [5], np.array([100.0]), [5], 99.5)
+    assert c.buy_fills == c.sell_fills == [] and c.buy_left.tolist() == [5]
+
+
+def test_without_a_mid_a_meeting_prices_between_the_two():
+    c = cross(np.array([100.2]), [1], np.array([100.0]), [1], float("nan"))
+    assert c.buy_fills == [(0, 1, 100.1)]
+
+
+def test_crossing_invariants():
     rng = np.random.default_rng(3)
-    n = 500
-    sym = rng.integers(0, 5, n)
-    side = rng.choice([-1, 1], n)
-    lots = rng.integers(1, 10_000, n)
-    results = net_market(sym, side, lots)
-    assert sorted(r.symbol for r in results) == sorted(set(sym.tolist()))
-    seen = np.concatenate([r.members for r in results])
-    assert sorted(seen.tolist()) == list(range(n))
-    for r in results:
-        m = r.members
-        assert (sym[m] == r.symbol).all()
-        assert ((r.internal + r.venue) == lots[m]).all()
-        buys = side[m] > 0
-        assert r.internal[buys].sum() == r.internal[~buys].sum()  # crossed exactly
-        assert r.venue.sum() == r.venue_lots == abs(lots[m][buys].sum() - lots[m][~buys].sum())
-        assert (r.venue[side[m] != r.side] == 0).all()
-        assert (np.diff(m) > 0).all()  # batch order kept within a symbol
+    for _ in range(200):
+        nb, ns = rng.integers(0, 8, 2)
+        bp = rng.choice([99.0, 100.0, 101.0, 102.0], nb)
+        sp = rng.choice([99.5, 100.5, 101.5], ns)
+        bl, sl = rng.integers(1, 50, nb), rng.integers(1, 50, ns)
+        c = cross(bp, bl, sp, sl, float(rng.choice([100.0, 101.0, np.nan])))
+        bought = np.bincount([m for m, _, _ in c.buy_fills], [q for _, q, _ in c.buy_fills], nb)
+        sold = np.bincount([m for m, _, _ in c.sell_fills], [q for _, q, _ in c.sell_fills], ns)
+        assert bought.sum() == sold.sum()  # crossed exactly
+        assert (bought + c.buy_left == bl).all() and (sold + c.sell_left == sl).all()
+        assert all(p <= bp[m] for m, _, p in c.buy_fills)  # nobody pays above its price
+        assert all(p >= sp[m] for m, _, p in c.sell_fills)
+        if (c.buy_left > 0).any() and (c.sell_left > 0).any():  # nothing left that meets
+            assert bp[c.buy_left > 0].max() < sp[c.sell_left > 0].min()

@@ -3,20 +3,23 @@ import pytest
 
 from appliance.model.enums import TradingState
 from appliance.model.records import OrderType, RejectReason, Side
-from appliance.trading.risk import RiskEngine, RiskLimits, validate_intents
+from appliance.trading.risk import Exposure, RiskEngine, RiskLimits, validate_intents
 
 R = RejectReason
 LOTS = np.array([0.1, 0.001])
 
 
-def check(engine, batch, ref=100.0, position=0.0, open_buy=0.0, open_sell=0.0):
+def check(engine, batch, ref=100.0, position=0.0, open_buy=0.0, open_sell=0.0, **kw):
+    """engine.check on ``batch``; ``price`` and ``mid`` default to ``ref``."""
     n = len(batch)
     reasons, lots = validate_intents(batch, LOTS)
     qty = lots * LOTS[np.where(reasons == 0, batch["symbol"], 0)]
     full = lambda x: np.broadcast_to(np.asarray(x, float), (n,)).copy()  # noqa: E731
-    return engine.check(
-        batch, qty, full(ref), full(position), full(open_buy), full(open_sell), reasons
-    ).tolist()
+    x = Exposure(
+        qty, full(ref), full(kw.get("price", ref)), full(kw.get("mid", ref)), full(position),
+        full(open_buy), full(open_sell), full(kw.get("open_orders", 0)),
+    )  # fmt: skip
+    return engine.check(batch, x, reasons).tolist()
 
 
 @pytest.fixture
@@ -111,7 +114,7 @@ def test_reduce_only(engine, intents):
         {"qty": 2.0, "side": Side.SELL},   # would go short: refused
         {"qty": 1.0},                      # buying while long: grows
     ])  # fmt: skip
-    assert check(engine, batch, ref=1.0, position=5.0) == [0, 0, R.HALTED, R.HALTED]
+    assert check(engine, batch, ref=1.0, position=5.0) == [0, 0, R.REDUCE_ONLY, R.REDUCE_ONLY]
 
 
 def test_limits_must_cover_every_symbol(intents):
@@ -123,3 +126,44 @@ def test_limits_must_cover_every_symbol(intents):
     assert check(e, intents([{"qty": 3.0}, {"qty": 0.5}]), ref=1.0) == [0, R.MAX_POSITION]
     with pytest.raises(ValueError):
         RiskLimits(-1, 1)
+
+
+def test_max_order_qty(intents):
+    e = RiskEngine(["A/B", "C/D"], RiskLimits(10.0, 1e6, max_order_qty=2.0))
+    batch = intents([{"qty": 2.0}, {"qty": 2.1}, {"qty": 3.0, "side": Side.SELL}])
+    assert check(e, batch, ref=1.0) == [0, R.MAX_ORDER_QTY, R.MAX_ORDER_QTY]
+
+
+def test_price_band_around_the_mid(intents):
+    e = RiskEngine(["A/B", "C/D"], RiskLimits(10.0, 1e6, price_band_bps=100.0))  # 1%
+    lim = {"order_type": OrderType.LIMIT, "qty": 1.0}
+    batch = intents([
+        {**lim, "limit_price": 100.9},                        # within 1% of 100
+        {**lim, "limit_price": 101.5},                        # a fat finger up
+        {**lim, "limit_price": 98.0, "side": Side.SELL},      # and down
+        {"qty": 1.0},                                         # market: its touch, 100.5
+    ])  # fmt: skip
+    price = [100.9, 101.5, 98.0, 100.5]
+    assert check(e, batch, ref=price, price=price, mid=100.0) == [0, R.PRICE_BAND, R.PRICE_BAND, 0]
+    # a band needs a mid to measure from
+    assert check(e, batch[:1], ref=100.9, price=100.9, mid=float("nan")) == [R.NO_MARKET]
+
+
+def test_max_open_orders_per_agent_and_symbol_counts_the_batch(intents):
+    e = RiskEngine(["A/B", "C/D"], RiskLimits(100.0, 1e6, max_open_orders=3))
+    batch = intents([
+        {"qty": 1.0}, {"qty": 1.0, "side": Side.SELL}, {"qty": 1.0},   # agent 0: 2 open + 3
+        {"qty": 1.0, "agent": 1},                                     # agent 1: its own count
+        {"qty": 1.0, "symbol": 1},                                    # another symbol
+    ])  # fmt: skip
+    got = check(e, batch, ref=1.0, open_orders=[2, 2, 2, 0, 0])
+    assert got == [0, R.MAX_OPEN_ORDERS, R.MAX_OPEN_ORDERS, 0, 0]
+
+
+def test_cancel_passes_every_state_and_limit_but_not_a_bad_side(intents):
+    e = RiskEngine(["A/B", "C/D"], RiskLimits(0.0, 0.0, max_order_qty=0.0, max_open_orders=0))
+    cancel = {"order_type": OrderType.CANCEL, "qty": 0.0}
+    batch = intents([cancel, {**cancel, "side": 0}, {**cancel, "symbol": 5}])
+    for state in TradingState:
+        e.set_state(state)
+        assert check(e, batch, ref=float("nan")) == [0, R.BAD_ORDER, R.UNKNOWN_SYMBOL]

@@ -1,0 +1,57 @@
+"""`dynamind trading halt|reduce-only|resume`: the operator sets the trading state.
+
+The request goes to the execution process over its trading desk (runtime/desk.py), which
+journals the change with the operator's user (as the kernel names it) and the reason,
+cancels resting orders when trading halts or goes reduce-only, and answers. The command
+then waits until the board (what `dynamind status` and `top` show) says the same.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import posix_ipc
+
+from appliance.runtime.board import Board
+from appliance.runtime.desk import NotListening, request
+from appliance.runtime.exits import Exit
+from appliance.shm import SegmentError
+
+#: command word -> TradingState value
+STATES = {"halt": "halted", "reduce-only": "reduce_only", "resume": "active"}
+
+
+def run(instance: str, action: str, reason: str, timeout: float) -> int:
+    state = STATES[action]
+    try:
+        reply = request(instance, state, reason, timeout)
+    except NotListening as exc:
+        print(f"{exc}: is the appliance running (is execution restarting)?", file=sys.stderr)
+        return Exit.NOT_RUNNING
+    except TimeoutError:
+        print(f"no answer from execution within {timeout:g}s", file=sys.stderr)
+        return Exit.ERROR
+    if not reply.get("ok"):
+        print(f"refused: {reply.get('error')}", file=sys.stderr)
+        return Exit.ERROR
+    print(f"trading {reply['state']} (was {reply['was']}): {reply['why']}")
+    if not _board_shows(instance, state, timeout):
+        print("(the board has not caught up yet: see `dynamind status`)", file=sys.stderr)
+    return Exit.OK
+
+
+def _board_shows(instance: str, state: str, timeout: float) -> bool:
+    try:
+        board = Board.attach(instance)
+    except (SegmentError, posix_ipc.PermissionsError):
+        return False
+    try:
+        deadline = time.monotonic() + timeout
+        while board.read()["trading"] != state:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+    finally:
+        board.close()
