@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.storage.sqlite import transaction
@@ -67,10 +68,17 @@ def load(journal: Journal) -> tuple[Mark, dict[Key, Position]]:
 class PositionsCheckpoint:
     """Restores a portfolio from the journal and writes its checkpoints."""
 
-    def __init__(self, journal: Journal, portfolio: Portfolio, every: int = EVERY_FILLS) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        portfolio: Portfolio,
+        every: int = EVERY_FILLS,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.journal = journal
         self.portfolio = portfolio
         self.every = every
+        self._clock = clock  # the engine's: a backtest's journal is the data's, row for row
         self.saved = 0  # the portfolio's fill count at the last checkpoint
         self._rewrite = True  # no usable checkpoint loaded: the next one replaces the table
 
@@ -115,7 +123,7 @@ class PositionsCheckpoint:
             c.execute(
                 "INSERT OR REPLACE INTO positions_mark (id, fill_id, fills, written_ns) "
                 "VALUES (0, ?, ?, ?)",
-                (top, p.fill_count, time.time_ns()),
+                (top, p.fill_count, self._clock()),
             )
         p.touched.clear()
         self.saved = p.fill_count

@@ -122,7 +122,7 @@ class ExecutionEngine:
         self.rules = Rules({s: self.risk.limits(s) for s in self.symbols})
         self._recovery = Recovery(journal, venue, self.book)
         self._checkpoint = PositionsCheckpoint(
-            journal, self.portfolio, self.config.checkpoint_fills
+            journal, self.portfolio, self.config.checkpoint_fills, clock
         )
         self._clock = clock
         self._seen = Seen(journal, {})
