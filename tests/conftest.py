@@ -3,9 +3,12 @@ builders of the TICK / INTENT batches that the execution-side and venue tests fe
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +58,47 @@ def app(tmp_path):
     yield a
     if not a.kill_all():  # a clean stop must leave nothing behind
         assert a.leftovers() == [], "segments left behind"
+
+
+class SmallFs:
+    """A size-limited tmpfs of the test's own: ``fill`` it up, ``free`` it again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._filler = path / "filler"
+
+    def fill(self) -> None:
+        """Write until the filesystem refuses another byte."""
+        with self._filler.open("ab", buffering=0) as f:
+            for chunk in (1 << 16, 4096, 512, 1):
+                try:
+                    while True:
+                        f.write(b"\0" * chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+
+    def free(self) -> None:
+        self._filler.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path_factory) -> Iterator[SmallFs]:
+    """A 16 MiB tmpfs mounted at a new directory, unmounted afterwards; skipped where this
+    process may not mount (not root, or no CAP_SYS_ADMIN in its namespace)."""
+    path = tmp_path_factory.mktemp(f"smallfs-{uuid.uuid4().hex[:6]}")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield SmallFs(path)
+    finally:
+        # lazy: a process the test killed may still be letting go of its files
+        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,15 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from appliance.model.orders import OrderState
-from appliance.model.records import RejectReason
-from appliance.shm import Stats, list_names, remove_instance
+from appliance.model.records import INTENT, RejectReason
+from appliance.shm import RecordQueue, Stats, list_names, remove_instance
 from appliance.shm.segment import SegmentError
 from appliance.trading.flatten import FLATTEN_SEQ
 
@@ -34,7 +35,7 @@ ring_capacity = 16384
 queue_capacity = 4096
 
 [supervisor]
-heartbeat_timeout_s = 3.0
+heartbeat_timeout_s = {heartbeat_timeout_s}
 restart_backoff_initial_s = 0.1
 restart_backoff_max_s = 0.5
 max_restarts = {max_restarts}
@@ -122,6 +123,7 @@ def write_config(directory: Path, **overrides: Any) -> tuple[Path, str]:
         "dir": directory,
         "rate": 4000,
         "max_restarts": 100,
+        "heartbeat_timeout_s": 3.0,
         "feed_kind": "synthetic",
         "feed_extra": "",
         "extra": "",
@@ -139,6 +141,7 @@ class Appliance:
         self.dir = directory
         self.config, self.instance = write_config(directory, **overrides)
         self.log_path = directory / "appliance.log"
+        self.journal_path = directory / "journal.sqlite"  # as the config says
         self.proc: subprocess.Popen | None = None
         self._stats: Stats | None = None
 
@@ -269,7 +272,19 @@ class Appliance:
         return list_names(self.instance)
 
     def journal(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.dir}/journal.sqlite?mode=ro", uri=True)
+        return sqlite3.connect(f"file:{self.journal_path}?mode=ro", uri=True)
+
+
+def queued_intents(app: Appliance, hosts: int = 2) -> int:
+    """Intents published and not yet taken by execution, over every host's queue."""
+    total = 0
+    for h in range(hosts):
+        q = RecordQueue.attach(app.instance, f"intents.{h}", INTENT, read_only=True)
+        try:
+            total += len(q)
+        finally:
+            q.close()
+    return total
 
 
 def assert_intents_accounted(app: Appliance) -> dict[int, int]:
@@ -281,32 +296,88 @@ def assert_intents_accounted(app: Appliance) -> dict[int, int]:
     with app.journal() as db:
         epochs = {e for (e,) in db.execute("SELECT DISTINCT epoch FROM runs")}
         assert len(epochs) == 1, f"one appliance lifetime expected, journal has {epochs}"
-        (drained,) = db.execute(
-            "SELECT drained FROM runs WHERE drained IS NOT NULL ORDER BY run_id DESC LIMIT 1"
+        return audit_journal(db).heads[epochs.pop()]
+
+
+@dataclass
+class JournalAudit:
+    """What the journal says about every appliance lifetime (epoch) it holds."""
+
+    heads: dict[str, dict[int, int]]  # per epoch, per host: intents published
+    states: dict[str, int]  # journaled intents by end state
+    rejects: dict[str, int]  # rejected intents by reason
+    clean_stops: int  # epochs whose heads execution recorded at a clean stop
+
+    @property
+    def published(self) -> int:
+        return sum(sum(h.values()) for h in self.heads.values())
+
+    @property
+    def journaled(self) -> int:
+        return sum(self.states.values())
+
+    @property
+    def stale(self) -> int:
+        return self.rejects.get(RejectReason.STALE_AFTER_CRASH.name, 0)
+
+
+def audit_journal(db: sqlite3.Connection) -> JournalAudit:
+    """Every intent published in every epoch is in the journal exactly once, rejected ones
+    with a reason; the figures. An epoch's published count is its intent queues' heads as
+    recorded by a clean stop (execution's drain) or, after a crash, by the next start
+    (which journaled what was left queued as STALE_AFTER_CRASH)."""
+    heads: dict[str, dict[int, int]] = {}
+    clean = 0
+    for (epoch,) in db.execute("SELECT DISTINCT epoch FROM runs").fetchall():
+        row = db.execute(
+            "SELECT drained, stopped_ns FROM runs WHERE epoch = ? AND drained IS NOT NULL "
+            "ORDER BY run_id DESC LIMIT 1",
+            (epoch,),
         ).fetchone()
-        heads = {int(h): n for h, n in json.loads(drained).items()}
-        for host, head in heads.items():
+        assert row is not None, f"epoch {epoch}: no record of its intent queues' heads"
+        heads[epoch] = {int(h): n for h, n in json.loads(row[0]).items()}
+        clean += row[1] is not None
+        for host, head in heads[epoch].items():
             # Seqs from FLATTEN_SEQ up are the operator's closing orders, not queue positions.
             seqs = [
                 s
                 for (s,) in db.execute(
-                    "SELECT intent_seq FROM orders WHERE host = ? AND intent_seq < ? "
-                    "ORDER BY intent_seq",
-                    (host, FLATTEN_SEQ),
+                    "SELECT intent_seq FROM orders WHERE epoch = ? AND host = ? "
+                    "AND intent_seq < ? ORDER BY intent_seq",
+                    (epoch, host, FLATTEN_SEQ),
                 )
             ]
             assert len(seqs) == len(set(seqs)), f"host {host}: an intent journaled twice"
             assert seqs == list(range(head)), (
-                f"host {host}: journal has {len(seqs)} intents, published {head}; "
-                f"missing {sorted(set(range(head)) - set(seqs))[:10]}, "
+                f"epoch {epoch} host {host}: journal has {len(seqs)} intents, published "
+                f"{head}; missing {sorted(set(range(head)) - set(seqs))[:10]}, "
                 f"extra {sorted(set(seqs) - set(range(head)))[:10]}"
             )
-        bad = db.execute(
-            "SELECT count(*) FROM orders WHERE state = ? AND (reason = ? OR reason_text = '')",
-            (OrderState.REJECTED, RejectReason.NONE),
-        ).fetchone()[0]
-        assert bad == 0, f"{bad} rejected intents without a reason"
-    return heads
+    bad = db.execute(
+        "SELECT count(*) FROM orders WHERE state = ? AND (reason = ? OR reason_text = '')",
+        (OrderState.REJECTED, RejectReason.NONE),
+    ).fetchone()[0]
+    assert bad == 0, f"{bad} rejected intents without a reason"
+    stale_filled = db.execute(
+        "SELECT count(*) FROM orders WHERE reason = ? AND (state != ? OR filled_qty != 0)",
+        (RejectReason.STALE_AFTER_CRASH, OrderState.REJECTED),
+    ).fetchone()[0]
+    assert stale_filled == 0, f"{stale_filled} stale intents were executed"
+    where = "WHERE intent_seq < ?"
+    states = {
+        OrderState(s).name: n
+        for s, n in db.execute(
+            f"SELECT state, count(*) FROM orders {where} GROUP BY state", (FLATTEN_SEQ,)
+        )
+    }
+    rejects = {
+        RejectReason(r).name: n
+        for r, n in db.execute(
+            f"SELECT reason, count(*) FROM orders {where} AND state = ? GROUP BY reason",
+            (FLATTEN_SEQ, OrderState.REJECTED),
+        )
+    }
+    return JournalAudit(heads, states, rejects, clean)
 
 
 def final_report(app: Appliance) -> dict:
@@ -318,7 +389,7 @@ def final_report(app: Appliance) -> dict:
 def journal_positions(app: Appliance) -> dict[tuple[int, int, int, int], float]:
     from appliance.trading.journal import Journal
 
-    j = Journal(app.dir / "journal.sqlite", readonly=True)
+    j = Journal(app.journal_path, readonly=True)
     try:
         return j.positions_from_fills()
     finally:

@@ -155,6 +155,9 @@ class RejectReason(IntEnum):
     MAX_GROSS_EXPOSURE = 13  # the fill would take gross exposure beyond max_gross_exposure
     REDUCE_ONLY = 14  # trading is reduce-only and the intent would not shrink |position|
     CONFLICT = 15  # priority netting: a higher-priority population trades the other way
+    # Still queued when the appliance's supervisor died; journaled at the next start and
+    # never executed (the market it was decided on is gone).
+    STALE_AFTER_CRASH = 16
 
 
 #: The execution process's answer about one intent, pushed onto the host's report queue.

@@ -52,6 +52,7 @@ def _load(path: str):
 def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.model.enums import Role
     from appliance.runtime import layout
+    from appliance.runtime.stale import StaleNotJournaled
     from appliance.runtime.supervisor import Supervisor
     from appliance.shm import SegmentError, SegmentInUse, check_space
     from appliance.trading.layout_check import LayoutMismatch
@@ -77,6 +78,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except SegmentInUse as exc:
         print(f"nothing started: {exc}", file=sys.stderr)
         return Exit.ALREADY_RUNNING
+    except StaleNotJournaled as exc:
+        print(f"nothing started: {exc}", file=sys.stderr)
+        return Exit.ERROR
 
 
 START_OVER = (

@@ -147,7 +147,11 @@ class LiveMetrics:
             self.snapshot.write(self._rows, {TAG_PUBLISHED_NS: time.time_ns()})
         if force or now >= self._next_checkpoint:
             self._next_checkpoint = now + self.cfg.metrics.checkpoint_s
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except OSError as exc:
+                # A full disk: the checkpoint only saves a rebuild from the journal.
+                log.warning("metrics checkpoint %s not written: %s", self.path, exc)
 
     # ---- checkpoints ------------------------------------------------------------------
 
@@ -159,8 +163,12 @@ class LiveMetrics:
         state = self.metrics.state()
         state["checkpoint"] = np.array([identity, orders, fills, self.epoch], np.int64)
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez(tmp, **state)
-        os.replace(tmp, self.path)
+        try:
+            np.savez(tmp, **state)
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # half a file on a full disk: give the space back
+            raise
 
     def _restore(self) -> int:
         """Load the checkpoint and the journal rows after it; the rows caught up."""

@@ -11,13 +11,22 @@ from typing import Protocol, TypeVar
 
 from appliance.config import Config
 from appliance.model.records import INTENT, POSITION, REPORT, TICK
-from appliance.runtime import layout, live_metrics
+from appliance.runtime import layout, live_metrics, stale
 from appliance.runtime.board import Board
-from appliance.shm import BroadcastRing, RecordQueue, Stats, require_tso
-from appliance.shm.segment import reclaim_stale
+from appliance.shm import BroadcastRing, RecordQueue, SegmentInUse, Stats, require_tso
+from appliance.shm.segment import full_name, live_owner, reclaim_stale
 from appliance.shm.snapshot import SharedSnapshot
 
 log = logging.getLogger(__name__)
+
+
+class AlreadyRunning(SegmentInUse):
+    """An appliance of the same instance name is running; nothing of it was touched."""
+
+    def __init__(self, instance: str, pid: int | str) -> None:
+        self.instance = instance
+        self.pid = pid
+        super().__init__(f"instance {instance} is already running (pid {pid})")
 
 
 class _Destroyable(Protocol):
@@ -48,9 +57,17 @@ class SegmentSet:
         require_tso()
         # The stats segment doubles as the instance lock: a live owner means a running
         # appliance of the same name, which we refuse; a dead one is reclaimed.
-        self.stats = self._keep(
-            Stats.create(inst, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS, group)
-        )
+        self.refuse_if_running()
+        epoch = stale.dead_epoch(inst)  # a crashed run's queues' epoch, before reclaiming
+        try:
+            stats = Stats.create(
+                inst, layout.STATS, layout.stats_slots(cfg), layout.COUNTERS, group
+            )
+        except SegmentInUse:
+            self.refuse_if_running()  # another start won the race: name its pid
+            raise
+        self.stats = self._keep(stats)
+        stale.settle(cfg, epoch)  # what a crashed run left queued, journaled first
         for name in reclaim_stale(inst):
             log.warning("reclaimed stale %s", name)
         self.board = self._keep(Board.create(inst, group))
@@ -59,8 +76,11 @@ class SegmentSet:
         )
         self._keep(live_metrics.create(cfg))  # execution publishes, status and top read
         size = cfg.queue_capacity
+        # The queues' lifetime, under which execution journals their intents: in their
+        # headers too, so a start after a crash still knows it after the stats are gone.
+        tag = {stale.EPOCH: int(stats.segment.header["created_ns"])}
         for h in layout.queue_hosts(cfg):  # a cluster's agents instance: its own hosts
-            iq = RecordQueue.create(inst, layout.intents_queue(h), INTENT, size, group)
+            iq = RecordQueue.create(inst, layout.intents_queue(h), INTENT, size, group, tag)
             self._keep(iq)
             rq = RecordQueue.create(inst, layout.reports_queue(h), REPORT, size, group)
             self._keep(rq)
@@ -69,6 +89,17 @@ class SegmentSet:
             self._keep(
                 SharedSnapshot.create(inst, layout.positions_snapshot(h), POSITION, shape, group)
             )
+
+    def refuse_if_running(self) -> None:
+        """Raise AlreadyRunning if a live appliance holds this config's instance name."""
+        pid = live_owner(full_name(self.config.instance, layout.STATS))
+        if pid is not None:
+            raise AlreadyRunning(self.config.instance, pid)
+
+    @property
+    def created(self) -> bool:
+        """True once this set holds the instance (its stats segment exists)."""
+        return self.stats is not None
 
     def _keep(self, segment: T) -> T:
         """Record ``segment`` as one of the set: :meth:`destroy` destroys it too."""

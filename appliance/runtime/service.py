@@ -108,8 +108,9 @@ class ServiceReport:
         fields["intents_per_s"] = round(fields["intents_per_s"])
         log.info("status", extra=fields)
         text = ", ".join(f"{k}={fmt.format(fields[k])}" for k, fmt in STATUS_FIELDS)
-        self.notifier.status(text + (f"; {self._reload_note}" if self._reload_note else ""))
         why = (s.get("trading_why") or self.trading_why) if s["trading"] != "active" else ""
+        notes = [f"trading {s['trading']}: {why}" if why else "", self._reload_note]
+        self.notifier.status("; ".join([text, *filter(None, notes)]))
         self._board(
             trading=s["trading"],
             trading_why=why,

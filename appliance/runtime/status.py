@@ -56,7 +56,7 @@ class StatusReporter:
             ),
             "open_orders": ex.get("open_orders", 0),
             "trading": ex.get("trading", config.trading.state),
-            "trading_why": ex.get("trading_why", ""),  # who set it and why, as journaled
+            "trading_why": ex.get("trading_why", ""),  # who set it and why (journaled, or storage)
             "ring_lost": sum(r["lost"] for r in ring.readers()),
             "restarts": sum(c.incarnation - 1 for c in children),
         }

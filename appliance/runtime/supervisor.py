@@ -75,6 +75,8 @@ class Supervisor:
 
     def start(self) -> None:
         cfg = self.config
+        # First: a second start of a running instance reads nothing and touches nothing.
+        self.segments.refuse_if_running()
         self.check_journal()
         # Workers are pinned to one core each: a BLAS thread pool inside one would only
         # fight its own process for that core. Children read these at numpy import.
@@ -134,7 +136,9 @@ class Supervisor:
             self.service.halting(str(exc))
             code = Exit.HALTED
         finally:
-            if self.stop() and code == 0:
+            # Refused before the segments existed (already running, journal conflict):
+            # nothing of ours to stop, and another instance's segments are not ours.
+            if self.segments.created and self.stop() and code == 0:
                 code = Exit.UNDRAINED
         return code
 

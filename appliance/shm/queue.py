@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 from appliance.shm.errors import SegmentInUse
+from appliance.shm.locks import is_locked
 from appliance.shm.ordering import full_fence
 from appliance.shm.segment import Segment
 from appliance.shm.slots import Slots, SlotSegment, check_records
@@ -78,6 +79,24 @@ class RecordQueue(SlotSegment):
 
     def __len__(self) -> int:
         return self._head[0] - self._tail[0]
+
+    def unconsumed(self) -> np.ndarray:
+        """A copy of the records published and not consumed, oldest first: what an owner
+        takes stock of once the queue's producer and consumer are gone."""
+        tail, head = int(self._tail[0]), int(self._head[0])
+        return self.records[np.arange(tail, head) & self.mask]  # fancy indexing copies
+
+    def role_holders(self) -> list[tuple[str, int]]:
+        """(role, pid) of each role a live process holds (works read-only)."""
+        fd = self.segment.fd
+        return [
+            (role, int(self._pids[i]))
+            for role, byte, i in (
+                ("producer", PRODUCER_LOCK_BYTE, 0),
+                ("consumer", CONSUMER_LOCK_BYTE, 1),
+            )
+            if is_locked(fd, byte)
+        ]
 
     def producer(
         self, strategy: WaitStrategy | str = WaitStrategy.BLOCK, seq_field: str | None = None

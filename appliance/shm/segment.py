@@ -297,12 +297,20 @@ def _peek_owner(fd: int, size: int) -> int | str:
 
 def owner_alive(name: str) -> bool:
     """True if the segment exists and its creator still holds it."""
+    return live_owner(name) is not None
+
+
+def live_owner(name: str) -> int | str | None:
+    """The pid of the live creator holding the segment ("unknown" while it is still
+    writing the header); None if there is no such segment or its creator is dead."""
     try:
         shm = posix_ipc.SharedMemory(name, read_only=True)
     except posix_ipc.ExistentialError:
-        return False
+        return None
     try:
-        return is_locked(shm.fd, OWNER_LOCK_BYTE)
+        if not is_locked(shm.fd, OWNER_LOCK_BYTE):
+            return None
+        return _peek_owner(shm.fd, os.fstat(shm.fd).st_size) or "unknown"
     finally:
         os.close(shm.fd)
 

@@ -131,8 +131,10 @@ class SlotSegment:
         dtype: np.dtype,
         capacity: int,
         group: int | str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Self:
-        """Create it (owner). ``group`` may read it and open its semaphores."""
+        """Create it (owner). ``group`` may read it and open its semaphores; ``meta``: the
+        creator's own header entries (``segment.meta`` to whoever attaches)."""
         if capacity < 2 or capacity & (capacity - 1):
             raise ValueError(f"{cls.KIND} capacity must be a power of two >= 2, got {capacity}")
         full = full_name(instance, name)
@@ -143,7 +145,7 @@ class SlotSegment:
             dtype=dtype,
             capacity=capacity,
             data_size=cls.data_size(dtype, capacity),
-            meta=cls.META,
+            meta={**(meta or {}), **cls.META},
             group=group,
         )
         return cls._build(seg, dtype, create=True)

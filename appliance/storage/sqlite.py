@@ -8,6 +8,7 @@ path instead of a confusing failure on the first query.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,6 +19,48 @@ from urllib.parse import quote
 
 class StoreError(RuntimeError):
     """An SQLite file that cannot be used as what the caller expected."""
+
+
+# A write refused by the filesystem, not by the data: full, over quota, failing.
+_FULL_CODES = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)  # primary codes (low byte)
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """The message, when ``exc`` or an exception behind it (cause or context) says a file
+    could not be written because its filesystem is full or failing (SQLITE_FULL,
+    SQLITE_IOERR, ENOSPC, EDQUOT, EIO); None for any other error."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        code = getattr(e, "sqlite_errorcode", None) or 0  # absent on errors made by hand
+        if isinstance(e, sqlite3.Error) and code & 0xFF in _FULL_CODES:
+            return str(e)
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            return f"{os.strerror(e.errno)}: {e.filename}" if e.filename else str(e)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def probe_space(directory: str | os.PathLike[str], nbytes: int) -> str | None:
+    """Reserve ``nbytes`` on ``directory``'s filesystem in a scratch file, sync it and give
+    it back: None when that worked, else why not (a storage failure's message). Proves
+    there is room for more than the next page, which a write that reuses space does not."""
+    path = Path(directory) / f".probe-{os.getpid()}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        if (why := storage_failure(exc)) is None:
+            raise
+        return why
+    return None
 
 
 def open_store(

@@ -168,6 +168,10 @@ def archive_runs(journal: Path, before_ns: int, to: Path) -> ArchiveSummary:
         try:
             _move(conn, runs, sel.movable, venue, [r[0] for rows in fills.values() for r in rows])
             _insert_carries(conn, carries)
+            # Realised PnL and fees moved out with the fills: the next start replays the
+            # fills that stayed (carries included) instead of a checkpoint that has them.
+            conn.execute("DELETE FROM main.positions_mark")
+            conn.execute("DELETE FROM main.positions")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

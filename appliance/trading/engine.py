@@ -38,10 +38,12 @@ import numpy as np
 from appliance.model.enums import TradingState
 from appliance.model.orders import IntentOrder, OrderState, VenueOrder
 from appliance.model.records import INTENT, OrderType, RejectReason
+from appliance.storage.sqlite import storage_failure
 from appliance.trading import cancels
 from appliance.trading.account import AccountLimits
 from appliance.trading.batch import Batch, Counters
 from appliance.trading.book import OrderBook
+from appliance.trading.checkpoint import EVERY_FILLS, PositionsCheckpoint
 from appliance.trading.control import TradingControl
 from appliance.trading.journal import Journal
 from appliance.trading.portfolio import Key, Portfolio
@@ -65,6 +67,7 @@ class EngineConfig:
     lot_size: float = 1e-8  # default lot of every symbol, base units
     lot_sizes: Mapping[str, float] = field(default_factory=dict)  # per-symbol overrides
     internal_fee_bps: float = 0.0  # charged to both sides of an internal cross
+    checkpoint_fills: int = EVERY_FILLS  # positions checkpoint at least every so many fills
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ class ExecutionEngine:
         self.control = TradingControl(self.pretrade.risk, journal, clock)
         self.rules = Rules({s: self.risk.limits(s) for s in self.symbols})
         self._recovery = Recovery(journal, venue, self.book)
+        self._checkpoint = PositionsCheckpoint(
+            journal, self.portfolio, self.config.checkpoint_fills, clock
+        )
         self._clock = clock
         self._seen = Seen(journal, {})
         self._recovered = False
@@ -186,7 +192,7 @@ class ExecutionEngine:
         self._recovery.check_layout(layout)  # before anything is written
         # From here a failure leaves the engine unusable: the process exits, and recovers.
         self._recovered = True
-        summary = self._recovery.start(epoch, layout, self.portfolio, self._batch())
+        summary = self._recovery.start(epoch, layout, self._checkpoint, self._batch())
         self.control.start(summary.epoch)
         self._seen = Seen(self.journal, summary.last_intent_seq)
         # CANCEL intents journaled but not carried out before the crash: do it now.
@@ -196,7 +202,13 @@ class ExecutionEngine:
             cancels.carry_out(pending, self.book, self.venue, b)
             b.commit()
             summary.reports.update(merge(summary.reports, b.reports.build(self._clock())))
+        self._checkpoint_if_due()
         return summary
+
+    def _checkpoint_if_due(self) -> None:
+        """After an engine call's commits: a positions checkpoint when enough fills passed."""
+        if self._checkpoint.due():
+            self._checkpoint.save()
 
     def _batch(self) -> Batch:
         return Batch(self.book, self.journal, self.portfolio, self.counters, self._clock)
@@ -243,6 +255,7 @@ class ExecutionEngine:
         cancels.carry_out(todo, self.book, self.venue, b)
         self._kill_switch(b)
         b.commit()  # commit #2: what the venue said
+        self._checkpoint_if_due()
         return b.reports.build(self._clock())
 
     def _priority_symbols(self) -> set[int]:
@@ -278,7 +291,9 @@ class ExecutionEngine:
         )
         try:
             status = self.venue.submit(request)
-        except Exception:
+        except Exception as exc:
+            if storage_failure(exc):
+                raise  # the paper venue's own file: execution halts (storage_halt.py)
             # Sent or not, we cannot tell: stays SUBMITTED and is looked up later.
             log.exception("submit of %s failed; will reconcile", vo.client_order_id)
             self.book.in_doubt.add(vo.client_order_id)
@@ -306,6 +321,7 @@ class ExecutionEngine:
             self._recovery.retry_in_doubt(b)
         self._kill_switch(b)
         b.commit()
+        self._checkpoint_if_due()
         return b.reports.build(self._clock())
 
     def cancel_all(self) -> dict[int, np.ndarray]:
@@ -347,6 +363,7 @@ class ExecutionEngine:
         """Clean stop: per host, the intent queue head (records ever pushed, one past the
         last seq) up to which this run drained, stored with the run."""
         self.journal.record_drained(host_seqs, self._clock())
+        self._checkpoint.save()  # the next start replays nothing
 
     def close(self) -> None:
         self.journal.close()

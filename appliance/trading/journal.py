@@ -28,8 +28,8 @@ from appliance.venues.base import VenueFill
 
 APPLICATION_ID = 0x444D4A4E  # "DMJN": marks the file as a dynamind journal
 # 2: runs.layout, venue fills keyed per venue order; 3: open-order indexes name the states;
-# 4: trading_states
-SCHEMA_VERSION = 4
+# 4: trading_states; 5: the positions checkpoint
+SCHEMA_VERSION = 5
 _OPEN_STATES = one_of("state", OPEN)  # the partial indexes' term: queries repeat it
 _CHUNK = 500  # bound on "IN (...)" parameter lists
 
@@ -130,6 +130,28 @@ _OPEN_INDEXES = f"""
 CREATE INDEX orders_open ON orders(state) WHERE {_OPEN_STATES};
 CREATE INDEX venue_orders_open ON venue_orders(state) WHERE {_OPEN_STATES};
 """
+# The portfolio as of one fill (checkpoint.py): a start loads it and replays only the
+# fills after it, so start-up time does not grow with the journal's age.
+_CHECKPOINT = """
+CREATE TABLE positions (          -- per agent and symbol, as of positions_mark.fill_id
+    host        INTEGER NOT NULL,
+    population  INTEGER NOT NULL,
+    agent       INTEGER NOT NULL,
+    symbol      INTEGER NOT NULL,
+    lot         REAL NOT NULL,
+    lots        INTEGER NOT NULL,                          -- signed
+    avg_price   REAL NOT NULL,
+    realized    REAL NOT NULL,
+    fees        REAL NOT NULL,
+    PRIMARY KEY (host, population, agent, symbol)
+) WITHOUT ROWID;
+CREATE TABLE positions_mark (     -- which fills the positions table includes (one row)
+    id          INTEGER PRIMARY KEY CHECK (id = 0),
+    fill_id     INTEGER NOT NULL,                          -- every fill up to it, none after
+    fills       INTEGER NOT NULL,                          -- how many fills that is
+    written_ns  INTEGER NOT NULL
+);
+"""
 _TRADING_STATES = """
 CREATE TABLE trading_states (     -- every change of the trading state, with who and why
     change_id  INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -142,7 +164,7 @@ CREATE TABLE trading_states (     -- every change of the trading state, with who
 );
 """
 _SCHEMA += _FILL_TABLES + "CREATE INDEX fills_order ON fills(client_order_id);\n" + _OPEN_INDEXES
-_SCHEMA += _TRADING_STATES
+_SCHEMA += _TRADING_STATES + _CHECKPOINT
 
 # Version 1 -> 2: runs.layout; venue fills keyed by (venue order, fill id). SQLite cannot
 # change a primary key in place: rebuild both fill tables (copy, drop, rename).
@@ -164,6 +186,8 @@ CREATE INDEX fills_order ON fills(client_order_id);
     # Version 2 -> 3: the open-order indexes said "state < 5"; they now list the states.
     2: "DROP INDEX orders_open; DROP INDEX venue_orders_open;" + _OPEN_INDEXES,
     3: _TRADING_STATES,
+    # Version 4 -> 5: the positions checkpoint (empty: the next start replays every fill).
+    4: _CHECKPOINT,
 }
 
 _ORDER_COLS = (
@@ -238,6 +262,12 @@ class Journal:
     def close(self) -> None:
         self._conn.close()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for the journal's companions (checkpoint.py); writers go
+        through ``storage.sqlite.transaction``."""
+        return self._conn
+
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return transaction(self._conn)
 
@@ -283,17 +313,33 @@ class Journal:
         ).fetchone()[0]
         return run_id
 
-    def record_drained(self, host_seqs: Mapping[int, int], now_ns: int | None = None) -> None:
+    def record_drained(
+        self, host_seqs: Mapping[int, int], now_ns: int | None = None, *, clean: bool = True
+    ) -> None:
         """Clean stop: remember, per host, the intent queue's head when this run drained it
-        (the count of records ever pushed, i.e. one past the last seq; not the last seq)."""
+        (the count of records ever pushed, i.e. one past the last seq; not the last seq).
+        ``clean`` False: the heads up to which a crashed run's intents are now journaled
+        (its stale ones included); the run keeps no stop time."""
         run_id = self._need_run()
         now = time.time_ns() if now_ns is None else now_ns
         drained = json.dumps({str(h): int(s) for h, s in sorted(host_seqs.items())})
         with self._tx() as c:
             c.execute(
                 "UPDATE runs SET stopped_ns = ?, drained = ? WHERE run_id = ?",
-                (now, drained, run_id),
+                (now if clean else None, drained, run_id),
             )
+
+    def adopt_epoch(self, epoch: str, now_ns: int | None = None) -> int:
+        """Write into the latest run of ``epoch`` from now on (a crashed run whose queues
+        outlived it), beginning a run of that epoch if the journal has none; its run id."""
+        row = self._conn.execute(
+            "SELECT run_id FROM runs WHERE epoch = ? ORDER BY run_id DESC LIMIT 1", (epoch,)
+        ).fetchone()
+        if row is None:
+            self.begin_run(epoch, now_ns)
+        else:
+            self.run_id, self.epoch = row[0], epoch
+        return self._need_run()
 
     def last_layout(self) -> dict | None:
         """The layout recorded by the latest run that recorded one (None: no run did)."""
@@ -500,12 +546,15 @@ class Journal:
         found = self._venue_orders("client_order_id = ?", (client_order_id,))
         return found[0] if found else None
 
-    def fills(self) -> list[Fill]:
-        """Intent fills in the order they were applied (fill_id order)."""
+    def fills(self, after: int = 0) -> list[Fill]:
+        """Intent fills in the order they were applied (fill_id order); ``after``: only
+        those with a larger fill id."""
         rows = self._conn.execute(
             "SELECT f.client_order_id, o.host, o.population, o.agent, o.symbol, f.side, f.qty, "
             "o.lot, f.price, f.fee, f.liquidity, f.ts_ns, f.venue_order_id, f.venue_fill_id "
-            "FROM fills f JOIN orders o USING (client_order_id) ORDER BY f.fill_id"
+            "FROM fills f JOIN orders o USING (client_order_id) WHERE f.fill_id > ? "
+            "ORDER BY f.fill_id",
+            (after,),
         )
         return [
             Fill(r[0], r[1], r[2], r[3], r[4], r[5], _lots(r[6], r[7]), r[7], r[8], r[9], r[10],
@@ -513,14 +562,16 @@ class Journal:
             for r in rows
         ]  # fmt: skip
 
-    def open_positions(self) -> list[OpenPosition]:
+    def open_positions(self, after: int = 0) -> list[OpenPosition]:
         """Every non-zero holding per (host, population, agent, symbol, lot), summed in
-        integer lots (exact, whatever order the fills are added in)."""
+        integer lots (exact, whatever order the fills are added in); ``after``: of the
+        fills with a larger fill id only."""
         rows = self._conn.execute(
             "SELECT o.host, o.population, o.agent, o.symbol, o.lot, "
             "SUM(f.side * CAST(ROUND(f.qty / o.lot) AS INTEGER)) AS held "
-            "FROM fills f JOIN orders o USING (client_order_id) "
-            "GROUP BY o.host, o.population, o.agent, o.symbol, o.lot HAVING held != 0"
+            "FROM fills f JOIN orders o USING (client_order_id) WHERE f.fill_id > ? "
+            "GROUP BY o.host, o.population, o.agent, o.symbol, o.lot HAVING held != 0",
+            (after,),
         )
         return [OpenPosition(*r) for r in rows]
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from appliance.trading import checkpoint
 from appliance.trading.journal import Journal, OpenPosition
 
 Agents = Mapping[tuple[int, int], int]  # agent count per (host, population)
@@ -59,7 +60,7 @@ def journal_problems(
     agents). Symbol names are compared with the latest recorded layout (runs from before
     layouts were recorded: lots and agents only). ``agents`` None: agents not checked."""
     old = journal.last_layout() or {}
-    held = journal.open_positions()
+    held = checkpoint.open_positions(journal)
     problems = _symbol_problems(held, old.get("symbols") or [], symbols, lots)
     if agents is not None:
         old_agents = {(h, p): n for h, p, n in old.get("agents") or []}

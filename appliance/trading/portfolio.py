@@ -82,8 +82,10 @@ class Portfolio:
         self._cost: dict[int, float] = {}  # symbol -> sum of qty * avg_price
         self._realized = 0.0
         self._fees = 0.0
+        self.touched: set[Key] = set()  # keys changed since the last checkpoint
 
     def apply(self, fill: Fill) -> None:
+        self.touched.add(fill.key)
         pos = self._pos.get(fill.key)
         if pos is None:
             pos = self._pos[fill.key] = Position(fill.lot)
@@ -117,6 +119,23 @@ class Portfolio:
     def apply_all(self, fills: Iterable[Fill]) -> None:
         for f in fills:
             self.apply(f)
+
+    def held(self, key: Key) -> Position | None:
+        """The whole state of one key (None: no fill ever)."""
+        return self._pos.get(key)
+
+    def load(self, positions: dict[Key, Position], fill_count: int) -> None:
+        """Start from ``positions`` (a checkpoint), as if ``fill_count`` fills made them.
+        The running sums are summed afresh: equal to those of a replay to rounding."""
+        self._pos = dict(positions)
+        self.fill_count = fill_count
+        self.touched = set()
+        self._net, self._cost = {}, {}
+        for (_, _, _, s), pos in self._pos.items():
+            self._net[s] = self._net.get(s, 0.0) + pos.qty
+            self._cost[s] = self._cost.get(s, 0.0) + pos.qty * pos.avg_price
+        self._realized = sum(p.realized for p in self._pos.values())
+        self._fees = sum(p.fees for p in self._pos.values())
 
     def position(self, key: Key) -> float:
         pos = self._pos.get(key)

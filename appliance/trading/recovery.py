@@ -21,9 +21,9 @@ from appliance.model.orders import OrderState, VenueOrder
 from appliance.model.records import RejectReason
 from appliance.trading.batch import Batch
 from appliance.trading.book import OrderBook
+from appliance.trading.checkpoint import PositionsCheckpoint
 from appliance.trading.journal import Journal
 from appliance.trading.layout_check import LayoutMismatch, journal_problems
-from appliance.trading.portfolio import Portfolio
 from appliance.venues.base import Venue
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class RecoverySummary:
     open_intents: int  # non-terminal intent orders reloaded from the journal
     venue_orders_checked: int  # open venue orders looked up at the venue
     fills_applied: int  # venue fills the journal lacked, now applied
+    fills_replayed: int  # journaled fills read to rebuild positions (after the checkpoint)
     unsent_rejected: int  # journaled venue orders the venue never received
     orphans_canceled: int  # resting orders at the venue with our id format, unknown here
     last_intent_seq: dict[int, int]  # per host, the highest intent seq journaled (epoch)
@@ -46,7 +47,8 @@ class RecoverySummary:
     def __str__(self) -> str:  # one log line, without the report arrays
         n = sum(len(r) for r in self.reports.values())
         return (
-            f"run {self.run_id} (epoch {self.epoch}): {self.open_intents} open intents, "
+            f"run {self.run_id} (epoch {self.epoch}): {self.fills_replayed} fills replayed, "
+            f"{self.open_intents} open intents, "
             f"{self.venue_orders_checked} venue orders checked, {self.fills_applied} fills "
             f"applied, {self.unsent_rejected} unsent rejected, {self.orphans_canceled} orphans "
             f"cancelled, last intent seqs {self.last_intent_seq}, {n} reports"
@@ -76,11 +78,11 @@ class Recovery:
             raise LayoutMismatch(self.journal.path, problems)
 
     def start(
-        self, epoch: str | int | None, layout: RunLayout, portfolio: Portfolio, b: Batch
+        self, epoch: str | int | None, layout: RunLayout, positions: PositionsCheckpoint, b: Batch
     ) -> RecoverySummary:
-        """Begin a run with ``layout`` (``check_layout`` it first), load the
-        (empty) ``portfolio`` and the book from the journal, settle every open venue order
-        with the venue, and commit ``b``.
+        """Begin a run with ``layout`` (``check_layout`` it first), load the (empty)
+        portfolio of ``positions`` (its checkpoint and the fills after it) and the book from
+        the journal, settle every open venue order with the venue, and commit ``b``.
 
         ``epoch`` names the lifetime of the intent queues (see Journal.begin_run)."""
         now = b.clock()
@@ -88,7 +90,7 @@ class Recovery:
             epoch, now, symbols=layout.symbols, lots=layout.lots, agents=layout.agents
         )
         self.book.load(self.journal.open_orders(), self.journal.open_venue_orders())
-        portfolio.apply_all(self.journal.fills())
+        replayed = positions.restore()
         open_intents = len(self.book.intents)
         checked = len(self.book.venue_orders)
         fills, unsent = self._reconcile(list(self.book.venue_orders.values()), b)
@@ -102,6 +104,7 @@ class Recovery:
             open_intents=open_intents,
             venue_orders_checked=checked,
             fills_applied=fills,
+            fills_replayed=replayed,
             unsent_rejected=unsent,
             orphans_canceled=orphans,
             last_intent_seq=self.journal.max_intent_seqs(),

@@ -110,6 +110,12 @@ def execution_engine(
     return engine
 
 
+def execution_files(cfg: Config) -> list[Path]:
+    """The files execution writes: the journal, and the paper venue's state file."""
+    paper = cfg.execution.venue == "paper"
+    return [cfg.journal_path, *([cfg.venue_state_path] if paper else [])]
+
+
 def venue(cfg: Config, path: Path | None = None, clock: Callable[[], int] | None = None) -> Venue:
     """The configured venue, started (a ccxt venue has loaded and checked its markets);
     a paper venue keeps its state at ``path`` (default: the config's) on ``clock``."""

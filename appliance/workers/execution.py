@@ -29,6 +29,8 @@ from appliance.shm import BroadcastRing
 from appliance.trading.control import RELOAD
 from appliance.trading.engine import ExecutionEngine
 from appliance.trading.flatten import flatten_round
+from appliance.trading.recovery import RecoverySummary
+from appliance.trading.storage_halt import StorageHalt
 from appliance.workers import compose
 from appliance.workers.segments import HostSegments
 
@@ -112,31 +114,27 @@ class Outbox:
 
 def main(w: Worker) -> None:
     cfg = w.config
-    engine = compose.execution_engine(cfg)
     # The queues live as long as the supervisor's segments: their creation time names
     # that lifetime, so intents re-read after a crash of this process are recognised.
     epoch = int(w.stats.segment.header["created_ns"])
-    summary = engine.recover(epoch=epoch)
-    log.info("recovered: %s", summary)
+    # A full or failing disk halts trading instead of ending the process (storage_halt.py).
+    guard = StorageHalt(
+        lambda: compose.execution_engine(w.config), epoch, compose.execution_files(cfg)
+    )
+    summary = guard.start()
     live = LiveMetrics(cfg, epoch, live_metrics.attach(cfg))  # continues from the journal
     ring = BroadcastRing.attach(cfg.instance, layout.TICKS, TICK, cfg.ring_capacity)
     reader = ring.reader(w.strategy, start="latest", slot=layout.EXECUTION_READER)
     links = [HostLink(w, h) for h in range(len(cfg.hosts))]
-    positions = engine.positions()
-    for link in links:
-        # Positions from the journal already hold what recovery settled: its reports go
-        # out unapplied, and the snapshot's tag (published last, with the new epoch)
-        # tells the host to take the snapshot and skip them.
-        link.positions.load(positions)
-        if len(summary.reports.get(link.host, ())):
-            link.send(summary.reports[link.host], apply=False)
-        link.positions.publish()
     out = Outbox(w, links, live)
+    if summary is not None:
+        _recovered(guard.call(ExecutionEngine.positions) or {}, summary, links, resumed=False)
     batch = cfg.execution.batch
     next_status = next_desk = 0.0
     configured = cfg.trading.state  # trading.state as the config file last said
     flattening = False
     desk = TradingDesk(cfg.instance, cfg.operator_group)
+    last_ticks = np.zeros(0, TICK)  # the newest quotes, for an engine that resumes
     w.subscribe(Reload, Flatten)
     w.send(Ready())
     try:
@@ -145,9 +143,9 @@ def main(w: Worker) -> None:
                 for msg in w.take_messages():
                     match msg:
                         case Reload():
-                            configured = _reload(w, engine, out, configured)
+                            configured = _reload_state(w, guard, out, configured)
                         case Flatten():
-                            flattening = _flatten(w, engine, out)
+                            flattening = guard.call(_flatten, w, out) is not False
             if w.stopping and not w.draining:
                 break
             busy = False
@@ -157,42 +155,92 @@ def main(w: Worker) -> None:
                 if reader.valid():
                     w.add("ticks_in", len(ticks))
                     live.ticks(ticks)
-                    out.send(engine.on_ticks(ticks))
+                    last_ticks = ticks
+                    out.send(guard.call(ExecutionEngine.on_ticks, ticks) or {})
                 else:
                     w.add("tick_gaps", len(ticks))
                 busy = True
-            if _take_intents(engine, out, batch):
+            if w.stopping and not w.draining:  # again: a stop that came in meanwhile (a
+                break  # signal) leaves the intents queued for the next start, untaken
+            if guard.call(_take_intents, out, batch):
                 busy = True
+            elif guard.engine is None:  # a drain waits for the disk too, within its timeout
+                _resume(guard, out, last_ticks)
             elif w.draining:
-                heads = {link.host: link.intents_q.head for link in links}
-                engine.record_drained(heads)
-                log.info("drained intent queues up to %s", heads)
-                _final_check(w, engine, links)
+                guard.call(_drain, w, links)
                 break
             live.tick()
             now = time.monotonic()
             if now >= next_desk:
                 next_desk = now + DESK_POLL_S
-                for req in desk.requests():
-                    _operator(w, engine, out, req)
+                _serve_desk(desk, guard, w, out)
                 # A flatten ends when trading leaves reduce-only (a resume, a halt).
-                flattening = flattening and engine.control.state is TradingState.REDUCE_ONLY
+                flattening = flattening and _reduce_only_or_down(guard)
             if now >= next_status:
                 next_status = now + w.config.status_interval_s
                 if flattening:  # what the last round could not close: try again
-                    flattening = _flatten(w, engine, out)
-                w.send(Status(engine.status()))
+                    flattening = guard.call(_flatten, w, out) is not False
+                w.send(Status(guard.status()))
             if not busy:
                 reader.wait(IDLE_WAIT_S)
     finally:
         desk.close()
-        w.send(Status(engine.status()))
-        engine.close()
+        w.send(Status(guard.status()))
+        guard.close()
         live.close()
         for link in links:
             link.close()
         reader.close()
         ring.close()
+
+
+def _recovered(
+    positions: dict, summary: RecoverySummary, links: list[HostLink], resumed: bool
+) -> None:
+    """Give each host the positions a recovery settled and its reports. Positions from the
+    journal already hold what recovery settled: its reports go out unapplied, and the
+    snapshot's tag (published last, with a new epoch) tells the host to take the snapshot
+    and skip them."""
+    log.info("recovered: %s", summary)
+    for link in links:
+        link.positions.load(positions)
+        if len(summary.reports.get(link.host, ())):
+            link.send(summary.reports[link.host], apply=False)
+        if resumed:
+            link.positions.resync()  # a new epoch: the publisher's was this process's
+        else:
+            link.positions.publish()
+
+
+def _resume(guard: StorageHalt, out: Outbox, last_ticks: np.ndarray) -> None:
+    """While halted by storage: a new engine when a retry is due and the disk takes it."""
+    summary = guard.retry()
+    if summary is None:
+        return
+    out.live.reports(summary.reports)
+    positions = guard.call(ExecutionEngine.positions) or {}
+    _recovered(positions, summary, out.links, resumed=True)
+    if len(last_ticks):
+        out.send(guard.call(ExecutionEngine.on_ticks, last_ticks) or {})
+
+
+def _drain(engine: ExecutionEngine, w: Worker, links: list[HostLink]) -> None:
+    heads = {link.host: link.intents_q.head for link in links}
+    engine.record_drained(heads)
+    log.info("drained intent queues up to %s", heads)
+    _final_check(w, engine, links)
+
+
+def _serve_desk(desk: TradingDesk, guard: StorageHalt, w: Worker, out: Outbox) -> None:
+    """Answer operator requests (`dynamind trading`); while halted by storage, with why."""
+    for req in desk.requests():
+        guard.call(_operator, w, out, req)
+        if guard.engine is None:  # halted before, or by this request's own write
+            req.answer({"ok": False, "error": f"trading halted, {guard.reason}"})
+
+
+def _reduce_only_or_down(guard: StorageHalt) -> bool:
+    return guard.engine is None or guard.engine.control.state is TradingState.REDUCE_ONLY
 
 
 def _take_intents(engine: ExecutionEngine, out: Outbox, batch: int) -> bool:
@@ -225,7 +273,13 @@ def _take_intents(engine: ExecutionEngine, out: Outbox, batch: int) -> bool:
     return True
 
 
-def _reload(w: Worker, engine: ExecutionEngine, out: Outbox, configured: str) -> str:
+def _reload_state(w: Worker, guard: StorageHalt, out: Outbox, configured: str) -> str:
+    """``_reload`` on the engine; while halted by storage the engine that resumes is built
+    from the reloaded config."""
+    return guard.call(_reload, w, out, configured) or w.config.trading.state
+
+
+def _reload(engine: ExecutionEngine, w: Worker, out: Outbox, configured: str) -> str:
     """Apply a reloaded config's pre-trade rules and trading state; log only what changed.
 
     ``configured`` is trading.state as the file last said: the engine's state follows
@@ -242,7 +296,7 @@ def _reload(w: Worker, engine: ExecutionEngine, out: Outbox, configured: str) ->
     return new.trading.state
 
 
-def _operator(w: Worker, engine: ExecutionEngine, out: Outbox, req: Request) -> None:
+def _operator(engine: ExecutionEngine, w: Worker, out: Outbox, req: Request) -> None:
     """`dynamind trading`: change the state as asked, journaled with who and why."""
     try:
         state = TradingState(req.state)
@@ -260,7 +314,7 @@ def _operator(w: Worker, engine: ExecutionEngine, out: Outbox, req: Request) -> 
     req.answer(reply)
 
 
-def _flatten(w: Worker, engine: ExecutionEngine, out: Outbox) -> bool:
+def _flatten(engine: ExecutionEngine, w: Worker, out: Outbox) -> bool:
     """One round of `dynamind flatten` (see trading/flatten.py); True while still open."""
     done = flatten_round(engine)
     out.send(done.cancel_reports)

@@ -39,13 +39,31 @@ def test_check_config_accepts_the_shipped_configs():
         assert ": ok" in res.stdout
 
 
+def _shm_files(instance: str) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of every file of an instance in /dev/shm."""
+    out = {}
+    for name in list_names(instance):
+        st = os.stat(f"/dev/shm/{name}")
+        out[name] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
 def test_second_instance_is_refused_naming_the_owner(app, tmp_path):
     app.start().wait_ready()
+    before = {n: ino for n, (ino, _) in _shm_files(app.instance).items()}
     res = dynamind("run", "--config", str(app.config), "--duration", "1", cwd=tmp_path)
     assert res.returncode == Exit.ALREADY_RUNNING
-    assert f"owner (pid {app.proc.pid}) is alive" in res.stderr and "Traceback" not in res.stderr
+    out = res.stdout + res.stderr
+    assert f"instance {app.instance} is already running (pid {app.proc.pid})" in res.stderr, out
+    assert "Traceback" not in out
+    # It did not stop anything or remove segments: nothing of the running one is its own.
+    assert "segments removed" not in out and "stopping" not in out.lower(), out
+    after = {n: ino for n, (ino, _) in _shm_files(app.instance).items()}
+    assert after == before, "the running appliance's segments were touched"
     assert app.proc.poll() is None, "the running appliance must be untouched"
+    app.wait_for(lambda: app.counter("execution", "intents") > 0, what="still trading")
     assert app.stop() == 0
+    assert_intents_accounted(app)
 
 
 def test_killed_supervisor_takes_its_children_and_next_start_reclaims(app):

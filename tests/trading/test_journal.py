@@ -3,6 +3,7 @@ import sqlite3
 import pytest
 
 from appliance.model.orders import Allocation, IllegalTransition, OrderState, VenueOrder
+from appliance.trading import checkpoint
 from appliance.trading.journal import _OPEN_STATES, SCHEMA_VERSION, Journal, JournalError
 from appliance.trading.layout_check import journal_problems
 from appliance.venues.base import VenueFill
@@ -212,8 +213,18 @@ def _index_sql(c) -> dict[str, str]:
     return dict(rows)
 
 
+def _downgrade_to_v4(path):
+    """Rewrite a journal to the version-4 schema (no positions checkpoint)."""
+    c = sqlite3.connect(path, isolation_level=None)
+    c.executescript(
+        "BEGIN; DROP TABLE positions; DROP TABLE positions_mark; PRAGMA user_version = 4; COMMIT;"
+    )
+    c.close()
+
+
 def _downgrade_to_v3(path):
     """Rewrite a journal to the version-3 schema (no trading_states)."""
+    _downgrade_to_v4(path)
     c = sqlite3.connect(path, isolation_level=None)
     c.executescript("BEGIN; DROP TABLE trading_states; PRAGMA user_version = 3; COMMIT;")
     c.close()
@@ -343,6 +354,26 @@ def test_version_2_journal_is_upgraded_to_indexes_that_name_the_states(tmp_path,
         ).fetchall()
         assert f"INDEX {table}_open" in str(plan), plan
     j.close()
+
+
+def test_version_4_journal_is_upgraded_and_a_start_replays_it_whole(tmp_path, make_engine, intents):
+    e = make_engine()
+    e.process(intents([{"seq": s, "agent": s % 3, "qty": 0.5 + s} for s in range(6)]))
+    fills = e.portfolio.fill_count
+    assert fills > 0
+    e.close()
+    _downgrade_to_v4(tmp_path / "journal.sqlite")
+    ro = Journal(tmp_path / "journal.sqlite", readonly=True)  # a reader copes without it
+    assert ro.schema_version == 4
+    assert checkpoint.open_positions(ro) == sorted(ro.open_positions())
+    ro.close()
+    e = make_engine()  # the writer upgrades; no checkpoint yet: every fill is replayed
+    assert e.journal.schema_version == SCHEMA_VERSION
+    assert e.summary.fills_replayed == fills and e.portfolio.fill_count == fills
+    e.record_drained({0: 6})
+    e.close()
+    e = make_engine()
+    assert e.summary.fills_replayed == 0 and e.portfolio.fill_count == fills
 
 
 def test_newer_journal_is_refused(tmp_path):
