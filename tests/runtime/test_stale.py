@@ -18,6 +18,7 @@ import sys
 import psutil
 import pytest
 
+from appliance.config import ClusterConfig
 from appliance.model.orders import OrderState
 from appliance.model.records import INTENT, RejectReason
 from appliance.runtime.segments import SegmentSet
@@ -139,3 +140,27 @@ def test_a_journal_that_cannot_take_them_keeps_them_queued(config, tmp_path):
         for s in range(7)
     ]
     assert drained == [(epoch, '{"0": 7, "1": 7}', None)]
+
+
+def test_an_agents_instance_keeps_no_journal_of_them(config, tmp_path):
+    """A cluster's agents instance has no journal: what its crashed run left queued never
+    reached execution, so the start drops it (saying so) and writes no journal file."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", DEAD_SUPERVISOR, str(tmp_path / "dynamind.toml"), "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        child.stdout.readline()
+    finally:
+        child.kill()
+        child.wait(30)
+    role = ClusterConfig(servers=["nats://127.0.0.1:4222"], role="agents", hosts=["host-a"])
+    agents = config.model_copy(update={"cluster": role})
+    segs = SegmentSet(agents)
+    try:
+        segs.create()
+        assert [len(iq) for iq, _ in segs.queues] == [0]
+    finally:
+        segs.destroy()
+    assert not os.path.exists(config.journal_path)
