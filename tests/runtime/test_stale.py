@@ -43,18 +43,14 @@ def crash_with_intents_queued(app: Appliance, orphan_signal: int) -> None:
     parent-death SIGTERM and finish, SIGKILL ends it)."""
     app.start().wait_ready()
     app.wait_for(lambda: app.counter("execution", "intents") > 50, what="execution busy")
-    workers = {n: w["pid"] for n, w in app.workers().items() if n != "supervisor"}
-    os.kill(workers["execution"], signal.SIGSTOP)
+    execution = app.workers()["execution"]["pid"]
+    os.kill(execution, signal.SIGSTOP)
     app.wait_for(lambda: queued(app) > 40, what="intents queued behind a frozen execution")
-    app._stats.close()
-    app._stats = None
-    app.proc.kill()
-    app.proc.wait(30)
-    app._log.close()
-    os.kill(workers["execution"], orphan_signal)
+    workers = app.crash()
+    os.kill(execution, orphan_signal)
     if orphan_signal != signal.SIGKILL:
-        os.kill(workers["execution"], signal.SIGCONT)
-    procs = [psutil.Process(p) for p in workers.values() if psutil.pid_exists(p)]
+        os.kill(execution, signal.SIGCONT)
+    procs = [psutil.Process(p) for p in workers if psutil.pid_exists(p)]
     _, alive = psutil.wait_procs(procs, 60)
     assert alive == [], f"orphans: {alive}"
 
