@@ -172,7 +172,8 @@ def summary(chaos: Chaos, audit: JournalAudit, fills: int, wall: float, n: int) 
     return (
         f"chaos: N={n} faults {dict(by_kind)} ({dict(sorted(chaos.faults.items()))}); "
         f"supervisor restarts {chaos.lifetimes - 1}; heartbeat kills "
-        f"{heartbeat_kills(chaos.app.dir)}; intents published {audit.published} journaled "
+        f"{heartbeat_kills(chaos.app.dir)} ({by_kind['stop']} of workers the test froze); "
+        f"intents published {audit.published} journaled "
         f"{audit.journaled} (states {audit.states}) executed {executed} rejected "
         f"{audit.states.get(OrderState.REJECTED.name, 0)} (reasons {audit.rejects}) stale "
         f"{audit.stale}; fills {fills}; epochs {len(audit.heads)}; wall {wall:.0f}s; "
