@@ -25,6 +25,17 @@ import netguard  # noqa: E402  (lives beside this file, also imported by child p
 netguard.install()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the chaos test (tests/runtime/test_chaos.py) with N random faults; "
+        "without it that test is skipped",
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _guard_children(tmp_path_factory):
     """Child processes install the guard too, and record refusals in a file we read."""

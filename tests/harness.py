@@ -236,6 +236,17 @@ class Appliance:
             self._log.close()
         return code
 
+    def crash(self) -> list[int]:
+        """SIGKILL the supervisor (its workers get the kernel's parent-death SIGTERM and are
+        left to it); returns the pids of the workers it had."""
+        pids = [w["pid"] for n, w in self.workers().items() if n != "supervisor"]
+        self._stats.close()
+        self._stats = None
+        self.proc.kill()
+        self.proc.wait(30)
+        self._log.close()
+        return pids
+
     def kill_all(self) -> bool:
         """Test cleanup: nothing of this appliance may outlive the test.
 

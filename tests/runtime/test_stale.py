@@ -33,18 +33,14 @@ def crash_with_intents_queued(app: Appliance, orphan_signal: int) -> None:
     parent-death SIGTERM and finish, SIGKILL ends it)."""
     app.start().wait_ready()
     app.wait_for(lambda: app.counter("execution", "intents") > 50, what="execution busy")
-    workers = {n: w["pid"] for n, w in app.workers().items() if n != "supervisor"}
-    os.kill(workers["execution"], signal.SIGSTOP)
+    execution = app.workers()["execution"]["pid"]
+    os.kill(execution, signal.SIGSTOP)
     app.wait_for(lambda: queued_intents(app) > 40, what="intents queued behind a frozen execution")
-    app._stats.close()
-    app._stats = None
-    app.proc.kill()
-    app.proc.wait(30)
-    app._log.close()
-    os.kill(workers["execution"], orphan_signal)
+    workers = app.crash()
+    os.kill(execution, orphan_signal)
     if orphan_signal != signal.SIGKILL:
-        os.kill(workers["execution"], signal.SIGCONT)
-    procs = [psutil.Process(p) for p in workers.values() if psutil.pid_exists(p)]
+        os.kill(execution, signal.SIGCONT)
+    procs = [psutil.Process(p) for p in workers if psutil.pid_exists(p)]
     _, alive = psutil.wait_procs(procs, 60)
     assert alive == [], f"orphans: {alive}"
 
@@ -65,13 +61,14 @@ def test_intents_queued_at_a_crash_are_journaled_as_stale_at_the_next_start(
 def _crash_and_restart(app: Appliance, orphan_signal: int) -> None:
     crash_with_intents_queued(app, orphan_signal)
     left = queued_intents(app)
-    assert left > 0, "the crash left nothing queued: the test proves nothing"
+    if orphan_signal == signal.SIGKILL:  # a killed orphan takes nothing more
+        assert left > 0, "the crash left nothing queued: the test proves nothing"
     first_log = app.log_path.read_text()
     app.log_path = app.dir / "second.log"
     app.start("--duration", "3")
     assert app.proc.wait(120) == 0, app.log_tail()
     log = app.log_path.read_text()
-    assert "STALE_AFTER_CRASH" in log, log[-3000:]
+    assert ("STALE_AFTER_CRASH" in log) == (left > 0), log[-3000:]
     assert app.leftovers() == []
     with app.journal() as db:
         audit = audit_journal(db)  # every intent of both epochs exactly once
@@ -80,8 +77,10 @@ def _crash_and_restart(app: Appliance, orphan_signal: int) -> None:
             "SELECT count(*), count(DISTINCT epoch) FROM orders WHERE reason_text LIKE "
             "'STALE_AFTER_CRASH%'"
         ).fetchone()
-    # Everything left queued was journaled now, unless the orphan journaled it first.
-    assert 0 < audit.stale == stale[0] <= left and stale[1] == 1
+    # Everything left queued was journaled now, unless the orphan journaled it first (a
+    # SIGCONTed orphan may finish the batch it held, or more, before it sees the SIGTERM).
+    assert audit.stale == stale[0] <= left and stale[1] == (1 if stale[0] else 0)
+    assert stale[0] > 0 or orphan_signal != signal.SIGKILL
     assert_hosts_agree(app)
     assert "Traceback" not in first_log + log
 
