@@ -34,6 +34,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the chaos test (tests/runtime/test_chaos.py) with N random faults; "
         "without it that test is skipped",
     )
+    parser.addoption(
+        "--cluster-long",
+        action="store_true",
+        help="tests/cluster: longer trading and more faults per test (minutes)",
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -134,14 +139,6 @@ def mm_app(tmp_path, compiled_mm_kernels):
     yield a
     if not a.kill_all():
         assert a.leftovers() == [], "segments left behind"
-
-
-def pytest_addoption(parser):
-    parser.addoption(
-        "--cluster-long",
-        action="store_true",
-        help="tests/cluster: longer trading and more faults per test (minutes)",
-    )
 
 
 def _quotes(
