@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import shutil
 import signal
 import socket
@@ -43,18 +44,28 @@ def server_binary() -> str:
     return found
 
 
+# Ports are drawn at random below the kernel's ephemeral range (32768 and up): a port the
+# kernel hands out for bind(0) or a connect is handed to the next caller too, so servers
+# started side by side (tests in parallel) would race for it between our check and their
+# bind.
+PORT_RANGE = (20000, 32000)
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct TCP ports free on the loopback address right now."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((LOOPBACK, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    rng = random.SystemRandom()
+    found: list[int] = []
+    while len(found) < n:
+        port = rng.randrange(*PORT_RANGE)
+        if port in found:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        found.append(port)
+    return found
 
 
 @dataclass
