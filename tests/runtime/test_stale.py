@@ -68,7 +68,6 @@ def _crash_and_restart(app: Appliance, orphan_signal: int) -> None:
     app.start("--duration", "3")
     assert app.proc.wait(120) == 0, app.log_tail()
     log = app.log_path.read_text()
-    assert ("STALE_AFTER_CRASH" in log) == (left > 0), log[-3000:]
     assert app.leftovers() == []
     with app.journal() as db:
         audit = audit_journal(db)  # every intent of both epochs exactly once
@@ -77,10 +76,15 @@ def _crash_and_restart(app: Appliance, orphan_signal: int) -> None:
             "SELECT count(*), count(DISTINCT epoch) FROM orders WHERE reason_text LIKE "
             "'STALE_AFTER_CRASH%'"
         ).fetchone()
-    # Everything left queued was journaled now, unless the orphan journaled it first (a
-    # SIGCONTed orphan may finish the batch it held, or more, before it sees the SIGTERM).
+    # Everything left queued was journaled now, unless execution journaled it first: it
+    # may have been frozen between journaling a run and releasing it from the queue (and
+    # agents waiting for those reports send nothing new), and a SIGCONTed orphan may
+    # finish the run it held before it sees the SIGTERM. The audit above holds either way;
+    # test_a_journal_that_cannot_take_them_keeps_them_queued shows the stale path exactly.
     assert audit.stale == stale[0] <= left and stale[1] == (1 if stale[0] else 0)
-    assert stale[0] > 0 or orphan_signal != signal.SIGKILL
+    if left:
+        said = f"{left} intents left queued, {stale[0]} journaled as STALE_AFTER_CRASH, "
+        assert f"{said}{left - stale[0]} journaled before" in log, log[-3000:]
     assert_hosts_agree(app)
     assert "Traceback" not in first_log + log
 
