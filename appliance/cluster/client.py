@@ -47,6 +47,8 @@ TRANSIENT = (
     nats.js.errors.ServiceUnavailableError,
     asyncio.TimeoutError,
 )
+# A consumer the server lost, or JetStream not answering yet (a node restarting).
+GONE = (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError)
 
 
 class ChainBroken(RuntimeError):
@@ -260,15 +262,21 @@ class StreamReader:
 
     async def fetch(self, max_msgs: int, timeout: float) -> list[Msg]:
         """Up to ``max_msgs`` messages (empty when none came within ``timeout``)."""
+        if self._psub is None:  # a re-creation failed (the server was still down): again
+            with contextlib.suppress(*TRANSIENT, *GONE):
+                await self.open(self.next_seq)
+            if self._psub is None:
+                await asyncio.sleep(RETRY_S)
+                return []
         try:
             msgs = await self._psub.fetch(max_msgs, timeout=timeout)
         except nats.errors.TimeoutError:
             return []
-        except (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError):
+        except GONE:
             # The consumer is gone (or JetStream is restarting): again from where we are.
             log.info("consumer of %s lost; re-creating it at %s", self.subject, self.next_seq)
             await asyncio.sleep(RETRY_S)
-            with contextlib.suppress(*TRANSIENT, nats.js.errors.NotFoundError):
+            with contextlib.suppress(*TRANSIENT, *GONE):
                 await self._reopen()
             return []
         except TRANSIENT as exc:
