@@ -12,6 +12,7 @@ position) and words 1..7 are a splitmix64 hash of it, so a torn or misplaced rec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -486,3 +487,14 @@ def stats_writer(out: Any, tag: str, instance: str, name: str, slot: int, stop: 
     s.close()
     stats.close()
     out.put(("stopped", tag, i))
+
+
+def shm_fds() -> list[str]:
+    """This process's descriptors of files in /dev/shm (what a leak of a segment holds;
+    other descriptors come and go with whatever else runs in the test process)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed between the listing and the look
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/shm/"):
+                out.append(fd)
+    return sorted(out)

@@ -14,7 +14,7 @@ import pytest
 
 from appliance.shm import BroadcastRing, RecordQueue, SegmentError, Stats, list_names
 from appliance.shm.snapshot import SharedSnapshot
-from tests.shm.procs import REC, make
+from tests.shm.procs import REC, make, shm_fds
 from tests.shm.users import NOBODY, STRANGER, AsUser, as_user, require_root
 
 
@@ -32,12 +32,12 @@ def test_a_strangers_semaphore_is_refused_and_nothing_of_ours_stays(instance: st
         posix_ipc.Semaphore(planted, posix_ipc.O_CREX, mode=0o666).close()
 
     assert as_user(plant, NOBODY, NOBODY) == ("ok", None)
-    fds = os.listdir("/proc/self/fd")
+    fds = shm_fds()
     try:
         with pytest.raises(SegmentError, match=f"semaphore {planted} already exists and belongs"):
             BroadcastRing.create(instance, "ticks", REC, 64)
         assert list_names(instance) == [f"sem.{instance}.ticks.r3"]  # only the stranger's
-        assert os.listdir("/proc/self/fd") == fds
+        assert shm_fds() == fds
     finally:
         posix_ipc.unlink_semaphore(planted)
 

@@ -26,7 +26,7 @@ from appliance.shm import (
 from appliance.shm.header import LAYOUT_VERSION, Expected
 from appliance.shm.segment import Segment, full_name, owner_alive
 from appliance.shm.snapshot import SharedSnapshot
-from tests.shm.procs import REC, own_ring
+from tests.shm.procs import REC, own_ring, shm_fds
 
 OTHER = np.dtype(  # same size as REC, different fields
     {"names": ["seq", "price"], "formats": ["<u8", "<f8"], "offsets": [0, 8], "itemsize": 64}
@@ -193,10 +193,6 @@ def test_unlink_leaves_a_successor_of_the_name_alone(instance: str) -> None:
         second.destroy()
 
 
-def _open_fds() -> list[str]:
-    return sorted(os.listdir("/proc/self/fd"))
-
-
 @pytest.mark.parametrize(
     ("field", "value", "complaint"),
     [
@@ -218,10 +214,10 @@ def test_half_valid_header_is_a_mismatch_naming_the_field(
     ring = BroadcastRing.create(instance, "ticks", REC, 64)
     try:
         ring.segment.header[field] = value  # the magic stays right
-        fds = _open_fds()
+        fds = shm_fds()
         with pytest.raises(SegmentMismatch, match=re.escape(complaint)):
             BroadcastRing.attach(instance, "ticks", REC)
-        assert _open_fds() == fds
+        assert shm_fds() == fds
     finally:
         ring.destroy()
 
@@ -230,10 +226,10 @@ def test_stats_meta_without_counters_is_a_mismatch(instance: str) -> None:
     stats = Stats.create(instance, "stats", 4, ["events"])
     try:
         stats.segment.header["meta"] = b'{"counters": 7}'
-        fds = _open_fds()
+        fds = shm_fds()
         with pytest.raises(SegmentMismatch, match="meta counters 7 is not a list"):
             Stats.attach(instance, "stats")
-        assert _open_fds() == fds
+        assert shm_fds() == fds
     finally:
         stats.destroy()
 
@@ -242,17 +238,17 @@ def test_missing_semaphore_is_a_mismatch_and_leaks_nothing(instance: str) -> Non
     q = RecordQueue.create(instance, "q", REC, 64)
     try:
         posix_ipc.unlink_semaphore(f"/{instance}.q.p")
-        fds = _open_fds()
+        fds = shm_fds()
         with pytest.raises(SegmentMismatch, match=f"semaphore /{instance}.q.p is missing"):
             RecordQueue.attach(instance, "q", REC)
-        assert _open_fds() == fds
+        assert shm_fds() == fds
     finally:
         q.destroy()
 
 
 def test_names_too_long_are_refused_before_anything_exists() -> None:
     long = f"t{os.getpid()}" + "x" * 238  # 245 characters: the segment fits, r15 does not
-    fds = _open_fds()
+    fds = shm_fds()
     try:
         with pytest.raises(SegmentNameError, match="semaphores' names need it to be at most"):
             BroadcastRing.create(long, "ticks", REC, 64)
@@ -260,7 +256,7 @@ def test_names_too_long_are_refused_before_anything_exists() -> None:
             Stats.create(long + "y" * 20, "stats", 4, ["events"])
         with pytest.raises(SegmentNameError, match="without '/'"):
             RecordQueue.create("a/b", "q", REC, 64)
-        assert list_names(long) == [] and _open_fds() == fds
+        assert list_names(long) == [] and shm_fds() == fds
     finally:
         remove_instance(long)
 
