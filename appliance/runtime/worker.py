@@ -76,6 +76,12 @@ class Worker:
         self.messages: list[Message] = []  # control messages for the role to handle
         self._subscribed: set[type[Message]] = set()
         self._next_tick = 0.0
+        self._orphan_seen = False
+
+    @property
+    def orphaned(self) -> bool:
+        """The supervisor is gone: nobody reads what this process would report."""
+        return os.getppid() != self.spec.supervisor_pid
 
     def subscribe(self, *kinds: type[Message]) -> None:
         """Have messages of these kinds kept in ``messages`` for the role (see tick)."""
@@ -92,7 +98,10 @@ class Worker:
             return False
         self._next_tick = now + TICK_S
         self.slot.beat()
-        if os.getppid() != self.spec.supervisor_pid:
+        if self.orphaned:
+            if self._orphan_seen:
+                return False  # said once; nothing to read from a dead supervisor
+            self._orphan_seen = True
             log.error("supervisor (pid %d) is gone; stopping", self.spec.supervisor_pid)
             self.stopping = True
             return True

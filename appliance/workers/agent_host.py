@@ -13,7 +13,6 @@ missed. State is warmed from the ticks still in the ring, with intents suppresse
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import numpy as np
@@ -177,6 +176,8 @@ class Host:
             self.warm = False
         while (theirs := self.positions.settled()) is None:
             self.w.tick()
+            if self.w.orphaned:  # a kill of the supervisor while we stopped
+                return PositionsCheck(0, skipped="the supervisor is gone")
             self.poll_reports()
             if self.positions.stale:
                 self.resync_positions(deadline)  # execution restarted while we stopped
@@ -219,7 +220,7 @@ def main(w: Worker) -> None:
                 host.warm = False
                 host.resync_positions()  # warm-up marked agents pending: clear that
             host.on_ticks(view, emit=not host.warm)
-        if os.getppid() == w.spec.supervisor_pid:  # a stop, not an orphaning
+        if not w.orphaned:  # a stop, not an orphaning
             w.send(host.check_positions())
     finally:
         host.close()
