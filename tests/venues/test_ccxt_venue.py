@@ -130,6 +130,10 @@ def test_resting_order_fill_arrives_through_watch_my_trades(make_sim, tmp_path):
     client = make_exchange(settings("binanceus", sim.port), pro=False)
     fills = []
     deadline = time.monotonic() + 30
+    # the replay crosses the order only once the watch is subscribed (a busy machine may
+    # take a while to start the watcher's thread and log in)
+    while not (sim.sim.users.api or sim.sim.users.keyed) and time.monotonic() < deadline:
+        time.sleep(0.02)
     sim.call(_start_replay(sim))
     while not fills and time.monotonic() < deadline:
         fills += venue.on_ticks(np.zeros(0, TICK))
