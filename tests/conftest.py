@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 
 from appliance.model.records import INTENT, REPORT, TICK, OrderType, ReportKind, Side, TickKind
+from appliance.shm.files import SHM_DIR
+from appliance.shm.segment import reclaim_stale
 from tests.harness import MARKET_MAKERS, Appliance
 from tests.loopback import make_sim  # noqa: F401  (the loopback exchange fixture)
 
@@ -23,6 +26,20 @@ sys.path.insert(0, str(_GUARD_DIR))
 import netguard  # noqa: E402  (lives beside this file, also imported by child processes)
 
 netguard.install()
+
+
+# Test instances are named t<pid><hex> (harness.Appliance, tests/shm/conftest.py).
+_TEST_INSTANCE = re.compile(r"(?:sem\.)?(t\d[0-9a-z]*)\.")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Reclaim what killed test runs left in shared memory (their cleanup never ran): every
+    test instance whose owners are dead, once, before any test. Only in the controlling
+    process, so no worker of this run has created anything yet."""
+    if hasattr(session.config, "workerinput"):
+        return
+    for instance in sorted({m[1] for e in os.listdir(SHM_DIR) if (m := _TEST_INSTANCE.match(e))}):
+        reclaim_stale(instance)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
