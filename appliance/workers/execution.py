@@ -102,12 +102,13 @@ class Outbox:
         for h, rep in reports.items():
             if len(rep):
                 self.links[h].send(rep)
+                self.w.add("reports", len(rep))
 
     def count(self, reports: dict[int, np.ndarray]) -> None:
-        """Into the metrics and counters only: reports no host waits for (a flatten's)."""
+        """Into the metrics and the fill and reject counters; alone for reports no host
+        waits for (a flatten's)."""
         self.live.reports(reports)
         for rep in reports.values():
-            self.w.add("reports", len(rep))
             self.w.add("fills", int((rep["kind"] == ReportKind.FILL).sum()))
             self.w.add("rejects", int((rep["kind"] == ReportKind.REJECT).sum()))
 
