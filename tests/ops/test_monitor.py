@@ -85,6 +85,13 @@ def _rows(tui: StatusApp) -> list[str]:
     return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
 
 
+async def _until(pilot, holds, seconds: float = 60.0) -> None:
+    """Let the app refresh until `holds()` (a loaded machine may need many refreshes)."""
+    deadline = time.monotonic() + seconds
+    while not holds() and time.monotonic() < deadline:
+        await pilot.pause(0.2)
+
+
 def test_top_survives_the_appliance_stopping_and_reattaches(app):
     app.start().wait_ready()
     monitor = Monitor(app.instance)
@@ -92,7 +99,7 @@ def test_top_survives_the_appliance_stopping_and_reattaches(app):
     async def drive() -> None:
         tui = StatusApp(monitor, interval=0.2)
         async with tui.run_test(size=(80, 24)) as pilot:
-            await pilot.pause(0.6)
+            await _until(pilot, lambda: tui.last is not None and tui.last.ticks_per_s > 0)
             assert {"supervisor", "feed", "host-a", "host-b", "execution"} <= set(_rows(tui))
             assert tui.query_one("#queues", DataTable).row_count == 4
             assert tui.last is not None and tui.last.ticks_per_s > 0
@@ -108,16 +115,13 @@ def test_top_survives_the_appliance_stopping_and_reattaches(app):
             assert not isinstance(tui.screen, KeysScreen)
 
             assert app.stop() == 0
-            await pilot.pause(0.6)
             banner = tui.query_one("#banner", Static)
+            await _until(pilot, lambda: banner.display and _rows(tui) == [])
             assert banner.display and "stopped at" in str(banner.render())
             assert _rows(tui) == []  # no rows stuck at "dead"
 
             app.start().wait_ready()
-            for _ in range(100):
-                await pilot.pause(0.2)
-                if "host-a" in _rows(tui):
-                    break
+            await _until(pilot, lambda: "host-a" in _rows(tui))
             assert {"feed", "host-a", "host-b", "execution"} <= set(_rows(tui))
             assert not tui.query_one("#banner", Static).display
             await pilot.press("q")
