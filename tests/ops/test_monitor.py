@@ -20,7 +20,10 @@ from tests.harness import dynamind
 def test_status_shows_trading_state_pnl_and_processes(app):
     app.start().wait_ready()
     app.wait_for(lambda: app.counter("execution", "fills") > 0, what="fills")
-    time.sleep(1.2)  # one status interval: the board has execution's figures
+    # the board has execution's figures after its next status interval
+    app.wait_for(
+        lambda: "(fees " in dynamind("status", "-c", str(app.config)).stdout, what="pnl in status"
+    )
     res = dynamind("status", "-c", str(app.config))
     assert res.returncode == 0, res.stderr
     out = res.stdout
@@ -154,7 +157,8 @@ def test_top_in_a_real_terminal(app, tmp_path):
         ).stdout  # fmt: skip
 
     def wait_screen(text: str) -> str:
-        for _ in range(200):
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
             shown = screen()
             if text in shown:
                 return shown
@@ -195,9 +199,13 @@ def test_status_and_top_show_the_live_trading_metrics(app):
         async def drive() -> list[str]:
             tui = StatusApp(monitor, interval=0.2)
             async with tui.run_test(size=(120, 40)) as pilot:
-                await pilot.pause(0.6)
                 t = tui.query_one("#metrics", DataTable)
-                names = [str(t.get_row_at(i)[0]) for i in range(t.row_count)]
+
+                def shown() -> list[str]:
+                    return [str(t.get_row_at(i)[0]) for i in range(t.row_count)]
+
+                await _until(pilot, lambda: "pop host-a.0" in shown())
+                names = shown()
                 await pilot.press("q")
             return names
 
