@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 from appliance.model.enums import TradingState
 from appliance.trading.account import AccountGuard
@@ -21,25 +22,17 @@ from appliance.venues.base import QuoteBook, Venue
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class TradingSwitch:
     """Changes the trading state through ``control`` and carries out what the change means
     for the orders resting at ``venue``."""
 
-    def __init__(
-        self,
-        control: TradingControl,
-        account: AccountGuard,
-        portfolio: Portfolio,
-        quotes: QuoteBook,
-        book: OrderBook,
-        venue: Venue,
-    ) -> None:
-        self.control = control
-        self.account = account
-        self.portfolio = portfolio
-        self.quotes = quotes
-        self.book = book
-        self.venue = venue
+    control: TradingControl
+    account: AccountGuard
+    portfolio: Portfolio
+    quotes: QuoteBook
+    book: OrderBook
+    venue: Venue
 
     def change(self, state: TradingState, who: str, why: str, b: Batch) -> None:
         if not self.control.set(state, who, why):
