@@ -402,7 +402,7 @@ def journal_positions(app: Appliance) -> dict[tuple[int, int, int, int], float]:
 
     j = Journal(app.journal_path, readonly=True)
     try:
-        return j.positions_from_fills()
+        return j.reads.positions_from_fills()
     finally:
         j.close()
 

@@ -1,7 +1,7 @@
 """The loopback exchange's HTTP side: Binance's spot REST API, signed as Binance signs it.
 
 Public: ``ping``, ``time``, ``exchangeInfo`` (the captured one), ``depth`` (the replayed
-book). Signed (HMAC-SHA256 of the query string and body, key in ``X-MBX-APIKEY``,
+book). Signed (auth.py: HMAC-SHA256 of the query string and body, key in ``X-MBX-APIKEY``,
 ``timestamp`` within ``recvWindow``): new/cancel/query order, open orders, all orders, my
 trades, account. ``userDataStream`` (key only) creates, keeps alive and closes listenKeys
 for ``/ws/<listenKey>``. ``/ws-api/v3`` answers ``userDataStream.subscribe.signature``
@@ -14,8 +14,6 @@ the simulator's own, for demonstrations and tests of failure handling.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import secrets
 import time
@@ -28,39 +26,23 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import WSMsgType, web
 
+from appliance.exsim.auth import RequestAuth
 from appliance.exsim.book import Book
 from appliance.exsim.capture import Capture
 from appliance.exsim.matching import MatchingEngine
-from appliance.exsim.rules import BinanceError, Filters, bad_key, bad_signature, mandatory
+from appliance.exsim.rules import BinanceError, Filters, mandatory
 from appliance.exsim.streams import MarketHub, Replay, UserHub
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"  # loopback only, whatever the caller asks
 DEFAULT_PORT = 8765
-DEFAULT_RECV_WINDOW_MS = 5000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-def signature_valid(payload: str, signature: str, secret: str) -> bool:
-    expected = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature.lower())
-
-
-def _strip_signature(raw: str) -> tuple[str, str | None]:
-    """(raw without its ``signature`` parameter, the signature) of a query string or body."""
-    kept, sig = [], None
-    for part in raw.split("&") if raw else []:
-        if part.startswith("signature="):
-            sig = part.partition("=")[2]
-        else:
-            kept.append(part)
-    return "&".join(kept), sig
 
 
 class ExchangeSim:
@@ -79,7 +61,7 @@ class ExchangeSim:
         balance: Decimal = Decimal(1_000_000),
     ) -> None:
         self.capture = capture
-        self.api_key, self._secret = api_key, api_secret
+        self.auth = RequestAuth(api_key, api_secret, _ms)
         self.filters = {s["symbol"]: Filters.from_info(s) for s in capture.exchange_info["symbols"]}
         last_u: dict[str, int] = {}
         for f in capture.frames:
@@ -159,36 +141,13 @@ class ExchangeSim:
 
     # ---- authentication ---------------------------------------------------------------
 
-    def _check_key(self, key: str | None) -> None:
-        if not key:
-            raise BinanceError(-2014, "API-key format invalid.", 401)
-        if not hmac.compare_digest(key, self.api_key):
-            raise bad_key()
-
     def _signed(self, fn: Callable[[dict[str, str]], Awaitable[Any]]) -> Handler:
         async def handler(request: web.Request) -> web.Response:
-            self._check_key(request.headers.get("X-MBX-APIKEY"))
-            query, sig_q = _strip_signature(request.query_string)
-            body, sig_b = _strip_signature(await request.text())
-            signature = sig_q or sig_b
-            if not signature:
-                raise mandatory("signature")
-            if not signature_valid(query + body, signature, self._secret):
-                raise bad_signature()
-            params = dict(parse_qsl(query)) | dict(parse_qsl(body))
-            self._check_time(params)
+            self.auth.check_key(request.headers.get("X-MBX-APIKEY"))
+            params = self.auth.signed_params(request.query_string, await request.text())
             return _json(await fn(params))
 
         return handler
-
-    @staticmethod
-    def _check_time(params: dict[str, str]) -> None:
-        if not params.get("timestamp"):
-            raise mandatory("timestamp")
-        ts, window = int(params["timestamp"]), int(params.get("recvWindow", DEFAULT_RECV_WINDOW_MS))
-        now = _ms()
-        if ts > now + 1000 or now - ts > window:
-            raise BinanceError(-1021, "Timestamp for this request is outside of the recvWindow.")
 
     # ---- public -----------------------------------------------------------------------
 
@@ -259,7 +218,7 @@ class ExchangeSim:
         return []
 
     async def _listen_key(self, request: web.Request) -> web.Response:
-        self._check_key(request.headers.get("X-MBX-APIKEY"))
+        self.auth.check_key(request.headers.get("X-MBX-APIKEY"))
         keys = self.users.listen_keys
         if request.method == "POST":
             key = secrets.token_hex(30)
@@ -320,7 +279,7 @@ class ExchangeSim:
             if method == "time":
                 return {"id": rid, "status": 200, "result": {"serverTime": _ms()}}
             if method == "userDataStream.subscribe.signature":
-                self._check_ws_signature(params)
+                self.auth.check_ws_signature(params)
                 sid = self.users.subscribe_api(ws)
                 return {"id": rid, "status": 200, "result": {"subscriptionId": sid}}
             if method == "userDataStream.unsubscribe":
@@ -329,17 +288,6 @@ class ExchangeSim:
             raise BinanceError(-1000, f"Unsupported method {method!r} in this simulator.")
         except BinanceError as exc:
             return {"id": rid, "status": exc.status, "error": exc.body()}
-
-    def _check_ws_signature(self, params: dict[str, Any]) -> None:
-        """WebSocket API signing: every parameter but the signature, sorted by name."""
-        self._check_key(params.get("apiKey"))
-        signature = params.get("signature")
-        if not signature:
-            raise mandatory("signature")
-        payload = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "signature")
-        if not signature_valid(payload, str(signature), self._secret):
-            raise bad_signature()
-        self._check_time({k: str(v) for k, v in params.items()})
 
     # ---- the simulator's own endpoints ------------------------------------------------
 

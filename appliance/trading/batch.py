@@ -237,7 +237,9 @@ class Batch:
         if not fills:
             return []
         # Keyed per venue order: fill ids are only unique per order at some venues.
-        known = self.journal.known_venue_fill_ids((f.client_id, f.venue_fill_id) for f in fills)
+        known = self.journal.reads.known_venue_fill_ids(
+            (f.client_id, f.venue_fill_id) for f in fills
+        )
         known |= self._venue_fill_ids
         return [f for f in fills if (f.client_id, f.venue_fill_id) not in known]
 

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.storage.sqlite import transaction
-from appliance.trading.journal import Journal, OpenPosition
+from appliance.trading.journal import Journal
 from appliance.trading.portfolio import Key, Portfolio, Position
+from appliance.trading.recovery_reads import OpenPosition
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class PositionsCheckpoint:
         many fills were replayed."""
         mark, positions = load(self.journal)
         self.portfolio.load(positions, mark.fills)
-        after = self.journal.fills(after=mark.fill_id)
+        after = self.journal.reads.fills(after=mark.fill_id)
         self.portfolio.apply_all(after)
         self.saved = mark.fills
         self._rewrite = mark.fill_id == 0
@@ -137,7 +138,7 @@ def open_positions(journal: Journal) -> list[OpenPosition]:
     held: dict[tuple[int, int, int, int, float], int] = {
         (*key, pos.lot): pos.lots for key, pos in positions.items() if pos.lots
     }
-    for p in journal.open_positions(after=mark.fill_id):
+    for p in journal.reads.open_positions(after=mark.fill_id):
         k = (p.host, p.population, p.agent, p.symbol, p.lot)
         held[k] = held.get(k, 0) + p.lots
     return [OpenPosition(*k, lots) for k, lots in sorted(held.items()) if lots]

@@ -10,7 +10,7 @@ One ``process`` call handles one batch of intents from every host:
 4. commit #1: every intent (NEW, or REJECTED with its reason), the internal fills and every
    venue order about to be sent, with the intents it covers. Nothing has been sent yet;
 5. send the venue orders, then carry out the batch's CANCEL intents (cancels.py);
-6. the drawdown kill switch (account.py), which may move trading to reduce-only or halted;
+6. the drawdown kill switch (switch.py), which may move trading to reduce-only or halted;
 7. commit #2: acks, rejects, fills (each venue fill split pro rata over the intents it
    covers), cancels; then update the portfolio and return the reports, grouped by host.
 
@@ -18,7 +18,8 @@ Reports are built only from committed state, so whatever an agent was told survi
 crash. A crash between 4 and 7 is repaired by ``recover`` (see recovery.py). The pieces:
 the open orders live in an ``OrderBook``; every change to them is made and journaled
 through a ``Batch``; ``Recovery`` settles them with the venue at the start of a run and
-when a submit's outcome is unknown; ``TradingControl`` holds and journals the trading state.
+when a submit's outcome is unknown; ``TradingControl`` holds and journals the trading state,
+``TradingSwitch`` carries out what a change of it means for the resting orders.
 
 A journal error (disk full, a row in an unexpected state) propagates and leaves the
 engine unusable: the process must exit and ``recover`` from the journal.
@@ -27,7 +28,6 @@ engine unusable: the process must exit and ``recover`` from the journal.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +53,7 @@ from appliance.trading.reports import merge
 from appliance.trading.risk import RiskEngine, RiskLimits
 from appliance.trading.routing import Policy, Routed, Router
 from appliance.trading.seen import Seen
+from appliance.trading.switch import TradingSwitch
 from appliance.venues.base import OrderRequest, QuoteBook, Venue
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,9 @@ class ExecutionEngine:
         self.router = Router(self.book, venue, journal, self.quotes, self.lots, fee_rate)
         self.control = TradingControl(self.pretrade.risk, journal, clock)
         self.rules = Rules({s: self.risk.limits(s) for s in self.symbols})
+        self._switch = TradingSwitch(
+            self.control, self.pretrade.account, self.portfolio, self.quotes, self.book, venue
+        )
         self._recovery = Recovery(journal, venue, self.book)
         self._checkpoint = PositionsCheckpoint(
             journal, self.portfolio, self.config.checkpoint_fills, clock
@@ -153,18 +157,9 @@ class ExecutionEngine:
             self.control.set(state, who, why)
             return {}
         b = self._batch()
-        self._change(TradingState(state), who, why, b)
+        self._switch.change(TradingState(state), who, why, b)
         b.commit()
         return b.reports.build(self._clock())
-
-    def _change(self, state: TradingState, who: str, why: str, b: Batch) -> None:
-        if not self.control.set(state, who, why):
-            return
-        log.warning("trading %s: %s (%s)", state.value, why, who)
-        if state is TradingState.ACTIVE:
-            self.pretrade.account.rearm()
-        else:
-            self._cancel_resting(b)
 
     @property
     def duplicates(self) -> int:
@@ -253,7 +248,7 @@ class ExecutionEngine:
         for vo in to_send:
             self._send(vo, b)
         cancels.carry_out(todo, self.book, self.venue, b)
-        self._kill_switch(b)
+        self._switch.kill_switch(b)
         b.commit()  # commit #2: what the venue said
         self._checkpoint_if_due()
         return b.reports.build(self._clock())
@@ -319,7 +314,7 @@ class ExecutionEngine:
         b.apply_fills(fills)
         if self.book.in_doubt:  # not only when intents arrive: a quiet engine settles them too
             self._recovery.retry_in_doubt(b)
-        self._kill_switch(b)
+        self._switch.kill_switch(b)
         b.commit()
         self._checkpoint_if_due()
         return b.reports.build(self._clock())
@@ -328,34 +323,9 @@ class ExecutionEngine:
         """Cancel every resting venue order (e.g. on halt); the reports for their intents."""
         self._need_run()
         b = self._batch()
-        self._cancel_resting(b)
+        self._switch.cancel_resting(b)
         b.commit()
         return b.reports.build(self._clock())
-
-    def _cancel_resting(self, b: Batch) -> None:
-        for vo in list(self.book.venue_orders.values()):
-            status = self.venue.cancel(vo.client_order_id)
-            if status is not None:
-                b.apply_status(vo, status)
-
-    def _kill_switch(self, b: Batch) -> None:
-        """Trip the drawdown kill switch when the account's net PnL fell far enough."""
-        guard = self.pretrade.account
-        action = guard.limits.drawdown_action
-        if not math.isfinite(guard.limits.max_drawdown) or self.control.state in (
-            action,
-            TradingState.HALTED,
-        ):
-            return
-        pnl = self.portfolio.account(self.quotes.mid)
-        net = pnl.realized + pnl.unrealized - pnl.fees
-        fall = guard.drawdown(net)
-        if fall is not None:
-            why = (
-                f"drawdown kill switch at {time.strftime('%H:%M:%S')}: net PnL {net:,.2f} is "
-                f"{fall:,.2f} below its peak (max_drawdown {guard.limits.max_drawdown:,.2f})"
-            )
-            self._change(action, "drawdown kill switch", why, b)
 
     # ---- stop and status ----------------------------------------------------------------
 

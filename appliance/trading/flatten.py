@@ -41,7 +41,7 @@ class FlattenRound:
 def closing_intents(engine: ExecutionEngine, now_ns: int) -> np.ndarray:
     """One or more MARKET intents per open position, each within max_order_notional."""
     positions = engine.positions()
-    journaled = engine.journal.max_intent_seqs()
+    journaled = engine.journal.reads.max_intent_seqs(engine.journal.epoch)
     next_seq = {h: max(s + 1, FLATTEN_SEQ) for h, s in journaled.items()}
     rows = []
     for (host, pop, agent, sym), qty in sorted(positions.items()):

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from appliance.trading import checkpoint
-from appliance.trading.journal import Journal, OpenPosition
+from appliance.trading.journal import Journal
+from appliance.trading.recovery_reads import OpenPosition
 
 Agents = Mapping[tuple[int, int], int]  # agent count per (host, population)
 

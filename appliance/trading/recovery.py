@@ -89,7 +89,8 @@ class Recovery:
         run_id = self.journal.begin_run(
             epoch, now, symbols=layout.symbols, lots=layout.lots, agents=layout.agents
         )
-        self.book.load(self.journal.open_orders(), self.journal.open_venue_orders())
+        reads = self.journal.reads
+        self.book.load(reads.open_orders(), reads.open_venue_orders())
         replayed = positions.restore()
         open_intents = len(self.book.intents)
         checked = len(self.book.venue_orders)
@@ -107,7 +108,7 @@ class Recovery:
             fills_replayed=replayed,
             unsent_rejected=unsent,
             orphans_canceled=orphans,
-            last_intent_seq=self.journal.max_intent_seqs(),
+            last_intent_seq=self.journal.reads.max_intent_seqs(self.journal.epoch),
             reports=b.reports.build(now),
         )
 
@@ -155,7 +156,7 @@ class Recovery:
             cid = status.client_id
             if cid in self.book.venue_orders or not _is_venue_id(cid):
                 continue
-            if self.journal.venue_order(cid) is None:
+            if self.journal.reads.venue_order(cid) is None:
                 log.warning("cancelling orphan venue order %s (not in the journal)", cid)
                 self.venue.cancel(cid)
                 n += 1

@@ -33,7 +33,7 @@ class Seen:
             mark = self.marks.get(h, -1)
             if s[0] > mark and (len(s) == 1 or bool(np.all(s[1:] > s[:-1]))):
                 continue
-            old = self.journal.journaled_seqs(h, s[s <= mark].tolist())
+            old = self.journal.reads.journaled_seqs(self.journal.epoch, h, s[s <= mark].tolist())
             seen: set[int] = set()
             for j, q in zip(idx.tolist(), s.tolist(), strict=True):
                 if q in old or q in seen:

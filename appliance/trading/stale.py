@@ -65,7 +65,7 @@ def journal_stale(
     for host, intents in sorted(queued.items()):
         if intents.dtype != INTENT:
             raise TypeError(f"expected INTENT records, got {intents.dtype}")
-        known = journal.journaled_seqs(host, intents["seq"].tolist())
+        known = journal.reads.journaled_seqs(epoch, host, intents["seq"].tolist())
         fresh = intents[~np.isin(intents["seq"], list(known))]
         already += len(intents) - len(fresh)
         orders += _orders(journal, host, fresh, lot_sizes, epoch)

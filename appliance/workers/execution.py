@@ -339,7 +339,7 @@ def _flatten(engine: ExecutionEngine, w: Worker, out: Outbox) -> bool:
 def _final_check(w: Worker, engine: ExecutionEngine, links: list[HostLink]) -> None:
     """At a clean stop: positions held, journaled and reported to hosts must agree."""
     held = engine.positions()
-    journaled = engine.journal.positions_from_fills()
+    journaled = engine.journal.reads.positions_from_fills()
     told = {k: q for link in links for k, q in link.positions.told().items()}
     ok_journal = _same(held, journaled)
     ok_told = _same(held, told)

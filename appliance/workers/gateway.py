@@ -285,7 +285,7 @@ async def _gateway(w: Worker, js: JetStreamContext) -> None:
             return
         journal = Journal(cfg.journal_path, readonly=True)
         try:
-            journaled = journal.highest_intent_seqs()
+            journaled = journal.reads.highest_intent_seqs()
         finally:
             journal.close()
         for g in gates:

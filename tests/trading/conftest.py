@@ -201,11 +201,11 @@ def check_invariants():
         ).fetchall()
         assert dupes == []
         for h, n in (published or {}).items():
-            seqs = j.journaled_seqs(h, range(n))
+            seqs = j.reads.journaled_seqs(j.epoch, h, range(n))
             assert seqs == set(range(n)), f"host {h}: missing {set(range(n)) - seqs}"
-        assert e.positions() == j.positions_from_fills()
+        assert e.positions() == j.reads.positions_from_fills()
         rebuilt = Portfolio()
-        rebuilt.apply_all(j.fills())
+        rebuilt.apply_all(j.reads.fills())
         assert rebuilt._pos == e.portfolio._pos  # bit-identical, every agent and symbol
 
     return check

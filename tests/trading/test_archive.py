@@ -59,7 +59,7 @@ def trade_a_run(engine, intents, quotes):
 
 
 def _trade(e: ExecutionEngine, intents, quotes, rng: np.random.Generator, n: int) -> None:
-    seq0 = e.journal.max_intent_seqs().get(0, -1) + 1
+    seq0 = e.journal.reads.max_intent_seqs(e.journal.epoch).get(0, -1) + 1
     rows = [
         {"seq": seq0 + i, "agent": int(rng.integers(4)), "symbol": int(rng.integers(2)),
          "side": int(rng.choice([Side.BUY, Side.SELL])), "qty": float(rng.integers(1, 5)) / 1000}
@@ -78,11 +78,11 @@ def _trade(e: ExecutionEngine, intents, quotes, rng: np.random.Generator, n: int
 def state(path) -> tuple[dict, dict, int]:
     j = Journal(path, readonly=True)
     try:
-        fills = j.fills()
+        fills = j.reads.fills()
         book = Portfolio()
         book.apply_all(fills)
         avg = {k: book._pos[k].avg_price for k in book.positions()}
-        return j.positions_from_fills(), avg, len(fills)
+        return j.reads.positions_from_fills(), avg, len(fills)
     finally:
         j.close()
 
@@ -109,7 +109,7 @@ def test_archive_moves_closed_runs_and_keeps_positions_exact(tmp_path, engine, t
         assert moved == summary.fills
     # the resting limit order is still open: it stays, with what it covers
     j = Journal(journal, readonly=True)
-    assert len(j.open_orders()) == 3 and len(j.open_venue_orders()) == 3
+    assert len(j.reads.open_orders()) == 3 and len(j.reads.open_venue_orders()) == 3
     j.close()
 
     # a start recovers from the smaller journal to the same positions

@@ -26,7 +26,7 @@ def bits(p: Portfolio) -> dict:
 
 def replayed_all(j: Journal) -> Portfolio:
     p = Portfolio()
-    p.apply_all(j.fills())
+    p.apply_all(j.reads.fills())
     return p
 
 
@@ -45,7 +45,7 @@ def trade(intents, quotes):
     quotes moving between batches (fills at many prices, partial closes, flips, fees)."""
 
     def run(e, rng: np.random.Generator, n: int) -> None:
-        seq0 = e.journal.max_intent_seqs().get(0, -1) + 1
+        seq0 = e.journal.reads.max_intent_seqs(e.journal.epoch).get(0, -1) + 1
         for k in range(0, n, 8):
             mid = 100.0 * float(np.exp(rng.normal(0, 0.01)))
             e.on_ticks(quotes([0, 1], [mid, mid / 10], [mid + 0.5, mid / 10 + 0.05], size=50.0))
@@ -64,16 +64,16 @@ def trade(intents, quotes):
 
 
 def spy_fills(j: Journal) -> list[int]:
-    """Count the fills ``j.fills`` returns from now on (what a start reads)."""
+    """Count the fills ``j.reads.fills`` returns from now on (what a start reads)."""
     read: list[int] = []
-    real = j.fills
+    real = j.reads.fills
 
     def fills(*a, **kw):
         out = real(*a, **kw)
         read.append(len(out))
         return out
 
-    j.fills = fills
+    j.reads.fills = fills
     return read
 
 
@@ -100,7 +100,7 @@ def test_start_reads_only_the_fills_after_the_checkpoint(make_engine, trade):
     assert "fills replayed" in str(e.summary)
     full = replayed_all(e.journal)
     assert bits(e.portfolio) == bits(full) and e.portfolio.fill_count == before + after
-    assert checkpoint.open_positions(e.journal) == sorted(e.journal.open_positions())
+    assert checkpoint.open_positions(e.journal) == sorted(e.journal.reads.open_positions())
     # trading on from the checkpoint stays exact too
     trade(e, rng, 40)
     assert bits(e.portfolio) == bits(replayed_all(e.journal))

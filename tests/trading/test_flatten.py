@@ -39,5 +39,5 @@ def test_flatten_closes_every_position_in_pieces_within_the_notional_limit(make_
     # agents' own intents still go through, and only what reduces passes
     rep = e.process(intents([{"seq": 3, "agent": 0, "qty": 0.1}]))
     assert int(rep[0]["reason"][0]) == RejectReason.REDUCE_ONLY
-    assert e.journal.journaled_seqs(0, [3]) == {3}
+    assert e.journal.reads.journaled_seqs(e.journal.epoch, 0, [3]) == {3}
     e.close()

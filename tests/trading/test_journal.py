@@ -4,8 +4,9 @@ import pytest
 
 from appliance.model.orders import Allocation, IllegalTransition, OrderState, VenueOrder
 from appliance.trading import checkpoint
-from appliance.trading.journal import _OPEN_STATES, SCHEMA_VERSION, Journal, JournalError
+from appliance.trading.journal import SCHEMA_VERSION, Journal, JournalError
 from appliance.trading.layout_check import journal_problems
+from appliance.trading.recovery_reads import OPEN_STATES
 from appliance.venues.base import VenueFill
 
 S = OrderState
@@ -52,10 +53,10 @@ def test_survives_reopen(tmp_path, journal, intent, fill):
     journal.write(intent_updates=[o])
     journal.close()
     j2 = Journal(tmp_path / "j.sqlite")
-    (back,) = j2.open_orders()
+    (back,) = j2.reads.open_orders()
     assert back.client_order_id == o.client_order_id and back.state is S.PARTIALLY_FILLED
     assert back.qty_lots == 10 and back.lot == 0.1
-    assert j2.positions_from_fills() == {(0, 0, 0, 0): 4 * 0.1}
+    assert j2.reads.positions_from_fills() == {(0, 0, 0, 0): 4 * 0.1}
 
 
 def test_same_intent_never_journaled_twice(journal, journal_rows, intent):
@@ -76,12 +77,15 @@ def test_epoch_scopes_dedupe(tmp_path, intent):
     j.begin_run(epoch="queues-A")
     j.write(new_intents=[intent(j, s, host=3) for s in range(5)])
     j.begin_run(epoch="queues-A")  # restart, queues survived
-    assert j.journaled_seqs(3, [2, 4, 5, 9]) == {2, 4}
-    assert j.max_intent_seqs() == {3: 4}
+    assert j.reads.journaled_seqs(j.epoch, 3, [2, 4, 5, 9]) == {2, 4}
+    assert j.reads.max_intent_seqs(j.epoch) == {3: 4}
     j.begin_run()  # queues recreated: a scope of its own
-    assert j.journaled_seqs(3, [2, 4]) == set() and j.max_intent_seqs() == {}
+    assert (
+        j.reads.journaled_seqs(j.epoch, 3, [2, 4]) == set()
+        and j.reads.max_intent_seqs(j.epoch) == {}
+    )
     j.write(new_intents=[intent(j, 2, host=3)])  # same (host, seq), new scope: allowed
-    assert j.max_intent_seqs() == {3: 2}
+    assert j.reads.max_intent_seqs(j.epoch) == {3: 2}
 
 
 def test_illegal_transition_leaves_row_untouched(journal, journal_rows, intent):
@@ -98,7 +102,7 @@ def test_illegal_transition_leaves_row_untouched(journal, journal_rows, intent):
 def test_stale_update_is_refused(journal, journal_rows, intent):
     o = intent(journal, 0)
     journal.write(new_intents=[o])
-    (stale,) = journal.open_orders()
+    (stale,) = journal.reads.open_orders()
     o.advance(S.SUBMITTED)
     journal.write(intent_updates=[o])
     stale.advance(S.REJECTED)  # legal from NEW, but the row is no longer NEW
@@ -120,11 +124,11 @@ def test_venue_fill_recorded_once(journal, intent, fill):
               for o in (a, b)]  # fmt: skip
     journal.write(venue_fills=[vf], fills=shares)
     v = vo.client_order_id
-    assert journal.known_venue_fill_ids([(v, "P1"), (v, "P2"), ("1-v9", "P1")]) == {(v, "P1")}
+    assert journal.reads.known_venue_fill_ids([(v, "P1"), (v, "P2"), ("1-v9", "P1")]) == {(v, "P1")}
     with pytest.raises(sqlite3.IntegrityError):
         journal.write(venue_fills=[vf], fills=shares)
-    assert len(journal.fills()) == 2
-    (back,) = journal.open_venue_orders()
+    assert len(journal.reads.fills()) == 2
+    (back,) = journal.reads.open_venue_orders()
     assert [(x.client_order_id, x.lots) for x in back.allocations] == [
         (a.client_order_id, 10), (b.client_order_id, 10)]  # fmt: skip
 
@@ -133,11 +137,11 @@ def test_positions_from_fills_exact(journal, intent, fill):
     o = intent(journal, 0, lots=10_000)
     s = intent(journal, 1, agent=1, lots=10_000, side=-1)
     journal.write(new_intents=[o, s], fills=[fill(o, 1) for _ in range(1000)] + [fill(s, 3)])
-    pos = journal.positions_from_fills()
+    pos = journal.reads.positions_from_fills()
     # 1000 fills of 0.1 summed as floats would drift; in lots it is exact
     assert pos[(0, 0, 0, 0)] == 1000 * 0.1
     assert pos[(0, 0, 1, 0)] == -3 * 0.1
-    assert sum(f.client_order_id == o.client_order_id for f in journal.fills()) == 1000
+    assert sum(f.client_order_id == o.client_order_id for f in journal.reads.fills()) == 1000
 
 
 def test_open_orders_and_drained(journal, journal_rows, intent):
@@ -145,7 +149,7 @@ def test_open_orders_and_drained(journal, journal_rows, intent):
     os_[0].advance(S.REJECTED)
     journal.write(new_intents=os_)
     assert journal_rows.state_counts(journal) == {S.NEW: 2, S.REJECTED: 1}
-    assert [o.client_order_id for o in journal.open_orders()] == [
+    assert [o.client_order_id for o in journal.reads.open_orders()] == [
         o.client_order_id for o in os_[1:]
     ]
     journal.record_drained({0: 2, 1: 7}, now_ns=9)
@@ -173,7 +177,7 @@ def test_foreign_sqlite_file_is_refused(tmp_path):
 def test_readonly_reader(tmp_path, journal, intent):
     journal.write(new_intents=[intent(journal, 0)])
     ro = Journal(tmp_path / "j.sqlite", readonly=True)
-    assert [o.state for o in ro.open_orders()] == [S.NEW]
+    assert [o.state for o in ro.reads.open_orders()] == [S.NEW]
     with pytest.raises(sqlite3.OperationalError):
         ro.begin_run()
     with pytest.raises(JournalError):
@@ -204,8 +208,8 @@ def test_venue_fill_ids_are_keyed_per_venue_order(journal, intent, fill):
                         liquidity="venue")],
         )  # fmt: skip
     keys = [(vo.client_order_id, "P1") for vo in vos]
-    assert journal.known_venue_fill_ids(keys) == set(keys)
-    assert journal.positions_from_fills() == {(0, 0, 0, 0): 2.0}
+    assert journal.reads.known_venue_fill_ids(keys) == set(keys)
+    assert journal.reads.positions_from_fills() == {(0, 0, 0, 0): 2.0}
 
 
 def _index_sql(c) -> dict[str, str]:
@@ -313,8 +317,10 @@ def test_version_1_journal_is_read_then_upgraded(tmp_path, intent, fill):
     assert j.schema_version == SCHEMA_VERSION
     assert j._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert j._conn.execute("PRAGMA foreign_key_check").fetchall() == []
-    assert j.positions_from_fills() == {(0, 0, 0, 0): 0.5}
-    assert j.known_venue_fill_ids([(vo.client_order_id, "P1")]) == {(vo.client_order_id, "P1")}
+    assert j.reads.positions_from_fills() == {(0, 0, 0, 0): 0.5}
+    assert j.reads.known_venue_fill_ids([(vo.client_order_id, "P1")]) == {
+        (vo.client_order_id, "P1")
+    }
     j.begin_run(symbols=["A"], lots=[0.1])
     o2 = intent(j, 1)
     vo2 = buy_covering(j, o2, 2)
@@ -322,8 +328,8 @@ def test_version_1_journal_is_read_then_upgraded(tmp_path, intent, fill):
     j.write(venue_fills=[VenueFill("P1", vo2.client_order_id, 1.0, 100.0, 0.0, False, 5)],
             fills=[fill(o2, 10, venue_order_id=vo2.client_order_id, venue_fill_id="P1",
                         liquidity="venue")])  # fmt: skip
-    assert [f.venue_order_id for f in j.fills()] == [vo.client_order_id, vo2.client_order_id]
-    assert j.positions_from_fills() == {(0, 0, 0, 0): 1.5}
+    assert [f.venue_order_id for f in j.reads.fills()] == [vo.client_order_id, vo2.client_order_id]
+    assert j.reads.positions_from_fills() == {(0, 0, 0, 0): 1.5}
     j.close()
 
 
@@ -339,18 +345,18 @@ def test_version_2_journal_is_upgraded_to_indexes_that_name_the_states(tmp_path,
     _downgrade_to_v2(path)
     ro = Journal(path, readonly=True)  # a reader copes with the old indexes
     assert ro.schema_version == 2 and "state < 5" in _index_sql(ro._conn)["orders_open"]
-    assert [o.client_order_id for o in ro.open_orders()] == [live.client_order_id]
+    assert [o.client_order_id for o in ro.reads.open_orders()] == [live.client_order_id]
     ro.close()
     j = Journal(path, synchronous="NORMAL")  # the writer upgrades in place
     assert j.schema_version == SCHEMA_VERSION
     # NEW, SUBMITTED, ACCEPTED, PARTIALLY_FILLED
     named = "WHERE (state = 1 OR state = 2 OR state = 3 OR state = 4)"
     assert all(sql.endswith(named) for sql in _index_sql(j._conn).values())
-    assert [o.client_order_id for o in j.open_orders()] == [live.client_order_id]
-    assert [v.client_order_id for v in j.open_venue_orders()] == [vo.client_order_id]
+    assert [o.client_order_id for o in j.reads.open_orders()] == [live.client_order_id]
+    assert [v.client_order_id for v in j.reads.open_venue_orders()] == [vo.client_order_id]
     for table in ("orders", "venue_orders"):  # the queries still use the partial indexes
         plan = j._conn.execute(
-            f"EXPLAIN QUERY PLAN SELECT client_order_id FROM {table} WHERE {_OPEN_STATES}"
+            f"EXPLAIN QUERY PLAN SELECT client_order_id FROM {table} WHERE {OPEN_STATES}"
         ).fetchall()
         assert f"INDEX {table}_open" in str(plan), plan
     j.close()
@@ -365,7 +371,7 @@ def test_version_4_journal_is_upgraded_and_a_start_replays_it_whole(tmp_path, ma
     _downgrade_to_v4(tmp_path / "journal.sqlite")
     ro = Journal(tmp_path / "journal.sqlite", readonly=True)  # a reader copes without it
     assert ro.schema_version == 4
-    assert checkpoint.open_positions(ro) == sorted(ro.open_positions())
+    assert checkpoint.open_positions(ro) == sorted(ro.reads.open_positions())
     ro.close()
     e = make_engine()  # the writer upgrades; no checkpoint yet: every fill is replayed
     assert e.journal.schema_version == SCHEMA_VERSION

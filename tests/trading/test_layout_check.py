@@ -21,7 +21,10 @@ def test_layout_problems(tmp_path, intent, fill):
     held(agent=0, symbol=0, lots=2, seq=2)
     held(agent=0, symbol=0, lots=-2, seq=3)  # A: flat again
     assert j.last_layout() == {"symbols": syms, "lots": lots, "agents": [[0, 0, 4], [0, 1, 2]]}
-    assert [tuple(p) for p in j.open_positions()] == [(0, 0, 3, 1, 0.1, 5), (0, 1, 1, 2, 0.1, 2)]
+    assert [tuple(p) for p in j.reads.open_positions()] == [
+        (0, 0, 3, 1, 0.1, 5),
+        (0, 1, 1, 2, 0.1, 2),
+    ]
     ok = [
         (syms, lots, agents),
         (["Z", "B", "C"], [9.0, 0.1, 0.1], agents),  # flat A replaced, its lot changed

@@ -85,10 +85,10 @@ def test_crash_after_send_before_journaling_fills(
     assert e2.open_orders == 1
     check_invariants(e2, {0: 4})
 
-    n_fills = len(e2.journal.fills())
+    n_fills = len(e2.journal.reads.fills())
     e3 = make_engine()  # reconcile again: nothing new
     assert e3.summary.fills_applied == 0 and e3.summary.reports == {}
-    assert len(e3.journal.fills()) == n_fills and e3.open_orders == 1
+    assert len(e3.journal.reads.fills()) == n_fills and e3.open_orders == 1
     check_invariants(e3, {0: 4})
 
 
@@ -260,7 +260,7 @@ def test_terminal_venue_status_with_other_fills_is_loud_and_closed(
     assert events(e.summary.reports) == [(0, "CANCEL", 1)] and e.open_orders == 0
     assert e.status()["fill_mismatches"] == 1
     assert "FILL MISMATCH" in caplog.text and "2.0 filled, the journal holds 0.0" in caplog.text
-    assert e.journal.venue_order(cid).state is S.CANCELED
+    assert e.journal.reads.venue_order(cid).state is S.CANCELED
     check_invariants(e)
 
 
@@ -337,6 +337,6 @@ def test_random_batches_with_crashes_keep_the_invariants(
     e = make_engine()
     e.process(backlog(intents, queue, consumed, published, []))  # what the last step left
     check_invariants(e, published)
-    open_rows = e.journal.open_orders()
+    open_rows = e.journal.reads.open_orders()
     assert all(o.order_type == OrderType.LIMIT for o in open_rows)
     assert len(open_rows) == len(e.venue.open_orders())
