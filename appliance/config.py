@@ -186,6 +186,9 @@ class SupervisorConfig(_Model):
     restart_backoff_max_s: PositiveFloat = 30.0
     max_restarts: PositiveInt = 5
     restart_window_s: PositiveFloat = 60.0
+    # At a stop, each of the drain's three tries waits this long for execution to take
+    # every queued intent; what is still queued after the last is left for the next start.
+    drain_timeout_s: PositiveFloat = 60.0
 
     @model_validator(mode="after")
     def _backoff_order(self) -> SupervisorConfig:

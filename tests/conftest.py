@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from appliance.model.records import INTENT, REPORT, TICK, OrderType, ReportKind, Side, TickKind
@@ -28,18 +29,24 @@ import netguard  # noqa: E402  (lives beside this file, also imported by child p
 netguard.install()
 
 
-# Test instances are named t<pid><hex> (harness.Appliance, tests/shm/conftest.py).
+# Test instances are named t<pid>x<hex>, <pid> the test process that made it
+# (harness.Appliance, tests/shm/conftest.py, tests/cluster/instances.py).
 _TEST_INSTANCE = re.compile(r"(?:sem\.)?(t\d[0-9a-z]*)\.")
+_MAKER = re.compile(r"t(\d+)x")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Reclaim what killed test runs left in shared memory (their cleanup never ran): every
     test instance whose owners are dead, once, before any test. Only in the controlling
-    process, so no worker of this run has created anything yet."""
+    process, so no worker of this run has created anything yet. An instance whose test
+    process lives is another run's, alongside this one, and may be stale on purpose (a
+    crash or an undrained stop, then the start that takes over): left to it."""
     if hasattr(session.config, "workerinput"):
         return
     for instance in sorted({m[1] for e in os.listdir(SHM_DIR) if (m := _TEST_INSTANCE.match(e))}):
-        reclaim_stale(instance)
+        maker = _MAKER.match(instance)
+        if maker is None or not psutil.pid_exists(int(maker[1])):
+            reclaim_stale(instance)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -117,7 +117,7 @@ def dynamind(
 
 
 def write_config(directory: Path, **overrides: Any) -> tuple[Path, str]:
-    instance = f"t{os.getpid()}{uuid.uuid4().hex[:6]}"
+    instance = f"t{os.getpid()}x{uuid.uuid4().hex[:6]}"
     values = {
         "instance": instance,
         "dir": directory,

@@ -19,7 +19,8 @@ class Exit(IntEnum):
     ERROR = 1  # an unexpected error (a traceback in the log: a bug to report)
     USAGE = 2  # the command line is wrong (argparse)
     HALTED = 10  # restart-intensity limit: a worker kept failing, the appliance stopped
-    UNDRAINED = 11  # stopped, but published intents could not be journaled first
+    UNDRAINED = 11  # stopped, but published intents could not be journaled first: they
+    # stay queued in shared memory, and the next start journals them as stale
     ALREADY_RUNNING = 12  # an appliance of the same instance name is running
     NOT_RUNNING = 13  # status/top/flatten: no appliance of that instance is running
     NO_SHM_SPACE = 14  # /dev/shm cannot hold the config's segments: nothing started
@@ -32,7 +33,8 @@ MEANING: dict[Exit, str] = {
     Exit.ERROR: "unexpected error (see the log)",
     Exit.USAGE: "bad command line",
     Exit.HALTED: "halted by the restart-intensity limit (a worker kept failing)",
-    Exit.UNDRAINED: "stopped with published intents not journaled (drain incomplete)",
+    Exit.UNDRAINED: "stopped with published intents not journaled (drain incomplete); "
+    "they stay queued, and the next start journals them as stale",
     Exit.ALREADY_RUNNING: "an appliance with this instance name is already running",
     Exit.NOT_RUNNING: "no running appliance with this instance name",
     Exit.NO_SHM_SPACE: "/dev/shm has too little room for the config's segments (nothing started)",

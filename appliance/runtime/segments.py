@@ -10,10 +10,17 @@ import logging
 from typing import Protocol, TypeVar
 
 from appliance.config import Config
-from appliance.model.records import INTENT, POSITION, REPORT, TICK
+from appliance.model.records import INTENT, POSITION, REPORT, TICK, RejectReason
 from appliance.runtime import layout, live_metrics, stale
 from appliance.runtime.board import Board
-from appliance.shm import BroadcastRing, RecordQueue, SegmentInUse, Stats, require_tso
+from appliance.shm import (
+    BroadcastRing,
+    RecordQueue,
+    SegmentError,
+    SegmentInUse,
+    Stats,
+    require_tso,
+)
 from appliance.shm.segment import full_name, live_owner, reclaim_stale
 from appliance.shm.snapshot import SharedSnapshot
 
@@ -110,6 +117,33 @@ class SegmentSet:
         """Intents published and not yet taken by execution (or the uplink), over every
         host."""
         return sum(len(iq) for iq, _ in self.queues)
+
+    def leave_queued(self, why: str) -> int:
+        """If published intents are still queued (a stop that could not drain them,
+        ``why``), close the intent queues without removing them: the next start journals
+        what they hold as stale (stale.py), and every host's head with it, before it
+        reclaims them. Returns how many intents were left; :meth:`destroy` removes the rest
+        of the set as ever."""
+        left = self.queued_intents()
+        if not left:
+            return 0
+        held = []
+        for iq, _ in self.queues:
+            held.append(f"{iq.segment.name} holds {len(iq)}")
+            self._made.remove(iq)
+            try:
+                iq.leave()
+            except SegmentError as exc:  # a semaphore stayed: reclaimed with the queue
+                log.warning("%s", exc)
+        log.critical(
+            "%d published intents not drained (%s) left in shared memory: %s; the next "
+            "start journals them as rejected (%s), never executed",
+            left,
+            why,
+            ", ".join(held),
+            RejectReason.STALE_AFTER_CRASH.name,
+        )
+        return left
 
     def destroy(self) -> None:
         for seg in reversed(self._made):

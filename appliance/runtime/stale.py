@@ -9,6 +9,9 @@ let go of it, and what it still holds is journaled as stale on the trading side
 in, the creation time of that appliance's stats segment, which the queue's header
 carries. Only then are the queues reclaimed. If the journal cannot take them, nothing is
 reclaimed and the start fails; the next start tries again.
+
+A stop that could not drain (segments.py, ``leave_queued``) leaves the intent queues still
+holding intents, and only those, for this same path.
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ def settle(config: Config, dead_stats_epoch: int | None, wait_s: float = RELEASE
                 f"{n} intents the crashed appliance left queued could not be journaled "
                 f"({type(exc).__name__}: {exc}); they stay in shared memory for the next start"
             ) from exc
-        log.warning("crashed run's queues: %s", summary)
+        log.warning("queues a crashed or undrained run left: %s", summary)
 
 
 def _journal(config: Config, epoch: str, queues: list[Leftover]) -> StaleSummary:

@@ -35,7 +35,6 @@ from appliance.trading.layout_check import LayoutMismatch, layout_problems
 log = logging.getLogger(__name__)
 
 LOOP_S = 0.05
-DRAIN_TIMEOUT_S = 60.0
 DRAIN_ATTEMPTS = 3
 
 
@@ -263,7 +262,7 @@ class Supervisor:
         for _ in range(DRAIN_ATTEMPTS):
             if not ex.alive:
                 self.children.spawn(ex)
-            self.children.stop([ex.name], Drain(), DRAIN_TIMEOUT_S)
+            self.children.stop([ex.name], Drain(), self.config.supervisor.drain_timeout_s)
             left = self.segments.queued_intents()
             if ex.proc.exitcode == 0 and left == 0:
                 return 0
@@ -278,7 +277,8 @@ class Supervisor:
         return left
 
     def stop(self) -> int:
-        """Intake first, then drain execution, then the rest; unlink every segment.
+        """Intake first, then drain execution, then the rest; unlink every segment but the
+        intent queues still holding intents (left for the next start to journal).
 
         Returns the number of published intents that could not be drained (0 normally).
         """
@@ -304,6 +304,8 @@ class Supervisor:
         finally:
             if hasattr(self, "_my_slot"):
                 self._my_slot.close()
+            drainer = self.inbox.last_status.get(layout.drainer(self.config), {})
+            self.segments.leave_queued(drainer.get("trading_why") or "the drain did not finish")
             self.segments.destroy()
             log.info("stopped; segments removed")
         return undrained

@@ -219,15 +219,16 @@ class SlotSegment:
         self._held.discard(byte)
         unlock(self.segment.fd, byte)
 
-    def _release(self, unlink: bool) -> list[str]:
-        """Close (and ``unlink``: remove) the semaphores and the segment; what stayed."""
+    def _release(self, unlink: bool, keep_records: bool = False) -> list[str]:
+        """Close (and ``unlink``: remove) the semaphores and, unless ``keep_records``, the
+        segment; what stayed."""
         problems = []
         for d in self._doorbells:
             if unlink and (problem := d.unlink()):
                 problems.append(problem)
             d.close()
         self._doorbells = []
-        if unlink:
+        if unlink and not keep_records:
             self.segment.unlink()
         self.records = None
         self.segment.close()
@@ -235,6 +236,15 @@ class SlotSegment:
 
     def close(self) -> None:
         self._release(unlink=False)
+
+    def leave(self) -> None:
+        """Owner only: close, leaving the segment named for a later process to attach
+        read-only and read what it holds; the semaphores, which only sleepers of a live
+        structure need, are removed. With its owner gone the segment is stale, and is
+        reclaimed like any other (``reclaim_stale``)."""
+        problems = self._release(unlink=True, keep_records=True)
+        if problems:
+            raise SegmentError(f"{self.segment.name} left, but: " + "; ".join(problems))
 
     def destroy(self) -> None:
         """Owner only: unlink the segment and its semaphores, then close.

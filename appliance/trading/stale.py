@@ -8,6 +8,10 @@ queues: each one the journal lacks in its epoch becomes an intent order REJECTED
 STALE_AFTER_CRASH. None is executed: the market it was decided on is gone, and the agent
 that sent it is not waiting for an answer any more. The audit trail then has no hole:
 every published intent of the epoch is in the journal exactly once.
+
+A stop that could not drain (execution halted by a full disk) leaves its intent queues
+holding intents for the same reason, and they take the same path: the intents are just as
+stale at the next start, and one reason keeps every audit of the journal the same.
 """
 
 from __future__ import annotations
@@ -86,7 +90,10 @@ def _orders(
     _, lots = validate_intents(intents, lot_sizes)
     sym = intents["symbol"].astype(np.intp)
     lot = lot_sizes[np.where(sym < len(lot_sizes), sym, 0)]
-    text = f"{REASON.name}: still queued when the appliance (epoch {epoch}) died; never executed"
+    text = (
+        f"{REASON.name}: still queued when the appliance (epoch {epoch}) crashed or stopped "
+        "undrained; never executed"
+    )
     out = []
     for i, r in enumerate(intents):
         limit = float(r["limit_price"])

@@ -19,7 +19,7 @@ START_S = 180.0
 
 
 def instance_name(tag: str) -> str:
-    return f"t{os.getpid()}{uuid.uuid4().hex[:4]}{tag}"
+    return f"t{os.getpid()}x{uuid.uuid4().hex[:4]}{tag}"
 
 
 def cluster_table(urls: list[str], prefix: str, **keys: Any) -> str:

@@ -4,18 +4,25 @@ Journal, paper venue state and metrics checkpoint live on a small tmpfs of the t
 Filling it must halt trading with the reason (log, `dynamind status`, STATUS=) and leave
 every intent in its queue; freeing it must resume trading by itself, and the clean stop's
 journal audit must find every published intent exactly once and positions equal to fills.
+A stop while the disk is full cannot drain: it leaves the intent queues holding their
+intents, and the next start journals them as stale.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
+from appliance.model.records import INTENT
+from appliance.runtime.exits import Exit
+from appliance.shm import RecordQueue, remove_instance
 from tests.harness import (
     Appliance,
     NotifySocket,
     assert_hosts_agree,
     assert_intents_accounted,
     assert_positions_equal_fills,
+    audit_journal,
     dynamind,
     queued_intents,
 )
@@ -25,13 +32,19 @@ def halted(msg: dict) -> bool:
     return "trading halted: storage failing" in msg.get("STATUS", "")
 
 
-def test_full_disk_halts_with_intents_queued_then_resumes(tmp_path, small_fs):
-    app = Appliance(tmp_path)
+def on_small_fs(app: Appliance, small_fs, supervisor: str = "") -> Appliance:
+    """``app`` with its journal and venue state on ``small_fs``; ``supervisor``: more keys
+    for its [supervisor] table."""
     text = app.config.read_text()
     for name in ("journal.sqlite", "venue.sqlite"):
-        text = text.replace(f"{tmp_path}/{name}", f"{small_fs.path}/{name}")
-    app.config.write_text(text)
+        text = text.replace(f"{app.dir}/{name}", f"{small_fs.path}/{name}")
+    app.config.write_text(text.replace("[supervisor]\n", f"[supervisor]\n{supervisor}"))
     app.journal_path = small_fs.path / "journal.sqlite"
+    return app
+
+
+def test_full_disk_halts_with_intents_queued_then_resumes(tmp_path, small_fs):
+    app = on_small_fs(Appliance(tmp_path), small_fs)
     sock = NotifySocket(tmp_path / "notify.sock")
     try:
         app.start(env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}).wait_ready()
@@ -66,3 +79,60 @@ def test_full_disk_halts_with_intents_queued_then_resumes(tmp_path, small_fs):
     finally:
         app.kill_all()
         sock.close()
+
+
+def test_a_stop_on_a_full_disk_leaves_the_intents_to_the_next_start(tmp_path, small_fs):
+    app = on_small_fs(Appliance(tmp_path), small_fs, "drain_timeout_s = 1.0\n")
+    try:
+        app.start().wait_ready()
+        app.wait_for(lambda: app.counter("execution", "fills") > 20, what="trading")
+        small_fs.fill()
+        app.wait_for_log("trading HALTED, storage failing: database or disk is full")
+        assert app.stop() == Exit.UNDRAINED
+        left, heads = _left_queues(app)
+        assert sum(left.values()) > 0, "the halt left nothing queued: the test proves nothing"
+        said = "published intents not drained (storage failing: database or disk is full) "
+        held = ", ".join(f"/{app.instance}.intents.{h} holds {n}" for h, n in left.items())
+        app.wait_for_log(f"{sum(left.values())} {said}left in shared memory: {held}")
+
+        small_fs.free()
+        app.log_path = app.dir / "second.log"
+        app.start().wait_ready()
+        # Left now: journaled as stale; or, the few execution journaled before the venue's
+        # file refused a write, journaled before (the audit below holds either way).
+        found = re.search(
+            rf"{sum(left.values())} intents left queued, (\d+) journaled as STALE_AFTER_CRASH, "
+            r"(\d+) journaled before",
+            app.log_path.read_text(),
+        )
+        assert found, app.log_tail()
+        stale, before = int(found[1]), int(found[2])
+        assert stale + before == sum(left.values())
+        taken = app.counter("execution", "intents")
+        app.wait_for(lambda: app.counter("execution", "intents") > taken + 100, what="trading")
+        assert app.stop() == 0
+        assert app.leftovers() == []
+        with app.journal() as db:
+            audit = audit_journal(db)  # every intent of both lifetimes exactly once
+            first = db.execute("SELECT epoch FROM runs ORDER BY run_id LIMIT 1").fetchone()[0]
+        assert audit.heads[first] == heads and len(audit.heads) == 2 and audit.clean_stops == 1
+        assert audit.stale == stale
+        assert_positions_equal_fills(app)
+        assert_hosts_agree(app)
+    finally:
+        app.kill_all()
+        remove_instance(app.instance)
+
+
+def _left_queues(app: Appliance) -> tuple[dict[int, int], dict[int, int]]:
+    """What an undrained stop left in /dev/shm, which must be the intent queues alone: per
+    host, the intents each holds and its head."""
+    assert app.leftovers() == [f"{app.instance}.intents.{h}" for h in (0, 1)]
+    left, heads = {}, {}
+    for h in (0, 1):
+        q = RecordQueue.attach(app.instance, f"intents.{h}", INTENT, read_only=True)
+        try:
+            left[h], heads[h] = len(q), int(q.head)
+        finally:
+            q.close()
+    return left, heads

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from appliance.model.records import INTENT, TICK
-from appliance.shm import RecordQueue, SegmentInUse
+from appliance.shm import RecordQueue, SegmentInUse, list_names
+from appliance.shm.segment import reclaim_stale
 from tests.shm.procs import REC, check, make, queue_consumer, queue_peeker, queue_producer
 
 # -- in one process -----------------------------------------------------------------------
@@ -36,6 +37,23 @@ def test_push_peek_advance_wraparound(instance: str) -> None:
         assert check(out, sent) == (True, 0) and len(c) == 0
     finally:
         q.destroy()
+
+
+def test_a_left_queue_keeps_its_records_for_a_later_reader(instance: str) -> None:
+    q = RecordQueue.create(instance, "q", REC, 16)
+    p = q.producer("block")
+    p.push(make(0, 5))
+    p.close()
+    q.leave()
+    del p, q  # their views keep the mapping, and with it the owner's lock
+    # the segment alone stays: no semaphore, no owner
+    assert list_names(instance) == [f"{instance}.q"]
+    later = RecordQueue.attach(instance, "q", REC, read_only=True)
+    try:
+        assert len(later) == 5 and check(later.unconsumed(), 0) == (True, 0)
+    finally:
+        later.close()
+    assert reclaim_stale(instance) == [f"{instance}.q"]
 
 
 def test_negative_counts_are_refused(instance: str) -> None:
