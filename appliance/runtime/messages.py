@@ -27,7 +27,13 @@ class Message(msgspec.Struct, frozen=True, tag_field="kind", forbid_unknown_fiel
 
 
 class Stop(Message, tag="stop"):
-    """Stop intake and leave the loop (execution: unless draining)."""
+    """Stop intake and leave the loop (execution: unless draining).
+
+    ``check``: agent hosts compare their positions with execution's first; False when
+    execution takes no intents (its storage fails), so the comparison could never settle.
+    """
+
+    check: bool = True
 
 
 class Drain(Message, tag="drain"):

@@ -288,11 +288,12 @@ class Supervisor:
             if self.children:
                 intake = [c.name for c in self.children if c.process.role in INTAKE]
                 self._execution_up(wait=True)
+                status = self.inbox.last_status.get(layout.drainer(self.config), {})
                 # While the intake stops, execution stays up (restarted if it dies).
                 # The hosts' positions checks may wait that long for execution to settle.
                 self.children.stop(
                     intake,
-                    Stop(),
+                    Stop(check=status.get("takes_intents", True)),
                     SETTLE_TIMEOUT_S + STOP_TIMEOUT_S,
                     lambda: self._execution_up(wait=False),
                 )

@@ -72,6 +72,7 @@ class Worker:
         )
         self.c = {name: self.slot.counter(name) for name in COUNTERS}
         self.stopping = False  # stop intake and leave the loop
+        self.check_at_stop = True  # agent hosts: compare positions with execution's first
         self.draining = False  # execution: finish what is queued, then leave
         self.messages: list[Message] = []  # control messages for the role to handle
         self._subscribed: set[type[Message]] = set()
@@ -108,8 +109,9 @@ class Worker:
         got = False
         for msg in self.down.receive():
             match msg:
-                case Stop():
+                case Stop(check=check):
                     self.stopping = True
+                    self.check_at_stop = check
                 case Drain():
                     self.draining = True
                 case Reload():

@@ -116,11 +116,16 @@ class StorageHalt:
         return True
 
     def status(self) -> dict[str, Any]:
-        """The engine's status; while halted the last one's figures, trading halted, and
-        ``trading_why`` the reason."""
+        """The engine's status; while halted the last one's figures, trading halted,
+        ``trading_why`` the reason and ``takes_intents`` False."""
         if self.engine is not None:
             return self.engine.status()
-        return {**self._last, "trading": TradingState.HALTED.value, "trading_why": self.reason}
+        return {
+            **self._last,
+            "trading": TradingState.HALTED.value,
+            "trading_why": self.reason,
+            "takes_intents": False,
+        }
 
     def close(self) -> None:
         if self.engine is not None:

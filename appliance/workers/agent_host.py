@@ -221,6 +221,10 @@ def main(w: Worker) -> None:
                 host.resync_positions()  # warm-up marked agents pending: clear that
             host.on_ticks(view, emit=not host.warm)
         if not w.orphaned:  # a stop, not an orphaning
-            w.send(host.check_positions())
+            w.send(
+                host.check_positions()
+                if w.check_at_stop
+                else PositionsCheck(0, skipped="execution takes no intents (storage failing)")
+            )
     finally:
         host.close()

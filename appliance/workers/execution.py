@@ -132,6 +132,7 @@ def main(w: Worker) -> None:
         _recovered(guard.call(ExecutionEngine.positions) or {}, summary, links, resumed=False)
     batch = cfg.execution.batch
     next_status = next_desk = 0.0
+    halted = guard.engine is None  # as the last status said
     configured = cfg.trading.state  # trading.state as the config file last said
     flattening = False
     desk = TradingDesk(cfg.instance, cfg.operator_group)
@@ -177,8 +178,9 @@ def main(w: Worker) -> None:
                 _serve_desk(desk, guard, w, out)
                 # A flatten ends when trading leaves reduce-only (a resume, a halt).
                 flattening = flattening and _reduce_only_or_down(guard)
-            if now >= next_status:
+            if now >= next_status or halted != (guard.engine is None):  # a halt shows at once
                 next_status = now + w.config.status_interval_s
+                halted = guard.engine is None
                 if flattening:  # what the last round could not close: try again
                     flattening = guard.call(_flatten, w, out) is not False
                 w.send(Status(guard.status()))

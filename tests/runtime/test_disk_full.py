@@ -89,6 +89,8 @@ def test_a_stop_on_a_full_disk_leaves_the_intents_to_the_next_start(tmp_path, sm
         small_fs.fill()
         app.wait_for_log("trading HALTED, storage failing: database or disk is full")
         assert app.stop() == Exit.UNDRAINED
+        # the hosts did not wait for a positions check that could never settle
+        app.wait_for_log("execution takes no intents (storage failing)")
         left, heads = _left_queues(app)
         assert sum(left.values()) > 0, "the halt left nothing queued: the test proves nothing"
         said = "published intents not drained (storage failing: database or disk is full) "
