@@ -312,10 +312,7 @@ class ExecutionEngine:
         fills = self.venue.on_ticks(ticks)
         b = self._batch()
         b.apply_fills(fills)
-        for status in self.venue.ended():  # e.g. cancelled at the exchange, not by us
-            vo = self.book.venue_orders.get(status.client_id)
-            if vo is not None:
-                b.apply_status(vo, status)
+        b.apply_ended(self.venue.ended())
         if self.book.in_doubt:  # not only when intents arrive: a quiet engine settles them too
             self._recovery.retry_in_doubt(b)
         self._switch.kill_switch(b)

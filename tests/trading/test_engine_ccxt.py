@@ -62,9 +62,9 @@ def test_a_fill_and_a_cancel_before_the_stream_is_live_are_journaled_once_withou
         time.sleep(0.02)
     assert [k for s, k, _ in seen if s == 0] == ["FILL"] * len(sim.sim.engine.account.trades)
     trade_ids = [t["id"] for t in other.fetch_my_trades("OMG/BUSD")]
-    assert [f.venue_fill_id for f in e.journal.fills()] == trade_ids  # each once
-    assert e.journal.venue_order(ids["OMGBUSD"]).state == OrderState.FILLED
-    assert e.journal.venue_order(ids["CRVUSDT"]).state == OrderState.CANCELED
+    assert [f.venue_fill_id for f in e.journal.reads.fills()] == trade_ids  # each once
+    assert e.journal.reads.venue_order(ids["OMGBUSD"]).state == OrderState.FILLED
+    assert e.journal.reads.venue_order(ids["CRVUSDT"]).state == OrderState.CANCELED
     intent = [journal_rows.order(e.journal, e.journal.intent_client_id(0, q)) for q in (0, 1)]
     assert [o.state for o in intent] == [OrderState.FILLED, OrderState.CANCELED]
     assert e.positions() == {(0, 0, 0, OMG): 1.0} and e.open_orders == 0

@@ -69,6 +69,7 @@ def test_a_fill_before_the_subscription_is_live_is_reported_without_a_restart(
     sim.call(_start_replay(sim))
     wait_for(lambda: exchange_status(sim, "8-v1") == "FILLED", "the fill at the exchange")
     assert venue.on_ticks(NO_TICKS) == []  # nothing pushed it: not subscribed yet
+    assert venue.watcher.sweep.passes == 0  # the subscription is not taken for live early
     assert sim_post(sim, "release") == {"released": 1}
     fills = reported(venue, 1.0)
     assert [f.venue_fill_id for f in fills] == trade_ids(sim, "OMG/BUSD")
@@ -92,9 +93,10 @@ def test_a_fill_the_stream_lost_is_reported_by_the_safety_net_once(make_sim, mak
     assert sim.sim.users.lost["executionReport"] == 0  # it was lost
     assert len(sim.sim.users.api) == 1 and venue.watcher.reconnects == 0  # no disconnect
     assert [s.state for s in venue.ended()] == [OrderState.FILLED]
-    passes = venue.watcher.sweep.passes
+    passes, asked = venue.watcher.sweep.passes, dict(sim.sim.requests)
     wait_for(lambda: venue.watcher.sweep.passes >= passes + 2, "two more passes")
     assert venue.on_ticks(NO_TICKS) == [] and venue.ended() == []  # once
+    assert sim.sim.requests == asked  # no open order: no request
 
 
 def test_a_fill_seen_by_the_stream_and_the_safety_net_is_reported_once(
