@@ -275,6 +275,10 @@ class CcxtVenueConfig(CcxtConfig):
     # poll_interval_s), "auto" (watch where the exchange supports it).
     updates: Literal["auto", "watch", "poll"] = "auto"
     poll_interval_s: PositiveFloat = 1.0
+    # Watch mode's REST safety net: the open orders are checked over REST (per symbol with
+    # open orders) right after each subscription becomes live and every this many seconds,
+    # for fills the stream did not deliver and orders that ended without an event.
+    reconcile_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
 
 class FeedConfig(_Model):

@@ -20,7 +20,7 @@ from appliance.model.records import INTENT, REPORT, TICK, OrderType, ReportKind,
 from appliance.shm.files import SHM_DIR
 from appliance.shm.segment import reclaim_stale
 from tests.harness import MARKET_MAKERS, Appliance
-from tests.loopback import make_sim  # noqa: F401  (the loopback exchange fixture)
+from tests.loopback import make_sim, make_venue  # noqa: F401  (loopback exchange fixtures)
 
 _GUARD_DIR = Path(__file__).parent / "netguard"
 sys.path.insert(0, str(_GUARD_DIR))

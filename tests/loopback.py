@@ -1,18 +1,23 @@
-"""The loopback exchange in a thread of the test process, ccxt clients for it, and the
-capture files read directly (what tests check clients against)."""
+"""The loopback exchange in a thread of the test process, ccxt clients and venues for it, and
+the capture files read directly (what tests check clients against)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from appliance.exsim import ExchangeSim, bound_port, client_urls, load_capture, serve
 from appliance.markets import Credentials, ExchangeSettings, make_exchange
+from appliance.venues.ccxt_state import CcxtVenueState
+from appliance.venues.ccxt_venue import CcxtVenue
+from appliance.venues.ccxt_watch import TradeWatcher
 
 DATA = Path(__file__).resolve().parent / "data"
 KEY, SECRET = "test-key", "test-secret"
@@ -54,6 +59,52 @@ def settings(exchange_id: str, port: int, secret: str = SECRET, **kw) -> Exchang
 
 def client(exchange_id: str, port: int, secret: str = SECRET, *, pro: bool = True):
     return make_exchange(settings(exchange_id, port, secret), pro=pro)
+
+
+#: The venue tests' instruments (binance-us markets): (ccxt symbol, tick, lot).
+INSTRUMENTS = [("CRV/USDT", 0.001, 0.1), ("OMG/BUSD", 0.0001, 0.01)]
+CRV, OMG = 0, 1
+
+
+@pytest.fixture
+def make_venue() -> Iterator:
+    """make_venue(sim, folder, watch=False, secret=SECRET, sweep_s=5.0, **kw): a started
+    ccxt venue on the binanceus classes, its state file in ``folder``; ``watch``: fills
+    through ccxt.pro, with the REST safety net every ``sweep_s``. Closed after the test."""
+    venues: list[CcxtVenue] = []
+
+    def make(
+        sim: SimThread, folder: Path, *, watch=False, secret=SECRET, sweep_s=5.0, **kw
+    ) -> CcxtVenue:
+        s = settings("binanceus", sim.port, secret)
+        watcher = None
+        if watch:
+            pro = functools.partial(make_exchange, s, pro=True)
+            watcher = TradeWatcher(pro, s.credentials.scrub, sweep_interval_s=sweep_s)
+        venue = CcxtVenue(
+            make_exchange(s, pro=False),
+            INSTRUMENTS,
+            CcxtVenueState(folder / "venue.sqlite", synchronous="NORMAL"),
+            s.credentials,
+            watcher=watcher,
+            retry_backoff_s=0.01,
+            poll_interval_s=0.05,
+            **kw,
+        )
+        venue.start()
+        venues.append(venue)
+        return venue
+
+    yield make
+    for v in venues:
+        v.close()
+
+
+def sim_post(sim: SimThread, what: str, **query) -> dict:
+    """One of the simulator's own requests (``/sim/<what>``), e.g. a fault to inject."""
+    answer = requests.post(f"http://127.0.0.1:{sim.port}/sim/{what}", params=query, timeout=5)
+    answer.raise_for_status()
+    return answer.json()
 
 
 @pytest.fixture

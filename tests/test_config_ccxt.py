@@ -41,6 +41,14 @@ def test_keys_in_the_config_are_refused(tmp_path, where):
     assert "keys never go in the config" in errors_of(tmp_path, text)
 
 
+@pytest.mark.parametrize("value", ["0", "-1.0", "7200"])
+def test_the_safety_net_interval_is_checked(tmp_path, value):
+    text = EXAMPLE.read_text().replace(
+        "reconcile_interval_s = 5.0", f"reconcile_interval_s = {value}"
+    )
+    assert "execution.ccxt.reconcile_interval_s" in errors_of(tmp_path, text)
+
+
 def test_instruments_are_checked_against_a_markets_file(make_sim, tmp_path):
     sim = make_sim("binance-us")
     rest = make_exchange(settings("binanceus", sim.port), pro=False)

@@ -6,8 +6,10 @@ book). Signed (auth.py: HMAC-SHA256 of the query string and body, key in ``X-MBX
 trades, account. ``userDataStream`` (key only) creates, keeps alive and closes listenKeys
 for ``/ws/<listenKey>``. ``/ws-api/v3`` answers ``userDataStream.subscribe.signature``
 (what ccxt.pro uses for spot ``watch_orders``/``watch_my_trades``/``watch_balance``),
-``ping`` and ``time``. ``/sim/status``, ``POST /sim/drop`` (close client websockets) and
-``POST /sim/delay`` (answer requests late: a client's timeout after the exchange acted) are
+``ping`` and ``time``. ``/sim/status``, ``POST /sim/drop`` (close client websockets),
+``POST /sim/delay`` (answer requests late: a client's timeout after the exchange acted),
+``POST /sim/hold`` and ``/sim/release`` (user-data subscriptions wait, unanswered, in
+between) and ``POST /sim/lose`` (user-data events not sent, the streams staying open) are
 the simulator's own, for demonstrations and tests of failure handling.
 """
 
@@ -112,6 +114,9 @@ class ExchangeSim:
         app.router.add_get("/sim/status", self._status)
         app.router.add_post("/sim/drop", self._drop)
         app.router.add_post("/sim/delay", self._delay)
+        app.router.add_post("/sim/hold", self._hold)
+        app.router.add_post("/sim/release", self._release)
+        app.router.add_post("/sim/lose", self._lose)
         app.on_startup.append(self._start_replay)
         app.on_cleanup.append(self._stop_replay)
         return app
@@ -248,7 +253,7 @@ class ExchangeSim:
     async def _ws_user(self, request: web.Request, key: str) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        self.users.keyed[ws] = key
+        self.users.subscribe_keyed(ws, key)
         try:
             async for _ in ws:
                 pass
@@ -262,12 +267,14 @@ class ExchangeSim:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    await ws.send_str(orjson.dumps(self._api_request(ws, msg.data)).decode())
+                    answer = self._api_request(ws, msg.data)
+                    if answer is not None:  # None: a held subscription, answered later
+                        await ws.send_str(orjson.dumps(answer).decode())
         finally:
             self.users.forget(ws)
         return ws
 
-    def _api_request(self, ws: web.WebSocketResponse, text: str) -> dict[str, Any]:
+    def _api_request(self, ws: web.WebSocketResponse, text: str) -> dict[str, Any] | None:
         try:
             req = orjson.loads(text)
             rid, method, params = req.get("id"), req.get("method"), req.get("params") or {}
@@ -280,8 +287,7 @@ class ExchangeSim:
                 return {"id": rid, "status": 200, "result": {"serverTime": _ms()}}
             if method == "userDataStream.subscribe.signature":
                 self.auth.check_ws_signature(params)
-                sid = self.users.subscribe_api(ws)
-                return {"id": rid, "status": 200, "result": {"subscriptionId": sid}}
+                return self.users.subscribe_api(ws, rid)
             if method == "userDataStream.unsubscribe":
                 self.users.forget(ws)
                 return {"id": rid, "status": 200, "result": {}}
@@ -299,6 +305,7 @@ class ExchangeSim:
                 "frames_sent": self.replay.frames_sent,
                 "market_connections": len(self.market.conns),
                 "user_connections": len(self.users.api) + len(self.users.keyed),
+                "held_subscriptions": len(self.users.waiting),
                 "orders": len(self.engine.account.orders),
                 "trades": len(self.engine.account.trades),
                 "requests": dict(self.requests),
@@ -311,6 +318,21 @@ class ExchangeSim:
         count, seconds = int(request.query.get("count", 1)), float(request.query["seconds"])
         self.delays.setdefault(path, []).extend([seconds] * count)
         return _json({"path": path, "delays": self.delays[path]})
+
+    async def _hold(self, request: web.Request) -> web.Response:
+        """Leave new user-data subscriptions unanswered, receiving nothing, until release."""
+        self.users.held = True
+        return _json({"held": True})
+
+    async def _release(self, request: web.Request) -> web.Response:
+        return _json({"released": await self.users.release()})
+
+    async def _lose(self, request: web.Request) -> web.Response:
+        """Send none of the next ``count`` user-data events of type ``event`` (default
+        executionReport), the streams staying open: what a lost frame looks like."""
+        event = request.query.get("event", "executionReport")
+        self.users.lost[event] += int(request.query.get("count", 1))
+        return _json({"lose": dict(self.users.lost)})
 
     async def _drop(self, request: web.Request) -> web.Response:
         """Close client websockets: ``?what=market`` (default), ``user`` or ``all``."""

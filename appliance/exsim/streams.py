@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -126,22 +127,56 @@ class MarketHub:
 
 
 class UserHub:
-    """User-data subscribers: WebSocket-API subscriptions and listenKey streams."""
+    """User-data subscribers: WebSocket-API subscriptions and listenKey streams.
+
+    Two faults for tests and demonstrations: ``hold`` leaves new subscriptions unanswered
+    (and receiving nothing) until ``release``, as a slow exchange does; ``lose`` drops the
+    next events of a kind without closing any stream, as a lost frame does.
+    """
 
     def __init__(self) -> None:
         self.api: dict[web.WebSocketResponse, int] = {}  # ws-api socket -> subscriptionId
         self.keyed: dict[web.WebSocketResponse, str] = {}  # listenKey socket -> key
         self.listen_keys: dict[str, float] = {}  # key -> last keepalive (monotonic)
+        self.held = False
+        self.lost: Counter[str] = Counter()  # event type -> events still to lose
+        self.waiting: list[tuple[web.WebSocketResponse, Any, str | None]] = []
         self._next_sub = 0
 
-    def subscribe_api(self, ws: web.WebSocketResponse) -> int:
+    def subscribe_api(self, ws: web.WebSocketResponse, rid: Any) -> dict[str, Any] | None:
+        """The answer to a ws-api subscribe request with id ``rid`` (None while held)."""
+        if self.held:
+            self.waiting.append((ws, rid, None))
+            return None
         sid = self._next_sub
         self._next_sub += 1
         self.api[ws] = sid
-        return sid
+        return {"id": rid, "status": 200, "result": {"subscriptionId": sid}}
+
+    def subscribe_keyed(self, ws: web.WebSocketResponse, key: str) -> None:
+        if self.held:
+            self.waiting.append((ws, None, key))
+        else:
+            self.keyed[ws] = key
+
+    async def release(self) -> int:
+        """Answer and start the subscriptions held since ``hold``; how many."""
+        self.held = False
+        waiting, self.waiting = self.waiting, []
+        for ws, rid, key in waiting:
+            if key is not None:
+                self.subscribe_keyed(ws, key)
+            elif (answer := self.subscribe_api(ws, rid)) is not None:
+                await self._send(ws, answer)
+        return len(waiting)
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
         for ev in events:
+            kind = ev.get("e", "")
+            if self.lost[kind] > 0:
+                self.lost[kind] -= 1
+                log.info("lost a %s user-data event (as asked)", kind)
+                continue
             for ws, sid in list(self.api.items()):
                 await self._send(ws, {"subscriptionId": sid, "event": ev})
             for ws in list(self.keyed):
@@ -157,10 +192,11 @@ class UserHub:
     def forget(self, ws: web.WebSocketResponse) -> None:
         self.api.pop(ws, None)
         self.keyed.pop(ws, None)
+        self.waiting = [w for w in self.waiting if w[0] is not ws]
 
     async def drop(self) -> int:
-        socks = [*self.api, *self.keyed]
-        self.api, self.keyed = {}, {}
+        socks = [*self.api, *self.keyed, *(w[0] for w in self.waiting)]
+        self.api, self.keyed, self.waiting = {}, {}, []
         for ws in socks:
             await ws.close(code=1001, message=b"dropped by the exchange simulator")
         return len(socks)

@@ -213,6 +213,14 @@ class Batch:
                 self.apply_status(vo, OrderStatus(vo.client_order_id, _S.ACCEPTED))
             self._venue_fill(vo, f)
 
+    def apply_ended(self, statuses: list[OrderStatus]) -> None:
+        """Orders the venue found over by itself (e.g. cancelled at the exchange, not by
+        us); their fills came with ``apply_fills``."""
+        for status in statuses:
+            vo = self.book.venue_orders.get(status.client_id)
+            if vo is not None:
+                self.apply_status(vo, status)
+
     def venue_rejected(self, vo: VenueOrder, reason: int, text: str) -> None:
         vo.advance(_S.REJECTED)
         vo.reason, vo.reason_text = int(reason), text

@@ -312,6 +312,7 @@ class ExecutionEngine:
         fills = self.venue.on_ticks(ticks)
         b = self._batch()
         b.apply_fills(fills)
+        b.apply_ended(self.venue.ended())
         if self.book.in_doubt:  # not only when intents arrive: a quiet engine settles them too
             self._recovery.retry_in_doubt(b)
         self._switch.kill_switch(b)

@@ -77,6 +77,11 @@ class Venue(Protocol):
         """Market data moved: the fills of resting orders that it caused."""
         ...
 
+    def ended(self) -> list[OrderStatus]:
+        """Orders the venue found over by itself since the last call (e.g. cancelled or
+        expired at an exchange); their fills come from ``on_ticks``."""
+        ...
+
     def fetch_order(self, client_id: str) -> OrderStatus | None:
         """State and every fill of an order, or None if the venue never received it."""
         ...

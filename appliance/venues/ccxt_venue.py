@@ -10,7 +10,13 @@
 - Fills come from ccxt.pro ``watch_my_trades`` (a thread, see ccxt_watch.py) where the
   exchange has it, else by polling each open order; each carries the exchange's trade id.
   After the watcher reconnects, trades of open orders are fetched over REST before the
-  next order is taken, so nothing that happened during the outage is missed.
+  next order is taken, so nothing that happened during the outage is missed. In watch mode
+  a REST safety net (ccxt_sweep.py, on the watcher's thread) also reconciles the open
+  orders after each subscription and periodically: fills the stream never delivered, and
+  orders that ended at the exchange without an event.
+- Every fill is reported once (by the exchange's trade id), whichever path saw it first;
+  orders the venue finds over by itself (an exchange-side cancel or expiry, a fill missed)
+  are handed to the engine by ``ended``.
 - Keys never reach a log line or an error text: every message from ccxt is scrubbed.
 """
 
@@ -20,7 +26,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import ccxt
@@ -30,27 +35,16 @@ from appliance.markets import Credentials, instrument_problems
 from appliance.model.orders import OrderState
 from appliance.model.records import OrderType, RejectReason
 from appliance.venues.base import OrderRequest, OrderStatus, QuoteBook, VenueFill
+from appliance.venues.ccxt_orders import VenueOrders
 from appliance.venues.ccxt_state import CcxtVenueState
+from appliance.venues.ccxt_sweep import Tracked
 from appliance.venues.ccxt_watch import TradeWatcher
 
 log = logging.getLogger(__name__)
 
-_STATES = {
-    "closed": OrderState.FILLED,
-    "canceled": OrderState.CANCELED,
-    "expired": OrderState.CANCELED,
-    "rejected": OrderState.REJECTED,
-}
-
 
 class VenueError(RuntimeError):
     """The venue cannot run (refused instruments, no keys) or gets no answer at all."""
-
-
-@dataclass
-class _Open:
-    symbol: int
-    exchange_id: str | None
 
 
 class CcxtVenue:
@@ -80,8 +74,7 @@ class CcxtVenue:
         self.poll_interval_s = poll_interval_s
         self._sleep = sleep
         self.quotes = QuoteBook(len(self.symbols))
-        self._open: dict[str, _Open] = {}
-        self._reported: set[tuple[str, str]] = set()
+        self.orders = VenueOrders(self.symbols, self._track if watcher is not None else None)
         self._pending: list[dict[str, Any]] = []  # watched trades of orders not mapped yet
         self._ready: list[VenueFill] = []  # fills fetched after a reconnect
         self._next_poll = 0.0
@@ -147,7 +140,9 @@ class CcxtVenue:
                                    reason_text=text, duplicate=duplicate)  # fmt: skip
             self.state.attempt(cid, "send", "ok")
             self.sent += 1
-            return self._status(cid, order.symbol, answer, answer.get("trades") or ())
+            return self._reported(
+                self._status(cid, order.symbol, answer, answer.get("trades") or ())
+            )
         raise VenueError(f"order {cid} on {symbol}: no answer after {self.retries + 1} attempts")
 
     def cancel(self, client_id: str) -> OrderStatus | None:
@@ -166,7 +161,7 @@ class CcxtVenue:
 
     def fetch_order(self, client_id: str) -> OrderStatus | None:
         sym = self._symbol(client_id)
-        return None if sym is None else self._lookup(client_id, sym)
+        return None if sym is None else self._reported(self._lookup(client_id, sym))
 
     def open_orders(self) -> list[OrderStatus]:
         out = []
@@ -186,39 +181,66 @@ class CcxtVenue:
         self._catch_up()
         fills, self._ready = self._ready, []
         if self.watcher is not None and self.watcher.error is None:
-            while not self.watcher.trades.empty():
-                self._pending.append(self.watcher.trades.get())
-            pending, self._pending = self._pending, []
-            for trade in pending:
-                cid = self.state.client_id(str(trade.get("order")))
-                if cid is None:
-                    self._pending.append(trade)  # its submit has not returned yet
-                else:
-                    fills += self._fills(cid, [trade])
-            self._pending = self._pending[-10_000:]
+            fills += self._watched() + self._swept()
         elif time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.poll_interval_s
-            for cid in list(self._open):
-                status = self.fetch_order(cid)
-                fills += list(status.fills) if status else []
-        return [f for f in fills if self._new_fill(f)]
+            fills += self._poll()
+        return self.orders.unreported(fills)
+
+    def ended(self) -> list[OrderStatus]:
+        """Orders the venue found over by itself since the last call (their fills come
+        from ``on_ticks``): cancelled or expired at the exchange, or filled unseen."""
+        return self.orders.ended()
+
+    def _watched(self) -> list[VenueFill]:
+        """Fills of the trades the stream pushed, once their orders are mapped."""
+        while not self.watcher.trades.empty():
+            self._pending.append(self.watcher.trades.get())
+        fills: list[VenueFill] = []
+        pending, self._pending = self._pending, []
+        for trade in pending:
+            cid = self.state.client_id(str(trade.get("order")))
+            if cid is None:
+                self._pending.append(trade)  # its submit has not returned yet
+            else:
+                fills += self._fills(cid, [trade])
+        self._pending = self._pending[-10_000:]
+        return fills
+
+    def _swept(self) -> list[VenueFill]:
+        """What the REST safety net found: missed fills, orders found over."""
+        found = self.watcher.sweep.found
+        fills: list[VenueFill] = []
+        while not found.empty():
+            s = found.get()
+            sym = self.orders.symbol(s.client_id)
+            if sym is not None:  # else settled meanwhile, with all its fills
+                fills += self.orders.found(self._status(s.client_id, sym, s.order, s.trades))
+        return fills
+
+    def _poll(self) -> list[VenueFill]:
+        fills: list[VenueFill] = []
+        for cid, o in list(self.orders.open.items()):
+            status = self._lookup(cid, o.symbol)
+            fills += self.orders.found(status) if status else []
+        return fills
 
     def _catch_up(self) -> None:
         """After the watcher reconnected: every open order's fills, over REST."""
         if self.watcher is None or self.watcher.reconnects == self._seen_reconnects:
             return
         self._seen_reconnects = self.watcher.reconnects
-        for cid in list(self._open):
-            status = self.fetch_order(cid)
-            self._ready += list(status.fills) if status else []
-        log.info("order updates reconnected: %d open orders checked over REST", len(self._open))
+        n = len(self.orders.open)
+        self._ready += self._poll()
+        log.info("order updates reconnected: %d open orders checked over REST", n)
 
-    def _new_fill(self, f: VenueFill) -> bool:
-        key = (f.client_id, f.venue_fill_id)
-        if key in self._reported:
-            return False
-        self._reported.add(key)
-        return True
+    def _reported(self, status: OrderStatus) -> OrderStatus:
+        """``status`` goes to the engine with all its fills: none is reported again."""
+        self.orders.unreported(status.fills)
+        return status
+
+    def _track(self, orders: tuple[Tracked, ...]) -> None:
+        self.watcher.sweep.orders = orders  # what the safety net checks
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -266,17 +288,10 @@ class CcxtVenue:
 
     def _status(self, cid: str, sym: int, o: dict[str, Any], trades: Sequence[dict]) -> OrderStatus:
         if o.get("id"):
-            if cid in self._open or o.get("status") == "open":
-                self._open[cid] = _Open(sym, str(o["id"]))
             self.state.set_exchange_id(cid, str(o["id"]))
-        filled = float(o.get("filled") or 0.0)
-        state = _STATES.get(o.get("status") or "")
-        if state is None:  # open
-            state = OrderState.PARTIALLY_FILLED if filled > 0 else OrderState.ACCEPTED
-        else:
-            self._open.pop(cid, None)
+        state = self.orders.note(cid, sym, o)
         fills = tuple(self._fills(cid, trades, o.get("lastTradeTimestamp") or o.get("timestamp")))
-        return OrderStatus(cid, state, filled, fills)
+        return OrderStatus(cid, state, float(o.get("filled") or 0.0), fills)
 
     def _fills(
         self, cid: str, trades: Sequence[dict], default_ms: int | None = None
@@ -304,8 +319,8 @@ class CcxtVenue:
         return market["base"], market["quote"]
 
     def _symbol(self, cid: str) -> int | None:
-        known = self._open.get(cid)
-        return known.symbol if known is not None else self.state.symbol(cid)
+        sym = self.orders.symbol(cid)
+        return sym if sym is not None else self.state.symbol(cid)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A read-only request, retried on network errors (reads are always safe to repeat)."""

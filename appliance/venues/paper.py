@@ -304,6 +304,9 @@ class PaperVenue:
     def open_orders(self) -> list[OrderStatus]:
         return [s for cid in list(self._resting) if (s := self.fetch_order(cid)) is not None]
 
+    def ended(self) -> list[OrderStatus]:
+        return []  # resting orders end only by a fill or a cancel asked for
+
     # ---- market data --------------------------------------------------------------------
 
     def on_ticks(self, ticks: np.ndarray) -> list[VenueFill]:

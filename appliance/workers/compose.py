@@ -171,7 +171,9 @@ def ccxt_venue(cfg: Config) -> CcxtVenue:
     watcher = None
     if watch:
         watcher = TradeWatcher(
-            lambda: make_exchange(settings, pro=True), settings.credentials.scrub
+            lambda: make_exchange(settings, pro=True),
+            settings.credentials.scrub,
+            sweep_interval_s=t.reconcile_interval_s,
         )
     v = CcxtVenue(
         make_exchange(settings, pro=False),

@@ -15,30 +15,7 @@ from appliance.model.records import TICK, OrderType, RejectReason, Side
 from appliance.venues.base import OrderRequest
 from appliance.venues.ccxt_state import CcxtVenueState
 from appliance.venues.ccxt_venue import CcxtVenue, VenueError
-from appliance.venues.ccxt_watch import TradeWatcher
-from tests.loopback import KEY, SECRET, settings
-
-INSTRUMENTS = [("CRV/USDT", 0.001, 0.1), ("OMG/BUSD", 0.0001, 0.01)]
-CRV, OMG = 0, 1
-
-
-def make_venue(sim, tmp_path, *, watch=False, secret=SECRET, **kw) -> CcxtVenue:
-    s = settings("binanceus", sim.port, secret)
-    watcher = (
-        TradeWatcher(lambda: make_exchange(s, pro=True), s.credentials.scrub) if watch else None
-    )
-    venue = CcxtVenue(
-        make_exchange(s, pro=False),
-        INSTRUMENTS,
-        CcxtVenueState(tmp_path / "venue.sqlite", synchronous="NORMAL"),
-        s.credentials,
-        watcher=watcher,
-        retry_backoff_s=0.01,
-        poll_interval_s=0.05,
-        **kw,
-    )
-    venue.start()
-    return venue
+from tests.loopback import CRV, INSTRUMENTS, KEY, OMG, settings
 
 
 def quote(symbol: int, bid: float, ask: float) -> np.ndarray:
@@ -64,7 +41,9 @@ def limit(cid, symbol, side, qty, price):
         (market("1-v1", CRV, Side.BUY, 1.0), "cost 2.648 below the market minimum 10"),
     ],
 )
-def test_orders_that_cannot_be_valid_are_rejected_and_never_sent(make_sim, tmp_path, order, why):
+def test_orders_that_cannot_be_valid_are_rejected_and_never_sent(
+    make_sim, make_venue, tmp_path, order, why
+):
     sim = make_sim("binance-us")
     venue = make_venue(sim, tmp_path)
     venue.on_ticks(quote(CRV, 2.64, 2.648))
@@ -75,7 +54,7 @@ def test_orders_that_cannot_be_valid_are_rejected_and_never_sent(make_sim, tmp_p
     venue.close()
 
 
-def test_market_order_fills_with_the_exchange_trade_ids(make_sim, tmp_path):
+def test_market_order_fills_with_the_exchange_trade_ids(make_sim, make_venue, tmp_path):
     sim = make_sim("binance-us")
     venue = make_venue(sim, tmp_path)
     venue.on_ticks(quote(CRV, 2.64, 2.648))
@@ -92,7 +71,9 @@ def test_market_order_fills_with_the_exchange_trade_ids(make_sim, tmp_path):
     venue.close()
 
 
-def test_limit_order_rests_is_listed_cancelled_and_a_resend_is_recognised(make_sim, tmp_path):
+def test_limit_order_rests_is_listed_cancelled_and_a_resend_is_recognised(
+    make_sim, make_venue, tmp_path
+):
     sim = make_sim("binance-us")
     venue = make_venue(sim, tmp_path)
     status = venue.submit(limit("4-v1", CRV, Side.BUY, 10.0, 2.5))
@@ -107,7 +88,7 @@ def test_limit_order_rests_is_listed_cancelled_and_a_resend_is_recognised(make_s
     venue.close()
 
 
-def test_a_lost_answer_is_retried_without_a_second_order(make_sim, tmp_path):
+def test_a_lost_answer_is_retried_without_a_second_order(make_sim, make_venue, tmp_path):
     sim = make_sim("binance-us")
     venue = make_venue(sim, tmp_path)
     venue.exchange.timeout = 300  # ms: the delayed answer below never comes in time
@@ -120,7 +101,7 @@ def test_a_lost_answer_is_retried_without_a_second_order(make_sim, tmp_path):
     venue.close()
 
 
-def test_resting_order_fill_arrives_through_watch_my_trades(make_sim, tmp_path):
+def test_resting_order_fill_arrives_through_watch_my_trades(make_sim, make_venue, tmp_path):
     # OMG/BUSD asks fall from 13.7964 to 13.7624 during the capture: a buy at 13.77 rests,
     # then the replay crosses it
     sim = make_sim("binance-us", start_delay_s=0.5)
@@ -150,7 +131,7 @@ async def _start_replay(sim):
     sim.sim.market.subscribed.set()  # as a market subscriber would
 
 
-def test_polling_finds_the_same_fill(make_sim, tmp_path):
+def test_polling_finds_the_same_fill(make_sim, make_venue, tmp_path):
     sim = make_sim("binance-us", start_delay_s=0.2)
     venue = make_venue(sim, tmp_path, watch=False)
     venue.submit(limit("7-v1", OMG, Side.BUY, 1.0, 13.77))
@@ -164,7 +145,7 @@ def test_polling_finds_the_same_fill(make_sim, tmp_path):
     venue.close()
 
 
-def test_wrong_keys_stop_the_venue_at_start_and_never_show(make_sim, tmp_path, caplog):
+def test_wrong_keys_stop_the_venue_at_start_and_never_show(make_sim, make_venue, tmp_path, caplog):
     sim = make_sim("binance-us")
     caplog.set_level(logging.DEBUG)
     with pytest.raises(VenueError, match="binanceus refused the keys") as err:
