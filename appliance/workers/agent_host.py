@@ -65,12 +65,16 @@ class Host:
             self.reports_q,
             self.intents_q,
         )
+        # State warms up from the ring's history, less the eighth the writer reuses next
+        # (a replay from the very oldest record has its first batches lapped).
+        history = self.ring.claim_cursor - self.ring.capacity + self.ring.capacity // 8
         self.reader = self.ring.reader(
-            w.strategy, start="oldest", slot=layout.FIRST_HOST_READER + h
+            w.strategy, start=max(0, history), slot=layout.FIRST_HOST_READER + h
         )
         self.producer = self.intents_q.producer(w.strategy, seq_field="seq")
         self.consumer = self.reports_q.consumer(w.strategy)
         self.warm = True  # replaying the ring's history: state only, no intents
+        self.warmed = 0  # ticks replayed (not counted as ticks_in)
         self._buf = np.zeros(READ_BATCH, INTENT)
 
     def resync_positions(self, deadline: float | None = None) -> bool:
@@ -134,8 +138,11 @@ class Host:
         if not self.reader.valid():
             self.w.add("tick_gaps", len(view))
             return
-        self.w.add("ticks_in", len(view))
-        self.w.add("feed_gaps", int((view["kind"] == TickKind.GAP).sum()))
+        if emit:
+            self.w.add("ticks_in", len(view))
+            self.w.add("feed_gaps", int((view["kind"] == TickKind.GAP).sum()))
+        else:
+            self.warmed += len(view)
         now = time.time_ns()
         for p, pop in enumerate(self.populations):
             signals = pop.counters["signals"]
@@ -218,6 +225,11 @@ def main(w: Worker) -> None:
             view = host.reader.read(READ_BATCH)
             if host.warm and (len(view) == 0 or int(view["recv_ns"][-1]) >= started):
                 host.warm = False
+                log.info(
+                    "state warmed from %d ticks of the ring's history (%d lost to the writer)",
+                    host.warmed,
+                    host.reader.lost,
+                )
                 host.resync_positions()  # warm-up marked agents pending: clear that
             host.on_ticks(view, emit=not host.warm)
         if not w.orphaned:  # a stop, not an orphaning

@@ -49,6 +49,9 @@ def test_sigkill_agent_host_loses_and_repeats_no_intent(app):
     app.wait_restarted("host-a", 2)
     before = intents_published(app, "host-a")
     app.wait_for(lambda: intents_published(app, "host-a") > before + 20, what="intents resume")
+    # the successor's warm-up replays the ring's history: state only, not counted as read
+    assert app.counter("host-a", "ticks_in") <= app.counter("feed", "ticks_out")
+    assert "state warmed from" in app.log_path.read_text()
     assert app.stop() == 0, app.log_tail()
     heads = assert_intents_accounted(app)
     assert_hosts_agree(app)
