@@ -1,6 +1,7 @@
 """`dynamind flatten`: close every position of a running appliance, and wait until flat.
 
-SIGUSR1 asks the supervisor; it tells execution, which goes reduce-only (only orders that
+The request goes to execution over its trading desk (runtime/desk.py), which journals
+the operator's user as the kernel names it: execution goes reduce-only (only orders that
 shrink a position pass; resting orders are cancelled) and sends a closing order for every
 open position through its own risk checks, netting and journal (trading/flatten.py),
 again each status interval for what the market did not fill. The hosts reload their
@@ -13,8 +14,6 @@ trading.state, or a restart, ends it.
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import time
 
@@ -22,16 +21,18 @@ import numpy as np
 
 from appliance.model.records import POSITION
 from appliance.ops.monitor import Monitor, trading_text
+from appliance.ops.trading_cmd import ask
 from appliance.runtime import layout
+from appliance.runtime.desk import FLATTEN
 from appliance.runtime.exits import Exit
 from appliance.shm.snapshot import SharedSnapshot
 
 PROGRESS_S = 1.0
 
 
-def open_positions(monitor: Monitor) -> tuple[int, float]:
-    """(positions open, their summed |base units|) over every host, as execution holds them."""
-    count, size = 0, 0.0
+def open_positions(monitor: Monitor) -> int:
+    """Positions open over every host, as execution holds them."""
+    count = 0
     for h in range(len(monitor.hosts)):
         name = layout.positions_snapshot(h)
         snap = SharedSnapshot.attach(monitor.instance, name, POSITION, read_only=True)
@@ -39,10 +40,8 @@ def open_positions(monitor: Monitor) -> tuple[int, float]:
             data, _, _ = snap.read()
         finally:
             snap.close()
-        held = np.abs(data) > 1e-12
-        count += int(held.sum())
-        size += float(np.abs(data[held]).sum())
-    return count, size
+        count += int((np.abs(data) > 1e-12).sum())
+    return count
 
 
 def run(monitor: Monitor, timeout: float) -> int:
@@ -50,9 +49,11 @@ def run(monitor: Monitor, timeout: float) -> int:
     if not sample.running:
         print(sample.banner, file=sys.stderr)
         return Exit.NOT_RUNNING
-    count, _ = open_positions(monitor)
-    print(f"{count:,} positions open; asking pid {monitor.supervisor_pid} to flatten")
-    os.kill(monitor.supervisor_pid, signal.SIGUSR1)
+    print(f"{open_positions(monitor):,} positions open; asking execution to flatten")
+    reply, code = ask(monitor.instance, FLATTEN, "", timeout)
+    if code != Exit.OK:
+        return code
+    print(f"trading {reply['state']} (was {reply['was']}): {reply['why']}")
     deadline = time.monotonic() + timeout
     next_note = 0.0
     while True:
@@ -60,7 +61,7 @@ def run(monitor: Monitor, timeout: float) -> int:
         if not sample.running:
             print("the appliance stopped while flattening", file=sys.stderr)
             return Exit.NOT_RUNNING
-        count, size = open_positions(monitor)
+        count = open_positions(monitor)
         state = sample.board.get("trading")
         if count == 0 and state == "reduce_only":
             print(f"flat: every position is closed; trading {trading_text(sample.board)}")
@@ -75,5 +76,5 @@ def run(monitor: Monitor, timeout: float) -> int:
             return Exit.ERROR
         if now >= next_note:
             next_note = now + PROGRESS_S
-            print(f"  {count:,} positions open ({size:,.6g} base units), trading {state}")
+            print(f"  {count:,} positions open, trading {state}")
         time.sleep(0.1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import posix_ipc
 
@@ -22,19 +23,28 @@ from appliance.shm import SegmentError
 STATES = {"halt": "halted", "reduce-only": "reduce_only", "resume": "active"}
 
 
-def run(instance: str, action: str, reason: str, timeout: float) -> int:
-    state = STATES[action]
+def ask(instance: str, state: str, reason: str, timeout: float) -> tuple[dict[str, Any], int]:
+    """Execution's answer to an operator's request, and Exit.OK; or, said on stderr why
+    there is none (or it refused), an empty answer and the exit code."""
     try:
         reply = request(instance, state, reason, timeout)
     except NotListening as exc:
         print(f"{exc}: is the appliance running (is execution restarting)?", file=sys.stderr)
-        return Exit.NOT_RUNNING
+        return {}, Exit.NOT_RUNNING
     except TimeoutError:
         print(f"no answer from execution within {timeout:g}s", file=sys.stderr)
-        return Exit.ERROR
+        return {}, Exit.ERROR
     if not reply.get("ok"):
         print(f"refused: {reply.get('error')}", file=sys.stderr)
-        return Exit.ERROR
+        return {}, Exit.ERROR
+    return reply, Exit.OK
+
+
+def run(instance: str, action: str, reason: str, timeout: float) -> int:
+    state = STATES[action]
+    reply, code = ask(instance, state, reason, timeout)
+    if code != Exit.OK:
+        return code
     print(f"trading {reply['state']} (was {reply['was']}): {reply['why']}")
     if not _board_shows(instance, state, timeout):
         print("(the board has not caught up yet: see `dynamind status`)", file=sys.stderr)

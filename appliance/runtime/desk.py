@@ -1,9 +1,10 @@
 """The operator's line to the execution process: trading state changes from the CLI.
 
-`dynamind trading halt|reduce-only|resume` connects to a Unix stream socket in the
-abstract namespace named after the instance, sends one JSON line ``{"state", "reason"}``
-and reads one JSON line back: the outcome, after execution has journaled the change and
-cancelled what it had to. The execution process listens and answers between batches.
+`dynamind trading halt|reduce-only|resume` and `dynamind flatten` (state ``FLATTEN``)
+connect to a Unix stream socket in the abstract namespace named after the instance, send
+one JSON line ``{"state", "reason"}`` and read one JSON line back: the outcome, after
+execution has journaled the change and cancelled (or sent) what it had to. The execution
+process listens and answers between batches.
 
 Who asked is what the kernel says of the connecting process (SO_PEERCRED: pid, uid), not
 a name the client claims: that is what the journal records. The appliance's own user,
@@ -12,8 +13,8 @@ refused before a byte is read. An abstract socket needs no file and vanishes wit
 process, so a restarted execution process binds it again at once (it lives in the network
 namespace: the CLI must run in the appliance's, which systemd's unit does not change).
 
-Unlike a signal (what `dynamind flatten` sends), the request carries what and why, and
-the operator gets an answer, or a clear error when execution is not there to answer.
+Unlike a signal, the request carries what and why, and the operator gets an answer, or
+a clear error when execution is not there to answer.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 0.5
+FLATTEN = "flatten"  # not a trading state: reduce-only, then close every position
 MAX_REQUEST = 4096
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 

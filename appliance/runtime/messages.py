@@ -5,8 +5,7 @@ kind and every field's type against the class in the same pass, so a receiver ge
 an instance of one of these classes or a clear error, never a half-understood dict. Each
 direction has its own union: a message of the other direction is refused like an unknown one.
 
-Down (supervisor to worker): :class:`Stop`, :class:`Drain`, :class:`Flatten`,
-:class:`Reload`.
+Down (supervisor to worker): :class:`Stop`, :class:`Drain`, :class:`Reload`.
 Up (worker to supervisor): :class:`Ready`, :class:`Status`, :class:`Error`,
 :class:`PositionsCheck`, :class:`Final`.
 """
@@ -38,10 +37,6 @@ class Stop(Message, tag="stop"):
 
 class Drain(Message, tag="drain"):
     """Execution: take every queued intent, record the drained heads, then leave."""
-
-
-class Flatten(Message, tag="flatten"):
-    """Execution: go reduce-only and close every position (`dynamind flatten`)."""
 
 
 class Reload(Message, tag="reload"):
@@ -91,7 +86,7 @@ class Final(Message, tag="final"):
     reported_matches: bool
 
 
-Down = Stop | Drain | Flatten | Reload
+Down = Stop | Drain | Reload
 Up = Ready | Status | Error | PositionsCheck | Final
 
 

@@ -90,10 +90,6 @@ class ServiceReport:
         self._board(phase="stopping")
         self.notifier.stopping()
 
-    def flattening(self) -> None:
-        self.trading_why = f"dynamind flatten at {time.strftime('%H:%M:%S')}"
-        log.warning("flatten requested: trading goes reduce_only, execution closes every position")
-
     def trading_changed(self, old: str, new: str, how: str) -> None:
         self.trading_why = f"{how}: trading.state {old} -> {new}"
 

@@ -23,7 +23,7 @@ from appliance.runtime.children import READY_TIMEOUT_S, STOP_TIMEOUT_S, Children
 from appliance.runtime.cpu import CpuPlan, plan
 from appliance.runtime.exits import Exit
 from appliance.runtime.inbox import Inbox
-from appliance.runtime.messages import Drain, Flatten, Reload, Stop
+from appliance.runtime.messages import Drain, Reload, Stop
 from appliance.runtime.positions import SETTLE_TIMEOUT_S
 from appliance.runtime.reload import ReloadPlan, ReloadRefused, plan_reload
 from appliance.runtime.segments import SegmentSet
@@ -51,7 +51,6 @@ class Supervisor:
         self.children: Children | None = None
         self._stop_requested = False
         self._reload_requested = False
-        self._flatten_requested = False
         self._stop_spawns = 0  # execution started again while the intake stops
 
     def check_journal(self) -> None:
@@ -114,13 +113,11 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: object) -> None:
         if signum == signal.SIGHUP:
             self._reload_requested = True
-        elif signum == signal.SIGUSR1:
-            self._flatten_requested = True  # `dynamind flatten`
         else:
             self._stop_requested = True
 
     def install_signals(self) -> None:
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(s, self._on_signal)
 
     def run(self, duration: float | None = None) -> int:
@@ -152,9 +149,6 @@ class Supervisor:
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
-            if self._flatten_requested:
-                self._flatten_requested = False
-                self.flatten()
             self.inbox.read_all(self.children)
             self.children.check(now)
             self._my_slot.beat()
@@ -212,13 +206,6 @@ class Supervisor:
             if child is not None:
                 child.cores = change.cpu.cores[name]
                 self.children.restart(child)
-
-    def flatten(self) -> None:
-        """SIGUSR1 (`dynamind flatten`): execution goes reduce-only and closes out."""
-        self.service.flattening()
-        ex = self.children.get(Role.EXECUTION)
-        if ex is not None:
-            ex.tell(Flatten())
 
     # -- stop ----------------------------------------------------------------------------
 

@@ -73,10 +73,11 @@ def _chunk_lots(engine: ExecutionEngine, sym: int, lot: float, lots: int) -> int
     return max(1, int(limit / (price * lot) * (1 - 1e-9)))
 
 
-def flatten_round(engine: ExecutionEngine) -> FlattenRound:
-    """Reduce-only, cancel resting orders, send closing orders for what is open."""
+def flatten_round(engine: ExecutionEngine, who: str) -> FlattenRound:
+    """Reduce-only, cancel resting orders, send closing orders for what is open; the
+    state change is journaled as ``who``'s."""
     why = f"dynamind flatten at {time.strftime('%H:%M:%S')}"
-    first = engine.set_trading_state(TradingState.REDUCE_ONLY, "operator (flatten)", why)
+    first = engine.set_trading_state(TradingState.REDUCE_ONLY, who, why)
     cancels = merge(first, engine.cancel_all())
     intents = closing_intents(engine, time.time_ns())
     closing = engine.process(intents) if len(intents) else {}  # journaled before it returns

@@ -20,9 +20,9 @@ import numpy as np
 from appliance.model.enums import TradingState
 from appliance.model.records import TICK, ReportKind
 from appliance.runtime import layout, live_metrics
-from appliance.runtime.desk import Request, TradingDesk
+from appliance.runtime.desk import FLATTEN, Request, TradingDesk
 from appliance.runtime.live_metrics import LiveMetrics
-from appliance.runtime.messages import Final, Flatten, Ready, Reload, Status
+from appliance.runtime.messages import Final, Ready, Reload, Status
 from appliance.runtime.positions import ExtraTags, PositionsPublisher
 from appliance.runtime.worker import Worker
 from appliance.shm import BroadcastRing
@@ -134,10 +134,10 @@ def main(w: Worker) -> None:
     next_status = next_desk = 0.0
     halted = guard.engine is None  # as the last status said
     configured = cfg.trading.state  # trading.state as the config file last said
-    flattening = False
+    flatten_by = ""  # the operator of a flatten still closing positions
     desk = TradingDesk(cfg.instance, cfg.operator_group)
     last_ticks = np.zeros(0, TICK)  # the newest quotes, for an engine that resumes
-    w.subscribe(Reload, Flatten)
+    w.subscribe(Reload)
     w.send(Ready())
     try:
         while True:
@@ -146,8 +146,6 @@ def main(w: Worker) -> None:
                     match msg:
                         case Reload():
                             configured = _reload_state(w, guard, out, configured)
-                        case Flatten():
-                            flattening = guard.call(_flatten, w, out) is not False
             if w.stopping and not w.draining:
                 break
             busy = False
@@ -175,14 +173,14 @@ def main(w: Worker) -> None:
             now = time.monotonic()
             if now >= next_desk:
                 next_desk = now + DESK_POLL_S
-                _serve_desk(desk, guard, w, out)
+                flatten_by = _serve_desk(desk, guard, w, out) or flatten_by
                 # A flatten ends when trading leaves reduce-only (a resume, a halt).
-                flattening = flattening and _reduce_only_or_down(guard)
+                flatten_by = flatten_by if _reduce_only_or_down(guard) else ""
             if now >= next_status or halted != (guard.engine is None):  # a halt shows at once
                 next_status = now + w.config.status_interval_s
                 halted = guard.engine is None
-                if flattening:  # what the last round could not close: try again
-                    flattening = guard.call(_flatten, w, out) is not False
+                if flatten_by and guard.call(_flatten, w, out, flatten_by) is False:
+                    flatten_by = ""  # flat: no round left to try again
                 w.send(Status(guard.status()))
             if not busy:
                 reader.wait(IDLE_WAIT_S)
@@ -234,12 +232,15 @@ def _drain(engine: ExecutionEngine, w: Worker, links: list[HostLink]) -> None:
     _final_check(w, engine, links)
 
 
-def _serve_desk(desk: TradingDesk, guard: StorageHalt, w: Worker, out: Outbox) -> None:
-    """Answer operator requests (`dynamind trading`); while halted by storage, with why."""
+def _serve_desk(desk: TradingDesk, guard: StorageHalt, w: Worker, out: Outbox) -> str:
+    """Answer operator requests (`dynamind trading`, `dynamind flatten`); while halted by
+    storage, with why. Returns who asked for a flatten that still has positions to close."""
+    flatten_by = ""
     for req in desk.requests():
-        guard.call(_operator, w, out, req)
+        flatten_by = guard.call(_operator, w, out, req) or flatten_by
         if guard.engine is None:  # halted before, or by this request's own write
             req.answer({"ok": False, "error": f"trading halted, {guard.reason}"})
+    return flatten_by
 
 
 def _reduce_only_or_down(guard: StorageHalt) -> bool:
@@ -299,15 +300,23 @@ def _reload(engine: ExecutionEngine, w: Worker, out: Outbox, configured: str) ->
     return new.trading.state
 
 
-def _operator(engine: ExecutionEngine, w: Worker, out: Outbox, req: Request) -> None:
-    """`dynamind trading`: change the state as asked, journaled with who and why."""
+def _operator(engine: ExecutionEngine, w: Worker, out: Outbox, req: Request) -> str:
+    """`dynamind trading`: change the state as asked, journaled with who and why;
+    `dynamind flatten` (state FLATTEN): its first round. Returns the flatten's operator
+    while positions are left to close."""
+    who = f"operator {req.user} (uid {req.uid}, pid {req.pid})"
+    was = engine.control.state
+    if req.state == FLATTEN:
+        still_open = _flatten(engine, w, out, who)
+        w.send(Status(engine.status()))  # the board shows it without waiting
+        req.answer({"ok": True, "state": engine.control.state.value, "was": was.value,
+                    "why": engine.control.describe()})  # fmt: skip
+        return who if still_open else ""
     try:
         state = TradingState(req.state)
     except ValueError:
         req.answer({"ok": False, "error": f"unknown trading state {req.state!r}"})
-        return
-    was = engine.control.state
-    who = f"operator {req.user} (uid {req.uid}, pid {req.pid})"
+        return ""
     why = f"dynamind trading by {req.user} at {time.strftime('%H:%M:%S')}"
     if req.reason:
         why += f": {req.reason}"
@@ -315,11 +324,12 @@ def _operator(engine: ExecutionEngine, w: Worker, out: Outbox, req: Request) -> 
     w.send(Status(engine.status()))  # the board shows it without waiting
     reply = {"ok": True, "state": state.value, "was": was.value, "why": engine.control.describe()}
     req.answer(reply)
+    return ""
 
 
-def _flatten(engine: ExecutionEngine, w: Worker, out: Outbox) -> bool:
+def _flatten(engine: ExecutionEngine, w: Worker, out: Outbox, who: str) -> bool:
     """One round of `dynamind flatten` (see trading/flatten.py); True while still open."""
-    done = flatten_round(engine)
+    done = flatten_round(engine, who)
     out.send(done.cancel_reports)
     out.count(done.closing_reports)
     if done.closing:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+
 from appliance.runtime.exits import Exit
 from appliance.trading.flatten import FLATTEN_SEQ
 from tests.harness import (
@@ -35,7 +38,10 @@ def test_flatten_closes_every_position_through_execution(app):
         closing = db.execute(
             "SELECT count(*), sum(state = 5) FROM orders WHERE intent_seq >= ?", (FLATTEN_SEQ,)
         ).fetchone()
+        who = db.execute("SELECT who FROM trading_states WHERE state = 'reduce_only'").fetchall()
     assert closing[0] > 0 and closing[1] > 0  # journaled, and filled
+    user = pwd.getpwuid(os.getuid()).pw_name  # as the kernel named the operator
+    assert who and all(w.startswith(f"operator {user} (uid {os.getuid()}, pid ") for (w,) in who)
 
 
 def test_flatten_needs_a_running_appliance(tmp_path):

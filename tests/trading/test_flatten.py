@@ -26,7 +26,7 @@ def test_flatten_closes_every_position_in_pieces_within_the_notional_limit(make_
     btc = planned[planned["symbol"] == 0]
     assert (btc["qty"] * 101.0 <= 21.0).all() and len(btc) > 2  # in pieces
 
-    done = flatten_round(e)
+    done = flatten_round(e, "operator alice (uid 1000, pid 7)")
     assert done.open_after == 0 and e.positions() == {}
     # the closing fills come back for the metrics: every closed quantity, per agent
     fills = np.concatenate(list(done.closing_reports.values()))
@@ -36,6 +36,7 @@ def test_flatten_closes_every_position_in_pieces_within_the_notional_limit(make_
         closed[int(f["agent"]), int(f["symbol"])] += float(f["fill_qty"])
     assert closed == pytest.approx({(0, 0): 0.5, (1, 0): 0.2, (2, 1): 3.0})
     assert e.risk.state is TradingState.REDUCE_ONLY
+    assert e.journal.trading_states()[-1].who == "operator alice (uid 1000, pid 7)"
     # agents' own intents still go through, and only what reduces passes
     rep = e.process(intents([{"seq": 3, "agent": 0, "qty": 0.1}]))
     assert int(rep[0]["reason"][0]) == RejectReason.REDUCE_ONLY
