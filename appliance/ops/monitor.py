@@ -164,6 +164,7 @@ class Monitor:
         self._last: tuple[float, int, dict[str, dict[str, int]]] | None = None
         self._last_board: dict[str, Any] = {}
         self._gone_at: float | None = None  # wall clock when we saw it go
+        self._died = 0  # the supervisor's pid, when it went without stopping (killed)
         self.attach_error = ""
 
     @classmethod
@@ -198,6 +199,7 @@ class Monitor:
         self.attach_error = ""
         self._last = None  # rates restart from the new run's counters
         self._gone_at = None
+        self._died = 0
         return True
 
     def _detach(self) -> None:
@@ -214,6 +216,8 @@ class Monitor:
             return Sample(now, False, board=self._last_board, banner=self._banner())
         seg = self._seg
         if not seg.owner_alive:
+            if self._gone_at is None and seg.board.read()["phase"] not in ("stopping", "halting"):
+                self._died = seg.board.owner_pid  # no stop began: it was killed
             self._detach()
             return Sample(now, False, board=self._last_board, banner=self._banner())
         board = seg.board.read()
@@ -277,11 +281,16 @@ class Monitor:
         if self.attach_error == NO_PERMISSION:
             return f"{inst}: {NO_PERMISSION}"
         if self._gone_at is None:
-            return f"{inst} is not running; waiting for it to start"
-        when = time.strftime("%H:%M:%S", time.localtime(self._gone_at))
+            return f"{inst} is not running"
         last = trading_text(self._last_board) if self._last_board else ""
         seen = f", trading was {last}" if last else ""
-        return f"{inst} stopped at {when}{seen}; waiting for it to start again"
+        if self._died:
+            return (
+                f"{inst} is down: its supervisor (pid {self._died}) ended without a stop"
+                f"{seen}; the next start reclaims what it left"
+            )
+        when = time.strftime("%H:%M:%S", time.localtime(self._gone_at))
+        return f"{inst} stopped at {when}{seen}"
 
     def close(self) -> None:
         if self._seg is not None:

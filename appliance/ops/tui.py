@@ -180,7 +180,7 @@ class StatusApp(App):
     def _show(self, s: Sample) -> None:
         banner = self.query_one("#banner", Static)
         if s.banner:
-            banner.update(s.banner)
+            banner.update(s.banner if s.running else f"{s.banner}; waiting for it to start")
         banner.display = bool(s.banner)
         lines = summary_lines(s)
         if s.banner and lines and lines[0] == s.banner:

@@ -171,7 +171,7 @@ def test_top_in_a_real_terminal(app, tmp_path):
         assert all(len(line) <= 80 for line in shown.splitlines())
         assert app.stop() == 0
         shown = wait_screen("stopped at")
-        assert "waiting for it to start again" in " ".join(shown.split())
+        assert "waiting for it to start" in " ".join(shown.split())
         app.start().wait_ready()
         wait_screen("trading: active")
         assert "host-b" in wait_screen("host-b") and "stopped at" not in screen()

@@ -76,6 +76,9 @@ def test_killed_supervisor_takes_its_children_and_next_start_reclaims(app):
     _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 30)
     assert alive == [], f"orphans: {alive}"
     assert list_names(app.instance), "a SIGKILLed supervisor cannot have unlinked anything"
+    res = dynamind("status", "-c", str(app.config))  # says it died, not that it stopped
+    assert res.returncode == Exit.NOT_RUNNING
+    assert "ended without a stop" in res.stdout and "stopped at" not in res.stdout
     app.start("--duration", "2")
     assert app.proc.wait(120) == 0, app.log_tail()
     assert "reclaiming stale segment" in app.log_path.read_text()
