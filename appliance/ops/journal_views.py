@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from appliance.config import Config
+from appliance.model.numbers import tidy
 from appliance.model.orders import OrderState
 from appliance.model.records import OrderType, RejectReason
 from appliance.ops.arg_types import non_negative_int
@@ -287,16 +288,6 @@ def render(rows: Sequence[dict], fmt: str, columns: Sequence[str] | None = None)
         lines.append("  ".join(v.rjust(w) if n else v.ljust(w)
                                for v, w, n in zip(row, widths, numeric, strict=True)))  # fmt: skip
     return "\n".join(line.rstrip() for line in lines)
-
-
-def tidy(v: Any) -> Any:
-    """A float without the noise of binary arithmetic (0.036000000000000004, 1.2e-13 left
-    of a sum that is 0): rounded to 10 decimals (finer than any price or fee step) and 12
-    significant digits. The journal keeps the exact values; this is for what people and
-    scripts read."""
-    if not isinstance(v, float) or not math.isfinite(v):
-        return v
-    return float(f"{round(v, 10):.12g}") + 0.0  # + 0.0: no -0.0
 
 
 def _is_num(v: Any) -> bool:
