@@ -256,13 +256,19 @@ def pnl_rows(reader: JournalReader, names: Names, f: Filters, by: str) -> list[d
     m.replay_journal(reader.orders(f), reader.fills(f), reader.last_prices(f))
     rows = figure_rows(m, by)
     if by == "agent":  # agents that did nothing in the selection and hold nothing are noise
-        return [r for r in rows if r["orders"] or r["turnover"] or r["position"]]
+        return [r for r in rows if _active(r)]
     if by == "population":
         return [r for r, p in zip(rows, names.layout.populations, strict=True)
                 if f.host in (None, p.host) and f.population in (None, p.population)]  # fmt: skip
     if by == "symbol" and f.symbols is not None:
         return [r for i, r in enumerate(rows) if i in f.symbols]
+    if by == "symbol" and f.host is not None:  # the symbols the selected agents traded
+        return [r for r in rows if _active(r)]
     return rows
+
+
+def _active(row: dict) -> bool:
+    return bool(row["orders"] or row["turnover"] or row["position"])
 
 
 def render(rows: Sequence[dict], fmt: str, columns: Sequence[str] | None = None) -> str:

@@ -157,6 +157,9 @@ def test_pnl_filters_select_rows_without_changing_them(journal):
                               "--format", "json"))  # fmt: skip
     assert [r["symbol"] for r in symbols] == ["ETH/USD"]
     assert symbols[0]["rejects"] == 1
+    agent0 = json.loads(view("pnl", journal, "--by", "symbol", "--agent", "0.0.0",
+                             "--format", "json"))  # fmt: skip
+    assert [r["symbol"] for r in agent0] == ["BTC/USD"]  # it never traded ETH
 
 
 def test_agent_filters_name_what_exists(journal):
