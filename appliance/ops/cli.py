@@ -11,6 +11,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from appliance.ops.arg_types import positive_float
 from appliance.runtime import logs
 from appliance.runtime.exits import MEANING, Exit, help_text
 
@@ -462,7 +463,9 @@ def _config_option(p: argparse.ArgumentParser) -> None:
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     _config_option(p)
-    p.add_argument("--duration", type=float, metavar="S", help="stop cleanly after S seconds")
+    p.add_argument(
+        "--duration", type=positive_float, metavar="S", help="stop cleanly after S seconds"
+    )
     p.add_argument("--log-format", choices=["text", "json"], help="override the config's")
 
 

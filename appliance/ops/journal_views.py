@@ -22,8 +22,10 @@ from typing import Any
 import orjson
 
 from appliance.config import Config
+from appliance.model.numbers import tidy
 from appliance.model.orders import OrderState
 from appliance.model.records import OrderType, RejectReason
+from appliance.ops.arg_types import non_negative_int
 from appliance.trading.journal_read import Filters, JournalReader
 from appliance.trading.metrics import GROUPINGS, Layout, PopulationInfo, TradingMetrics
 
@@ -36,9 +38,9 @@ class ViewError(ValueError):
 
 def parse_time(text: str, now: float | None = None) -> int:
     """Nanoseconds since the epoch from ISO 8601 (UTC unless it says otherwise), epoch
-    seconds, or a duration ago ("90s", "15m", "2h", "1d")."""
+    seconds, or a duration ago ("90s", "15m", "2h", "1d", also "15m ago")."""
     now = time.time() if now is None else now
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])(?:\s+ago)?", text.strip())
     if m:
         return round((now - float(m[1]) * _UNITS[m[2]]) * 1e9)
     try:
@@ -50,7 +52,7 @@ def parse_time(text: str, now: float | None = None) -> int:
     except ValueError:
         raise ViewError(
             f"time {text!r}: expected ISO 8601 (2024-05-01T12:00), epoch seconds, or a "
-            "duration ago (90s, 15m, 2h, 1d)"
+            "duration ago (90s, 15m, 2h, 1d, or 15m ago)"
         ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
@@ -123,13 +125,16 @@ class Names:
         )  # fmt: skip
 
     def _agent_spec(self, spec: str) -> tuple[int, int | None, int | None]:
+        """(host, population, agent) of HOST[.POP[.AGENT]], each checked against the
+        journal's layout: a selection of nothing is a mistake, not an empty answer."""
         parts = spec.split(".")
-        hosts = {p.host_name: p.host for p in self.layout.populations}
+        pops = self.layout.populations
+        hosts = {p.host_name: p.host for p in pops}
         if len(parts) > 3 or not parts[0]:
             raise ViewError(f"--agent {spec!r}: expected HOST[.POPULATION[.AGENT]]")
         if parts[0] in hosts:
             host = hosts[parts[0]]
-        elif parts[0].isdigit():
+        elif parts[0].isdigit() and int(parts[0]) in hosts.values():
             host = int(parts[0])
         else:
             raise ViewError(f"--agent {spec!r}: unknown host {parts[0]!r} (known: {list(hosts)})")
@@ -139,7 +144,25 @@ class Names:
                 raise ViewError(f"--agent {spec!r}: {part!r} is not an index")
             rest.append(int(part))
         rest += [None] * (2 - len(rest))
-        return host, rest[0], rest[1]
+        pop, agent = rest
+        if pop is not None:
+            mine = {p.population: p for p in pops if p.host == host}
+            if pop not in mine:
+                raise ViewError(
+                    f"--agent {spec!r}: host {parts[0]!r} has no population {pop} "
+                    f"(populations 0..{max(mine)})"
+                )
+            if agent is not None and agent >= mine[pop].agents:
+                raise ViewError(
+                    f"--agent {spec!r}: population {parts[0]}.{pop} has no agent {agent} "
+                    f"(agents 0..{mine[pop].agents - 1})"
+                )
+        return host, pop, agent
+
+
+def state_names() -> list[str]:
+    """What ``--state`` takes: ``open`` (not yet final) and every order state."""
+    return ["open", *(s.name.lower() for s in OrderState)]
 
 
 def _states(name: str) -> list[int]:
@@ -148,7 +171,7 @@ def _states(name: str) -> list[int]:
     try:
         return [OrderState[name.upper()]]
     except KeyError:
-        known = ", ".join(["open", *(s.name.lower() for s in OrderState)])
+        known = ", ".join(state_names())
         raise ViewError(f"--state {name!r}: unknown (known: {known})") from None
 
 
@@ -227,16 +250,30 @@ def figure_rows(m: TradingMetrics, by: str) -> list[dict]:
 
 
 def pnl_rows(reader: JournalReader, names: Names, f: Filters, by: str) -> list[dict]:
+    """Figures of the selected rows, marked at the whole journal's prices (a filter
+    selects what is shown, it does not change it), one row per selected group."""
     m = TradingMetrics(names.layout)
-    m.replay_journal(reader.orders(f), reader.fills(f))
+    m.replay_journal(reader.orders(f), reader.fills(f), reader.last_prices(f))
     rows = figure_rows(m, by)
-    if by == "agent":  # agents that did nothing in the selection are noise
-        rows = [r for r in rows if r["orders"] or r["turnover"]]
+    if by == "agent":  # agents that did nothing in the selection and hold nothing are noise
+        return [r for r in rows if _active(r)]
+    if by == "population":
+        return [r for r, p in zip(rows, names.layout.populations, strict=True)
+                if f.host in (None, p.host) and f.population in (None, p.population)]  # fmt: skip
+    if by == "symbol" and f.symbols is not None:
+        return [r for i, r in enumerate(rows) if i in f.symbols]
+    if by == "symbol" and f.host is not None:  # the symbols the selected agents traded
+        return [r for r in rows if _active(r)]
     return rows
 
 
+def _active(row: dict) -> bool:
+    return bool(row["orders"] or row["turnover"] or row["position"])
+
+
 def render(rows: Sequence[dict], fmt: str, columns: Sequence[str] | None = None) -> str:
-    """``rows`` as an aligned table, CSV or a JSON array."""
+    """``rows`` as an aligned table, CSV or a JSON array (floats tidied, see ``tidy``)."""
+    rows = [{k: tidy(v) for k, v in r.items()} for r in rows]
     if fmt == "json":
         return orjson.dumps(list(rows), option=orjson.OPT_INDENT_2).decode()
     cols = list(columns or (rows[0].keys() if rows else []))
@@ -291,12 +328,12 @@ def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--symbol", action="append", metavar="NAME", help="symbol (repeatable)")
     if kind == "orders":
         p.add_argument("--state", action="append", metavar="STATE",
-                       help="open, new, submitted, accepted, partially_filled, filled, "
-                       "canceled, rejected (repeatable)")  # fmt: skip
+                       help=f"{', '.join(state_names())} (repeatable)")  # fmt: skip
     if kind == "pnl":
         p.add_argument("--by", choices=GROUPINGS, default="population", help="one row per")
     else:
-        p.add_argument("--limit", type=int, default=100, help="newest N rows (0: all)")
+        p.add_argument("--limit", type=non_negative_int, default=100, metavar="N",
+                       help="newest N rows (0: all)")  # fmt: skip
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="table for people, csv or json for scripts")  # fmt: skip
 

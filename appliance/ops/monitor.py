@@ -78,7 +78,7 @@ class Sample:
     readers: list[ReaderRow] = field(default_factory=list)
     queues: list[QueueRow] = field(default_factory=list)
     ticks_published: int = 0
-    ticks_per_s: float = 0.0
+    ticks_per_s: float | None = None  # None: one sample, no rate yet
     board: dict[str, Any] = field(default_factory=dict)
     banner: str = ""  # why there is nothing to show (not running, stopping, ...)
     metrics: dict[str, Any] | None = None  # live trading metrics, see trading_view.py
@@ -232,7 +232,7 @@ class Monitor:
         prev = self._last
         dt = (now - prev[0]) if prev else 0.0
         rows = [self._row(s, prev[2] if prev else {}, dt) for s in slots]
-        ticks_per_s = (published - prev[1]) / dt if prev and dt > 0 else 0.0
+        ticks_per_s = (published - prev[1]) / dt if prev and dt > 0 else None
         self._last = (now, published, {s["name"]: s["counters"] for s in slots})
         return Sample(
             taken=now,
@@ -319,6 +319,34 @@ def pnl_text(board: dict[str, Any]) -> str:
     return f"pnl net {net:,.2f} (fees {board.get('fees', 0.0):,.2f})"
 
 
+def journal_text(sample: Sample) -> str:
+    """The whole journal's figures: the overall row of the metrics table on the same
+    screen when execution publishes it, else the PnL on the board."""
+    overall = (sample.metrics or {}).get("overall")
+    if not overall:
+        return f"journal: {pnl_text(sample.board)}"
+    o = overall[0]
+    return (
+        f"journal: pnl net {o['net']:,.2f} (fees {o['fees']:,.2f}), orders {o['orders']:,}, "
+        f"rejects {o['rejects']:,}"
+    )
+
+
+def this_start_text(sample: Sample) -> str:
+    """Counts since this start: execution's counters, as in the process table."""
+    b = sample.board
+    counted = next((p.counters for p in sample.processes if p.name == Role.EXECUTION), b)
+    return (
+        f"since this start: fills {counted.get('fills', 0):,}, "
+        f"rejects {counted.get('rejects', 0):,}, open orders {b.get('open_orders', 0):,}"
+    )
+
+
+def rate_text(sample: Sample) -> str:
+    """Ticks per second; "-" until two samples make a rate."""
+    return "-" if sample.ticks_per_s is None else f"{sample.ticks_per_s:,.0f}"
+
+
 def reload_text(board: dict[str, Any]) -> str:
     if not board.get("reload_count"):
         return "no reload yet"
@@ -333,9 +361,9 @@ def summary_lines(sample: Sample) -> list[str]:
     b = sample.board
     lines = [
         f"trading: {trading_text(b)}",
-        f"{pnl_text(b)}, fills {b.get('fills', 0):,}, rejects {b.get('rejects', 0):,}, "
-        f"open orders {b.get('open_orders', 0):,}",
-        f"ring: {sample.ticks_published:,} ticks published, {sample.ticks_per_s:,.0f}/s",
+        journal_text(sample),
+        this_start_text(sample),
+        f"ring: {sample.ticks_published:,} ticks published, {rate_text(sample)}/s",
         reload_text(b),
     ]
     if sample.banner:

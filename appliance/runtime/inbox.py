@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from appliance.model.numbers import tidy
 from appliance.runtime.children import Child
 from appliance.runtime.messages import Error, Final, Message, PositionsCheck, Ready, Status
 
@@ -45,7 +46,7 @@ class Inbox:
                     len(msg.positions),
                     "agrees" if msg.journal_matches else "DIFFERS",
                     "agrees" if msg.reported_matches else "DIFFERS",
-                    extra={"positions": msg.positions},
+                    extra={"positions": [(*key, tidy(qty)) for *key, qty in msg.positions]},
                 )
             case _:
                 log.error("%s sent a message the supervisor does not take: %r", name, msg)

@@ -1,5 +1,10 @@
 """The supervisor's status figures: rates over the segments and execution's figures (the
-status line and board are written by service.py)."""
+status line and board are written by service.py).
+
+Scopes, so that no line mixes them: rates, ``fills`` and ``rejects`` count since this start
+of the appliance (the execution process's stats counters, which survive its restarts and
+leave out what a start recovers from the journal, archive carries included); PnL and fees
+are those of the positions held, the whole journal's (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -22,14 +27,23 @@ class StatusReporter:
 
     def __init__(self, segments: SegmentSet) -> None:
         self.segments = segments
+        # The counters start at 0 with the segments, made after this: the first rate is the
+        # one since then (a figure, not a 0 that says nothing).
+        self._born = time.monotonic()
         self._rates: dict[str, tuple[float, int]] = {}
 
     def _rate(self, key: str, value: int, now: float) -> float:
-        prev = self._rates.get(key)
+        prev = self._rates.get(key, (self._born, 0))
         self._rates[key] = (now, value)
-        if prev is None or now <= prev[0]:
+        if now <= prev[0]:
             return 0.0
         return (value - prev[1]) / (now - prev[0])
+
+    def _execution_counters(self) -> dict[str, int]:
+        for slot in self.segments.stats.snapshot():
+            if slot["name"] == Role.EXECUTION:
+                return slot["counters"]
+        return {}
 
     def status(
         self, children: Iterable[Child], last_status: dict[str, dict[str, Any]], config: Config
@@ -40,14 +54,14 @@ class StatusReporter:
         ticks = ring.publish_cursor
         intents = sum(q.head for q, _ in self.segments.queues)
         ex = last_status.get(Role.EXECUTION, {})
+        counted = self._execution_counters()
         return {
             "ticks": ticks,
             "ticks_per_s": self._rate("ticks", ticks, now),
             "intents": intents,
             "intents_per_s": self._rate("intents", intents, now),
-            "fills": ex.get("fills", 0),
-            "rejects": sum(ex.get("rejects", {}).values()),
-            "rejects_by_reason": ex.get("rejects", {}),
+            "fills": counted.get("fills", 0),
+            "rejects": counted.get("rejects", 0),
             "realized_pnl": ex.get("realized", 0.0),
             "unrealized_pnl": ex.get("unrealized", 0.0),
             "fees": ex.get("fees", 0.0),

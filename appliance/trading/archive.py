@@ -38,6 +38,13 @@ from appliance.trading.portfolio import Position
 CARRY_EPOCH = "archive"
 CARRY_PREFIX = "carry-"
 _TERMINAL_SQL = one_of("state", TERMINAL)
+
+
+def is_carry(client_order_id: str) -> bool:
+    """Whether a journal order (or its fill) is a carry row, not a trade."""
+    return client_order_id.startswith(CARRY_PREFIX)
+
+
 _TABLES = (
     "runs", "orders", "venue_orders", "venue_order_intents", "venue_fills", "fills",
     "trading_states",
@@ -110,7 +117,7 @@ class _Selection:
         # (moving it would write the same carry back, and make archiving twice do work).
         for rows in self.fills.values():
             moving = [r for r in rows if r[1] in self.movable]
-            if moving and all(r[1].startswith(CARRY_PREFIX) for r in moving):
+            if moving and all(is_carry(r[1]) for r in moving):
                 self.movable.difference_update(r[1] for r in moving)
 
     def _venue_rule(self) -> bool:

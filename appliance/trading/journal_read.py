@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.trading.archive import CARRY_PREFIX
 from appliance.trading.journal import JournalError, connect_readonly
 
 ORDER_COLUMNS = (
@@ -126,6 +127,21 @@ class JournalReader:
             "ORDER BY f.fill_id"
         )
         yield from self._rows(sql, args, FILL_COLUMNS, limit, "fill_id")
+
+    def last_prices(self, f: Filters = Filters()) -> dict[int, float]:
+        """symbol -> price of its last fill (carries aside: they are average prices, not
+        trades), in the time window of ``f`` only: the marks of ``dynamind pnl``, the same
+        whichever agents or symbols it shows (docs/metrics.md, "Offline")."""
+        window = Filters(since_ns=f.since_ns, until_ns=f.until_ns)
+        where, args = window.where("f.ts_ns")
+        where = (where + " AND" if where else " WHERE") + " f.client_order_id NOT LIKE ?"
+        sql = (
+            "SELECT o.symbol, f.price FROM fills f JOIN orders o USING (client_order_id) "
+            f"WHERE f.fill_id IN (SELECT MAX(f.fill_id) FROM fills f JOIN orders o "
+            f"USING (client_order_id){where} GROUP BY o.symbol)"
+        )
+        rows = self._conn.execute(sql, [*args, CARRY_PREFIX + "%"])
+        return {int(sym): float(price) for sym, price in rows}
 
     def _rows(
         self, sql: str, args: list, cols: tuple[str, ...], limit: int | None, order: str

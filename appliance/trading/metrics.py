@@ -23,6 +23,7 @@ import numpy as np
 
 from appliance.model.orders import TERMINAL, OrderState
 from appliance.model.records import OrderType, RejectReason, ReportKind
+from appliance.trading.archive import is_carry
 from appliance.trading.curves import CurveStats, Sampler
 from appliance.trading.portfolio import Position
 from appliance.trading.signals import SignalBook
@@ -289,13 +290,17 @@ class TradingMetrics:
                 self.rows.cols["orders_filled"][rows[i]] += 1
 
     def _fill(self, row: int, side: int, qty: float, price: float, fee: float, ref: float) -> None:
-        pos = self.rows.positions[row]
-        pos.apply(side, round(qty / pos.lot), price, fee)
+        self._carry(row, side, qty, price, fee)
         c = self.rows.cols
-        c["realized"][row] = pos.realized
-        c["fees"][row] = pos.fees
         c["turnover"][row] += qty * price
         c["filled_notional"][row] += qty * ref
+
+    def _carry(self, row: int, side: int, qty: float, price: float, fee: float) -> None:
+        """The position moves (a fill, or a carry of archived fills: no turnover)."""
+        pos = self.rows.positions[row]
+        pos.apply(side, round(qty / pos.lot), price, fee)
+        self.rows.cols["realized"][row] = pos.realized
+        self.rows.cols["fees"][row] = pos.fees
 
     def _reject(self, row: int, reason: int) -> None:
         try:
@@ -305,24 +310,36 @@ class TradingMetrics:
         # A reject without a reason is the venue's (as the engine reports it).
         self.rows.rejects[row, REASONS.index(r if r else RejectReason.VENUE)] += 1
 
-    def replay_journal(self, orders: Iterable[Mapping], fills: Iterable[Mapping]) -> None:
+    def replay_journal(
+        self,
+        orders: Iterable[Mapping],
+        fills: Iterable[Mapping],
+        marks: Mapping[int, float] | None = None,
+    ) -> None:
         """Offline, from journal rows (``journal_read``): orders, outcomes and fills, with
         positions marked and orders referenced at each symbol's last fill price (the
-        journal holds no market data; docs/metrics.md, "Offline")."""
+        journal holds no market data; docs/metrics.md, "Offline"). ``marks`` (symbol ->
+        price) are those prices when the rows are a selection of the journal: a filter
+        must not move the marks. Carry rows (journal archive) make positions, not trades."""
+        orders, fills = list(orders), list(fills)
         f = _columns(fills, ("host", "population", "agent", "symbol", "side", "qty", "price",
                              "fee"))  # fmt: skip
-        known = (f["symbol"] >= 0) & (f["symbol"] < len(self.marks))
-        last = np.full(len(self.marks), -1, np.int64)
-        np.maximum.at(last, f["symbol"][known].astype(np.int64), np.flatnonzero(known))
-        self.marks[last >= 0] = f["price"][last[last >= 0]]
+        traded = ~_carries(fills)
+        if marks is None:
+            marks = last_prices(f["symbol"][traded], f["price"][traded])
+        for s, price in marks.items():
+            if 0 <= s < len(self.marks):
+                self.marks[s] = price
         ref = np.nan_to_num(self.marks)
         o = _columns(orders, ("host", "population", "agent", "symbol", "intent_seq", "qty",
                               "state", "filled_qty", "reason", "order_type"))  # fmt: skip
+        o["carry"] = _carries(orders)
         rows, o = self._journal_rows(o)
         for h in np.unique(o["host"]).tolist():  # a queue re-delivering them is not new
             top = int(o["intent_seq"][o["host"] == h].max())
             self._seq[h] = max(self._seq.get(h, -1), top)
-        trades = o["order_type"] != OrderType.CANCEL  # a CANCEL is not an order
+        # A CANCEL is not an order, nor is a carry (it stands for archived fills).
+        trades = (o["order_type"] != OrderType.CANCEL) & ~o["carry"]
         rows, o = rows[trades], {k: v[trades] for k, v in o.items()}
         sym = o["symbol"].astype(np.int64)
         self._orders(rows, o["qty"] * ref[sym])
@@ -330,11 +347,14 @@ class TradingMetrics:
         np.add.at(self.rows.cols["orders_filled"], rows[done & (o["filled_qty"] > 0)], 1)
         for i in np.flatnonzero(o["state"] == OrderState.REJECTED).tolist():
             self._reject(int(rows[i]), int(o["reason"][i]))
+        f["traded"] = traded
         rows, f = self._journal_rows(f)
         for i, r in enumerate(rows.tolist()):
-            p = float(f["price"][i])
-            fill = (int(f["side"][i]), float(f["qty"][i]), p, float(f["fee"][i]))
-            self._fill(r, *fill, float(ref[int(f["symbol"][i])]))
+            fill = (int(f["side"][i]), float(f["qty"][i]), float(f["price"][i]), float(f["fee"][i]))
+            if f["traded"][i]:
+                self._fill(r, *fill, float(ref[int(f["symbol"][i])]))
+            else:
+                self._carry(r, *fill)
 
     def _journal_rows(self, c: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Ledger rows of journal records (columns), and the records of the layout."""
@@ -420,6 +440,16 @@ def _columns(records: Iterable[Mapping], names: Sequence[str]) -> dict[str, np.n
     return {n: data[:, i] for i, n in enumerate(names)}
 
 
+def _carries(records: Sequence[Mapping]) -> np.ndarray:
+    """Mask of journal rows that are carries (archive.py), not trades."""
+    return np.array([is_carry(r["client_order_id"]) for r in records], bool)
+
+
+def last_prices(symbols: np.ndarray, prices: np.ndarray) -> dict[int, float]:
+    """symbol -> the last of ``prices`` (in fill order) per symbol index in ``symbols``."""
+    return dict(zip(symbols.astype(np.int64).tolist(), prices.tolist(), strict=True))
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), math.nan)
@@ -462,8 +492,10 @@ def group_figures(m: TradingMetrics, by: str) -> dict[str, np.ndarray]:
     ppy = m.sampler.periods_per_year
     out["sharpe"] = curve.sharpe(ppy)
     out["sortino"] = curve.sortino(ppy)
-    out["max_drawdown"] = curve.max_drawdown.copy()
-    out["drawdown_s"] = curve.drawdown_duration_s()
+    # Without a sample there is no curve: its figures are unknown, not 0.
+    sampled = curve.periods > 0
+    out["max_drawdown"] = curve.max_drawdown.copy() if sampled else np.full(n, math.nan)
+    out["drawdown_s"] = curve.drawdown_duration_s() if sampled else np.full(n, math.nan)
     out["samples"] = np.full(n, curve.periods, np.int64)
     for k in _COUNTS:
         out[k] = out[k].astype(np.int64)

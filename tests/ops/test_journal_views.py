@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 
 import pytest
 
 from appliance.model.records import Side
 from appliance.ops import journal_views
 from appliance.ops.cli import build_parser
+from appliance.trading.archive import archive_runs
 from appliance.trading.engine import EngineConfig, ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.risk import RiskLimits
@@ -19,22 +21,22 @@ from appliance.venues.paper import PaperVenue
 SYMS = ["BTC/USD", "ETH/USD"]
 
 
-@pytest.fixture
-def journal(tmp_path, quotes, intents):
-    """A journal the engine still holds open (as while the appliance runs)."""
+def _engine(path, quotes) -> ExecutionEngine:
     limits = {"BTC/USD": RiskLimits(10.0, 1e6), "ETH/USD": RiskLimits(100.0, 1e6)}
     e = ExecutionEngine(
         SYMS,
         limits,
-        Journal(tmp_path / "journal.sqlite", synchronous="NORMAL"),
-        PaperVenue(
-            tmp_path / "venue.sqlite", 2, lot_size=0.001, taker_bps=10, synchronous="NORMAL"
-        ),
+        Journal(path / "journal.sqlite", synchronous="NORMAL"),
+        PaperVenue(path / "venue.sqlite", 2, lot_size=0.001, taker_bps=10, synchronous="NORMAL"),
         EngineConfig(lot_size=0.001),
         agents={(0, 0): 3},
     )
     e.recover("q")
     e.on_ticks(quotes([0, 1], [100.0, 10.0], [101.0, 11.0], size=50.0))
+    return e
+
+
+def _trade(e: ExecutionEngine, quotes, intents) -> None:
     e.process(intents([
         {"seq": 0, "agent": 0, "qty": 1.0},                                # buys 1 @ 101
         {"seq": 1, "agent": 1, "symbol": 1, "side": Side.SELL, "qty": 200},  # > max position
@@ -42,8 +44,28 @@ def journal(tmp_path, quotes, intents):
     ]))  # fmt: skip
     e.on_ticks(quotes([0], [105.0], [106.0], size=50.0))
     e.process(intents([{"seq": 3, "agent": 0, "side": Side.SELL, "qty": 1.0}]))  # 1 @ 105
+
+
+@pytest.fixture
+def journal(tmp_path, quotes, intents):
+    """A journal the engine still holds open (as while the appliance runs)."""
+    e = _engine(tmp_path, quotes)
+    _trade(e, quotes, intents)
     yield tmp_path / "journal.sqlite"
     e.close()
+
+
+@pytest.fixture
+def archived(tmp_path, quotes, intents):
+    """The same trading, its run archived: agent 2's 2 BTC @ 101 is a carry fill."""
+    e = _engine(tmp_path, quotes)
+    _trade(e, quotes, intents)
+    e.record_drained({0: 4})
+    e.close()
+    path = tmp_path / "journal.sqlite"
+    summary = archive_runs(path, time.time_ns() + 10**9, tmp_path / "archive.sqlite")
+    assert summary.carried == 1
+    return path
 
 
 def view(kind: str, path, *args: str) -> str:
@@ -98,15 +120,21 @@ def test_pnl_by_agent_and_overall(journal):
     assert "host0.0:agents" in table
 
 
-def test_bad_filters_say_what_is_wrong(journal):
-    with pytest.raises(journal_views.ViewError, match="unknown host"):
-        view("orders", journal, "--agent", "nohost")
-    with pytest.raises(journal_views.ViewError, match="not in the journal's symbols"):
-        view("fills", journal, "--symbol", "XRP/USD")
-    with pytest.raises(journal_views.ViewError, match="ISO 8601"):
-        view("orders", journal, "--since", "yesterday")
-    with pytest.raises(journal_views.ViewError, match="unknown"):
-        view("orders", journal, "--state", "gone")
+@pytest.mark.parametrize(
+    ("kind", "args", "error"),
+    [
+        ("orders", ["--agent", "nohost"], "unknown host"),
+        ("orders", ["--agent", "7"], "unknown host"),
+        ("pnl", ["--agent", "0.1"], "no population 1"),
+        ("fills", ["--agent", "0.0.9999"], "no agent 9999"),
+        ("fills", ["--symbol", "XRP/USD"], "not in the journal's symbols"),
+        ("orders", ["--since", "yesterday"], "ISO 8601"),
+        ("orders", ["--state", "gone"], "unknown"),
+    ],
+)
+def test_bad_filters_say_what_is_wrong(journal, kind, args, error):
+    with pytest.raises(journal_views.ViewError, match=error):
+        view(kind, journal, *args)
 
 
 def test_parse_time_forms():
@@ -114,3 +142,66 @@ def test_parse_time_forms():
     assert journal_views.parse_time("15m", now) == round((now - 900) * 1e9)
     assert journal_views.parse_time("2024-01-01T00:00:00") == 1_704_067_200 * 10**9
     assert journal_views.parse_time("1704067200") == 1_704_067_200 * 10**9
+    assert journal_views.parse_time("15m ago", now) == round((now - 900) * 1e9)
+    assert journal_views.parse_time("2h ago", now) == round((now - 7200) * 1e9)
+
+
+def test_pnl_filters_select_rows_without_changing_them(journal):
+    def agents(*args: str) -> dict:
+        rows = json.loads(view("pnl", journal, "--by", "agent", "--format", "json", *args))
+        return {r["agent"]: r for r in rows}
+
+    everyone = agents()
+    # Agent 2 alone: its 2 BTC are still marked at the journal's last BTC price (105), not at
+    # the last price of its own fills (101).
+    (alone,) = agents("--agent", "0.0.2").values()
+    assert alone["unrealized"] == pytest.approx(8.0) == everyone[2]["unrealized"]
+    assert alone["net"] == everyone[2]["net"]
+    assert agents("--symbol", "BTC/USD")[2]["unrealized"] == pytest.approx(8.0)
+    # Groups the filter excludes are not shown as zero rows.
+    symbols = json.loads(view("pnl", journal, "--by", "symbol", "--symbol", "ETH/USD",
+                              "--format", "json"))  # fmt: skip
+    assert [r["symbol"] for r in symbols] == ["ETH/USD"]
+    assert symbols[0]["rejects"] == 1
+    agent0 = json.loads(view("pnl", journal, "--by", "symbol", "--agent", "0.0.0",
+                             "--format", "json"))  # fmt: skip
+    assert [r["symbol"] for r in agent0] == ["BTC/USD"]  # it never traded ETH
+
+
+def test_bad_numbers_are_usage_errors(journal, capsys):
+    for argv in (["orders", "--limit", "-5"], ["run", "--duration", "-3"],
+                 ["run", "--duration", "0"]):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            build_parser().parse_args(argv)
+        assert exc.value.code == 2
+    assert "must be" in capsys.readouterr().err
+
+
+def test_state_help_lists_every_state(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["orders", "-h"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for name in ("open", "new", "submitted", "accepted", "partially_filled", "filled",
+                 "canceled", "rejected", "done"):  # fmt: skip
+        assert f"{name}," in help_text or f"{name} (repeatable)" in help_text, name
+
+
+def test_curve_figures_are_unknown_and_floats_are_tidy(journal):
+    out = view("pnl", journal, "--by", "overall", "--format", "json")
+    (overall,) = json.loads(out)
+    for k in ("max_drawdown", "drawdown_s", "sharpe", "sortino"):
+        assert overall[k] is None, k
+    assert overall["samples"] == 0
+    assert overall["fees"] == 0.408 and "0.40800000000000003" not in out
+    csv_out = view("pnl", journal, "--by", "overall", "--format", "csv")
+    assert "0.408," in csv_out and "00000000" not in csv_out
+    assert journal_views.tidy(1.24345e-13) == 0.0
+    assert journal_views.tidy(-0.036000000000000004) == -0.036
+    assert journal_views.tidy(0.0005700000000000001) == 0.00057
+
+
+def test_carried_positions_are_not_trading(archived):
+    (overall,) = json.loads(view("pnl", archived, "--by", "overall", "--format", "json"))
+    assert overall["orders"] == 0 and overall["turnover"] == 0.0
+    agents = json.loads(view("pnl", archived, "--by", "agent", "--format", "json"))
+    assert [(r["agent"], r["position"], r["orders"]) for r in agents] == [(2, 2.0, 0)]

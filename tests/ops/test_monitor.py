@@ -11,7 +11,7 @@ import time
 import pytest
 from textual.widgets import DataTable, Static
 
-from appliance.ops.monitor import Monitor, format_text
+from appliance.ops.monitor import Monitor, ProcessRow, Sample, format_text, summary_lines
 from appliance.ops.tui import PROCESS_COLUMNS, KeysScreen, StatusApp, fitting
 from appliance.runtime.exits import Exit
 from tests.harness import dynamind
@@ -27,7 +27,7 @@ def test_status_shows_trading_state_pnl_and_processes(app):
     res = dynamind("status", "-c", str(app.config))
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert out.startswith("trading: active\npnl net ")
+    assert out.startswith("trading: active\njournal: pnl net ")
     assert "(fees " in out and "restarts" in out and " inc " not in out
     for name in ("supervisor", "feed", "host-a", "host-b", "execution"):
         assert name in out
@@ -102,10 +102,10 @@ def test_top_survives_the_appliance_stopping_and_reattaches(app):
     async def drive() -> None:
         tui = StatusApp(monitor, interval=0.2)
         async with tui.run_test(size=(80, 24)) as pilot:
-            await _until(pilot, lambda: tui.last is not None and tui.last.ticks_per_s > 0)
+            await _until(pilot, lambda: tui.last is not None and (tui.last.ticks_per_s or 0) > 0)
             assert {"supervisor", "feed", "host-a", "host-b", "execution"} <= set(_rows(tui))
             assert tui.query_one("#queues", DataTable).row_count == 4
-            assert tui.last is not None and tui.last.ticks_per_s > 0
+            assert tui.last is not None and (tui.last.ticks_per_s or 0) > 0
             assert not tui.query_one("#banner", Static).display
             width = sum(c.width + 2 for c in tui.columns_shown)
             assert width <= 80
@@ -214,3 +214,23 @@ def test_status_and_top_show_the_live_trading_metrics(app):
     finally:
         monitor.close()
     assert app.stop() == 0
+
+
+def test_summary_keeps_one_scope_per_line():
+    execution = ProcessRow("execution", "execution", 1, True, "running", -1, 0, 0.1,
+                           {"fills": 5145, "rejects": 12}, {}, 1.0, 2.0)  # fmt: skip
+    overall = {"name": "overall", "net": -4515.19, "fees": 80.5, "orders": 26176, "rejects": 6678}
+    sample = Sample(
+        taken=0.0, running=True, processes=[execution], ticks_published=100,
+        board={"trading": "active", "realized": -4000.0, "unrealized": -276.9, "fees": 80.5,
+               "fills": 32823, "rejects": 0, "open_orders": 3},
+        metrics={"overall": [overall], "populations": [], "symbols": [], "top": [],
+                 "bottom": []},
+    )  # fmt: skip
+    lines = summary_lines(sample)
+    # The journal's figures are the metrics table's overall row, on the same screen...
+    assert lines[1] == "journal: pnl net -4,515.19 (fees 80.50), orders 26,176, rejects 6,678"
+    # ...the counts since this start are execution's counters, as in the process table.
+    assert lines[2] == "since this start: fills 5,145, rejects 12, open orders 3"
+    # One sample makes no rate: no 0 that reads as a figure.
+    assert lines[3] == "ring: 100 ticks published, -/s"
