@@ -224,7 +224,9 @@ def main(w: Worker) -> None:
             w.send(
                 host.check_positions()
                 if w.check_at_stop
-                else PositionsCheck(0, skipped="execution takes no intents (storage failing)")
+                else PositionsCheck(
+                    0, skipped="execution takes no intents (storage fails, or not started)"
+                )
             )
     finally:
         host.close()
