@@ -225,7 +225,7 @@ def main(w: Worker) -> None:
                 host.check_positions()
                 if w.check_at_stop
                 else PositionsCheck(
-                    0, skipped="execution takes no intents (storage fails, or not started)"
+                    0, skipped="execution takes no intents (storage failing) or did not start"
                 )
             )
     finally:
