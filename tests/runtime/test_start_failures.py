@@ -103,19 +103,20 @@ def _strangers(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("segment", "put", "why"),
+    ("name", "put", "why"),
     [
-        ("board", _directory, "is a directory"),
-        ("ticks", _junk, "is not a dynamind segment"),
-        ("ticks", _strangers, f"belongs to uid {NOBODY}"),
-        ("stats", _junk, "is not a dynamind segment"),
+        ("{}.board", _directory, "is a directory"),
+        ("{}.ticks", _junk, "is not a dynamind segment"),
+        ("{}.ticks", _strangers, f"belongs to uid {NOBODY}"),
+        ("{}.stats", _junk, "is not a dynamind segment"),
+        ("sem.{}.ticks.r0", _strangers, f"belongs to uid {NOBODY}"),
     ],
 )
 def test_a_squatted_segment_name_is_refused_and_left_alone(
-    tmp_path: Path, segment: str, put, why: str
+    tmp_path: Path, name: str, put, why: str
 ) -> None:
     app = Appliance(tmp_path)
-    path = Path(f"/dev/shm/{app.instance}.{segment}")
+    path = Path("/dev/shm") / name.format(app.instance)
     try:
         put(path)
         code, lines = _run_to_end(app)
