@@ -2,7 +2,7 @@
 
 Where systemd already has a name for a code that says the same thing (it prints
 ``status=78/CONFIG`` in ``systemctl status``), that code is used; the appliance's own
-meanings take 10-14, which systemd shows as a bare number. 1 stays "unexpected error"
+meanings take 10-16, which systemd shows as a bare number. 1 stays "unexpected error"
 (an uncaught exception) and 2 stays argparse's "bad command line".
 
 The unit's ``RestartPreventExitStatus=`` lists the codes that mean "a person must look":
