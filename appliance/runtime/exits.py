@@ -2,7 +2,7 @@
 
 Where systemd already has a name for a code that says the same thing (it prints
 ``status=78/CONFIG`` in ``systemctl status``), that code is used; the appliance's own
-meanings take 10-14, which systemd shows as a bare number. 1 stays "unexpected error"
+meanings take 10-16, which systemd shows as a bare number. 1 stays "unexpected error"
 (an uncaught exception) and 2 stays argparse's "bad command line".
 
 The unit's ``RestartPreventExitStatus=`` lists the codes that mean "a person must look":
@@ -24,7 +24,14 @@ class Exit(IntEnum):
     ALREADY_RUNNING = 12  # an appliance of the same instance name is running
     NOT_RUNNING = 13  # status/top/flatten: no appliance of that instance is running
     NO_SHM_SPACE = 14  # /dev/shm cannot hold the config's segments: nothing started
-    JOURNAL_CONFLICT = 65  # EX_DATAERR: the config contradicts positions in the journal
+    START_FAILED = 15  # a worker failed before it was ever ready (its cause is printed):
+    # everything started was stopped. Not a person's case by itself: the cause may pass
+    # (an exchange unreachable at boot); systemd's start limit catches one that does not.
+    SHM_NAME_TAKEN = 16  # a segment name is taken by a file that is not one of ours
+    # (another user's, a directory, foreign data): nothing started, nothing removed
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: the exchange could not be reached or refused
+    JOURNAL_CONFLICT = 65  # EX_DATAERR: the config contradicts positions in the journal,
+    # or the journal is not a usable one (found so before anything started)
     CONFIG = 78  # EX_CONFIG: the config file is invalid, nothing started
 
 
@@ -38,7 +45,13 @@ MEANING: dict[Exit, str] = {
     Exit.ALREADY_RUNNING: "an appliance with this instance name is already running",
     Exit.NOT_RUNNING: "no running appliance with this instance name",
     Exit.NO_SHM_SPACE: "/dev/shm has too little room for the config's segments (nothing started)",
-    Exit.JOURNAL_CONFLICT: "the config contradicts positions open in the journal",
+    Exit.START_FAILED: "a worker failed while starting, before it was ready (the cause is "
+    "printed); everything started was stopped",
+    Exit.SHM_NAME_TAKEN: "a shared-memory name of this instance is taken by a file that is not "
+    "a segment of ours (nothing started, nothing removed)",
+    Exit.UNAVAILABLE: "the exchange could not be reached or refused the request",
+    Exit.JOURNAL_CONFLICT: "the config contradicts positions open in the journal, or the "
+    "journal is unusable (nothing started)",
     Exit.CONFIG: "invalid config file (nothing started)",
 }
 
@@ -51,6 +64,7 @@ NEEDS_A_PERSON: tuple[Exit, ...] = (
     Exit.HALTED,
     Exit.ALREADY_RUNNING,
     Exit.NO_SHM_SPACE,
+    Exit.SHM_NAME_TAKEN,
 )
 
 

@@ -37,6 +37,7 @@ class Inbox:
             case Status(figures=figures):
                 self.last_status[name] = figures
             case Error(error=error):
+                child.error = error
                 log.error("%s reported: %s", name, error)
             case PositionsCheck():
                 _log_positions_check(name, msg)

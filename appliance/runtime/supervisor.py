@@ -19,7 +19,13 @@ import time
 from appliance.config import Config, ConfigError
 from appliance.model.enums import Role
 from appliance.runtime import layout, logs
-from appliance.runtime.children import READY_TIMEOUT_S, STOP_TIMEOUT_S, Children, Halted
+from appliance.runtime.children import (
+    READY_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    Children,
+    Halted,
+    NotReady,
+)
 from appliance.runtime.cpu import CpuPlan, plan
 from appliance.runtime.exits import Exit
 from appliance.runtime.inbox import Inbox
@@ -38,6 +44,11 @@ LOOP_S = 0.05
 DRAIN_ATTEMPTS = 3
 
 
+class StartFailed(RuntimeError):
+    """A worker failed before the appliance was ever ready; everything started was
+    stopped. The message names the worker and the cause it reported."""
+
+
 class Supervisor:
     def __init__(self, config: Config, config_path: str | os.PathLike[str] | None = None) -> None:
         self.config = config
@@ -52,6 +63,10 @@ class Supervisor:
         self._stop_requested = False
         self._reload_requested = False
         self._stop_spawns = 0  # execution started again while the intake stops
+        # The start failed: what failed is not started again at the stop. Before its first
+        # ready a worker's failure is deterministic (config, journal, paths) or at least
+        # not a crash of a running worker, which is what restarts are for.
+        self._start_failed = False
 
     def check_journal(self) -> None:
         """Refuse to start when the config contradicts positions open in the journal."""
@@ -100,9 +115,13 @@ class Supervisor:
             for n in step:
                 self.children.spawn(self.children.get(n))
             # the supervisor's beat while starting: starting is not hanging
-            self.children.wait_ready(
-                step, READY_TIMEOUT_S, lambda: self._stop_requested, self._my_slot.beat
-            )
+            try:
+                self.children.wait_ready(
+                    step, READY_TIMEOUT_S, lambda: self._stop_requested, self._my_slot.beat
+                )
+            except NotReady as exc:
+                self._start_failed = True
+                raise StartFailed(str(exc)) from None
             if self._stop_requested:
                 return  # stop now; run() stops whatever did start
         self.service.ready(len(procs))
@@ -131,6 +150,9 @@ class Supervisor:
             log.critical("halting: %s", exc)
             self.service.halting(str(exc))
             code = Exit.HALTED
+        except StartFailed as exc:
+            log.error("start failed: %s; stopping what did start", exc)
+            raise
         finally:
             # Refused before the segments existed (already running, journal conflict):
             # nothing of ours to stop, and another instance's segments are not ours.
@@ -223,7 +245,9 @@ class Supervisor:
         self.inbox.read_all(self.children)
         ex = self.children.get(layout.drainer(self.config))
         hosts = [c for c in self.children if c.process.role == Role.AGENT_HOST]
-        if ex is None or self.children.halted or not any(c.alive for c in hosts):
+        if ex is None or self.children.halted or self._start_failed:
+            return  # not started again: it kept failing, or it failed to start
+        if not any(c.alive for c in hosts):
             return  # no host left to check
         if not ex.alive and self._stop_spawns < DRAIN_ATTEMPTS:
             self._stop_spawns += 1
@@ -235,6 +259,11 @@ class Supervisor:
             except RuntimeError as exc:
                 log.error("at the stop: %s; the hosts' checks may not settle", exc)
 
+    def _drainer_started(self) -> bool:
+        """False when execution failed to start: the hosts have nothing to compare with."""
+        ex = self.children.get(layout.drainer(self.config))
+        return not self._start_failed or (ex is not None and ex.ready)
+
     def _drain(self) -> int:
         """Have execution (or the uplink: layout.drainer) take every queued intent; returns
         how many were left (0 = all).
@@ -243,8 +272,9 @@ class Supervisor:
         or dies while draining, it is started again for the drain (a few times at most).
         """
         ex = self.children.get(layout.drainer(self.config))
-        if ex is None or (self.children.halted and not ex.alive):
-            # halted: a crash-looping execution is not restarted, a live one still drains
+        if ex is None or ((self.children.halted or self._start_failed) and not ex.alive):
+            # halted: a crash-looping execution is not restarted, a live one still drains;
+            # one that failed to start would only fail again
             return self.segments.queued_intents()
         for _ in range(DRAIN_ATTEMPTS):
             if not ex.alive:
@@ -260,7 +290,8 @@ class Supervisor:
                 left,
             )
         left = self.segments.queued_intents()
-        log.critical("%d published intents could not be drained", left)
+        if left:
+            log.critical("%d published intents could not be drained", left)
         return left
 
     def stop(self) -> int:
@@ -280,7 +311,7 @@ class Supervisor:
                 # The hosts' positions checks may wait that long for execution to settle.
                 self.children.stop(
                     intake,
-                    Stop(check=status.get("takes_intents", True)),
+                    Stop(check=status.get("takes_intents", True) and self._drainer_started()),
                     SETTLE_TIMEOUT_S + STOP_TIMEOUT_S,
                     lambda: self._execution_up(wait=False),
                 )

@@ -10,6 +10,7 @@ from appliance.shm.errors import (
     SegmentMismatch,
     SegmentMissing,
     SegmentNameError,
+    SegmentTaken,
 )
 from appliance.shm.files import check_space, format_bytes, free_bytes, list_names
 from appliance.shm.ordering import UnsupportedArchitecture, require_tso
@@ -32,6 +33,7 @@ __all__ = [
     "SegmentMismatch",
     "SegmentMissing",
     "SegmentNameError",
+    "SegmentTaken",
     "Stats",
     "StatsSlot",
     "UnsupportedArchitecture",

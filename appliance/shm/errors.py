@@ -15,6 +15,11 @@ class SegmentInUse(SegmentError):
     """A segment (or a role in it) is held by a live process."""
 
 
+class SegmentTaken(SegmentError):
+    """A segment's or semaphore's name is taken by a file that is not ours to remove:
+    another user's, not a regular file, or not a dynamind segment."""
+
+
 class SegmentMissing(SegmentError):
     """No segment of that name exists."""
 

@@ -13,6 +13,7 @@ import contextlib
 import grp
 import mmap
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -133,6 +134,19 @@ def same_file(path: str, inode: int) -> bool:
         return os.stat(path, follow_symlinks=False).st_ino == inode
     except FileNotFoundError:
         return False
+
+
+def not_ours(st: os.stat_result) -> str | None:
+    """Why the file ``st`` describes, found at one of our names, is not ours to use or
+    remove (another user's, or not a regular file); None if it is this user's file."""
+    if not stat.S_ISREG(st.st_mode):
+        return "is a directory" if stat.S_ISDIR(st.st_mode) else "is not a regular file"
+    if st.st_uid != os.geteuid():
+        return (
+            f"belongs to uid {st.st_uid} (mode {st.st_mode & 0o777:o}), not to this "
+            f"process (uid {os.geteuid()})"
+        )
+    return None
 
 
 def describe_file(path: str) -> str:

@@ -24,18 +24,26 @@ import contextlib
 import logging
 import mmap
 import os
+import stat
 import time
 from typing import Any
 
 import numpy as np
 import posix_ipc
 
-from appliance.shm.errors import SegmentError, SegmentInUse, SegmentMismatch, SegmentMissing
+from appliance.shm.errors import (
+    SegmentError,
+    SegmentInUse,
+    SegmentMismatch,
+    SegmentMissing,
+    SegmentTaken,
+)
 from appliance.shm.files import (
     Access,
     check_name,
     describe_file,
     list_names,
+    not_ours,
     reserve,
     same_file,
     shm_path,
@@ -43,6 +51,7 @@ from appliance.shm.files import (
 from appliance.shm.header import (
     HEADER,
     HEADER_SIZE,
+    MAGIC,
     Expected,
     check_header,
     segment_bytes,
@@ -59,6 +68,7 @@ LINE = 128  # one cursor per 128 bytes: two 64-byte lines, so adjacent-line pref
 
 # Byte offsets in the segment file used as OFD lock targets (locks need not cover data).
 OWNER_LOCK_BYTE = 0
+PID_MAX = 1 << 22  # the kernel's largest pid_max: a bigger "owner pid" was never one
 # Creating after a stale segment was reclaimed can lose to another starter; each loss
 # either ends in SegmentInUse or leaves the name free to try again.
 _CREATE_TRIES = 10
@@ -245,29 +255,34 @@ def _reclaim_if_stale(name: str) -> bool:
 
     The lock is taken on the file opened here, so the name is unlinked only while it still
     names that file: another starter may have reclaimed it and created a successor since.
+    A file that is not ours (another user's, a directory, not a dynamind segment) is never
+    removed: SegmentTaken names it.
     """
+    path = shm_path(name)
     try:
+        _refuse_foreign(name, os.stat(path, follow_symlinks=False))
         shm = posix_ipc.SharedMemory(name)
-    except posix_ipc.ExistentialError:
+    except (FileNotFoundError, posix_ipc.ExistentialError):
         return False  # vanished meanwhile
     except posix_ipc.PermissionsError:
-        who = describe_file(shm_path(name))
-        raise SegmentError(
-            f"segment {name} exists and is not ours ({who}): remove it or choose another "
-            "instance name"
+        raise SegmentTaken(
+            f"segment {name} exists and is not ours ({describe_file(path)}): remove {path} "
+            "or choose another instance name"
         ) from None
     try:
         st = os.fstat(shm.fd)
-        if st.st_uid != os.geteuid():
-            raise SegmentError(
-                f"segment {name} exists and belongs to uid {st.st_uid}, not to this process "
-                f"(uid {os.geteuid()}): remove it or choose another instance name"
-            )
+        _refuse_foreign(name, st)
         pid = _peek_owner(shm.fd, st.st_size)
         if not try_lock(shm.fd, OWNER_LOCK_BYTE):
             raise SegmentInUse(
                 f"segment {name} exists and its owner (pid {pid}) is alive; "
                 "stop that process or choose another instance name"
+            )
+        foreign = _not_a_segment(shm.fd, st.st_size)
+        if foreign:
+            raise SegmentTaken(
+                f"segment {name} exists but is not a dynamind segment ({foreign}): refusing "
+                f"to remove it; remove {path} if it is junk, or choose another instance name"
             )
         if not _unlink_if_named(name, st.st_ino):
             return False  # someone reclaimed it first; the name is theirs now
@@ -288,11 +303,44 @@ def _unlink_if_named(name: str, inode: int) -> bool:
     return True
 
 
-def _peek_owner(fd: int, size: int) -> int | str:
+def _refuse_foreign(name: str, st: os.stat_result) -> None:
+    problem = not_ours(st)
+    if problem:
+        raise SegmentTaken(
+            f"segment {name} exists and {problem}: remove {shm_path(name)} or choose another "
+            "instance name"
+        )
+
+
+def _magic(fd: int, size: int) -> bytes | None:
+    """The first bytes of a segment file, where its magic goes; None if it is too short."""
     if size < HEADER_SIZE:
+        return None
+    with mmap.mmap(fd, HEADER_SIZE, prot=mmap.PROT_READ) as m:
+        return bytes(m[: len(MAGIC)])
+
+
+def _not_a_segment(fd: int, size: int) -> str | None:
+    """Why a file is not a dynamind segment, or None. A creator that died part-way leaves
+    an empty file (before reserving) or one with no magic yet (zeros: magic goes last)."""
+    if size == 0:
+        return None
+    magic = _magic(fd, size)
+    if magic is None:
+        return f"{size} bytes, smaller than a segment header"
+    if magic in (MAGIC, bytes(len(MAGIC))):
+        return None
+    return f"it starts with {magic!r}, not the magic {MAGIC!r}"
+
+
+def _peek_owner(fd: int, size: int) -> int | str:
+    """The creator's pid from a complete header; "unknown" when there is none or the
+    field holds no pid (a file that only has our name)."""
+    if _magic(fd, size) != MAGIC:
         return "unknown"
     with mmap.mmap(fd, HEADER_SIZE, prot=mmap.PROT_READ) as m:
-        return int(np.frombuffer(m, dtype=HEADER, count=1)[0]["owner_pid"])
+        pid = int(np.frombuffer(m, dtype=HEADER, count=1)[0]["owner_pid"])
+    return pid if 0 < pid <= PID_MAX else "unknown"
 
 
 def owner_alive(name: str) -> bool:
@@ -304,9 +352,16 @@ def live_owner(name: str) -> int | str | None:
     """The pid of the live creator holding the segment ("unknown" while it is still
     writing the header); None if there is no such segment or its creator is dead."""
     try:
+        if not stat.S_ISREG(os.stat(shm_path(name)).st_mode):
+            return None  # a directory in its place: no owner (creating it is refused)
         shm = posix_ipc.SharedMemory(name, read_only=True)
-    except posix_ipc.ExistentialError:
+    except (FileNotFoundError, posix_ipc.ExistentialError):
         return None
+    except posix_ipc.PermissionsError:
+        raise SegmentTaken(
+            f"segment {name} exists and is not ours ({describe_file(shm_path(name))}): "
+            "is another user running this instance? Or choose another instance name"
+        ) from None
     try:
         if not is_locked(shm.fd, OWNER_LOCK_BYTE):
             return None

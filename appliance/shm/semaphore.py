@@ -16,8 +16,8 @@ import os
 
 import posix_ipc
 
-from appliance.shm.errors import SegmentError, SegmentInUse, SegmentMismatch
-from appliance.shm.files import Access, describe_file, same_file, sem_path
+from appliance.shm.errors import SegmentError, SegmentInUse, SegmentMismatch, SegmentTaken
+from appliance.shm.files import Access, describe_file, not_ours, same_file, sem_path
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +98,11 @@ def remove_leftover(name: str) -> bool:
         st = os.stat(sem_path(name), follow_symlinks=False)
     except FileNotFoundError:
         return False
-    if st.st_uid != os.geteuid():
-        raise SegmentError(
-            f"semaphore {name} already exists and belongs to uid {st.st_uid} "
-            f"(mode {st.st_mode & 0o777:o}), not to this process (uid {os.geteuid()}): "
-            f"refusing to share it; remove {sem_path(name)} or choose another instance name"
+    problem = not_ours(st)
+    if problem:
+        raise SegmentTaken(
+            f"semaphore {name} already exists and {problem}: refusing to share it; "
+            f"remove {sem_path(name)} or choose another instance name"
         )
     try:
         posix_ipc.unlink_semaphore(name)

@@ -236,7 +236,9 @@ def main(w: Worker) -> None:
             w.send(
                 host.check_positions()
                 if w.check_at_stop
-                else PositionsCheck(0, skipped="execution takes no intents (storage failing)")
+                else PositionsCheck(
+                    0, skipped="execution takes no intents (storage failing) or did not start"
+                )
             )
     finally:
         host.close()

@@ -127,3 +127,11 @@ def test_cli_runs_and_reports_bad_input(tmp_path, capsys):
     assert main(["backtest", "-c", str(CONFIG), "--data", str(DATA), "--out",
                  str(tmp_path / "y"), "--from", "2030-01-01"]) == 2  # fmt: skip
     assert "no ticks" in capsys.readouterr().err
+
+
+def test_an_unwritable_report_folder_is_refused_before_the_run(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "report"  # a file where a folder must be: even root fails
+    assert main(["backtest", "-c", str(CONFIG), "--data", str(DATA), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"backtest: --out {out}: cannot write the report there"), err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,17 @@ def test_main_help_lists_every_exit_code():
     text = build_parser().format_help()
     for code, meaning in MEANING.items():
         assert f"{int(code):>3}  {meaning}" in text
+
+
+def test_readme_exit_codes_are_the_real_ones():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    table = {int(m) for m in re.findall(r"^\| (\d+) \|", section, re.MULTILINE)}
+    assert table == {int(c) for c in Exit}
+    # every "(exit N)" in the prose names the code that meaning has
+    assert re.findall(r"refuses to start \(exit (\d+)\) when `/dev/shm`", readme) == [
+        str(int(Exit.NO_SHM_SPACE))
+    ]
 
 
 def test_check_config_takes_c_and_the_same_default(tmp_path):
