@@ -89,6 +89,18 @@ def _error_message(err: Any) -> str:
     return err["msg"]
 
 
+def _exchange_id_error(exchange: str, *, pro: bool) -> str | None:
+    """Why ``exchange`` names no ccxt (``pro``: ccxt.pro) exchange class; None if it does."""
+    from appliance.markets import MarketsError
+    from appliance.markets.connect import exchange_class
+
+    try:
+        exchange_class(exchange, pro)
+    except MarketsError as exc:
+        return str(exc)
+    return None
+
+
 def _from_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     errors: list[tuple[str, str]] = []
     unions: dict[str, list[str]] = {}  # one entry per value that matched no union member
@@ -647,6 +659,8 @@ class Config(_Model):
         for where, table in tables:
             if table is None:
                 errors.append((where, f"required by {where.split('.')[0]} kind 'ccxt'"))
+            elif bad_id := _exchange_id_error(table.exchange, pro=where == "feed.ccxt"):
+                errors.append((f"{where}.exchange", bad_id))  # the feed watches: ccxt.pro
             elif table.markets_file is not None:
                 errors += [(where, msg) for msg in self.market_problems(table)]
         return errors

@@ -24,6 +24,7 @@ class Exit(IntEnum):
     ALREADY_RUNNING = 12  # an appliance of the same instance name is running
     NOT_RUNNING = 13  # status/top/flatten: no appliance of that instance is running
     NO_SHM_SPACE = 14  # /dev/shm cannot hold the config's segments: nothing started
+    JOURNAL_UNUSABLE = 15  # the journal file is damaged or is not a dynamind journal
     JOURNAL_CONFLICT = 65  # EX_DATAERR: the config contradicts positions in the journal
     CONFIG = 78  # EX_CONFIG: the config file is invalid, nothing started
 
@@ -38,6 +39,7 @@ MEANING: dict[Exit, str] = {
     Exit.ALREADY_RUNNING: "an appliance with this instance name is already running",
     Exit.NOT_RUNNING: "no running appliance with this instance name",
     Exit.NO_SHM_SPACE: "/dev/shm has too little room for the config's segments (nothing started)",
+    Exit.JOURNAL_UNUSABLE: "the journal is damaged or not a dynamind journal (nothing changed)",
     Exit.JOURNAL_CONFLICT: "the config contradicts positions open in the journal",
     Exit.CONFIG: "invalid config file (nothing started)",
 }
@@ -51,6 +53,7 @@ NEEDS_A_PERSON: tuple[Exit, ...] = (
     Exit.HALTED,
     Exit.ALREADY_RUNNING,
     Exit.NO_SHM_SPACE,
+    Exit.JOURNAL_UNUSABLE,
 )
 
 
