@@ -11,10 +11,14 @@ import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.ops.arg_types import positive_float
 from appliance.runtime import logs
 from appliance.runtime.exits import MEANING, Exit, help_text
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 log = logging.getLogger("dynamind")
 
@@ -140,7 +144,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-def _start_refusals(config) -> list[tuple[Exit, str]]:
+def _start_refusals(config: Config) -> list[tuple[Exit, str]]:
     """What `dynamind run` refuses on this machine for a valid config, through the checks
     it makes (in its order), with the exit code it uses: /dev/shm too small, journal or
     venue state files that cannot be created or written."""
