@@ -28,6 +28,7 @@ _UNIT_S = {"d": 86400, "h": 3600, "m": 60}
 # Files that belong to a journal or venue state file and move with it: SQLite's, and the
 # metrics checkpoint the execution process keeps next to the journal.
 _SIDE_SUFFIXES = ("-wal", "-shm", "-journal", METRICS_SUFFIX)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def parse_time(text: str, now: float | None = None) -> int:
@@ -48,8 +49,12 @@ def parse_time(text: str, now: float | None = None) -> int:
 
 
 def _checkpoint(path: Path) -> None:
-    """Fold the WAL into the main file where SQLite can; a damaged or foreign file moves
-    as it is, its -wal beside it."""
+    """Fold the WAL into the main file, so the archive is one file. Not for a file that is
+    no SQLite database: SQLite would delete its -wal on close; it moves as it is instead,
+    its side files beside it."""
+    with path.open("rb") as f:
+        if f.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+            return
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
@@ -57,7 +62,7 @@ def _checkpoint(path: Path) -> None:
         finally:
             conn.close()
     except sqlite3.DatabaseError:
-        pass
+        pass  # damaged: moved as it is, with its -wal
 
 
 def reset(config: Config) -> list[tuple[Path, Path]]:

@@ -110,3 +110,16 @@ def test_archive_reset_run_archive_keeps_each_journal_apart(app, tmp_path):
     res = dynamind("journal", "archive", "--before", "0m", "-c", cfg)  # again: same file
     assert res.returncode == 0 and f"to {archive / second}: 0 orders" in res.stdout, res.stdout
     assert _files(archive) == reset | {first, second}
+
+
+def test_reset_moves_a_journal_sqlite_cannot_read_with_its_wal(tmp_path, garbage_journal):
+    from tests.harness import write_config
+
+    path, _ = write_config(tmp_path)
+    garbage_journal.rename(tmp_path / "journal.sqlite")
+    (tmp_path / "journal.sqlite-wal").write_bytes(b"wal")
+    res = dynamind("reset", "--journal", "-c", str(path))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert not {"journal.sqlite", "journal.sqlite-wal"} & _files(tmp_path)
+    (wal,) = [n for n in _files(tmp_path / "archive") if n.endswith(".sqlite-wal")]
+    assert (tmp_path / "archive" / wal).read_bytes() == b"wal"
