@@ -4,7 +4,9 @@ Every table is a pydantic model that rejects unknown keys. Checks that only need
 table (ranges, powers of two, a replay file that exists) run with the field checks, so
 all such errors of a file are reported together. Checks across tables (populations name
 known symbols, CPU keys name known processes, population params fit their kind) run once
-every table is valid, and again report all they find.
+every table is valid, and again report all they find; population params are also checked
+beside the other tables' errors, so that those and theirs come in one report. TOML's true
+and false are refused where a number is expected (pydantic would read them as 1 and 0).
 
 Relative paths in the config (journal, venue state, recorder, replay) are relative to the
 current directory of the process that loads it; under systemd that is the unit's
@@ -20,7 +22,8 @@ import tomllib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import numpy as np
 from pydantic import (
@@ -89,6 +92,18 @@ def _error_message(err: Any) -> str:
     return err["msg"]
 
 
+def _exchange_id_error(exchange: str, *, pro: bool) -> str | None:
+    """Why ``exchange`` names no ccxt (``pro``: ccxt.pro) exchange class; None if it does."""
+    from appliance.markets import MarketsError
+    from appliance.markets.connect import exchange_class
+
+    try:
+        exchange_class(exchange, pro)
+    except MarketsError as exc:
+        return str(exc)
+    return None
+
+
 def _from_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     errors: list[tuple[str, str]] = []
     unions: dict[str, list[str]] = {}  # one entry per value that matched no union member
@@ -145,6 +160,28 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 class _Model(BaseModel):
     # NaN and infinities are never meaningful settings (and NaN would defeat range checks).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # TOML's true and false are no numbers; pydantic's lax mode would read them as 1, 0.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _numbers_only(field.annotation):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+def _numbers_only(annotation: Any) -> bool:
+    """Whether a field's type takes numbers (int, float, constrained or optional) and not
+    true/false."""
+    if annotation in (int, float):
+        return True
+    args = get_args(annotation)
+    if get_origin(annotation) is Annotated:
+        return _numbers_only(args[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return bool not in args and any(_numbers_only(a) for a in args)
+    return False
 
 
 # Field meanings and units are documented key by key in config/dynamind.toml.
@@ -647,6 +684,8 @@ class Config(_Model):
         for where, table in tables:
             if table is None:
                 errors.append((where, f"required by {where.split('.')[0]} kind 'ccxt'"))
+            elif bad_id := _exchange_id_error(table.exchange, pro=where == "feed.ccxt"):
+                errors.append((f"{where}.exchange", bad_id))  # the feed watches: ccxt.pro
             elif table.markets_file is not None:
                 errors += [(where, msg) for msg in self.market_problems(table)]
         return errors
@@ -783,7 +822,34 @@ def validate_config(
     try:
         return Config.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(_from_validation_error(exc)) from None
+        errors = _from_validation_error(exc)
+        raise ConfigError(errors + _early_params_errors(data, errors)) from None
+
+
+def _early_params_errors(
+    data: Mapping[str, Any], reported: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Population params are checked with the checks across tables, which only run once
+    every table is valid; so that a file's errors are all reported together, check the
+    params of each population here too when the errors are elsewhere. The raw data may be
+    malformed in any way: what cannot be read is left to the errors already reported."""
+    errors: list[tuple[str, str]] = []
+    try:
+        n_all = len(data.get("symbols", []))
+        for h, host in enumerate(data.get("hosts", [])):
+            for p, pop in enumerate(host.get("populations", [])):
+                loc = f"hosts[{h}].populations[{p}]"
+                if any(where.startswith(loc) for where, _ in reported):
+                    continue  # its kind, symbols or agents are wrong: nothing to check by
+                kind = population_class(str(pop.get("kind")))
+                n = len(pop["symbols"]) if pop.get("symbols") else n_all
+                try:
+                    kind.validate_params(pop.get("params", {}), n)
+                except ValidationError as exc:
+                    errors += _from_validation_error(exc, prefix=f"{loc}.params")
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return errors
 
 
 def _toml_error(message: str) -> tuple[str, str]:

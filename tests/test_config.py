@@ -345,3 +345,31 @@ def test_risk_and_netting_reload_live():
 
     changes = diff_config(old, _variant(old, edit))
     assert len(changes) == 8 and all(c.live for c in changes), [str(c) for c in changes]
+
+
+def test_true_and_false_are_not_numbers(tmp_path):
+    text = minimal(
+        "status_interval_s = true", "ring_capacity = false", "[supervisor]", "max_restarts = true"
+    )
+    errors = errors_of(tmp_path, text)
+    assert errors["status_interval_s"] == "expected a number, got true"
+    assert errors["ring_capacity"] == "expected a number, got false"
+    assert errors["supervisor.max_restarts"] == "expected a number, got true"
+    assert load(tmp_path, minimal("[recorder]", "enabled = true")).recorder.enabled  # a bool
+
+
+def test_params_errors_come_with_the_field_errors(tmp_path):
+    """A population's params are checked across tables; they are reported together with
+    the errors of the other tables, not once those are fixed."""
+    text = minimal().replace("max_position = 5.0", "max_position = -5.0", 1)
+    text += "[hosts.populations.params]\nqty = -1.0\n"  # host b's population
+    errors = errors_of(tmp_path, text)
+    assert "greater than 0" in errors["symbols[0].max_position"]
+    assert "greater than 0 (got -1.0)" in errors["hosts[1].populations[0].params.qty"]
+    # a population whose own keys are wrong is not second-guessed
+    text = text.replace(
+        "agents = 10\n[hosts.populations.params]", "agents = 0\n[hosts.populations.params]"
+    )
+    errors = errors_of(tmp_path, text)
+    assert "hosts[1].populations[0].agents" in errors
+    assert "hosts[1].populations[0].params.qty" not in errors

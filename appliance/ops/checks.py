@@ -17,7 +17,9 @@ from pathlib import Path
 from appliance.agents import POPULATIONS
 from appliance.config import Config, SymbolConfig
 from appliance.model.enums import TradingState
-from appliance.trading.layout_check import layout_problems
+from appliance.storage.sqlite import damage
+from appliance.trading.journal import Journal, JournalError
+from appliance.trading.layout_check import journal_problems
 from appliance.workers.compose import agent_counts
 
 
@@ -64,10 +66,17 @@ def _order_warnings(sym: SymbolConfig, qty: float) -> list[str]:
 
 
 def journal_conflicts(config: Config, journal: Path) -> list[str]:
-    """What in ``config`` contradicts positions open in ``journal`` (a start would refuse)."""
-    return layout_problems(
-        journal,
-        config.symbol_names,
-        [s.lot_size for s in config.symbols],
-        agent_counts(config),
-    )
+    """What in ``config`` contradicts positions open in ``journal`` (a start would refuse);
+    none for no journal yet. JournalError when the file is damaged (SQLite's quick_check:
+    a start would read it, or fail on it later) or is no dynamind journal."""
+    if not journal.exists():
+        return []
+    j = Journal(journal, readonly=True)
+    try:
+        if why := damage(j.connection):
+            raise JournalError(f"{journal}: damaged journal ({why})")
+        return journal_problems(
+            j, config.symbol_names, [s.lot_size for s in config.symbols], agent_counts(config)
+        )
+    finally:
+        j.close()

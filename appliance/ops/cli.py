@@ -6,14 +6,19 @@ import argparse
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.ops.arg_types import positive_float
 from appliance.runtime import logs
 from appliance.runtime.exits import MEANING, Exit, help_text
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 log = logging.getLogger("dynamind")
 
@@ -106,25 +111,39 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from appliance.ops.checks import cannot_trade, journal_conflicts
     from appliance.runtime.layout import shm_bytes
     from appliance.shm import format_bytes, free_bytes
+    from appliance.trading.journal import JournalError
 
     path = args.file or args.config
     config = _load(path)
     if config is None:
         return Exit.CONFIG
     agents = sum(p.agents for h in config.hosts for p in h.populations)
-    print(
-        f"{path}: ok (instance {config.instance}, {len(config.symbols)} symbols, "
+    what = (
+        f"(instance {config.instance}, {len(config.symbols)} symbols, "
         f"{len(config.hosts)} agent hosts, {agents} agents, feed {config.feed.kind})"
     )
+    refusals = _start_refusals(config)
+    if refusals:
+        print(f"{path}: valid {what}, but `dynamind run` refuses it here:", file=sys.stderr)
+        for _, msg in refusals:
+            print(f"{path}: error: {msg}", file=sys.stderr)
+    else:
+        print(f"{path}: ok {what}")
     print(
         f"shared memory needed: {format_bytes(shm_bytes(config))} "
         f"({format_bytes(free_bytes())} free in /dev/shm here)"
     )
     for loc, warning in cannot_trade(config):
         print(f"{path}: warning: {loc}: {warning}")
+    if refusals:
+        return refusals[0][0]
     if args.journal is not None:
         journal = Path(args.journal or config.journal_path)
-        problems = journal_conflicts(config, journal)
+        try:
+            problems = journal_conflicts(config, journal)
+        except (JournalError, sqlite3.DatabaseError) as exc:
+            print(_unusable(journal, exc), file=sys.stderr)
+            return Exit.JOURNAL_UNUSABLE
         if problems:
             print(f"{journal}: the config contradicts positions open in the journal:")
             for p in problems:
@@ -133,6 +152,24 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
             return Exit.JOURNAL_CONFLICT
         print(f"{journal}: consistent with the config")
     return Exit.OK
+
+
+def _start_refusals(config: Config) -> list[tuple[Exit, str]]:
+    """What `dynamind run` refuses on this machine for a valid config, through the checks
+    it makes (in its order), with the exit code it uses: /dev/shm too small, journal or
+    venue state files that cannot be created or written."""
+    from appliance.runtime import layout
+    from appliance.shm import SegmentError, check_space
+    from appliance.workers.compose import unwritable_files
+
+    out = []
+    try:
+        check_space(layout.shm_bytes(config), config.instance)
+    except SegmentError as exc:
+        out.append((Exit.NO_SHM_SPACE, str(exc)))
+    if config.runs_execution:
+        out += [(Exit.CONFIG, f"{key}: {why}") for key, why in unwritable_files(config)]
+    return out
 
 
 # ---- watching ----------------------------------------------------------------------------
@@ -317,6 +354,8 @@ def _cmd_reset(args: argparse.Namespace) -> int:
 
 def _cmd_journal(args: argparse.Namespace) -> int:
     from appliance.ops import journal_tools
+    from appliance.trading.archive import ArchiveError
+    from appliance.trading.journal import JournalError
 
     config, code = _stopped_config(args.config)
     if config is None:
@@ -326,8 +365,23 @@ def _cmd_journal(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"journal archive: --before: {exc}", file=sys.stderr)
         return Exit.USAGE
-    print(journal_tools.archive(config, before, args.to))
+    try:
+        print(journal_tools.archive(config, before, args.to))
+    except ArchiveError as exc:
+        print(f"journal archive: {exc}", file=sys.stderr)
+        return Exit.USAGE
+    except (JournalError, sqlite3.DatabaseError) as exc:
+        print(f"journal archive: {_unusable(config.journal_path, exc)}", file=sys.stderr)
+        return Exit.JOURNAL_UNUSABLE
     return Exit.OK
+
+
+def _unusable(journal: str | os.PathLike[str], exc: Exception) -> str:
+    """The message for a journal that cannot be read: JournalError's names the file, an
+    error SQLite raised on a later query (a damaged page) does not."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        return f"{journal}: damaged journal ({exc}); nothing was changed"
+    return str(exc)
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
@@ -354,6 +408,9 @@ def _cmd_journal_view(args: argparse.Namespace) -> int:
     except (journal_views.ViewError, JournalError) as exc:
         print(exc, file=sys.stderr)
         return Exit.USAGE
+    except sqlite3.DatabaseError as exc:
+        print(_unusable(journal, exc), file=sys.stderr)
+        return Exit.JOURNAL_UNUSABLE
     return 0
 
 
@@ -613,15 +670,16 @@ COMMANDS = (
     ("reset", _cmd_reset, "start over (the appliance stopped): archive the journal and the "
      "paper venue's state", (E.USAGE, E.ALREADY_RUNNING, E.CONFIG), _reset_options),
     ("journal", _cmd_journal, "journal maintenance (the appliance stopped)",
-     (E.USAGE, E.ALREADY_RUNNING, E.CONFIG), _journal_options),
+     (E.USAGE, E.ALREADY_RUNNING, E.JOURNAL_UNUSABLE, E.CONFIG), _journal_options),
     ("install-service", _cmd_install, "install or upgrade the systemd service (clean venv "
      "from a wheel, user, config, unit); idempotent", (E.ERROR,), _install_options),
     ("orders", _cmd_journal_view, "orders from the journal, named and filtered (read-only: "
-     "works while the appliance runs)", (E.USAGE,), _view_options("orders")),
-    ("fills", _cmd_journal_view, "fills from the journal (read-only)", (E.USAGE,),
-     _view_options("fills")),
+     "works while the appliance runs)", (E.USAGE, E.JOURNAL_UNUSABLE), _view_options("orders")),
+    ("fills", _cmd_journal_view, "fills from the journal (read-only)",
+     (E.USAGE, E.JOURNAL_UNUSABLE), _view_options("fills")),
     ("pnl", _cmd_journal_view, "PnL net of fees (gross and fees beside it), turnover, fill and "
-     "reject rates per agent, population, symbol or overall, from the journal", (E.USAGE,),
+     "reject rates per agent, population, symbol or overall, from the journal",
+     (E.USAGE, E.JOURNAL_UNUSABLE),
      _view_options("pnl")),
     ("backtest", _cmd_backtest, "run the whole appliance on recorded data as fast as possible "
      "(deterministic) and write a report with plots", (E.USAGE,), _backtest_options),

@@ -20,10 +20,15 @@ from datetime import datetime
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.trading.archive import archive_runs
+from appliance.runtime.live_metrics import METRICS_SUFFIX
+from appliance.trading.archive import archive_file, archive_runs
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([dhm])$")
 _UNIT_S = {"d": 86400, "h": 3600, "m": 60}
+# Files that belong to a journal or venue state file and move with it: SQLite's, and the
+# metrics checkpoint the execution process keeps next to the journal.
+_SIDE_SUFFIXES = ("-wal", "-shm", "-journal", METRICS_SUFFIX)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def parse_time(text: str, now: float | None = None) -> int:
@@ -43,34 +48,41 @@ def parse_time(text: str, now: float | None = None) -> int:
     return int(when.timestamp() * 1e9)  # naive: local time, as datetime.timestamp reads it
 
 
-def _archive_dir(path: Path) -> Path:
-    out = path.parent / "archive"
-    out.mkdir(mode=0o750, parents=True, exist_ok=True)
-    return out
-
-
 def _checkpoint(path: Path) -> None:
-    """Fold the WAL into the main file, so moving one file moves everything."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    """Fold the WAL into the main file, so the archive is one file. Not for a file that is
+    no SQLite database: SQLite would delete its -wal on close; it moves as it is instead,
+    its side files beside it."""
+    with path.open("rb") as f:
+        if f.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+            return
     try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        pass  # damaged: moved as it is, with its -wal
 
 
 def reset(config: Config) -> list[tuple[Path, Path]]:
-    """Move the journal and the paper venue's state aside; (from, to) of each move."""
+    """Move the journal, the paper venue's state and their side files into ``archive/``;
+    (from, to) of each move."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     moved = []
     for path in (Path(config.journal_path), Path(config.venue_state_path)):
         if not path.exists():
             continue
         _checkpoint(path)
-        dest = _archive_dir(path) / f"{path.stem}-{stamp}{path.suffix}"
-        path.rename(dest)
-        moved.append((path, dest))
-        for side in ("-wal", "-shm"):  # empty after the checkpoint
-            Path(f"{path}{side}").unlink(missing_ok=True)
+        archive = path.parent / "archive"
+        archive.mkdir(mode=0o750, parents=True, exist_ok=True)
+        dest = archive / f"{path.stem}-{stamp}{path.suffix}"
+        for src, dst in [(path, dest)] + [
+            (Path(f"{path}{s}"), Path(f"{dest}{s}")) for s in _SIDE_SUFFIXES
+        ]:
+            if src.exists():
+                src.rename(dst)
+                moved.append((src, dst))
     return moved
 
 
@@ -79,7 +91,8 @@ def archive(config: Config, before_ns: int, to: Path | None = None) -> str:
     if not journal.exists():
         return f"{journal}: no journal yet, nothing to archive"
     day = time.strftime("%Y%m%d", time.localtime(before_ns / 1e9))
-    dest = to or _archive_dir(journal) / f"{journal.stem}-before-{day}{journal.suffix}"
+    first = journal.parent / "archive" / f"{journal.stem}-before-{day}{journal.suffix}"
+    dest = to or archive_file(journal, first)
     size = journal.stat().st_size
     summary = archive_runs(journal, before_ns, dest)
     return f"{summary}\n{journal}: {size / 1e6:,.1f} MB -> {journal.stat().st_size / 1e6:,.1f} MB"

@@ -31,7 +31,9 @@ class Exit(IntEnum):
     # (another user's, a directory, foreign data): nothing started, nothing removed
     UNAVAILABLE = 69  # EX_UNAVAILABLE: the exchange could not be reached or refused
     JOURNAL_CONFLICT = 65  # EX_DATAERR: the config contradicts positions in the journal,
-    # or the journal is not a usable one (found so before anything started)
+    # or the journal is not a usable one (damaged, not a dynamind journal): nothing was
+    # started or changed
+    JOURNAL_UNUSABLE = 65  # the same code, named for the commands that only read a journal
     CONFIG = 78  # EX_CONFIG: the config file is invalid, nothing started
 
 
@@ -51,7 +53,7 @@ MEANING: dict[Exit, str] = {
     "a segment of ours (nothing started, nothing removed)",
     Exit.UNAVAILABLE: "the exchange could not be reached or refused the request",
     Exit.JOURNAL_CONFLICT: "the config contradicts positions open in the journal, or the "
-    "journal is unusable (nothing started)",
+    "journal is damaged or not a dynamind journal (nothing started or changed)",
     Exit.CONFIG: "invalid config file (nothing started)",
 }
 

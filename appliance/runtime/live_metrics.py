@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SEGMENT = "metrics"
 PUBLISH_S = 0.5
+METRICS_SUFFIX = ".metrics.npz"  # the checkpoint: <journal_path>.metrics.npz
 TAG_PUBLISHED_NS = 0  # wall-clock time of the last publication
 
 
@@ -121,7 +122,7 @@ class LiveMetrics:
         self.epoch = epoch
         self.snapshot = snapshot
         self.metrics = TradingMetrics(metrics_layout(cfg), cfg.metrics.sample_interval_s)
-        self.path = Path(f"{cfg.journal_path}.metrics.npz")
+        self.path = Path(f"{cfg.journal_path}{METRICS_SUFFIX}")
         self._rows = np.zeros(capacity(cfg), METRIC)
         self._next_publish = 0.0
         self._next_checkpoint = time.monotonic() + cfg.metrics.checkpoint_s

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,40 @@ def probe_space(directory: str | os.PathLike[str], nbytes: int) -> str | None:
             raise
         return why
     return None
+
+
+def unwritable(path: str | os.PathLike[str]) -> str | None:
+    """Why a file at ``path`` (with its -wal and -shm beside it) could not be created or
+    written, or None when it could. Tries what an open would do, in the nearest directory
+    that exists (a scratch directory made and removed there), and creates nothing else:
+    permission bits do not tell (root, read-only mounts, /sys)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path}: is a directory"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=ancestor))
+    except OSError as exc:
+        if ancestor.exists() and not ancestor.is_dir():
+            return f"{path}: {ancestor} is a file, not a directory"
+        return f"{path}: cannot create files in {ancestor} ({exc.strerror})"
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        return f"{path}: not readable and writable by this user"
+    return None
+
+
+def damage(conn: sqlite3.Connection, schema: str = "main") -> str | None:
+    """What SQLite's ``quick_check`` finds wrong with a database's structure (pages, b-trees,
+    records; not its indexes' contents), or None when it finds nothing."""
+    try:
+        rows = [r[0] for r in conn.execute(f"PRAGMA {schema}.quick_check(3)")]
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    if rows == ["ok"]:
+        return None
+    return "; ".join(line for r in rows for line in r.splitlines() if not line.startswith("***"))
 
 
 def open_store(

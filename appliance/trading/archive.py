@@ -23,6 +23,7 @@ other fill. Run rows stay in the journal (they are small, and ids keep counting 
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections import defaultdict
@@ -32,7 +33,7 @@ from pathlib import Path
 from appliance.model.orders import TERMINAL, OrderState
 from appliance.model.records import OrderType, RejectReason
 from appliance.storage.sqlite import one_of
-from appliance.trading.journal import Journal
+from appliance.trading.journal import Journal, JournalError
 from appliance.trading.portfolio import Position
 
 CARRY_EPOCH = "archive"
@@ -153,24 +154,74 @@ class _Selection:
         return [v for v, cids in self.venue.items() if all(c in self.movable for c in cids)]
 
 
+class ArchiveError(JournalError):
+    """The archive file holds runs of another journal (one started over since)."""
+
+
+def _runs(conn: sqlite3.Connection, schema: str = "main") -> dict[int, int]:
+    return dict(conn.execute(f"SELECT run_id, started_ns FROM {schema}.runs"))
+
+
+def _others(archive: dict[int, int], journal: dict[int, int]) -> list[int]:
+    """Runs of ``archive`` that are not ``journal``'s: a journal keeps its run rows when
+    its runs are archived, so an archive of it holds only runs it still lists."""
+    return sorted(r for r, started in archive.items() if journal.get(r) != started)
+
+
+def archive_file(journal: Path, first: Path) -> Path:
+    """``first``, or the first of ``first``-2, -3, ... that is new or an archive of
+    ``journal``: after `dynamind reset --journal` run ids start again at 1, and the rows of
+    two journals in one file would collide and be impossible to tell apart."""
+    j = Journal(journal)  # checked as archive_runs checks it; not read-only (see below)
+    try:
+        ours = _runs(j.connection)
+    finally:
+        j.close()
+    candidates = (first.with_name(f"{first.stem}-{n}{first.suffix}") for n in itertools.count(2))
+    for path in itertools.chain([first], candidates):
+        if not path.exists() or _archive_of(path, ours):
+            return path
+    raise AssertionError("an endless sequence ended")
+
+
+def _archive_of(path: Path, ours: dict[int, int]) -> bool:
+    try:
+        # Not mode=ro: a read-only connection leaves the WAL's -wal and -shm files behind.
+        conn = sqlite3.connect(path)
+        try:
+            return not _others(_runs(conn), ours)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False  # not an archive of ours, whatever it is: leave it alone
+
+
 def archive_runs(journal: Path, before_ns: int, to: Path) -> ArchiveSummary:
-    """Move runs closed before ``before_ns`` from ``journal`` into ``to`` (see module doc).
+    """Move runs closed before ``before_ns`` from ``journal`` into ``to`` (see module doc);
+    ``to`` is created only when there is something to move, and refused (ArchiveError)
+    when it holds runs of another journal.
 
     The appliance must be stopped. One transaction: either everything moves or nothing.
     """
     Journal(journal).close()  # identity and schema checks, upgrade if older
-    Journal(to).close()  # the archive is a journal of the same schema (created if new)
     conn = sqlite3.connect(journal, isolation_level=None)
     try:
         conn.execute("PRAGMA foreign_keys=ON")
         runs = closed_runs_before(conn, before_ns)
         if not runs:
             return ArchiveSummary([], 0, 0, 0, 0, to)
+        to.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        Journal(to).close()  # the archive is a journal of the same schema (created if new)
+        conn.execute("ATTACH DATABASE ? AS arc", (str(to),))
+        if others := _others(_runs(conn, "arc"), _runs(conn)):
+            raise ArchiveError(
+                f"{to} holds runs of another journal (runs {others[0]}..{others[-1]} started "
+                f"at other times than {journal}'s): archive to another file"
+            )
         sel = _Selection(conn, runs[-1])
         fills = sel.moving_fills()
         venue = sel.moving_venue_orders()
         carries = _carries(fills, runs[-1])
-        conn.execute("ATTACH DATABASE ? AS arc", (str(to),))
         conn.execute("BEGIN IMMEDIATE")
         try:
             _move(conn, runs, sel.movable, venue, [r[0] for rows in fills.values() for r in rows])

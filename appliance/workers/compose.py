@@ -15,6 +15,7 @@ from appliance.config import CcxtConfig, Config, RateConfig
 from appliance.feeds.replay import ReplayFeed
 from appliance.feeds.synthetic import SyntheticFeed
 from appliance.model.enums import TradingState
+from appliance.storage.sqlite import StoreError, unwritable
 from appliance.trading.account import AccountLimits, Rate
 from appliance.trading.engine import EngineConfig, ExecutionEngine, Rules
 from appliance.trading.journal import Journal
@@ -89,6 +90,8 @@ def execution_engine(
     names = cfg.symbol_names
     journal_path = journal_path or cfg.journal_path
     venue_path = venue_path or cfg.venue_state_path
+    if problems := unwritable_files(cfg, journal_path, venue_path):
+        raise StoreError("; ".join(f"{key}: {why}" for key, why in problems))
     for path in (journal_path, venue_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     timed = {} if clock is None else {"clock": clock}
@@ -108,6 +111,18 @@ def execution_engine(
     engine.set_rules(rule_set)
     engine.set_trading_state(TradingState(cfg.trading.state))
     return engine
+
+
+def unwritable_files(
+    cfg: Config, journal_path: Path | None = None, venue_path: Path | None = None
+) -> list[tuple[str, str]]:
+    """(config key, why) for each file execution writes that it could not create or write
+    (the config's paths unless given); what check-config reports and a start refuses."""
+    paths = (
+        ("journal_path", journal_path or cfg.journal_path),
+        ("venue_state_path", venue_path or cfg.venue_state_path),
+    )
+    return [(key, why) for key, path in paths if (why := unwritable(path))]
 
 
 def execution_files(cfg: Config) -> list[Path]:

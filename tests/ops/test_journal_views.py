@@ -12,11 +12,13 @@ import pytest
 from appliance.model.records import Side
 from appliance.ops import journal_views
 from appliance.ops.cli import build_parser
+from appliance.runtime.exits import Exit
 from appliance.trading.archive import archive_runs
 from appliance.trading.engine import EngineConfig, ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.risk import RiskLimits
 from appliance.venues.paper import PaperVenue
+from tests.harness import dynamind
 
 SYMS = ["BTC/USD", "ETH/USD"]
 
@@ -205,3 +207,11 @@ def test_carried_positions_are_not_trading(archived):
     assert overall["orders"] == 0 and overall["turnover"] == 0.0
     agents = json.loads(view("pnl", archived, "--by", "agent", "--format", "json"))
     assert [(r["agent"], r["position"], r["orders"]) for r in agents] == [(2, 2.0, 0)]
+
+
+@pytest.mark.parametrize("kind", ["pnl", "orders", "fills"])
+def test_damaged_journal_is_named_without_a_traceback(damaged_journal, kind):
+    res = dynamind(kind, "--journal", str(damaged_journal))
+    assert res.returncode == Exit.JOURNAL_UNUSABLE, res.stdout + res.stderr
+    assert res.stderr.startswith(f"{damaged_journal}: damaged journal (database disk image")
+    assert "Traceback" not in res.stderr

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 from appliance.runtime.exits import Exit
 from appliance.trading.flatten import FLATTEN_SEQ
@@ -64,3 +67,59 @@ def test_archived_journal_starts_with_the_same_positions(app, tmp_path):
     assert app.proc.wait(120) == 0, app.log_tail()
     msg = final_report(app)["msg"]
     assert "journal agrees, reported to hosts agrees" in msg, msg
+
+
+def _files(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir()} if directory.exists() else set()
+
+
+def test_archive_reset_run_archive_keeps_each_journal_apart(app, tmp_path):
+    """The README's ExecStartPre archive on every start, with a reset the same day: each
+    journal's runs go to an archive file of their own, the reset takes the journal's side
+    files along, and an archive with nothing to move writes nothing."""
+    cfg, archive = str(app.config), tmp_path / "archive"
+    app.start("--duration", "2")
+    assert app.proc.wait(120) == 0, app.log_tail()
+    res = dynamind("journal", "archive", "--before", "30d", "-c", cfg)
+    assert res.returncode == 0 and "nothing to archive" in res.stdout, res.stderr
+    assert not archive.exists()  # nothing to archive: no file, no folder
+    res = dynamind("journal", "archive", "--before", "0m", "-c", cfg)
+    assert res.returncode == 0 and "archived runs 1..1" in res.stdout, res.stderr
+    (first,) = _files(archive)
+    side = {f"journal.sqlite{s}" for s in ("-wal", "-shm", ".metrics.npz")} & _files(tmp_path)
+    assert "journal.sqlite.metrics.npz" in side
+
+    res = dynamind("reset", "--journal", "-c", cfg)
+    assert res.returncode == 0, res.stderr
+    assert not {"journal.sqlite", "venue.sqlite", *side} & _files(tmp_path)
+    reset = _files(archive) - {first}
+    stamped = next(n for n in reset if n.startswith("journal-") and n.endswith(".sqlite"))
+    assert {f"{stamped}{n.removeprefix('journal.sqlite')}" for n in side} <= reset
+
+    app.start("--duration", "2")
+    assert app.proc.wait(120) == 0, app.log_tail()
+    res = dynamind("journal", "archive", "--before", "0m", "-c", cfg)
+    assert res.returncode == 0 and "archived runs 1..1" in res.stdout, res.stdout + res.stderr
+    (second,) = _files(archive) - reset - {first}
+    assert second == first.replace(".sqlite", "-2.sqlite")
+    started = {}
+    for name in (first, stamped, second):
+        with closing(sqlite3.connect(archive / name)) as db:
+            started[name] = db.execute("SELECT started_ns FROM runs WHERE run_id = 1").fetchone()
+    assert started[first] == started[stamped] != started[second]
+    res = dynamind("journal", "archive", "--before", "0m", "-c", cfg)  # again: same file
+    assert res.returncode == 0 and f"to {archive / second}: 0 orders" in res.stdout, res.stdout
+    assert _files(archive) == reset | {first, second}
+
+
+def test_reset_moves_a_journal_sqlite_cannot_read_with_its_wal(tmp_path, garbage_journal):
+    from tests.harness import write_config
+
+    path, _ = write_config(tmp_path)
+    garbage_journal.rename(tmp_path / "journal.sqlite")
+    (tmp_path / "journal.sqlite-wal").write_bytes(b"wal")
+    res = dynamind("reset", "--journal", "-c", str(path))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert not {"journal.sqlite", "journal.sqlite-wal"} & _files(tmp_path)
+    (wal,) = [n for n in _files(tmp_path / "archive") if n.endswith(".sqlite-wal")]
+    assert (tmp_path / "archive" / wal).read_bytes() == b"wal"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from appliance.model.records import OrderType, Side
-from appliance.trading.archive import archive_runs
+from appliance.trading.archive import ArchiveError, archive_file, archive_runs
 from appliance.trading.engine import EngineConfig, ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.portfolio import Portfolio
@@ -129,3 +129,32 @@ def test_nothing_moves_before_the_first_run_ended(tmp_path, trade_a_run):
     trade_a_run(clock, rng)
     summary = archive_runs(tmp_path / "journal.sqlite", HOUR, tmp_path / "a.sqlite")
     assert summary.runs == [] and "nothing to archive" in str(summary)
+    assert not (tmp_path / "a.sqlite").exists()  # no empty archive file left behind
+
+
+def test_an_archive_never_mixes_two_journals(tmp_path, trade_a_run):
+    """After a journal is started over, run ids begin at 1 again: its runs go to a file
+    of their own, and an archive file of the old journal is refused, not appended to."""
+    clock, rng = Clock(), np.random.default_rng(5)
+    journal, first = tmp_path / "journal.sqlite", tmp_path / "before.sqlite"
+    trade_a_run(clock, rng)
+    clock.now += HOUR
+    assert archive_runs(journal, clock.now, first).runs == [1]
+    old = journal.rename(tmp_path / "old.sqlite")  # what `dynamind reset --journal` does
+    (tmp_path / "venue.sqlite").rename(tmp_path / "old-venue.sqlite")
+    trade_a_run(clock, rng)
+    clock.now += HOUR
+    held = state(journal)
+
+    with pytest.raises(ArchiveError, match="holds runs of another journal"):
+        archive_runs(journal, clock.now, first)
+    assert state(journal) == held  # nothing moved
+    second = archive_file(journal, first)
+    assert second == tmp_path / "before-2.sqlite"
+    assert archive_runs(journal, clock.now, second).runs == [1]
+    assert archive_file(journal, first) == second  # the next archive of it goes there too
+    assert archive_file(old, first) == first
+    with sqlite3.connect(first) as a, sqlite3.connect(second) as b:
+        runs_a = a.execute("SELECT run_id, started_ns FROM runs").fetchall()
+        runs_b = b.execute("SELECT run_id, started_ns FROM runs").fetchall()
+    assert [r for r, _ in runs_a] == [r for r, _ in runs_b] == [1] and runs_a != runs_b
