@@ -57,10 +57,9 @@ def _load(path: str):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.model.enums import Role
-    from appliance.runtime import layout
     from appliance.runtime.stale import StaleNotJournaled
     from appliance.runtime.supervisor import StartFailed, Supervisor
-    from appliance.shm import SegmentError, SegmentInUse, SegmentTaken, check_space
+    from appliance.shm import SegmentInUse, SegmentTaken
     from appliance.trading.journal import JournalError
     from appliance.trading.layout_check import LayoutMismatch
 
@@ -71,12 +70,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.log_format:
         config = config.model_copy(update={"log_format": args.log_format})
     logs.setup(config.log_format, process=Role.SUPERVISOR)
-    try:
-        # Early and whole: a tmpfs that fills part-way would fail a later segment.
-        check_space(layout.shm_bytes(config), config.instance)
-    except SegmentError as exc:
-        print(f"nothing started: {exc}", file=sys.stderr)
-        return Exit.NO_SHM_SPACE
+    # Early and whole: a tmpfs that fills part-way would fail a later segment, and a journal
+    # that cannot be written would fail execution once the rest has started.
+    if refusals := _start_refusals(config):
+        for _, why in refusals:
+            print(f"nothing started: {why}", file=sys.stderr)
+        return refusals[0][0]
     try:
         return Supervisor(config, args.config).run(args.duration)
     except LayoutMismatch as exc:

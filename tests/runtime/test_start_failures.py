@@ -47,14 +47,12 @@ def _closed_port() -> int:
 
 def test_execution_failing_before_ready_fails_the_start_once(tmp_path: Path) -> None:
     app = Appliance(tmp_path)
-    (tmp_path / "afile").write_text("not a folder")
-    text = app.config.read_text()
-    app.config.write_text(text.replace(f'"{tmp_path}/journal.sqlite"', '"afile/journal.sqlite"'))
+    (tmp_path / "venue.sqlite").write_bytes(b"not a database " * 100)  # the paper venue's
     code, lines = _run_to_end(app)
     last = _said(lines)
     assert code == Exit.START_FAILED, "\n".join(lines[-20:])
     assert last.startswith("start failed: execution exited with code 1 before it was ready: ")
-    assert "afile" in last, last
+    assert "venue.sqlite" in last, last
     assert _started(lines, "execution") == 1  # not started again at the stop
     assert not any("could not be drained" in line for line in lines)
     assert app.leftovers() == []
@@ -129,3 +127,18 @@ def test_a_squatted_segment_name_is_refused_and_left_alone(
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+def test_a_journal_that_cannot_be_created_starts_nothing(tmp_path: Path) -> None:
+    app = Appliance(tmp_path)
+    (tmp_path / "afile").write_text("not a folder")
+    text = app.config.read_text()
+    app.config.write_text(text.replace(f'"{tmp_path}/journal.sqlite"', '"afile/journal.sqlite"'))
+    code, lines = _run_to_end(app)
+    assert code == Exit.CONFIG, "\n".join(lines[-20:])
+    assert (
+        _said(lines)
+        == "nothing started: journal_path: afile/journal.sqlite: afile is a file, not a directory"
+    )
+    assert _started(lines, "execution") == 0
+    assert app.leftovers() == []
