@@ -225,11 +225,12 @@ def main(w: Worker) -> None:
             view = host.reader.read(READ_BATCH)
             if host.warm and (len(view) == 0 or int(view["recv_ns"][-1]) >= started):
                 host.warm = False
-                log.info(
-                    "state warmed from %d ticks of the ring's history (%d lost to the writer)",
-                    host.warmed,
-                    host.reader.lost,
-                )
+                if host.warmed:  # a restart, not a first start with an empty ring
+                    log.info(
+                        "state warmed from %d ticks of the ring's history (%d lost to the writer)",
+                        host.warmed,
+                        host.reader.lost,
+                    )
                 host.resync_positions()  # warm-up marked agents pending: clear that
             host.on_ticks(view, emit=not host.warm)
         if not w.orphaned:  # a stop, not an orphaning

@@ -192,6 +192,11 @@ def test_recorded_ticks_replay_through_the_appliance(tmp_path):
 
 
 def test_execution_dying_during_the_drain_is_restarted_to_finish_it(app):
+    # the frozen execution is not killed for its heartbeat while intents pile up: this
+    # test kills it itself, during the drain
+    text = app.config.read_text()
+    assert "heartbeat_timeout_s = 3.0" in text
+    app.config.write_text(text.replace("heartbeat_timeout_s = 3.0", "heartbeat_timeout_s = 120"))
     app.start().wait_ready()
     app.wait_for(lambda: app.counter("execution", "intents") > 50, what="execution busy")
     pid = app.workers()["execution"]["pid"]
