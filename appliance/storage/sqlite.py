@@ -68,7 +68,8 @@ def unwritable(path: str | os.PathLike[str]) -> str | None:
     """Why a file at ``path`` (with its -wal and -shm beside it) could not be created or
     written, or None when it could. Tries what an open would do, in the nearest directory
     that exists (a scratch directory made and removed there), and creates nothing else:
-    permission bits do not tell (root, read-only mounts, /sys)."""
+    permission bits do not tell (root, read-only mounts, /sys). A full or failing
+    filesystem is not reported here (see ``storage_failure``): it may pass."""
     path = Path(path)
     if path.is_dir():
         return f"{path}: is a directory"
@@ -78,6 +79,8 @@ def unwritable(path: str | os.PathLike[str]) -> str | None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=ancestor))
     except OSError as exc:
+        if exc.errno in _FULL_ERRNOS:
+            return None  # full or failing, not forbidden: the storage halt's case, it waits
         if ancestor.exists() and not ancestor.is_dir():
             return f"{path}: {ancestor} is a file, not a directory"
         return f"{path}: cannot create files in {ancestor} ({exc.strerror})"
