@@ -81,9 +81,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except LayoutMismatch as exc:
         print(f"nothing started: {exc}\n{START_OVER}", file=sys.stderr)
         return Exit.JOURNAL_CONFLICT
-    except JournalError as exc:  # unreadable before anything started (the layout check)
-        print(f"nothing started: {exc}", file=sys.stderr)
-        return Exit.JOURNAL_CONFLICT
+    except (JournalError, sqlite3.DatabaseError) as exc:  # unreadable: the layout check
+        print(f"nothing started: {_unusable(config.journal_path, exc)}", file=sys.stderr)
+        return Exit.JOURNAL_UNUSABLE
     except SegmentInUse as exc:
         print(f"nothing started: {exc}", file=sys.stderr)
         return Exit.ALREADY_RUNNING
@@ -392,7 +392,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
 def _cmd_journal_view(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError, load_config
     from appliance.ops import journal_views
-    from appliance.trading.journal import JournalError
+    from appliance.trading.journal import JournalError, JournalMissing
 
     try:
         config = load_config(args.config)
@@ -404,13 +404,13 @@ def _cmd_journal_view(args: argparse.Namespace) -> int:
         return Exit.USAGE
     try:
         print(journal_views.run(args.command, args, config, journal), flush=True)
-    except (journal_views.ViewError, JournalError) as exc:
+    except (journal_views.ViewError, JournalMissing) as exc:
         print(exc, file=sys.stderr)
         return Exit.USAGE
-    except sqlite3.DatabaseError as exc:
+    except (JournalError, sqlite3.DatabaseError) as exc:  # not a journal, or damaged
         print(_unusable(journal, exc), file=sys.stderr)
         return Exit.JOURNAL_UNUSABLE
-    return 0
+    return Exit.OK
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:

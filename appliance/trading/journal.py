@@ -194,6 +194,10 @@ class JournalError(StoreError):
     """The journal file is unusable, or a write would contradict what it holds."""
 
 
+class JournalMissing(JournalError):
+    """No journal file where one was looked for."""
+
+
 class TradingStateChange(NamedTuple):
     run_id: int
     ts_ns: int
@@ -521,5 +525,5 @@ def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A read-only SQLite connection to the journal at ``path``, checked like any open (for
     tools that query it while the execution process writes it)."""
     if not Path(path).exists():
-        raise JournalError(f"{path}: no journal here")
+        raise JournalMissing(f"{path}: no journal here")
     return Journal(path, readonly=True)._conn

@@ -11,6 +11,7 @@ import pytest
 
 from appliance.config import load_config
 from appliance.runtime.exits import Exit
+from appliance.shm import list_names
 from appliance.storage.sqlite import StoreError
 from appliance.workers.compose import execution_engine
 from tests.harness import dynamind, write_config
@@ -98,3 +99,18 @@ def test_unusable_journal_is_named_without_a_traceback(tmp_path, request, fixtur
     assert res.returncode == Exit.JOURNAL_UNUSABLE, res.stdout + res.stderr
     assert res.stderr.startswith(f"{journal}: {why}") and "Traceback" not in res.stderr
     assert "consistent" not in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("fixture", "why"),
+    [("garbage_journal", "not a usable dynamind journal"), ("damaged_journal", "damaged journal")],
+)
+def test_run_on_an_unusable_journal_starts_nothing(tmp_path, request, fixture, why):
+    journal = request.getfixturevalue(fixture)
+    path, instance = write_config(tmp_path)
+    journal.rename(tmp_path / "journal.sqlite")
+    res = dynamind("run", "-c", str(path), "--duration", "1", cwd=tmp_path)
+    assert res.returncode == Exit.JOURNAL_UNUSABLE, res.stdout + res.stderr
+    assert "nothing started" in res.stderr and why in res.stderr
+    assert "Traceback" not in res.stderr
+    assert list_names(instance) == []

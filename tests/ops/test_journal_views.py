@@ -215,3 +215,14 @@ def test_damaged_journal_is_named_without_a_traceback(damaged_journal, kind):
     assert res.returncode == Exit.JOURNAL_UNUSABLE, res.stdout + res.stderr
     assert res.stderr.startswith(f"{damaged_journal}: damaged journal (database disk image")
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("kind", ["pnl", "orders", "fills"])
+def test_a_file_that_is_no_journal_is_unusable_and_a_missing_one_a_usage_error(
+    garbage_journal, tmp_path, kind
+):
+    res = dynamind(kind, "--journal", str(garbage_journal))
+    assert res.returncode == Exit.JOURNAL_UNUSABLE, res.stdout + res.stderr
+    assert "not a usable dynamind journal" in res.stderr and "Traceback" not in res.stderr
+    res = dynamind(kind, "--journal", str(tmp_path / "none.sqlite"))
+    assert res.returncode == Exit.USAGE and res.stderr.endswith("no journal here\n")
