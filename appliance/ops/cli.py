@@ -93,9 +93,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except StartFailed as exc:
         print(f"start failed: {exc}; everything started was stopped", file=sys.stderr)
         return Exit.START_FAILED
-    except StaleNotJournaled as exc:
+    except StaleNotJournaled as exc:  # the journal cannot take them: the queues stay
         print(f"nothing started: {exc}", file=sys.stderr)
-        return Exit.ERROR
+        return Exit.JOURNAL_UNUSABLE
 
 
 START_OVER = (
@@ -325,12 +325,18 @@ def _cmd_trading(args: argparse.Namespace) -> int:
 def _stopped_config(path: str):
     """The config, if no appliance of its instance runs (journal files are then ours)."""
     from appliance.runtime.layout import STATS
+    from appliance.shm import SegmentTaken
     from appliance.shm.segment import full_name, owner_alive
 
     config = _load(path)
     if config is None:
         return None, Exit.CONFIG
-    if owner_alive(full_name(config.instance, STATS)):
+    try:
+        running = owner_alive(full_name(config.instance, STATS))
+    except SegmentTaken as exc:  # not ours to judge: another user's appliance, or junk
+        print(exc, file=sys.stderr)
+        return None, Exit.SHM_NAME_TAKEN
+    if running:
         print(f"appliance {config.instance!r} is running: stop it first", file=sys.stderr)
         return None, Exit.ALREADY_RUNNING
     return config, Exit.OK
@@ -342,11 +348,25 @@ def _cmd_reset(args: argparse.Namespace) -> int:
     if not args.journal:
         print("reset: say what to reset (--journal)", file=sys.stderr)
         return Exit.USAGE
+    from appliance.shm import list_names
+
     config, code = _stopped_config(args.config)
     if config is None:
         return code
-    for src, dst in journal_tools.reset(config):
-        print(f"archived {src} -> {dst}")
+    if queued := [n for n in list_names(config.instance) if ".intents." in n]:
+        print(
+            f"reset: the last run left intents queued in /dev/shm ({', '.join(queued)}; an "
+            "undrained stop or a crash): start the appliance once, so that they are journaled "
+            "with the run that published them, stop it, then reset",
+            file=sys.stderr,
+        )
+        return Exit.USAGE
+    try:
+        for src, dst in journal_tools.reset(config):
+            print(f"archived {src} -> {dst}")
+    except OSError as exc:
+        print(f"reset: {exc}", file=sys.stderr)
+        return Exit.ERROR
     print("the next start begins with an empty journal and no positions")
     return Exit.OK
 
@@ -652,7 +672,8 @@ COMMANDS = (
       E.SHM_NAME_TAKEN, E.JOURNAL_CONFLICT, E.CONFIG),
      _run_options),
     ("check-config", _cmd_check_config, "validate a config: every error with its location, "
-     "and warnings about what would keep it from trading", (E.JOURNAL_CONFLICT, E.CONFIG),
+     "and warnings about what would keep it from trading",
+     (E.NO_SHM_SPACE, E.JOURNAL_CONFLICT, E.CONFIG),
      _check_options),
     ("status", _cmd_status, "the running appliance: trading state, PnL, processes, ring "
      "readers, queues", (E.NOT_RUNNING, E.CONFIG), _status_options),

@@ -97,6 +97,11 @@ def test_a_stop_on_a_full_disk_leaves_the_intents_to_the_next_start(tmp_path, sm
         held = ", ".join(f"/{app.instance}.intents.{h} holds {n}" for h, n in left.items())
         app.wait_for_log(f"{sum(left.values())} {said}left in shared memory: {held}")
 
+        # starting over now would journal them into the next journal: refused, and why
+        res = dynamind("reset", "--journal", "-c", str(app.config))
+        assert res.returncode == Exit.USAGE and f"{app.instance}.intents.0" in res.stderr
+        assert _left_queues(app) == (left, heads)  # nothing moved, nothing removed
+
         small_fs.free()
         app.log_path = app.dir / "second.log"
         app.start().wait_ready()
