@@ -324,7 +324,10 @@ class Supervisor:
             if hasattr(self, "_my_slot"):
                 self._my_slot.close()
             drainer = self.inbox.last_status.get(layout.drainer(self.config), {})
-            self.segments.leave_queued(drainer.get("trading_why") or "the drain did not finish")
+            held = not drainer.get("takes_intents", True)  # storage: its reason says why
+            self.segments.leave_queued(
+                drainer.get("trading_why", "") if held else "the drain did not finish"
+            )
             self.segments.destroy()
             log.info("stopped; segments removed")
         return undrained
