@@ -126,9 +126,9 @@ def unwritable_files(
 
 
 def execution_files(cfg: Config) -> list[Path]:
-    """The files execution writes: the journal, and the paper venue's state file."""
-    paper = cfg.execution.venue == "paper"
-    return [cfg.journal_path, *([cfg.venue_state_path] if paper else [])]
+    """The files execution writes: the journal, and the venue's state file (the paper
+    venue's book, or the ccxt venue's send attempts)."""
+    return [cfg.journal_path, cfg.venue_state_path]
 
 
 def venue(cfg: Config, path: Path | None = None, clock: Callable[[], int] | None = None) -> Venue:
