@@ -68,18 +68,27 @@ CRV, OMG = 0, 1
 
 @pytest.fixture
 def make_venue() -> Iterator:
-    """make_venue(sim, folder, watch=False, secret=SECRET, sweep_s=5.0, **kw): a started
-    ccxt venue on the binanceus classes, its state file in ``folder``; ``watch``: fills
-    through ccxt.pro, with the REST safety net every ``sweep_s``. Closed after the test."""
+    """make_venue(sim, folder, watch=False, secret=SECRET, sweep_s=5.0, watch_id=None, **kw):
+    a started ccxt venue on the binanceus classes, its state file in ``folder``; ``watch``:
+    fills through ccxt.pro (the ``watch_id`` exchange's, binanceus unless set), with the REST
+    safety net every ``sweep_s``. Closed after the test."""
     venues: list[CcxtVenue] = []
 
     def make(
-        sim: SimThread, folder: Path, *, watch=False, secret=SECRET, sweep_s=5.0, **kw
+        sim: SimThread,
+        folder: Path,
+        *,
+        watch=False,
+        secret=SECRET,
+        sweep_s=5.0,
+        watch_id=None,
+        **kw,
     ) -> CcxtVenue:
         s = settings("binanceus", sim.port, secret)
         watcher = None
         if watch:
-            pro = functools.partial(make_exchange, s, pro=True)
+            pro_settings = s if watch_id is None else settings(watch_id, sim.port, secret)
+            pro = functools.partial(make_exchange, pro_settings, pro=True)
             watcher = TradeWatcher(pro, s.credentials.scrub, sweep_interval_s=sweep_s)
         venue = CcxtVenue(
             make_exchange(s, pro=False),

@@ -9,8 +9,9 @@ for ``/ws/<listenKey>``. ``/ws-api/v3`` answers ``userDataStream.subscribe.signa
 ``ping`` and ``time``. ``/sim/status``, ``POST /sim/drop`` (close client websockets),
 ``POST /sim/delay`` (answer requests late: a client's timeout after the exchange acted),
 ``POST /sim/hold`` and ``/sim/release`` (user-data subscriptions wait, unanswered, in
-between) and ``POST /sim/lose`` (user-data events not sent, the streams staying open) are
-the simulator's own, for demonstrations and tests of failure handling.
+between), ``POST /sim/lose`` (user-data events not sent, the streams staying open) and
+``POST /sim/truncate`` (myTrades answers cut short: trades listed late) are the simulator's
+own, for demonstrations and tests of failure handling.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class ExchangeSim:
         self.market, self.users = MarketHub(), UserHub()
         self.requests: Counter[str] = Counter()  # per path, for status and tests
         self.delays: dict[str, list[float]] = {}  # path -> answer delays still to apply
+        self.truncate: list[int] = []  # how many trades the next myTrades answers keep
         self.replay = Replay(
             capture, self.books, self.engine, self.market, self.users,
             pace=pace, loop=loop, start_delay_s=start_delay_s, speed=speed,
@@ -117,6 +119,7 @@ class ExchangeSim:
         app.router.add_post("/sim/hold", self._hold)
         app.router.add_post("/sim/release", self._release)
         app.router.add_post("/sim/lose", self._lose)
+        app.router.add_post("/sim/truncate", self._truncate)
         app.on_startup.append(self._start_replay)
         app.on_cleanup.append(self._stop_replay)
         return app
@@ -199,7 +202,8 @@ class ExchangeSim:
         return self.engine.all_orders(p)
 
     async def _my_trades(self, p: dict[str, str]) -> Any:
-        return self.engine.my_trades(p)
+        trades = self.engine.my_trades(p)
+        return trades[: self.truncate.pop(0)] if self.truncate else trades
 
     async def _account(self, p: dict[str, str]) -> Any:
         return {
@@ -333,6 +337,13 @@ class ExchangeSim:
         event = request.query.get("event", "executionReport")
         self.users.lost[event] += int(request.query.get("count", 1))
         return _json({"lose": dict(self.users.lost)})
+
+    async def _truncate(self, request: web.Request) -> web.Response:
+        """The next ``count`` myTrades answers list their first ``keep`` trades only: what an
+        exchange slow to list its trades looks like."""
+        keep, count = int(request.query.get("keep", 0)), int(request.query.get("count", 1))
+        self.truncate.extend([keep] * count)
+        return _json({"truncate": self.truncate})
 
     async def _drop(self, request: web.Request) -> web.Response:
         """Close client websockets: ``?what=market`` (default), ``user`` or ``all``."""

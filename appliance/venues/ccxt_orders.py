@@ -81,6 +81,14 @@ class VenueOrders:
             self._changed()
         return out
 
+    def covered(self, cid: str, fills: Iterable[VenueFill], filled: float, tol: float) -> bool:
+        """Whether the fills of ``cid`` reported so far and those of ``fills`` not reported
+        yet add up to ``filled`` (within ``tol``)."""
+        known = self.open.get(cid)
+        new = {f.venue_fill_id: f.qty for f in fills}  # by id: each counted once
+        unseen = sum(q for i, q in new.items() if (cid, i) not in self._reported)
+        return (known.filled if known else 0.0) + unseen >= filled - tol
+
     def found(self, status: OrderStatus) -> list[VenueFill]:
         """The fills of a status the venue looked up by itself; an order found over also
         waits in ``ended`` for the engine."""

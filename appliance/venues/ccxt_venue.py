@@ -37,7 +37,7 @@ from appliance.model.records import OrderType, RejectReason
 from appliance.venues.base import OrderRequest, OrderStatus, QuoteBook, VenueFill
 from appliance.venues.ccxt_orders import VenueOrders
 from appliance.venues.ccxt_state import CcxtVenueState
-from appliance.venues.ccxt_sweep import Tracked
+from appliance.venues.ccxt_sweep import Swept, Tracked, amount_tolerance
 from appliance.venues.ccxt_watch import TradeWatcher
 
 log = logging.getLogger(__name__)
@@ -215,8 +215,23 @@ class CcxtVenue:
             s = found.get()
             sym = self.orders.symbol(s.client_id)
             if sym is not None:  # else settled meanwhile, with all its fills
-                fills += self.orders.found(self._status(s.client_id, sym, s.order, s.trades))
+                o = s.order if s.order.get("status") == "open" else self._over(s, sym)
+                fills += self.orders.found(self._status(s.client_id, sym, o, s.trades))
         return fills
+
+    def _over(self, s: Swept, sym: int) -> dict[str, Any]:
+        """An order found over, as open while its fills known fall short of its filled
+        amount (its trades listed only in part): the next pass fetches them again. Over
+        without all its fills, the engine would close it on a fill mismatch."""
+        symbol, filled = self.symbols[sym], float(s.order.get("filled") or 0.0)
+        fills = self._fills(s.client_id, s.trades)
+        if self.orders.covered(s.client_id, fills, filled,
+                               amount_tolerance(self.exchange, symbol, filled)):  # fmt: skip
+            return s.order
+        log.warning("order %s on %s is %s with %g filled, its trades found add up to less: "
+                    "looked at again on the next pass", s.client_id, symbol,
+                    s.order.get("status"), filled)  # fmt: skip
+        return s.order | {"status": "open"}
 
     def _poll(self) -> list[VenueFill]:
         fills: list[VenueFill] = []

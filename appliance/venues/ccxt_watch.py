@@ -63,8 +63,9 @@ class TradeWatcher:
         self._loop.close()
 
     async def _watch(self) -> None:
-        exchange = self._make()
-        try:
+        exchange = None
+        try:  # making it fails too, e.g. on an exchange ccxt.pro has no class for
+            exchange = self._make()
             await exchange.load_markets()
             tasks = [
                 asyncio.create_task(self._trades(exchange)),
@@ -74,15 +75,17 @@ class TradeWatcher:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()
-            finally:
+            finally:  # ended, before the exchange closes under a request in flight
                 for task in tasks:
                     task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         except Exception as exc:  # ccxt's auth failures are not always ccxt errors
             self.error = self._scrub(f"{type(exc).__name__}: {exc}")[:500]
             log.error("order updates stopped: %s (falling back to polling)", self.error)
         finally:
-            with contextlib.suppress(Exception):
-                await exchange.close()
+            if exchange is not None:
+                with contextlib.suppress(Exception):
+                    await exchange.close()
 
     async def _trades(self, exchange: Any) -> None:
         delay = self._backoff[0]

@@ -5,10 +5,12 @@ without a restart, and every fill is reported once whichever path saw it first."
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 from appliance.markets import make_exchange
 from appliance.model.orders import OrderState
@@ -148,3 +150,75 @@ def test_an_order_cancelled_at_the_exchange_without_an_event_is_resolved(
     assert [(s.client_id, s.state, s.filled_qty) for s in ended] == [
         ("12-v1", OrderState.CANCELED, 0.0)
     ]
+
+
+# fills in several trades as the replay crosses it (the capture's asks at or below 13.77
+# hold more than one level's quantity)
+MANY = 60.0
+
+
+@pytest.mark.parametrize("short_answers", [1, 2], ids=["paged-in-one-pass", "next-pass"])
+def test_an_order_over_whose_trades_are_listed_in_part_ends_filled_with_each_fill_once(
+    make_sim, make_venue, tmp_path, short_answers
+):
+    sim = make_sim("binance-us", start_delay_s=0.0)
+    sim_post(sim, "hold")  # nothing pushed: what the order did is found over REST only
+    venue = make_venue(sim, tmp_path, watch=True, sweep_s=3600)
+    order = OrderRequest("13-v1", OMG, Side.BUY, OrderType.LIMIT, MANY, CROSSED)
+    assert venue.submit(order).state == OrderState.ACCEPTED
+    wait_for(lambda: sim.sim.users.waiting, "the subscription asked for")
+    sim.call(_start_replay(sim))
+    wait_for(lambda: exchange_status(sim, "13-v1") == "FILLED", "the fills at the exchange")
+    ids = trade_ids(sim, "OMG/BUSD")
+    assert len(ids) >= 3
+    # the pass on the subscription gets its first trade only (once: the order's trades;
+    # twice: its paging over the account's trades too, so the next pass must find the rest)
+    sim_post(sim, "truncate", keep=1, count=short_answers)
+    venue.watcher.sweep_interval_s = 0.1  # passes after the one on the subscription
+    sim_post(sim, "release")
+    fills: list[VenueFill] = []
+    ended: list[tuple[str, OrderState, float, float]] = []
+
+    def engine_step() -> bool:  # as the engine takes them: fills, then the orders over
+        fills.extend(venue.on_ticks(NO_TICKS))
+        reported = sum(f.qty for f in fills)
+        ended.extend((s.client_id, s.state, s.filled_qty, reported) for s in venue.ended())
+        return bool(ended)
+
+    wait_for(engine_step, "the order found over")
+    assert sim.sim.truncate == []  # the short answers were given
+    assert sorted(f.venue_fill_id for f in fills) == sorted(ids)  # each once
+    assert len(ended) == 1
+    cid, state, filled, reported = ended[0]
+    assert (cid, state, filled) == ("13-v1", OrderState.FILLED, MANY)
+    assert reported == pytest.approx(MANY)  # all its fills came first: no mismatch
+    assert venue.on_ticks(NO_TICKS) == [] and venue.ended() == []
+
+
+def test_watching_on_an_exchange_ccxt_pro_lacks_falls_back_to_polling(
+    make_sim, make_venue, tmp_path, caplog
+):
+    sim = make_sim("binance-us", start_delay_s=0.0)
+    # bitflyer: a ccxt exchange without a ccxt.pro class
+    venue = make_venue(sim, tmp_path, watch=True, watch_id="bitflyer")
+    wait_for(lambda: venue.watcher.error is not None, "the watcher's error")
+    assert "bitflyer" in venue.watcher.error and "ccxt.pro" in venue.watcher.error
+    assert "order updates stopped" in caplog.text and "falling back to polling" in caplog.text
+    venue.submit(resting_buy("14-v1"))
+    sim.call(_start_replay(sim))
+    fills = reported(venue, 1.0)  # polled
+    assert [f.venue_fill_id for f in fills] == trade_ids(sim, "OMG/BUSD")
+
+
+def test_stopping_with_a_request_in_flight_leaves_no_task_behind(
+    make_sim, make_venue, tmp_path, caplog
+):
+    sim = make_sim("binance-us")
+    venue = make_venue(sim, tmp_path, watch=True, sweep_s=0.1)
+    venue.submit(OrderRequest("15-v1", CRV, Side.BUY, OrderType.LIMIT, 10.0, 2.5))
+    sim_post(sim, "delay", path="/api/v3/openOrders", seconds=5, count=1)
+    asked = sim.sim.requests["/api/v3/openOrders"]
+    wait_for(lambda: sim.sim.requests["/api/v3/openOrders"] > asked, "a pass in flight")
+    venue.close()
+    gc.collect()  # a task still pending is destroyed here, and says so
+    assert "Task was destroyed but it is pending" not in caplog.text
