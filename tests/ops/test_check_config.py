@@ -88,10 +88,13 @@ def test_a_usable_config_is_ok(tmp_path):
     assert list(tmp_path.iterdir()) == [path]  # checking created nothing
 
 
-@pytest.mark.parametrize(
+UNUSABLE_JOURNALS = pytest.mark.parametrize(
     ("fixture", "why"),
     [("garbage_journal", "not a usable dynamind journal"), ("damaged_journal", "damaged journal")],
 )
+
+
+@UNUSABLE_JOURNALS
 def test_unusable_journal_is_named_without_a_traceback(tmp_path, request, fixture, why):
     journal = request.getfixturevalue(fixture)
     path, _ = write_config(tmp_path)
@@ -101,14 +104,10 @@ def test_unusable_journal_is_named_without_a_traceback(tmp_path, request, fixtur
     assert "consistent" not in res.stdout
 
 
-@pytest.mark.parametrize(
-    ("fixture", "why"),
-    [("garbage_journal", "not a usable dynamind journal"), ("damaged_journal", "damaged journal")],
-)
+@UNUSABLE_JOURNALS
 def test_run_on_an_unusable_journal_starts_nothing(tmp_path, request, fixture, why):
-    journal = request.getfixturevalue(fixture)
+    request.getfixturevalue(fixture).rename(tmp_path / "journal.sqlite")
     path, instance = write_config(tmp_path)
-    journal.rename(tmp_path / "journal.sqlite")
     res = dynamind("run", "-c", str(path), "--duration", "1", cwd=tmp_path)
     assert res.returncode == Exit.JOURNAL_UNUSABLE, res.stdout + res.stderr
     assert "nothing started" in res.stderr and why in res.stderr
