@@ -80,8 +80,9 @@ class TradeWatcher:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         except Exception as exc:  # ccxt's auth failures are not always ccxt errors
-            self.error = self._scrub(f"{type(exc).__name__}: {exc}")[:500]
-            log.error("order updates stopped: %s (falling back to polling)", self.error)
+            error = self._scrub(f"{type(exc).__name__}: {exc}")[:500]
+            log.error("order updates stopped: %s (falling back to polling)", error)
+            self.error = error  # last: the venue's thread reads it, the log has it by then
         finally:
             if exchange is not None:
                 with contextlib.suppress(Exception):
