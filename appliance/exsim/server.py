@@ -6,12 +6,7 @@ book). Signed (auth.py: HMAC-SHA256 of the query string and body, key in ``X-MBX
 trades, account. ``userDataStream`` (key only) creates, keeps alive and closes listenKeys
 for ``/ws/<listenKey>``. ``/ws-api/v3`` answers ``userDataStream.subscribe.signature``
 (what ccxt.pro uses for spot ``watch_orders``/``watch_my_trades``/``watch_balance``),
-``ping`` and ``time``. ``/sim/status``, ``POST /sim/drop`` (close client websockets),
-``POST /sim/delay`` (answer requests late: a client's timeout after the exchange acted),
-``POST /sim/hold`` and ``/sim/release`` (user-data subscriptions wait, unanswered, in
-between), ``POST /sim/lose`` (user-data events not sent, the streams staying open) and
-``POST /sim/truncate`` (myTrades answers cut short: trades listed late) are the simulator's
-own, for demonstrations and tests of failure handling.
+``ping`` and ``time``. The ``/sim/*`` endpoints (controls.py) are the simulator's own.
 """
 
 from __future__ import annotations
@@ -32,6 +27,7 @@ from aiohttp import WSMsgType, web
 from appliance.exsim.auth import RequestAuth
 from appliance.exsim.book import Book
 from appliance.exsim.capture import Capture
+from appliance.exsim.controls import SimControls, json_response
 from appliance.exsim.matching import MatchingEngine
 from appliance.exsim.rules import BinanceError, Filters, mandatory
 from appliance.exsim.streams import MarketHub, Replay, UserHub
@@ -42,10 +38,6 @@ HOST = "127.0.0.1"  # loopback only, whatever the caller asks
 DEFAULT_PORT = 8765
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 class ExchangeSim:
@@ -113,13 +105,7 @@ class ExchangeSim:
         app.router.add_get("/ws/{name}", self._ws)
         app.router.add_get("/stream", self._ws)
         app.router.add_get("/ws-api/v3", self._ws_api)
-        app.router.add_get("/sim/status", self._status)
-        app.router.add_post("/sim/drop", self._drop)
-        app.router.add_post("/sim/delay", self._delay)
-        app.router.add_post("/sim/hold", self._hold)
-        app.router.add_post("/sim/release", self._release)
-        app.router.add_post("/sim/lose", self._lose)
-        app.router.add_post("/sim/truncate", self._truncate)
+        SimControls(self).add_routes(app)
         app.on_startup.append(self._start_replay)
         app.on_cleanup.append(self._stop_replay)
         return app
@@ -142,10 +128,10 @@ class ExchangeSim:
                 await asyncio.sleep(pending.pop(0))
             return response
         except BinanceError as exc:
-            return _json(exc.body(), exc.status)
+            return json_response(exc.body(), exc.status)
         except web.HTTPNotFound:
             log.warning("no such endpoint: %s %s", request.method, request.path)
-            return _json({"code": -1000, "msg": f"Unknown endpoint {request.path}"}, 404)
+            return json_response({"code": -1000, "msg": f"Unknown endpoint {request.path}"}, 404)
 
     # ---- authentication ---------------------------------------------------------------
 
@@ -153,20 +139,20 @@ class ExchangeSim:
         async def handler(request: web.Request) -> web.Response:
             self.auth.check_key(request.headers.get("X-MBX-APIKEY"))
             params = self.auth.signed_params(request.query_string, await request.text())
-            return _json(await fn(params))
+            return json_response(await fn(params))
 
         return handler
 
     # ---- public -----------------------------------------------------------------------
 
     async def _ping(self, request: web.Request) -> web.Response:
-        return _json({})
+        return json_response({})
 
     async def _time(self, request: web.Request) -> web.Response:
-        return _json({"serverTime": _ms()})
+        return json_response({"serverTime": _ms()})
 
     async def _exchange_info(self, request: web.Request) -> web.Response:
-        return _json(self.capture.exchange_info | {"serverTime": _ms()})
+        return json_response(self.capture.exchange_info | {"serverTime": _ms()})
 
     async def _depth(self, request: web.Request) -> web.Response:
         symbol = request.query.get("symbol", "")
@@ -177,8 +163,8 @@ class ExchangeSim:
         limit = min(int(request.query.get("limit", 100)), 5000)
         book = self.books.get(symbol)
         if book is None:  # a market the capture holds no book for: an empty one
-            return _json({"lastUpdateId": 0, "bids": [], "asks": []})
-        return _json(book.snapshot(limit))
+            return json_response({"lastUpdateId": 0, "bids": [], "asks": []})
+        return json_response(book.snapshot(limit))
 
     # ---- signed -----------------------------------------------------------------------
 
@@ -232,7 +218,7 @@ class ExchangeSim:
         if request.method == "POST":
             key = secrets.token_hex(30)
             keys[key] = time.monotonic()
-            return _json({"listenKey": key})
+            return json_response({"listenKey": key})
         params = dict(request.query) | dict(parse_qsl(await request.text()))
         key = params.get("listenKey", "")
         if key not in keys:
@@ -244,7 +230,7 @@ class ExchangeSim:
             for ws, k in list(self.users.keyed.items()):
                 if k == key:
                     await ws.close(code=1000, message=b"listenKey closed")
-        return _json({})
+        return json_response({})
 
     # ---- websockets -------------------------------------------------------------------
 
@@ -300,60 +286,6 @@ class ExchangeSim:
             return {"id": rid, "status": exc.status, "error": exc.body()}
 
     # ---- the simulator's own endpoints ------------------------------------------------
-
-    async def _status(self, request: web.Request) -> web.Response:
-        return _json(
-            {
-                "replay": self.replay.state,
-                "passes": self.replay.passes,
-                "frames_sent": self.replay.frames_sent,
-                "market_connections": len(self.market.conns),
-                "user_connections": len(self.users.api) + len(self.users.keyed),
-                "held_subscriptions": len(self.users.waiting),
-                "orders": len(self.engine.account.orders),
-                "trades": len(self.engine.account.trades),
-                "requests": dict(self.requests),
-            }
-        )
-
-    async def _delay(self, request: web.Request) -> web.Response:
-        """Answer the next ``count`` requests to ``path`` ``seconds`` late (after doing them)."""
-        path = request.query.get("path", "/api/v3/order")
-        count, seconds = int(request.query.get("count", 1)), float(request.query["seconds"])
-        self.delays.setdefault(path, []).extend([seconds] * count)
-        return _json({"path": path, "delays": self.delays[path]})
-
-    async def _hold(self, request: web.Request) -> web.Response:
-        """Leave new user-data subscriptions unanswered, receiving nothing, until release."""
-        self.users.held = True
-        return _json({"held": True})
-
-    async def _release(self, request: web.Request) -> web.Response:
-        return _json({"released": await self.users.release()})
-
-    async def _lose(self, request: web.Request) -> web.Response:
-        """Send none of the next ``count`` user-data events of type ``event`` (default
-        executionReport), the streams staying open: what a lost frame looks like."""
-        event = request.query.get("event", "executionReport")
-        self.users.lost[event] += int(request.query.get("count", 1))
-        return _json({"lose": dict(self.users.lost)})
-
-    async def _truncate(self, request: web.Request) -> web.Response:
-        """The next ``count`` myTrades answers list their first ``keep`` trades only: what an
-        exchange slow to list its trades looks like."""
-        keep, count = int(request.query.get("keep", 0)), int(request.query.get("count", 1))
-        self.truncate.extend([keep] * count)
-        return _json({"truncate": self.truncate})
-
-    async def _drop(self, request: web.Request) -> web.Response:
-        """Close client websockets: ``?what=market`` (default), ``user`` or ``all``."""
-        what = request.query.get("what", "market")
-        n = 0
-        if what in ("market", "all"):
-            n += await self.market.drop()
-        if what in ("user", "all"):
-            n += await self.users.drop()
-        return _json({"dropped": n})
 
 
 def _ms() -> int:

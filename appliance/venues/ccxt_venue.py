@@ -2,7 +2,7 @@
 
 - Before sending, amount and price are rounded with ccxt's precision helpers and checked
   against the market's limits (amount, price, cost; the market-order amount limits): an
-  order that cannot be valid is rejected with that reason and never sent.
+  order that cannot be valid is rejected with that reason and never sent (ccxt_limits.py).
 - The client order id (from the journal) goes to the exchange, so a resend is recognised:
   a network error is retried (``retries`` times, backoff doubling), each attempt recorded
   in the state file, and before each retry the exchange is asked whether the order arrived.
@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +34,7 @@ from appliance.markets import Credentials, instrument_problems
 from appliance.model.orders import OrderState
 from appliance.model.records import OrderType, RejectReason
 from appliance.venues.base import OrderRequest, OrderStatus, QuoteBook, VenueFill
+from appliance.venues.ccxt_limits import within_limits
 from appliance.venues.ccxt_orders import VenueOrders
 from appliance.venues.ccxt_state import CcxtVenueState
 from appliance.venues.ccxt_sweep import Swept, Tracked, amount_tolerance
@@ -264,32 +264,12 @@ class CcxtVenue:
         if not 0 <= order.symbol < len(self.symbols):
             return f"unknown symbol index {order.symbol}"
         symbol = self.symbols[order.symbol]
-        market = self.exchange.market(symbol)
-        limits = market.get("limits") or {}
         try:
-            amount = float(self.exchange.amount_to_precision(symbol, order.qty))
-            price = None
-            if order.order_type == OrderType.LIMIT:
-                price = float(self.exchange.price_to_precision(symbol, order.limit_price))
+            return within_limits(
+                self.exchange, symbol, order, self.quotes.take_price(order.symbol, order.side)
+            )
         except (ccxt.BaseError, ValueError, TypeError) as exc:
             return f"{symbol}: {self._text(exc)}"
-        ref = price if price is not None else self.quotes.take_price(order.symbol, order.side)
-        checks = [
-            ("amount", amount, limits.get("amount")),
-            ("price", price, limits.get("price")),
-            ("cost", amount * ref if math.isfinite(ref) else None, limits.get("cost")),
-        ]
-        if price is None:
-            checks.append(("market amount", amount, limits.get("market")))
-        for what, value, bounds in checks:  # fmt: skip
-            lo, hi = (bounds or {}).get("min"), (bounds or {}).get("max")
-            if value is None:
-                continue
-            if lo and value < lo:
-                return f"{symbol}: {what} {value:g} below the market minimum {lo:g}"
-            if hi and value > hi:
-                return f"{symbol}: {what} {value:g} above the market maximum {hi:g}"
-        return amount, price
 
     def _lookup(self, cid: str, sym: int) -> OrderStatus | None:
         """The order and all its fills from the exchange; None if it never arrived."""
