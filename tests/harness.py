@@ -298,6 +298,28 @@ def queued_intents(app: Appliance, hosts: int = 2) -> int:
     return total
 
 
+def freeze_execution_with_intents_queued(app: Appliance, attempts: int = 10) -> int:
+    """SIGSTOP execution with intents queued behind it; its pid.
+
+    Each agent queues at most one intent and then waits for its report: frozen at a moment
+    when every agent waits on an intent execution has already taken, nothing ever queues.
+    Then it is let go until it has taken more and frozen again (bounded tries, no pace)."""
+    pid = app.workers()["execution"]["pid"]
+    for _ in range(attempts):
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            if queued_intents(app) > 0:
+                return pid
+            time.sleep(0.05)
+        taken = app.counter("execution", "intents")
+        os.kill(pid, signal.SIGCONT)
+        app.wait_for(
+            lambda taken=taken: app.counter("execution", "intents") > taken, what="execution taking"
+        )
+    raise AssertionError(f"no intent queued behind a frozen execution in {attempts} tries")
+
+
 def assert_intents_accounted(app: Appliance) -> dict[int, int]:
     """Every published intent is in the journal exactly once, in a legal end state.
 

@@ -24,6 +24,7 @@ from tests.harness import (
     assert_intents_accounted,
     assert_positions_equal_fills,
     final_report,
+    freeze_execution_with_intents_queued,
 )
 
 
@@ -199,15 +200,7 @@ def test_execution_dying_during_the_drain_is_restarted_to_finish_it(app):
     app.config.write_text(text.replace("heartbeat_timeout_s = 3.0", "heartbeat_timeout_s = 120"))
     app.start().wait_ready()
     app.wait_for(lambda: app.counter("execution", "intents") > 50, what="execution busy")
-    pid = app.workers()["execution"]["pid"]
-    os.kill(pid, signal.SIGSTOP)  # intents pile up in the queues
-    app.wait_for(
-        lambda: (
-            app.counter("host-a", "intents") + app.counter("host-b", "intents")
-            > app.counter("execution", "intents") + 20
-        ),
-        what="intents queued behind a stopped execution",
-    )
+    pid = freeze_execution_with_intents_queued(app)
     app.proc.send_signal(signal.SIGTERM)  # stop: intake, then drain...
     app.wait_for_log("feed stopped")
     os.kill(pid, signal.SIGKILL)  # ...and execution dies before draining anything

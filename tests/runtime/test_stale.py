@@ -24,7 +24,13 @@ from appliance.model.records import INTENT, RejectReason
 from appliance.runtime.segments import SegmentSet
 from appliance.runtime.stale import StaleNotJournaled
 from appliance.shm import RecordQueue, remove_instance
-from tests.harness import Appliance, assert_hosts_agree, audit_journal, queued_intents
+from tests.harness import (
+    Appliance,
+    assert_hosts_agree,
+    audit_journal,
+    freeze_execution_with_intents_queued,
+    queued_intents,
+)
 
 
 def crash_with_intents_queued(app: Appliance, orphan_signal: int) -> None:
@@ -33,13 +39,7 @@ def crash_with_intents_queued(app: Appliance, orphan_signal: int) -> None:
     parent-death SIGTERM and finish, SIGKILL ends it)."""
     app.start().wait_ready()
     app.wait_for(lambda: app.counter("execution", "intents") > 50, what="execution busy")
-    execution = app.workers()["execution"]["pid"]
-    os.kill(execution, signal.SIGSTOP)
-    # Each agent queues at most one intent behind a frozen execution (it then waits for its
-    # report), and only when its signal turns: how many come is the market's doing.
-    app.wait_for(
-        lambda: queued_intents(app) > 0, 120.0, what="intents queued behind a frozen execution"
-    )
+    execution = freeze_execution_with_intents_queued(app)
     workers = app.crash()
     os.kill(execution, orphan_signal)
     if orphan_signal != signal.SIGKILL:
