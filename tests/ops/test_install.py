@@ -3,6 +3,7 @@ unit as installed checked by systemd-analyze (verify, security)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -25,16 +26,26 @@ needs_analyze = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    res = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out),
-         str(ROOT_DIR)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    return next(out.glob("dynamind-*.whl"))
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory, worker_id: str) -> Path:
+    """One wheel for all of xdist's workers, built from a copy of the tree: two builds at
+    once in the checkout's build/ folder fail each other."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # this run's, common to workers
+    with open(shared / "wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = shared / "wheel"
+        if not out.is_dir():
+            src = shared / "wheel-src"
+            skip = shutil.ignore_patterns(".*", "build", "*.egg-info", "var", "__pycache__")
+            shutil.copytree(ROOT_DIR, src, ignore=skip)
+            res = subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out),
+                 str(src)],
+                capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert res.returncode == 0, res.stderr
+        return next(out.glob("dynamind-*.whl"))
 
 
 def _install(root: Path, wheel: Path, *extra: str) -> subprocess.CompletedProcess:
