@@ -578,18 +578,22 @@ def _check_options(p: argparse.ArgumentParser) -> None:
 
 def _status_options(p: argparse.ArgumentParser) -> None:
     _config_option(p)
-    p.add_argument("--watch", type=float, metavar="S", help="print again every S seconds")
+    p.add_argument("--watch", type=positive_float, metavar="S", help="print again every S seconds")
 
 
 def _top_options(p: argparse.ArgumentParser) -> None:
     _config_option(p)
-    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="refresh period")
+    p.add_argument(
+        "--interval", type=positive_float, default=1.0, metavar="S", help="refresh period"
+    )
 
 
 def _wait_options(default: float):
     def add(p: argparse.ArgumentParser) -> None:
         _config_option(p)
-        p.add_argument("--timeout", type=float, default=default, metavar="S", help="wait at most")
+        p.add_argument(
+            "--timeout", type=positive_float, default=default, metavar="S", help="wait at most"
+        )
 
     return add
 
@@ -638,7 +642,9 @@ def _exchange_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="capture folder")
     p.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1")
     p.add_argument("--pace", choices=["recorded", "fast"], default="recorded", help="replay pace")
-    p.add_argument("--speed", type=float, default=1.0, help="recorded pace, N times faster")
+    p.add_argument(
+        "--speed", type=positive_float, default=1.0, help="recorded pace, N times faster"
+    )
     p.add_argument("--once", action="store_true", help="replay once instead of looping")
     p.add_argument(
         "--start-delay",

@@ -172,7 +172,10 @@ def test_pnl_filters_select_rows_without_changing_them(journal):
 
 def test_bad_numbers_are_usage_errors(journal, capsys):
     for argv in (["orders", "--limit", "-5"], ["run", "--duration", "-3"],
-                 ["run", "--duration", "0"]):  # fmt: skip
+                 ["run", "--duration", "0"], ["status", "--watch", "-1"],
+                 ["top", "--interval", "0"], ["reload", "--timeout", "-2"],
+                 ["trading", "halt", "--timeout", "nan"],
+                 ["exchange-sim", "--data", "x", "--speed", "0"]):  # fmt: skip
         with pytest.raises(SystemExit) as exc:
             build_parser().parse_args(argv)
         assert exc.value.code == 2
