@@ -1,4 +1,4 @@
-"""Taking stock of the queues a crashed appliance left, before they are reclaimed.
+"""Taking stock of the queues a crashed or undrained run left, before they are reclaimed.
 
 A start that finds the instance's segments left by a dead supervisor reclaims them, and
 with the intent queues would go the intents published and never journaled. So once this
@@ -42,7 +42,8 @@ EPOCH = "epoch"  # an intent queue's header entry: the lifetime its intents are 
 
 
 class StaleNotJournaled(RuntimeError):
-    """Intents a crashed appliance left queued could not be journaled: nothing reclaimed."""
+    """Intents a crashed or undrained run left queued could not be journaled: nothing
+    reclaimed."""
 
 
 def dead_epoch(instance: str) -> int | None:
@@ -77,7 +78,7 @@ def _released(queue: RecordQueue, wait_s: float) -> None:
         if time.monotonic() > deadline:
             who = ", ".join(f"{role} pid {pid}" for role, pid in holders)
             raise SegmentInUse(
-                f"{queue.segment.name}: a process of the crashed appliance still holds it "
+                f"{queue.segment.name}: a process of the last run still holds it "
                 f"({who}); stop it, then start again"
             )
         time.sleep(0.05)
@@ -121,7 +122,7 @@ def settle(config: Config, dead_stats_epoch: int | None, wait_s: float = RELEASE
         # A cluster's agents instance keeps no journal: what its uplink had not stored in
         # the stream never reached execution, so no order exists for it anywhere.
         n = sum(len(x.intents) for qs in by_epoch.values() for x in qs)
-        log.warning("%d intents a crashed run left queued were never sent: dropped", n)
+        log.warning("%d intents the last run left queued were never sent: dropped", n)
         return
     lost = by_epoch.pop(None, [])
     if lost:
@@ -135,7 +136,7 @@ def settle(config: Config, dead_stats_epoch: int | None, wait_s: float = RELEASE
             summary = _journal(config, str(epoch), queues)
         except Exception as exc:
             raise StaleNotJournaled(
-                f"{n} intents the crashed appliance left queued could not be journaled "
+                f"{n} intents the last run left queued could not be journaled "
                 f"({type(exc).__name__}: {exc}); they stay in shared memory for the next start"
             ) from exc
         log.warning("queues a crashed or undrained run left: %s", summary)

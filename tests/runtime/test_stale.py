@@ -128,7 +128,7 @@ def test_a_journal_that_cannot_take_them_keeps_them_queued(config, tmp_path):
         child.wait(30)
     unusable = config.model_copy(update={"journal_path": str(tmp_path)})  # a directory
     segs = SegmentSet(unusable)
-    with pytest.raises(StaleNotJournaled, match="14 intents the crashed appliance left queued"):
+    with pytest.raises(StaleNotJournaled, match="14 intents the last run left queued"):
         segs.create()
     segs.destroy()
     q = RecordQueue.attach(config.instance, "intents.1", INTENT, read_only=True)
