@@ -37,7 +37,8 @@ from appliance.venues.base import OrderRequest, OrderStatus, QuoteBook, VenueFil
 from appliance.venues.ccxt_limits import within_limits
 from appliance.venues.ccxt_orders import VenueOrders
 from appliance.venues.ccxt_state import CcxtVenueState
-from appliance.venues.ccxt_sweep import Swept, Tracked, amount_tolerance
+from appliance.venues.ccxt_sweep import Swept, Tracked
+from appliance.venues.ccxt_trades import amount_tolerance, order_trades
 from appliance.venues.ccxt_watch import TradeWatcher
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class CcxtVenue:
         for attempt in range(self.retries + 1):
             try:
                 answer = self.exchange.create_order(
-                    symbol, kind, side, amount, price, {"newClientOrderId": cid}
+                    symbol, kind, side, amount, price, {"clientOrderId": cid}
                 )
             except ccxt.NetworkError as exc:
                 self.state.attempt(cid, "send", "network", self._text(exc))
@@ -150,7 +151,7 @@ class CcxtVenue:
         if sym is None:
             return None
         try:
-            self.exchange.cancel_order(None, self.symbols[sym], {"origClientOrderId": client_id})
+            self.exchange.cancel_order(None, self.symbols[sym], {"clientOrderId": client_id})
             self.state.attempt(client_id, "cancel", "ok")
         except ccxt.OrderNotFound:
             self.state.attempt(client_id, "cancel", "refused", "not open at the exchange")
@@ -275,11 +276,10 @@ class CcxtVenue:
         """The order and all its fills from the exchange; None if it never arrived."""
         symbol = self.symbols[sym]
         try:
-            o = self._call(self.exchange.fetch_order, None, symbol, {"origClientOrderId": cid})
+            o = self._call(self.exchange.fetch_order, None, symbol, {"clientOrderId": cid})
         except ccxt.OrderNotFound:
             return None
-        trades = self._call(self.exchange.fetch_my_trades, symbol, None, None, {"orderId": o["id"]})
-        return self._status(cid, sym, o, trades)
+        return self._status(cid, sym, o, order_trades(self.exchange, o, symbol, self._call))
 
     def _status(self, cid: str, sym: int, o: dict[str, Any], trades: Sequence[dict]) -> OrderStatus:
         if o.get("id"):

@@ -195,6 +195,26 @@ def test_an_order_over_whose_trades_are_listed_in_part_ends_filled_with_each_fil
     assert venue.on_ticks(NO_TICKS) == [] and venue.ended() == []
 
 
+def test_an_order_looked_up_whose_trades_are_listed_in_part_gets_the_rest_by_paging(
+    make_sim, make_venue, tmp_path
+):
+    """The lookups outside the safety net (polling, a restart's reconciliation, a cancel's
+    answer) take an order's trades the same whole way."""
+    sim = make_sim("binance-us", start_delay_s=0.0)
+    venue = make_venue(sim, tmp_path)  # polling: nothing looks until asked
+    order = OrderRequest("15-v1", OMG, Side.BUY, OrderType.LIMIT, MANY, CROSSED)
+    assert venue.submit(order).state == OrderState.ACCEPTED
+    sim.call(_start_replay(sim))
+    wait_for(lambda: exchange_status(sim, "15-v1") == "FILLED", "the fills at the exchange")
+    ids = trade_ids(sim, "OMG/BUSD")
+    assert len(ids) >= 3
+    sim_post(sim, "truncate", keep=1)  # the order's trades come back short, once
+    status = venue.fetch_order("15-v1")
+    assert sim.sim.truncate == []
+    assert (status.state, status.filled_qty) == (OrderState.FILLED, MANY)
+    assert sorted(f.venue_fill_id for f in status.fills) == sorted(ids)
+
+
 def test_watching_on_an_exchange_ccxt_pro_lacks_falls_back_to_polling(
     make_sim, make_venue, tmp_path, caplog
 ):
