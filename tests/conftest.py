@@ -93,8 +93,9 @@ def _no_network(_guard_children):
 
 
 @pytest.fixture
-def app(tmp_path):
-    a = Appliance(tmp_path)
+def app(tmp_path, request):
+    """A test appliance (not started); parametrize indirectly with overrides of its config."""
+    a = Appliance(tmp_path, **getattr(request, "param", {}))
     yield a
     if not a.kill_all():  # a clean stop must leave nothing behind
         assert a.leftovers() == [], "segments left behind"

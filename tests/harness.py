@@ -116,6 +116,11 @@ def dynamind(
     )
 
 
+# A worker's loop can starve for seconds on a loaded 2-core machine: a shorter bound would
+# restart workers the tests count. The stall tests set their own.
+HEARTBEAT_TIMEOUT_S = 20.0
+
+
 def write_config(directory: Path, **overrides: Any) -> tuple[Path, str]:
     instance = f"t{os.getpid()}x{uuid.uuid4().hex[:6]}"
     values = {
@@ -123,7 +128,7 @@ def write_config(directory: Path, **overrides: Any) -> tuple[Path, str]:
         "dir": directory,
         "rate": 4000,
         "max_restarts": 100,
-        "heartbeat_timeout_s": 3.0,
+        "heartbeat_timeout_s": HEARTBEAT_TIMEOUT_S,
         "feed_kind": "synthetic",
         "feed_extra": "",
         "extra": "",

@@ -7,6 +7,7 @@ import signal
 import time
 
 import psutil
+import pytest
 
 from appliance.runtime.exits import Exit
 from appliance.shm import list_names
@@ -105,6 +106,7 @@ def test_restart_intensity_limit_halts_with_nonzero_exit(tmp_path):
     assert app.leftovers() == []
 
 
+@pytest.mark.parametrize("app", [{"heartbeat_timeout_s": 3.0}], indirect=True)
 def test_stalled_worker_is_killed_and_restarted(app):
     app.start().wait_ready()
     pid = app.workers()["host-b"]["pid"]
