@@ -95,7 +95,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return Exit.START_FAILED
     except StaleNotJournaled as exc:  # the journal cannot take them: the queues stay
         print(f"nothing started: {exc}", file=sys.stderr)
-        return Exit.JOURNAL_UNUSABLE
+        # a full disk passes (systemd may start again); another cause needs a person
+        return Exit.START_FAILED if exc.storage else Exit.JOURNAL_UNUSABLE
 
 
 START_OVER = (

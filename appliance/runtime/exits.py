@@ -25,8 +25,10 @@ class Exit(IntEnum):
     NOT_RUNNING = 13  # status/top/flatten: no appliance of that instance is running
     NO_SHM_SPACE = 14  # /dev/shm cannot hold the config's segments: nothing started
     START_FAILED = 15  # a worker failed before it was ever ready (its cause is printed):
-    # everything started was stopped. Not a person's case by itself: the cause may pass
-    # (an exchange unreachable at boot); systemd's start limit catches one that does not.
+    # everything started was stopped; or the journal's disk is full at a start that must
+    # first journal what the last run left queued. Not a person's case by itself: the
+    # cause may pass (an exchange unreachable at boot, space freed); systemd's start limit
+    # catches one that does not.
     SHM_NAME_TAKEN = 16  # a segment name is taken by a file that is not one of ours
     # (another user's, a directory, foreign data): nothing started, nothing removed
     UNAVAILABLE = 69  # EX_UNAVAILABLE: the exchange could not be reached or refused
@@ -47,8 +49,8 @@ MEANING: dict[Exit, str] = {
     Exit.ALREADY_RUNNING: "an appliance with this instance name is already running",
     Exit.NOT_RUNNING: "no running appliance with this instance name",
     Exit.NO_SHM_SPACE: "/dev/shm has too little room for the config's segments (nothing started)",
-    Exit.START_FAILED: "a worker failed while starting, before it was ready (the cause is "
-    "printed); everything started was stopped",
+    Exit.START_FAILED: "a worker failed while starting, before it was ready, or the journal's "
+    "disk was full (the cause is printed); everything started was stopped",
     Exit.SHM_NAME_TAKEN: "a shared-memory name of this instance is taken by a file that is not "
     "a segment of ours (nothing started, nothing removed)",
     Exit.UNAVAILABLE: "the exchange could not be reached or refused the request",

@@ -29,6 +29,7 @@ from appliance.model.records import INTENT
 from appliance.runtime import layout
 from appliance.shm import RecordQueue, SegmentError, SegmentInUse, Stats, list_names
 from appliance.shm.segment import full_name, live_owner
+from appliance.storage.sqlite import storage_failure
 from appliance.trading.journal import Journal
 from appliance.trading.stale import StaleSummary, journal_stale
 
@@ -43,7 +44,12 @@ EPOCH = "epoch"  # an intent queue's header entry: the lifetime its intents are 
 
 class StaleNotJournaled(RuntimeError):
     """Intents a crashed or undrained run left queued could not be journaled: nothing
-    reclaimed."""
+    reclaimed. ``storage``: why, when the journal's filesystem is full or failing (that
+    may pass by itself; any other cause needs a person)."""
+
+    def __init__(self, message: str, storage: str | None) -> None:
+        super().__init__(message)
+        self.storage = storage
 
 
 def dead_epoch(instance: str) -> int | None:
@@ -135,9 +141,12 @@ def settle(config: Config, dead_stats_epoch: int | None, wait_s: float = RELEASE
         try:
             summary = _journal(config, str(epoch), queues)
         except Exception as exc:
+            storage = storage_failure(exc)
+            why = f"storage failing: {storage}" if storage else f"{type(exc).__name__}: {exc}"
             raise StaleNotJournaled(
-                f"{n} intents the last run left queued could not be journaled "
-                f"({type(exc).__name__}: {exc}); they stay in shared memory for the next start"
+                f"{n} intents the last run left queued could not be journaled ({why}); "
+                "they stay in shared memory for the next start",
+                storage,
             ) from exc
         log.warning("queues a crashed or undrained run left: %s", summary)
 

@@ -101,6 +101,12 @@ def test_a_stop_on_a_full_disk_leaves_the_intents_to_the_next_start(tmp_path, sm
         res = dynamind("reset", "--journal", "-c", str(app.config))
         assert res.returncode == Exit.USAGE and f"{app.instance}.intents.0" in res.stderr
         assert _left_queues(app) == (left, heads)  # nothing moved, nothing removed
+        # a start while the disk is still full cannot journal them: it fails as a start
+        # that may pass (systemd tries again), not as a journal a person must look at
+        res = dynamind("run", "-c", str(app.config), "--duration", "1")
+        assert res.returncode == Exit.START_FAILED, res.stderr
+        assert "could not be journaled (storage failing: database or disk is full)" in res.stderr
+        assert _left_queues(app) == (left, heads)
 
         small_fs.free()
         # the next stop drains: its drain may take what a loaded machine needs
