@@ -165,7 +165,8 @@ def main(w: Worker) -> None:
             if guard.call(_take_intents, out, batch):
                 busy = True
             elif guard.engine is None:  # a drain waits for the disk too, within its timeout
-                _resume(guard, out, last_ticks)
+                if _resume(guard, out, last_ticks):  # a reload while halted applies now
+                    configured = _reload_state(w, guard, out, configured)
             elif w.draining:
                 guard.call(_drain, w, links)
                 break
@@ -213,16 +214,18 @@ def _recovered(
             link.positions.publish()
 
 
-def _resume(guard: StorageHalt, out: Outbox, last_ticks: np.ndarray) -> None:
-    """While halted by storage: a new engine when a retry is due and the disk takes it."""
+def _resume(guard: StorageHalt, out: Outbox, last_ticks: np.ndarray) -> bool:
+    """While halted by storage: a new engine when a retry is due and the disk takes it.
+    True when it resumed."""
     summary = guard.retry()
     if summary is None:
-        return
+        return False
     out.live.reports(summary.reports)
     positions = guard.call(ExecutionEngine.positions) or {}
     _recovered(positions, summary, out.links, resumed=True)
     if len(last_ticks):
         out.send(guard.call(ExecutionEngine.on_ticks, last_ticks) or {})
+    return True
 
 
 def _drain(engine: ExecutionEngine, w: Worker, links: list[HostLink]) -> None:
@@ -278,9 +281,11 @@ def _take_intents(engine: ExecutionEngine, out: Outbox, batch: int) -> bool:
 
 
 def _reload_state(w: Worker, guard: StorageHalt, out: Outbox, configured: str) -> str:
-    """``_reload`` on the engine; while halted by storage the engine that resumes is built
-    from the reloaded config."""
-    return guard.call(_reload, w, out, configured) or w.config.trading.state
+    """``_reload`` on the engine. While halted by storage nothing can be journaled: the
+    file's state stays due (``configured`` unchanged) for the engine that resumes (built
+    from the reloaded config, it has its rules already)."""
+    done = guard.call(_reload, w, out, configured)
+    return configured if done is None else done
 
 
 def _reload(engine: ExecutionEngine, w: Worker, out: Outbox, configured: str) -> str:

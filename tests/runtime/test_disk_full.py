@@ -64,14 +64,20 @@ def test_full_disk_halts_with_intents_queued_then_resumes(tmp_path, small_fs):
         assert shown.startswith("trading: halted (storage failing: database or disk is full")
         app.wait_for_log("trading HALTED, storage failing: database or disk is full")
         assert app.workers()["execution"]["incarnation"] == 1  # halted, not crashed
+        # a reload while halted: the trading state it sets waits for the engine that resumes
+        app.config.write_text(app.config.read_text() + '\n[trading]\nstate = "reduce_only"\n')
+        assert dynamind("reload", "-c", str(app.config)).returncode == 0
 
         small_fs.free()
         t_free = time.monotonic()
-        sock.wait_for(lambda m: "trading=active" in m.get("STATUS", ""), after=t_free)
+        sock.wait_for(lambda m: "trading=reduce_only" in m.get("STATUS", ""), after=t_free)
         app.wait_for_log("storage writable again: trading resumes")
         app.wait_for(lambda: app.counter("execution", "intents") > taken + 100, what="resumed")
         assert app.workers()["execution"]["incarnation"] == 1
         assert app.stop() == 0
+        with app.journal() as db:
+            changes = db.execute("SELECT state, previous, who FROM trading_states").fetchall()
+        assert ("reduce_only", "active", "config reload") in changes
         assert_intents_accounted(app)  # every published intent exactly once
         assert_positions_equal_fills(app)
         assert_hosts_agree(app)
