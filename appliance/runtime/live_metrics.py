@@ -126,6 +126,10 @@ class LiveMetrics:
         self._rows = np.zeros(capacity(cfg), METRIC)
         self._next_publish = 0.0
         self._next_checkpoint = time.monotonic() + cfg.metrics.checkpoint_s
+        # Set while execution is halted by storage: the batch the halt cut short may have
+        # journaled rows these metrics never saw, so no checkpoint may claim them until
+        # ``rebuild``.
+        self.behind = False
         self.caught_up = self._restore()
 
     # ---- feeding ----------------------------------------------------------------------
@@ -146,7 +150,7 @@ class LiveMetrics:
             self._next_publish = now + PUBLISH_S
             pack(self.metrics, self.cfg.metrics.top_agents, self._rows)
             self.snapshot.write(self._rows, {TAG_PUBLISHED_NS: time.time_ns()})
-        if force or now >= self._next_checkpoint:
+        if (force or now >= self._next_checkpoint) and not self.behind:
             self._next_checkpoint = now + self.cfg.metrics.checkpoint_s
             try:
                 self.checkpoint()
@@ -170,6 +174,12 @@ class LiveMetrics:
         except OSError:
             tmp.unlink(missing_ok=True)  # half a file on a full disk: give the space back
             raise
+
+    def rebuild(self) -> None:
+        """From the checkpoint and the journal, as a start does (after a storage halt)."""
+        self.metrics = TradingMetrics(metrics_layout(self.cfg), self.cfg.metrics.sample_interval_s)
+        self.caught_up = self._restore()
+        self.behind = False
 
     def _restore(self) -> int:
         """Load the checkpoint and the journal rows after it; the rows caught up."""

@@ -165,6 +165,7 @@ def main(w: Worker) -> None:
             if guard.call(_take_intents, out, batch):
                 busy = True
             elif guard.engine is None:  # a drain waits for the disk too, within its timeout
+                live.behind = True
                 if _resume(guard, out, last_ticks):  # a reload while halted applies now
                     configured = _reload_state(w, guard, out, configured)
             elif w.draining:
@@ -220,7 +221,7 @@ def _resume(guard: StorageHalt, out: Outbox, last_ticks: np.ndarray) -> bool:
     summary = guard.retry()
     if summary is None:
         return False
-    out.live.reports(summary.reports)
+    out.live.rebuild()  # what the cut-short batch and the recovery journaled included
     positions = guard.call(ExecutionEngine.positions) or {}
     _recovered(positions, summary, out.links, resumed=True)
     if len(last_ticks):
