@@ -113,9 +113,10 @@ class TradeWatcher:
                 due = loop.time() + self.sweep_interval_s
                 try:
                     await self.sweep.run(exchange)
-                except ccxt.BaseError as exc:
+                except Exception as exc:  # an odd answer too: the stream must go on
                     log.warning("open orders over REST: %s; again in %.1fs",
-                                self._scrub(str(exc))[:300], self.sweep_interval_s)  # fmt: skip
+                                self._scrub(f"{type(exc).__name__}: {exc}")[:300],
+                                self.sweep_interval_s)  # fmt: skip
             await asyncio.sleep(LIVE_CHECK_S)
 
 

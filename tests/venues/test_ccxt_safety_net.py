@@ -215,6 +215,30 @@ def test_an_order_looked_up_whose_trades_are_listed_in_part_gets_the_rest_by_pag
     assert sorted(f.venue_fill_id for f in status.fills) == sorted(ids)
 
 
+def test_a_pass_that_fails_on_an_odd_answer_leaves_the_stream_and_the_next_pass_running(
+    make_sim, make_venue, tmp_path, caplog
+):
+    sim = make_sim("binance-us", start_delay_s=0.0)
+    venue = make_venue(sim, tmp_path, watch=True, sweep_s=0.1)
+    assert venue.submit(resting_buy("16-v1")).state == OrderState.ACCEPTED
+    sweep, run = venue.watcher.sweep, venue.watcher.sweep.run
+    odd = []
+
+    async def odd_once(exchange):
+        if not odd:
+            odd.append(1)
+            raise KeyError("filled")  # what a malformed order dict gives
+        await run(exchange)
+
+    sweep.run = odd_once
+    wait_for(lambda: sweep.passes >= 2, "passes after the odd one")
+    assert venue.watcher.error is None
+    assert "open orders over REST: KeyError: 'filled'" in caplog.text
+    sim.call(_start_replay(sim))
+    fills = reported(venue, 1.0)  # the stream still runs
+    assert [f.venue_fill_id for f in fills] == trade_ids(sim, "OMG/BUSD")
+
+
 def test_watching_on_an_exchange_ccxt_pro_lacks_falls_back_to_polling(
     make_sim, make_venue, tmp_path, caplog
 ):
