@@ -155,6 +155,7 @@ def _power_of_two(value: int) -> int:
 
 PowerOfTwo = Annotated[int, AfterValidator(_power_of_two)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+MAX_DRAIN_TIMEOUT_S = 80.0  # see SupervisorConfig.drain_timeout_s
 
 
 class _Model(BaseModel):
@@ -225,7 +226,9 @@ class SupervisorConfig(_Model):
     restart_window_s: PositiveFloat = 60.0
     # At a stop, each of the drain's three tries waits this long for execution to take
     # every queued intent; what is still queued after the last is left for the next start.
-    drain_timeout_s: PositiveFloat = 60.0
+    # At most 80: the unit's TimeoutStopSec=300 must cover the longest stop (the hosts'
+    # checks 30 s, stops of 10 s, three tries), or systemd kills the supervisor mid-drain.
+    drain_timeout_s: Annotated[float, Field(gt=0, le=MAX_DRAIN_TIMEOUT_S)] = 60.0
 
     @model_validator(mode="after")
     def _backoff_order(self) -> SupervisorConfig:

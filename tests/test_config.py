@@ -169,6 +169,8 @@ def test_feed_and_supervisor_rules(tmp_path):
             "restart_backoff_max_s = 1.0",
         ),
     )
+    long_drain = errors_of(tmp_path, minimal("[supervisor]", "drain_timeout_s = 120.0"))
+    assert "less than or equal to 80" in long_drain["supervisor.drain_timeout_s"]
     assert errors["feed.path"] == "the replay feed needs a path"
     assert "less than or equal to 1" in errors["feed.trade_ratio"]
     assert "exceeds restart_backoff_max_s" in errors["supervisor"]
@@ -373,3 +375,20 @@ def test_params_errors_come_with_the_field_errors(tmp_path):
     errors = errors_of(tmp_path, text)
     assert "hosts[1].populations[0].agents" in errors
     assert "hosts[1].populations[0].params.qty" not in errors
+
+
+def test_the_longest_stop_fits_the_units_stop_timeout():
+    """The hosts' checks, the intake's stop, every drain try at its longest and the rest's
+    stop come in under TimeoutStopSec: systemd does not kill a stop that would finish."""
+    import re
+
+    from appliance.config import MAX_DRAIN_TIMEOUT_S
+    from appliance.ops import install
+    from appliance.runtime.children import STOP_TIMEOUT_S
+    from appliance.runtime.positions import SETTLE_TIMEOUT_S
+    from appliance.runtime.supervisor import DRAIN_ATTEMPTS
+
+    unit = install.render_unit(install.Target())
+    limit = float(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.MULTILINE)[1])
+    longest = SETTLE_TIMEOUT_S + 2 * STOP_TIMEOUT_S + DRAIN_ATTEMPTS * MAX_DRAIN_TIMEOUT_S
+    assert longest < limit
