@@ -349,12 +349,12 @@ def _cmd_reset(args: argparse.Namespace) -> int:
     if not args.journal:
         print("reset: say what to reset (--journal)", file=sys.stderr)
         return Exit.USAGE
-    from appliance.shm import list_names
+    from appliance.runtime.stale import queued_segments
 
     config, code = _stopped_config(args.config)
     if config is None:
         return code
-    if queued := [n for n in list_names(config.instance) if ".intents." in n]:
+    if queued := queued_segments(config.instance):
         print(
             f"reset: the last run left intents queued in /dev/shm ({', '.join(queued)}; an "
             "undrained stop or a crash): start the appliance once, so that they are journaled "

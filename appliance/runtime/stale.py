@@ -68,6 +68,11 @@ def dead_epoch(instance: str) -> int | None:
         stats.close()
 
 
+def queued_segments(instance: str) -> list[str]:
+    """The intent queues of ``instance`` in /dev/shm (a crash or an undrained stop left)."""
+    return [full_name(instance, layout.intents_queue(h)) for h in _queue_hosts(instance)]
+
+
 def _queue_hosts(instance: str) -> list[int]:
     hosts = []
     for entry in list_names(instance):
