@@ -25,7 +25,7 @@ from appliance.runtime.live_metrics import LiveMetrics
 from appliance.runtime.messages import Final, Ready, Reload, Status
 from appliance.runtime.positions import ExtraTags, PositionsPublisher
 from appliance.runtime.worker import Worker
-from appliance.shm import BroadcastRing
+from appliance.shm import BroadcastRing, RingReader
 from appliance.trading.control import RELOAD
 from appliance.trading.engine import ExecutionEngine
 from appliance.trading.flatten import flatten_round
@@ -131,11 +131,9 @@ def main(w: Worker) -> None:
     if summary is not None:
         _recovered(guard.call(ExecutionEngine.positions) or {}, summary, links, resumed=False)
     batch = cfg.execution.batch
-    next_status = next_desk = 0.0
-    halted = guard.engine is None  # as the last status said
     configured = cfg.trading.state  # trading.state as the config file last said
-    flatten_by = ""  # the operator of a flatten still closing positions
     desk = TradingDesk(cfg.instance, cfg.operator_group)
+    chores = Chores(w, guard, out, desk)
     last_ticks = np.zeros(0, TICK)  # the newest quotes, for an engine that resumes
     w.subscribe(Reload)
     w.send(Ready())
@@ -148,18 +146,10 @@ def main(w: Worker) -> None:
                             configured = _reload_state(w, guard, out, configured)
             if w.stopping and not w.draining:
                 break
-            busy = False
-            view = reader.read(TICK_BATCH)
-            if len(view):
-                ticks = view.copy()  # the engine keeps state: never feed it a lapped view
-                if reader.valid():
-                    w.add("ticks_in", len(ticks))
-                    live.ticks(ticks)
-                    last_ticks = ticks
-                    out.send(guard.call(ExecutionEngine.on_ticks, ticks) or {})
-                else:
-                    w.add("tick_gaps", len(ticks))
-                busy = True
+            ticks = _feed_ticks(reader, guard, out)
+            busy = ticks is not None
+            if ticks is not None and len(ticks):
+                last_ticks = ticks
             if w.stopping and not w.draining:  # again: a stop that came in meanwhile (a
                 break  # signal) leaves the intents queued for the next start, untaken
             if guard.call(_take_intents, out, batch):
@@ -172,18 +162,7 @@ def main(w: Worker) -> None:
                 guard.call(_drain, w, links)
                 break
             live.tick()
-            now = time.monotonic()
-            if now >= next_desk:
-                next_desk = now + DESK_POLL_S
-                flatten_by = _serve_desk(desk, guard, w, out) or flatten_by
-                # A flatten ends when trading leaves reduce-only (a resume, a halt).
-                flatten_by = flatten_by if _reduce_only_or_down(guard) else ""
-            if now >= next_status or halted != (guard.engine is None):  # a halt shows at once
-                next_status = now + w.config.status_interval_s
-                halted = guard.engine is None
-                if flatten_by and guard.call(_flatten, w, out, flatten_by) is False:
-                    flatten_by = ""  # flat: no round left to try again
-                w.send(Status(guard.status()))
+            chores.run(time.monotonic())
             if not busy:
                 reader.wait(IDLE_WAIT_S)
     finally:
@@ -195,6 +174,47 @@ def main(w: Worker) -> None:
             link.close()
         reader.close()
         ring.close()
+
+
+def _feed_ticks(reader: RingReader, guard: StorageHalt, out: Outbox) -> np.ndarray | None:
+    """The ring's new ticks into the engine and the metrics: the ticks (empty when the
+    writer lapped what was read: counted as a gap), None when there were none."""
+    view = reader.read(TICK_BATCH)
+    if not len(view):
+        return None
+    ticks = view.copy()  # the engine keeps state: never feed it a lapped view
+    if not reader.valid():
+        out.w.add("tick_gaps", len(ticks))
+        return ticks[:0]
+    out.w.add("ticks_in", len(ticks))
+    out.live.ticks(ticks)
+    out.send(guard.call(ExecutionEngine.on_ticks, ticks) or {})
+    return ticks
+
+
+class Chores:
+    """What execution does on a clock between batches: operator requests, status lines
+    (at once when a storage halt begins or ends), the next round of a flatten."""
+
+    def __init__(self, w: Worker, guard: StorageHalt, out: Outbox, desk: TradingDesk) -> None:
+        self.w, self.guard, self.out, self.desk = w, guard, out, desk
+        self.next_status = self.next_desk = 0.0
+        self.halted = guard.engine is None  # as the last status said
+        self.flatten_by = ""  # the operator of a flatten still closing positions
+
+    def run(self, now: float) -> None:
+        guard = self.guard
+        if now >= self.next_desk:
+            self.next_desk = now + DESK_POLL_S
+            self.flatten_by = _serve_desk(self.desk, guard, self.w, self.out) or self.flatten_by
+            # A flatten ends when trading leaves reduce-only (a resume, a halt).
+            self.flatten_by = self.flatten_by if _reduce_only_or_down(guard) else ""
+        if now >= self.next_status or self.halted != (guard.engine is None):
+            self.next_status = now + self.w.config.status_interval_s
+            self.halted = guard.engine is None
+            if self.flatten_by and guard.call(_flatten, self.w, self.out, self.flatten_by) is False:
+                self.flatten_by = ""  # flat: no round left to try again
+            self.w.send(Status(guard.status()))
 
 
 def _recovered(
