@@ -228,7 +228,11 @@ class HostUplink:
         link.follower.reset(r.epoch, r.head)
         link.take(r.taken)
         link.stream_seq = seq
-        if len(differ):
+        # A reset that is no checkpoint (execution began a new lifetime, or skipped queued
+        # reports) reloads the host even when positions agree: agents whose intent's report
+        # will never come (journaled stale, an ack or reject skipped) wait on it for ever
+        # otherwise, and once all do, the host sends nothing again.
+        if len(differ) or not r.checkpoint:
             link.positions.resync()  # a new epoch: the host reloads from the snapshot
         else:
             link.positions.publish()

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from appliance.cluster.client import SubjectChain, connect, ensure_stream
-from appliance.cluster.orders import host_layout, intent_headers
+from appliance.cluster.orders import host_layout, intent_headers, reset_messages
 from appliance.config import load_config
 from appliance.model.records import INTENT
 from appliance.runtime import layout
@@ -58,6 +58,37 @@ def test_a_run_stored_but_not_released_is_not_published_again(tmp_path, nats_ser
         assert queue.tail == 10
         producer.close()
         queue.close()
+        w.slot.close()
+    finally:
+        segments.destroy()
+
+
+def test_a_reset_that_is_no_checkpoint_reloads_the_host_even_when_positions_agree(tmp_path):
+    """After execution's instance restarts, the intents its queue held are journaled stale
+    and never reported: their agents wait for a report until the host reloads. The reset
+    a new lifetime sends must make it reload although positions agree; a checkpoint (sent
+    after every report it includes) need not."""
+    extra = cluster_table(
+        ["nats://127.0.0.1:4222"], PREFIX, role="agents", hosts=["host-b"], ticks_from="src"
+    )  # (no connection is made)
+    path, _ = write_config(tmp_path, extra=extra, feed_kind="nats")
+    cfg = load_config(path)
+    segments = SegmentSet(cfg)
+    segments.create()
+    try:
+        uplink = next(p for p in layout.processes(cfg) if p.name == "uplink")
+        spec = WorkerSpec(uplink, cfg, [0], WaitStrategy.BLOCK, 2, os.getppid())
+        w = Worker(spec, Channel("down"), Channel("up"), segments.stats)
+        up = HostUplink(w, None, 1)
+        held = up.link.held.copy()  # what execution will say: the same positions
+        epochs = []
+        for seq, checkpoint in enumerate((True, False), start=1):
+            for payload, headers in reset_messages("exe", 2, 0, 0, held, "host-b", checkpoint):
+                up._reset_part(payload, headers, seq)
+            epochs.append(up.link.positions.epoch)
+        first = epochs[0]
+        assert epochs == [first, first + 1]  # only the reload gave the host a new epoch
+        up.link.close()
         w.slot.close()
     finally:
         segments.destroy()
