@@ -204,8 +204,11 @@ class LiveMetrics:
                 )
             orders = list(j.orders(after=start[0]))
             self.metrics.replay_journal(orders, j.fills(after=start[1]))
-        if saved_epoch != self.epoch:
-            self.metrics.reset_queues()
+            if saved_epoch != self.epoch:
+                self.metrics.reset_queues()
+                # what this queue lifetime journaled already (a restart or a rebuild within
+                # it): a queue delivering those intents again is not delivering new ones
+                self.metrics.seen(j.max_intent_seqs(str(self.epoch)))
         log.info("metrics: checkpoint at journal rows %s, %d orders caught up", start, len(orders))
         return len(orders)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from appliance.trading.archive import CARRY_PREFIX
 from appliance.trading.journal import JournalError, connect_readonly
+from appliance.trading.recovery_reads import RecoveryReads
 
 ORDER_COLUMNS = (
     "n", "client_order_id", "run_id", "host", "population", "agent", "intent_seq", "symbol",
@@ -93,6 +94,10 @@ class JournalReader:
             "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM orders), "
             "(SELECT COALESCE(MAX(fill_id), 0) FROM fills)"
         ).fetchone()
+
+    def max_intent_seqs(self, epoch: str) -> dict[int, int]:
+        """Per host, the highest intent seq journaled in queue lifetime ``epoch``."""
+        return RecoveryReads(self._conn).max_intent_seqs(epoch)
 
     def identity(self) -> int:
         """The start time of the journal's first run: which journal this is."""

@@ -364,6 +364,11 @@ class TradingMetrics:
         c = {k: v[known] for k, v in c.items()}
         return self.rows.rows(agent[known], sym[known], self.layout.lots), c
 
+    def seen(self, host_seqs: Mapping[int, int]) -> None:
+        """Intents up to these seqs (per host) of the current queues are counted already."""
+        for h, s in host_seqs.items():
+            self._seq[h] = max(self._seq.get(h, -1), int(s))
+
     def reset_queues(self) -> None:
         """The intent queues were recreated (a new appliance lifetime): their seqs start
         again, and orders still open from before will get no more reports."""

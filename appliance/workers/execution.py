@@ -168,6 +168,7 @@ def main(w: Worker) -> None:
     finally:
         desk.close()
         w.send(Status(guard.status()))
+        live.behind = live.behind or guard.engine is None  # a halt the loop had not seen
         guard.close()
         live.close()
         for link in links:

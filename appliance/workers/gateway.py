@@ -54,6 +54,11 @@ IDLE_S = 0.001
 REPORT_BATCH = 4096
 ACK_WAIT_S = 60.0
 CHECKPOINT_TRIES = 5
+# A periodic reset that cannot be a checkpoint (reports kept coming) waits this long and
+# tries again, up to POSTPONE_MAX times: an inexact one skips reports, so the host reloads
+# (market makers requote), which a steady flow of reports must not cause every interval.
+POSTPONE_S = 0.5
+POSTPONE_MAX = 60
 
 
 class HostGateway:
@@ -87,6 +92,7 @@ class HostGateway:
         self.skip_before = 0
         self.snap_epoch = -1
         self.next_reset = 0.0
+        self.postponed = 0  # periodic resets put off in a row (see POSTPONE_S)
 
     def _record_seq(self, pos: int) -> int:
         """Exec id of the record this gateway pushed at queue position ``pos``."""
@@ -230,6 +236,12 @@ class HostGateway:
         include, so the host's positions already equal them; after execution bumped the
         snapshot epoch, reports still queued are in the positions and are skipped."""
         data, tags, exact = await self._snapshot(checkpoint)
+        inexact = checkpoint and not exact and tags[TAG_EPOCH] == self.snap_epoch
+        if inexact and self.postponed < POSTPONE_MAX:
+            self.postponed += 1
+            self.next_reset = time.monotonic() + POSTPONE_S
+            return
+        self.postponed = 0
         taken = max(self.taken, await self._taken(tags[TAG_INTENTS_TAIL]))
         head = tags[TAG_REPORTS_HEAD]
         parts = reset_messages(

@@ -68,11 +68,9 @@ def make(
     directory.mkdir()
     name = cluster.pop("instance", None) or instance_name(tag)
     extra = (HOST_C if hosts_c else "") + cluster_table(urls, prefix, **cluster)
-    app = Appliance(directory, instance=name, extra=extra, **overrides)
     # Three instances and a server on two shared cores: a worker can starve for seconds.
-    text = app.config.read_text()
-    app.config.write_text(text.replace("heartbeat_timeout_s = 3.0", "heartbeat_timeout_s = 30.0"))
-    return app
+    overrides.setdefault("heartbeat_timeout_s", 30.0)
+    return Appliance(directory, instance=name, extra=extra, **overrides)
 
 
 def ring_records(app: Appliance) -> np.ndarray:

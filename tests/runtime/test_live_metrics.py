@@ -123,3 +123,18 @@ def test_after_a_storage_halt_the_metrics_are_rebuilt_from_the_journal(cfg, engi
     assert got["orders"][0] == 20
     live.tick(force=True)
     assert live.path.read_bytes() != saved  # checkpoints again
+
+
+def test_a_rebuild_in_a_lifetime_without_a_checkpoint_counts_no_intent_twice(
+    cfg, engine, trade, intents
+):
+    live = LiveMetrics(cfg, 1, None)  # no checkpoint of this lifetime yet
+    trade(engine, live, 0, 10, 65000.0, 10**18)
+    live.behind = True
+    live.rebuild()
+    assert live.metrics.figures("overall")["orders"][0] == 10
+    # the queue delivers the batch the halt cut short again: journaled, so not new
+    live.intents(intents([{"seq": 9, "agent": 9}]))
+    assert live.metrics.figures("overall")["orders"][0] == 10
+    live.intents(intents([{"seq": 10, "agent": 0}]))  # a new one counts
+    assert live.metrics.figures("overall")["orders"][0] == 11
