@@ -22,7 +22,7 @@ run: install
 ## test: install, then run the whole test suite on every core
 test: install test-tools
 	$(BIN)/ruff check appliance tests bench
-	$(BIN)/python -m pytest -n auto -q $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist worksteal -q $(ARGS)
 
 # The service tests need systemd-analyze and systemd-sysusers, the terminal test tmux.
 # A fresh CI machine (root, apt) gets them here, so those tests run instead of skipping;
