@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,15 +186,15 @@ def _useradd(t: Target) -> None:
         )  # fmt: skip
 
 
-def build_wheel(out: Path) -> Path:
-    """A wheel of the checkout this module runs from."""
-    if not (CHECKOUT / "pyproject.toml").is_file():
+def build_wheel(out: Path, source: Path = CHECKOUT, pip_args: Sequence[str] = ()) -> Path:
+    """A wheel of ``source``, by default the checkout this module runs from."""
+    if not (source / "pyproject.toml").is_file():
         raise InstallError(
-            f"no source checkout at {CHECKOUT} to build a wheel from: pass --wheel FILE"
+            f"no source checkout at {source} to build a wheel from: pass --wheel FILE"
         )
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out),
-         str(CHECKOUT)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", *pip_args,
+         "-w", str(out), str(source)],
         "build the wheel",
     )  # fmt: skip
     wheels = sorted(out.glob("dynamind-*.whl"))

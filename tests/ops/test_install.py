@@ -29,8 +29,8 @@ needs_analyze = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory, worker_id: str) -> Path:
     """One wheel for all of xdist's workers, built from a copy of the tree: two builds at
-    once in the checkout's build/ folder fail each other. With the test extras' setuptools,
-    not an isolated build environment pip would try to download under the network guard."""
+    once in the checkout's build/ folder fail each other. Built with the test extras'
+    setuptools: pip's isolated build env would download it, retrying under the network guard."""
     base = tmp_path_factory.getbasetemp()
     shared = base if worker_id == "master" else base.parent  # this run's, common to workers
     with open(shared / "wheel.lock", "w") as lock:
@@ -40,12 +40,7 @@ def wheel(tmp_path_factory, worker_id: str) -> Path:
             src = shared / "wheel-src"
             skip = shutil.ignore_patterns(".*", "build", "*.egg-info", "var", "__pycache__")
             shutil.copytree(ROOT_DIR, src, ignore=skip)
-            res = subprocess.run(
-                [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                 "--no-build-isolation", "-w", str(out), str(src)],
-                capture_output=True, text=True, timeout=300,
-            )  # fmt: skip
-            assert res.returncode == 0, res.stderr
+            install.build_wheel(out, src, ["--no-build-isolation"])
         return next(out.glob("dynamind-*.whl"))
 
 
