@@ -131,6 +131,28 @@ class _Rows:
         avg = np.array([p.avg_price for p in self.positions])
         return qty, avg
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The rows as arrays (``load``)."""
+        out = {f"rows.{k}": self.col(k) for k in self.cols}
+        out["rows.rejects"] = self.rejects[: self.n]
+        out["rows.lots"] = np.array([p.lots for p in self.positions], np.int64)
+        out["rows.lot"] = np.array([p.lot for p in self.positions])
+        out["rows.avg"] = self.qty_avg()[1]
+        return out
+
+    def load(self, s: Mapping[str, np.ndarray], lots: np.ndarray) -> None:
+        """Rows of ``state`` into this empty ledger."""
+        self.rows(s["rows.agent"].astype(np.int64), s["rows.symbol"].astype(np.int64), lots)
+        for k in self.cols:
+            self.cols[k][: self.n] = s[f"rows.{k}"]
+        self.rejects[: self.n] = s["rows.rejects"]
+        for p, lots_, lot, avg, realized, fees in zip(
+            self.positions, s["rows.lots"].tolist(), s["rows.lot"].tolist(),
+            s["rows.avg"].tolist(), s["rows.realized"].tolist(), s["rows.fees"].tolist(),
+            strict=True,
+        ):  # fmt: skip
+            p.lots, p.lot, p.avg_price, p.realized, p.fees = lots_, lot, avg, realized, fees
+
 
 class TradingMetrics:
     """Incremental metrics of one appliance (see the module docstring)."""
@@ -388,12 +410,7 @@ class TradingMetrics:
 
     def state(self) -> dict[str, np.ndarray]:
         """Everything needed to continue later (``load``), as arrays."""
-        _, avg = self.rows.qty_avg()
-        out = {f"rows.{k}": self.rows.col(k) for k in self.rows.cols}
-        out["rows.rejects"] = self.rows.rejects[: self.rows.n]
-        out["rows.lots"] = np.array([p.lots for p in self.rows.positions], np.int64)
-        out["rows.lot"] = np.array([p.lot for p in self.rows.positions])
-        out["rows.avg"] = avg
+        out = self.rows.state()
         out["marks"] = self.marks
         out["scalars"] = np.array([self.clock_ns, self.sampler.next_ns or -1], np.int64)
         out["seq"] = np.array(sorted(self._seq.items()), np.int64).reshape(-1, 2)
@@ -411,20 +428,10 @@ class TradingMetrics:
         s = {k: np.asarray(v) for k, v in state.items()}
         if len(s["marks"]) != len(self.marks):
             raise ValueError("checkpoint has another instrument table")
-        self.rows = _Rows()
-        agent, sym = s["rows.agent"].astype(np.int64), s["rows.symbol"].astype(np.int64)
-        if len(agent) and agent.max() >= self.layout.n_agents:
+        if len(s["rows.agent"]) and s["rows.agent"].max() >= self.layout.n_agents:
             raise ValueError("checkpoint has agents this layout lacks")
-        self.rows.rows(agent, sym, self.layout.lots)
-        for k in self.rows.cols:
-            self.rows.cols[k][: self.rows.n] = s[f"rows.{k}"]
-        self.rows.rejects[: self.rows.n] = s["rows.rejects"]
-        for p, lots, lot, avg, realized, fees in zip(
-            self.rows.positions, s["rows.lots"].tolist(), s["rows.lot"].tolist(),
-            s["rows.avg"].tolist(), s["rows.realized"].tolist(), s["rows.fees"].tolist(),
-            strict=True,
-        ):  # fmt: skip
-            p.lots, p.lot, p.avg_price, p.realized, p.fees = lots, lot, avg, realized, fees
+        self.rows = _Rows()
+        self.rows.load(s, self.layout.lots)
         self.marks = s["marks"].astype(float).copy()
         self.clock_ns, nxt = (int(x) for x in s["scalars"])
         self.sampler.next_ns = None if nxt < 0 else nxt
