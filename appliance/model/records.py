@@ -139,6 +139,10 @@ class ReportKind(IntEnum):
 
 
 class RejectReason(IntEnum):
+    """Why an order ended with quantity unfilled: a reject's reason, or a cancel's cause
+    (NO_LIQUIDITY for an IOC remainder, HALTED or REDUCE_ONLY for the cancels a change of
+    the trading state makes, VENUE for one the venue made, REQUESTED for an agent's)."""
+
     NONE = 0
     MAX_POSITION = 1  # the fill would take the agent beyond max_position for the symbol
     MAX_NOTIONAL = 2  # qty * price exceeds max_order_notional for the symbol
@@ -158,6 +162,9 @@ class RejectReason(IntEnum):
     # Still queued when the appliance's supervisor died; journaled at the next start and
     # never executed (the market it was decided on is gone).
     STALE_AFTER_CRASH = 16
+    # Ends only, never a reject: the rest of the order was withdrawn on request (its agent's
+    # CANCEL intent, or an operator's cancel while trading is active).
+    REQUESTED = 17
 
 
 #: The execution process's answer about one intent, pushed onto the host's report queue.

@@ -135,15 +135,15 @@ class Batch:
         """End an intent with its remainder unfilled: REJECTED if nothing ever happened to
         it, else CANCELED (the agent keeps what filled)."""
         rejected = o.state in (_S.NEW, _S.SUBMITTED)
+        reason = RejectReason(reason or RejectReason.VENUE)  # every end says why
         self.book.end(o, _S.REJECTED if rejected else _S.CANCELED)
         o.reason, o.reason_text = int(reason), text
         self.touch(o)
         if rejected:
-            reason = RejectReason(reason or RejectReason.VENUE)
             self.counters.rejects[reason] += 1
             self.reports.add(o, ReportKind.REJECT, reason=reason)
         else:
-            self.reports.add(o, ReportKind.CANCEL)
+            self.reports.add(o, ReportKind.CANCEL, reason=reason)
 
     def done(self, o: IntentOrder, text: str) -> None:
         """A CANCEL intent is carried out: DONE, answered with one final ACK."""
@@ -197,7 +197,9 @@ class Batch:
             if not vo.is_terminal:
                 self.venue_ended(vo, RejectReason.VENUE, text)
         if status.state in (_S.CANCELED, _S.REJECTED) and not vo.is_terminal:
-            self.venue_ended(vo, status.reason, status.reason_text or "cancelled by the venue")
+            # Every end says why: one the venue gave no reason for is the venue's.
+            reason = status.reason or RejectReason.VENUE
+            self.venue_ended(vo, reason, status.reason_text or "cancelled by the venue")
 
     def apply_fills(self, fills: list[VenueFill]) -> None:
         """Venue fills of resting orders (in the order the venue made them)."""

@@ -54,7 +54,9 @@ def carry_out(cancels: list[IntentOrder], book: OrderBook, venue: Venue, b: Batc
                 if status is None:  # never reached the venue: in-doubt handling settles it
                     continue
                 if status.state == OrderState.CANCELED:
-                    status = dataclasses.replace(status, reason_text=text)
+                    status = dataclasses.replace(
+                        status, reason=RejectReason.REQUESTED, reason_text=text
+                    )
                 b.apply_status(vo, status)
             done += o.is_terminal
         if failed:

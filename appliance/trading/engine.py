@@ -324,7 +324,7 @@ class ExecutionEngine:
         """Cancel every resting venue order (e.g. on halt); the reports for their intents."""
         self._need_run()
         b = self._batch()
-        self._switch.cancel_resting(b)
+        self._switch.cancel_resting(b, f"cancelled: trading {self.control.state.value}")
         b.commit()
         return b.reports.build(self._clock())
 

@@ -29,7 +29,10 @@ from appliance.trading.portfolio import Position
 from appliance.trading.signals import SignalBook
 
 GROUPINGS = ("agent", "population", "symbol", "overall")
-REASONS: tuple[RejectReason, ...] = tuple(r for r in RejectReason if r != RejectReason.NONE)
+#: The reasons a reject may give (REQUESTED only ends a cancelled order).
+REASONS: tuple[RejectReason, ...] = tuple(
+    r for r in RejectReason if r not in (RejectReason.NONE, RejectReason.REQUESTED)
+)
 # Ledger and counter columns of a row (one agent in one symbol), summed over groups.
 _SUMS = ("realized", "fees", "turnover", "orders", "orders_filled", "requested_notional",
          "filled_notional", "signals_correct", "signals_wrong", "signals_flat")  # fmt: skip
@@ -330,7 +333,7 @@ class TradingMetrics:
         except ValueError:
             r = RejectReason.VENUE
         # A reject without a reason is the venue's (as the engine reports it).
-        self.rows.rejects[row, REASONS.index(r if r else RejectReason.VENUE)] += 1
+        self.rows.rejects[row, REASONS.index(r if r in REASONS else RejectReason.VENUE)] += 1
 
     def replay_journal(
         self,

@@ -6,12 +6,15 @@ re-arms the drawdown peak. ``TradingControl`` (control.py) holds and journals th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 from dataclasses import dataclass
 
 from appliance.model.enums import TradingState
+from appliance.model.orders import OrderState
+from appliance.model.records import RejectReason
 from appliance.trading.account import AccountGuard
 from appliance.trading.batch import Batch
 from appliance.trading.book import OrderBook
@@ -41,11 +44,18 @@ class TradingSwitch:
         if state is TradingState.ACTIVE:
             self.account.rearm()
         else:
-            self.cancel_resting(b)
+            self.cancel_resting(b, f"cancelled: trading {state.value} ({why})")
 
-    def cancel_resting(self, b: Batch) -> None:
+    def cancel_resting(self, b: Batch, text: str) -> None:
+        """Cancel every resting venue order; their ends give the trading state as why."""
+        reason = {
+            TradingState.HALTED: RejectReason.HALTED,
+            TradingState.REDUCE_ONLY: RejectReason.REDUCE_ONLY,
+        }.get(self.control.state, RejectReason.REQUESTED)
         for vo in list(self.book.venue_orders.values()):
             status = self.venue.cancel(vo.client_order_id)
+            if status is not None and status.state == OrderState.CANCELED:
+                status = dataclasses.replace(status, reason=reason, reason_text=text)
             if status is not None:
                 b.apply_status(vo, status)
 

@@ -212,6 +212,7 @@ class PaperVenue:
                     state = OrderState.FILLED
                     if fill_lots < lots:  # IOC: what the quote could not fill is cancelled
                         state, text = OrderState.CANCELED, "IOC remainder beyond quoted size"
+                        reason = RejectReason.NO_LIQUIDITY
             else:
                 crosses = math.isfinite(price) and (price <= limit if side > 0 else price >= limit)
                 fill_lots = min(lots, max(avail, 0)) if crosses else 0

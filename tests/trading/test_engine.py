@@ -6,7 +6,7 @@ from appliance.model.enums import TradingState
 from appliance.model.orders import OrderState
 from appliance.model.records import OrderType, RejectReason, ReportKind, Side
 from appliance.trading.risk import RiskLimits
-from appliance.venues.base import OrderRequest
+from appliance.venues.base import OrderRequest, OrderStatus
 
 S, K, R = OrderState, ReportKind, RejectReason
 
@@ -56,6 +56,9 @@ def test_market_partial_fill_cancels_remainder(
     assert rep[0]["fill_qty"][1] == 50.0
     o = journal_rows.order(e.journal, e.journal.intent_client_id(0, 0))
     assert o.state is S.CANCELED and o.filled_qty == 50.0
+    # the end says why, in the journal and to the agent
+    assert o.reason == R.NO_LIQUIDITY and o.reason_text == "IOC remainder beyond quoted size"
+    assert rep[0]["reason"][2] == R.NO_LIQUIDITY
     check_invariants(e)
 
 
@@ -121,6 +124,40 @@ def test_halt_and_cancel_all(make_engine, intents, events):
     assert e.cancel_all() == {}
     assert e.status()["trading"] == "halted" and e.open_orders == 0
     assert e.status()["trading_why"] == "test (operator)"
+
+
+def test_every_cancelled_order_says_why(make_engine, intents, events, journal_rows, quotes):
+    """Agent cancels, trading-state cancels and venue cancels each name their cause, in
+    the journal (intent and venue order) and in the agent's report."""
+    e = make_engine()
+    limit = {"order_type": OrderType.LIMIT, "limit_price": 90.0}
+    e.process(intents([{**limit, "agent": 0}, {**limit, "agent": 1, "seq": 1}]))
+    rep = e.process(intents([{"order_type": OrderType.CANCEL, "qty": 0.0, "seq": 2}]))
+    assert events(rep) == [(0, "CANCEL", 1), (2, "ACK", 1)]
+    assert rep[0]["reason"][0] == R.REQUESTED
+    o = journal_rows.order(e.journal, e.journal.intent_client_id(0, 0))
+    assert (o.state, o.reason) == (S.CANCELED, R.REQUESTED) and "cancel intent" in o.reason_text
+    for state, reason in (("reduce_only", R.REDUCE_ONLY), ("halted", R.HALTED)):
+        seq = 3 if state == "reduce_only" else 4
+        e.set_trading_state("active")
+        e.process(intents([{**limit, "agent": 2, "seq": seq}]))
+        rep = e.set_trading_state(state, "operator", "test")  # agent 1's rests too at first
+        assert {(r["kind"], r["reason"]) for r in rep[0]} == {(K.CANCEL, reason)}
+        o = journal_rows.order(e.journal, e.journal.intent_client_id(0, seq))
+        assert o.reason == reason and o.reason_text == f"cancelled: trading {state} (test)"
+    # an order the venue ended by itself, giving no reason (as an exchange's expiry): VENUE
+    e.set_trading_state("active")
+    e.process(intents([{**limit, "agent": 3, "seq": 5}]))
+    [vo] = e.book.venue_orders.values()
+    e.venue.cancel(vo.client_order_id)
+    e.venue.ended = lambda: [OrderStatus(vo.client_order_id, S.CANCELED)]
+    rep = e.on_ticks(quotes([0], [100.0], [101.0], size=50.0))
+    assert [(r["kind"], r["reason"]) for r in rep[0]] == [(K.CANCEL, R.VENUE)]
+    unexplained = e.journal._conn.execute(
+        "SELECT count(*) FROM orders WHERE state IN (?, ?) AND reason = 0",
+        (int(S.CANCELED), int(S.REJECTED)),
+    ).fetchone()[0]
+    assert unexplained == 0
 
 
 def test_reduce_only_lets_reducing_intents_through_only(
