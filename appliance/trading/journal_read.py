@@ -28,6 +28,13 @@ FILL_COLUMNS = (
     "price", "fee", "liquidity", "ts_ns", "venue_order_id", "venue_fill_id",
 )  # fmt: skip
 
+# A venue fill's liquidity is the venue's word: maker (it rested) or taker.
+_FILL_SELECT = {
+    **{c: f"o.{c}" for c in ("host", "population", "agent", "symbol")},
+    "liquidity": "CASE WHEN f.liquidity = 'venue' THEN "
+    "CASE WHEN v.maker THEN 'maker' ELSE 'taker' END ELSE f.liquidity END",
+}
+
 
 @dataclass(frozen=True)
 class Filters:
@@ -125,11 +132,11 @@ class JournalReader:
         if after:
             where = (where + " AND" if where else " WHERE") + " f.fill_id > ?"
             args = [*args, after]
-        cols = ", ".join(f"o.{c}" if c in ("host", "population", "agent", "symbol") else f"f.{c}"
-                         for c in FILL_COLUMNS)  # fmt: skip
+        cols = ", ".join(_FILL_SELECT.get(c, f"f.{c}") for c in FILL_COLUMNS)
         sql = (
-            f"SELECT {cols} FROM fills f JOIN orders o USING (client_order_id){where} "
-            "ORDER BY f.fill_id"
+            f"SELECT {cols} FROM fills f JOIN orders o USING (client_order_id) "
+            "LEFT JOIN venue_fills v USING (venue_order_id, venue_fill_id)"
+            f"{where} ORDER BY f.fill_id"
         )
         yield from self._rows(sql, args, FILL_COLUMNS, limit, "fill_id")
 

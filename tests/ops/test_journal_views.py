@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from appliance.model.records import Side
+from appliance.model.records import OrderType, Side
 from appliance.ops import journal_views
 from appliance.ops.cli import build_parser
 from appliance.runtime.exits import Exit
@@ -101,6 +101,24 @@ def test_fills_csv(journal):
         ("0", "buy", 101.0), ("2", "buy", 101.0), ("0", "sell", 105.0),
     ]  # fmt: skip
     assert float(rows[0]["fee"]) == pytest.approx(1 * 101 * 10 / 1e4)
+
+
+def test_fills_say_maker_taker_or_internal(tmp_path, quotes, intents):
+    e = _engine(tmp_path, quotes)
+    e.process(intents([
+        {"seq": 0, "agent": 0, "qty": 1.0, "order_type": OrderType.LIMIT, "limit_price": 99.0},
+        {"seq": 1, "agent": 1, "qty": 1.0},                       # takes the ask
+    ]))  # fmt: skip
+    e.on_ticks(quotes([0], [97.0], [98.0], size=50.0))  # reaches the resting buy
+    e.process(intents([
+        {"seq": 2, "agent": 1, "qty": 1.0, "side": Side.SELL},  # crosses agent 2's buy
+        {"seq": 3, "agent": 2, "qty": 1.0},
+    ]))  # fmt: skip
+    e.close()
+    rows = json.loads(view("fills", tmp_path / "journal.sqlite", "--format", "json"))
+    assert [(r["agent"], r["liquidity"]) for r in rows] == [
+        (1, "taker"), (0, "maker"), (1, "internal"), (2, "internal"),
+    ]
 
 
 def test_pnl_by_agent_and_overall(journal):
