@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from appliance.model.records import OrderType, RejectReason
+from appliance.trading import risk_kernels as kernels
 from appliance.trading.account import AccountGuard, Book
 from appliance.trading.book import OrderBook
 from appliance.trading.conflicts import PriorityWindow
@@ -66,31 +67,20 @@ class PreTrade:
         otype = intents["order_type"]
         lot = self.lots[sym]
         q = self.quotes
-        mid = q.mid[sym]
-        # A market order takes the touch and needs a two-sided quote (internal crosses
-        # price at the mid).
-        touch = np.where(side > 0, q.ask[sym], q.bid[sym])
-        take = np.where(np.isfinite(mid), touch, np.nan)
-        limit_px = intents["limit_price"]
-        limit = otype == OrderType.LIMIT
-        # A LIMIT order is valued at the highest price it can trade at: a buy at its limit
-        # (it takes the ask only if ask <= limit, and rests at the limit); a sell at the
-        # bid if that is above its limit (a marketable sell takes the bid), else its limit.
-        # fmax: an unknown bid (NaN) leaves the limit.
-        ref = np.where(limit, np.where(side < 0, np.fmax(limit_px, q.bid[sym]), limit_px), take)
-        own = np.where(limit, limit_px, take)
-        # Routing's price: the limit, bounded by the touch a marketable order would take.
-        best = np.where(side > 0, np.fmin(limit_px, touch), np.fmax(limit_px, touch))
-        price = np.where(limit, best, take)
+        n = len(intents)
+        ref, own, price, mid = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+        kernels.prices(sym, side, otype, intents["limit_price"], q.bid, q.ask, ref, own, price, mid)
         x = self._exposure(intents, reasons, lots * lot, ref, own, mid)
         reasons = self.risk.check(intents, x, reasons)
         texts: dict[int, str] = {}
-        prio = np.flatnonzero(
-            (reasons == _PASS) & (otype != OrderType.CANCEL) & np.isin(sym, list(priority_symbols))
-        )
-        if prio.size:
+        if priority_symbols:
+            prio = np.flatnonzero(
+                (reasons == _PASS)
+                & (otype != OrderType.CANCEL)
+                & np.isin(sym, list(priority_symbols))
+            )
             cols = (intents["host"], intents["population"], sym, side)
-            for i, text in self.window.conflicts(*cols, prio, now):
+            for i, text in self.window.conflicts(*cols, prio, now) if prio.size else ():
                 reasons[i] = RejectReason.CONFLICT
                 texts[i] = text
         book = Book(

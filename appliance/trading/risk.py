@@ -1,4 +1,4 @@
-"""Pre-trade checks of one symbol and one agent at a time, vectorised over a batch.
+"""Pre-trade checks of one symbol and one agent at a time, over a whole batch.
 
 ``validate_intents`` rejects what is malformed (BAD_ORDER, UNKNOWN_SYMBOL) and puts every
 quantity on the symbol's lot grid. ``RiskEngine.check`` then applies the trading state and
@@ -9,6 +9,9 @@ drawdown) are in account.py.
 
 A CANCEL intent never trades: validation checks only its side and symbol, and no limit
 or trading state applies to it (see records.OrderType.CANCEL).
+
+The rules run as compiled loops over the batch (risk_kernels.py): this module says what
+they are and hands them the columns.
 """
 
 from __future__ import annotations
@@ -21,13 +24,8 @@ from typing import NamedTuple
 import numpy as np
 
 from appliance.model.enums import TradingState
-from appliance.model.records import INTENT, OrderType, RejectReason, Side
-
-# Float noise allowed when flooring qty / lot (0.3 / 0.1 is 2.9999999999999996 lots).
-_LOT_EPS = 1e-9
-# Relative slack on limit comparisons: positions are sums of lot-grid floats.
-_REL_EPS = 1e-9
-BPS = 1e-4
+from appliance.model.records import INTENT
+from appliance.trading import risk_kernels as kernels
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,25 +68,12 @@ def validate_intents(intents: np.ndarray, lot_sizes: np.ndarray) -> tuple[np.nda
     """
     if intents.dtype != INTENT:
         raise TypeError(f"expected INTENT records, got {intents.dtype}")
-    n_symbols = len(lot_sizes)
-    sym = intents["symbol"].astype(np.intp)
     reasons = np.zeros(len(intents), np.uint8)
-    unknown = sym >= n_symbols
-    reasons[unknown] = RejectReason.UNKNOWN_SYMBOL
-    lot = lot_sizes[np.where(unknown, 0, sym)]
-    qty, limit = intents["qty"], intents["limit_price"]
-    otype, side = intents["order_type"], intents["side"]
-    cancel = otype == OrderType.CANCEL
-    with np.errstate(invalid="ignore", over="ignore"):
-        raw = np.floor(qty / lot + _LOT_EPS)
-        sized = np.isfinite(raw) & (raw >= 1) & (raw < 2**53)
-        good = ((side == Side.BUY) | (side == Side.SELL)) & (
-            cancel
-            | (sized & (otype == OrderType.MARKET))
-            | (sized & (otype == OrderType.LIMIT) & np.isfinite(limit) & (limit > 0))
-        )
-    reasons[~good & (reasons == RejectReason.NONE)] = RejectReason.BAD_ORDER
-    lots = np.where((reasons == RejectReason.NONE) & ~cancel, raw, 0).astype(np.int64)
+    lots = np.zeros(len(intents), np.int64)
+    kernels.validate(
+        intents["symbol"], intents["side"], intents["order_type"], intents["qty"],
+        intents["limit_price"], np.asarray(lot_sizes, float), reasons, lots,
+    )  # fmt: skip
     return reasons, lots
 
 
@@ -141,87 +126,15 @@ class RiskEngine:
         accepted first, so the result equals checking the batch one intent at a time; the
         open-order count works the same way.
         """
-        n = len(intents)
-        out = np.zeros(n, np.uint8) if prior is None else np.array(prior, np.uint8)
-        live = (out == RejectReason.NONE) & (intents["order_type"] != OrderType.CANCEL)
-        if not live.any():
-            return out
-        if self.state is TradingState.HALTED:
-            out[live] = RejectReason.HALTED
-            return out
-        sym = np.where(live, intents["symbol"], 0).astype(np.intp)
-        side = intents["side"].astype(np.int64)
-        pos_cap, notional_cap, qty_cap, band, open_cap = self._caps[:, sym]
-
-        def reject(mask: np.ndarray, reason: RejectReason) -> None:
-            nonlocal live
-            mask = live & mask
-            out[mask] = reason
-            live = live & ~mask
-
-        with np.errstate(invalid="ignore"):
-            # NaN compares False: no quote, or (with a band to keep) no mid.
-            reject(~(x.ref_price > 0) | (np.isfinite(band) & ~(x.mid > 0)), RejectReason.NO_MARKET)
-            reject(x.qty > qty_cap * (1 + _REL_EPS), RejectReason.MAX_ORDER_QTY)
-            reject(x.qty * x.ref_price > notional_cap * (1 + _REL_EPS), RejectReason.MAX_NOTIONAL)
-            off = np.abs(x.price - x.mid)
-            reject(off > band * BPS * x.mid * (1 + _REL_EPS), RejectReason.PRICE_BAND)
-
-        # Exposure in the intent's own direction before it: long exposure for a buy,
-        # short exposure for a sell. Reduce-only caps it at zero (may shrink, not grow).
-        reduce_only = self.state is TradingState.REDUCE_ONLY
-        base = np.where(side > 0, x.position + x.open_buy, x.open_sell - x.position)
-        cap = np.zeros(n) if reduce_only else pos_cap
-        keys = (intents["host"], intents["population"], intents["agent"], sym, side)
-        over = _beyond_cap(keys, np.flatnonzero(live), x.qty, base, cap)
-        out[over] = RejectReason.REDUCE_ONLY if reduce_only else RejectReason.MAX_POSITION
-        live[over] = False
-        # Open orders: one more per intent, per agent and symbol whatever the side.
-        one = np.ones(n)
-        over = _beyond_cap(keys[:4], np.flatnonzero(live), one, x.open_orders.astype(float),
-                           open_cap)  # fmt: skip
-        out[over] = RejectReason.MAX_OPEN_ORDERS
+        out = np.zeros(len(intents), np.uint8) if prior is None else np.array(prior, np.uint8)
+        f = intents
+        kernels.symbol_limits(
+            out, f["order_type"], f["host"], f["population"], f["agent"],
+            f["symbol"].astype(np.int64), f["side"], np.asarray(x.qty, float),
+            np.asarray(x.ref_price, float), np.asarray(x.price, float),
+            np.asarray(x.mid, float), np.asarray(x.position, float),
+            np.asarray(x.open_buy, float), np.asarray(x.open_sell, float),
+            np.asarray(x.open_orders, float), self._caps,
+            self.state is TradingState.HALTED, self.state is TradingState.REDUCE_ONLY,
+        )  # fmt: skip
         return out
-
-
-def _beyond_cap(
-    keys: tuple[np.ndarray, ...],
-    idx: np.ndarray,
-    qty: np.ndarray,
-    base: np.ndarray,
-    cap: np.ndarray,
-) -> np.ndarray:
-    """The intents among ``idx`` that would take their group (same values in every
-    array of ``keys``) beyond ``cap``: ``base`` plus the quantity of the group's earlier
-    intents that pass (batch order) plus their own."""
-    if idx.size == 0:
-        return np.zeros(0, np.intp)
-    order = idx[np.lexsort((idx, *(k[idx] for k in reversed(keys))))]
-    first = np.zeros(order.size, bool)  # first intent of each group
-    first[0] = True
-    for col in keys:
-        c = col[order]
-        first[1:] |= c[1:] != c[:-1]
-    group = np.cumsum(first) - 1
-    q = qty[order]
-    csum = np.cumsum(q)
-    starts = np.flatnonzero(first)
-    cum = csum - (csum[starts] - q[starts])[group]
-    finite_cap = np.where(np.isfinite(cap[order]), cap[order], 0.0)
-    tol = _REL_EPS * np.maximum(finite_cap, 1.0)
-    over = base[order] + cum > cap[order] + tol
-    rejected: list[int] = []
-    if over.any():
-        # A reject frees room for later intents of the group: redo those groups one
-        # intent at a time (rare: only groups that hit their limit).
-        bounds = np.append(starts, order.size)
-        for g in np.unique(group[over]).tolist():
-            members = order[bounds[g] : bounds[g + 1]]
-            used = float(base[members[0]])
-            limit = float(cap[members[0]] + tol[bounds[g]])
-            for i in members.tolist():
-                if used + qty[i] > limit:
-                    rejected.append(i)
-                else:
-                    used += qty[i]
-    return np.array(rejected, np.intp)
