@@ -7,11 +7,9 @@ import numpy as np
 from appliance.model.orders import IntentOrder
 from appliance.model.records import REPORT, RejectReason, ReportKind
 
-# REPORT fields filled from a row, in row order after the host.
-_FIELDS = (
-    "intent_seq", "fill_qty", "fill_price", "fee", "agent", "population", "symbol", "kind",
-    "reason", "side", "final",
-)  # fmt: skip
+# A REPORT record as a tuple (numpy builds the array from a list of them in one C loop),
+# with its host beside it. seq is the report queue's to set, ts_ns the build's.
+_HOST = np.dtype([("host", "<u2"), ("report", REPORT)])
 
 
 class Reports:
@@ -32,20 +30,20 @@ class Reports:
         # final: this report leaves the intent in a terminal state, so it is its last.
         # Plain ints: numpy converts a column of IntEnum members several times slower.
         self.rows.append(
-            (o.host, o.intent_seq, qty, price, fee, o.agent, o.population, o.symbol, int(kind),
-             int(reason), o.side, int(o.is_terminal))
+            (o.host, (0, o.intent_seq, 0, qty, price, fee, o.agent, o.population, o.symbol,
+             int(kind), int(reason), o.side, int(o.is_terminal), b""))
         )  # fmt: skip
 
     def build(self, ts_ns: int) -> dict[int, np.ndarray]:
         """REPORT records per host, stamped ``ts_ns`` (seq is the report queue's to set)."""
         if not self.rows:
             return {}
-        cols = list(zip(*self.rows, strict=True))
-        out = np.zeros(len(self.rows), REPORT)
-        for name, col in zip(_FIELDS, cols[1:], strict=True):
-            out[name] = col
+        rows = np.array(self.rows, _HOST)
+        out = rows["report"]
         out["ts_ns"] = ts_ns
-        host = np.array(cols[0])
+        host = rows["host"]
+        if (host == host[0]).all():
+            return {int(host[0]): out.copy()}
         return {int(h): out[host == h] for h in np.unique(host)}
 
 
