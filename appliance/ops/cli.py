@@ -446,7 +446,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 #: bench name -> module of bench/ with a main(argv) -> exit code
 BENCHES = {"ipc": "ipc", "pipeline": "pipeline", "agents": "agents", "ccxt": "ccxt_feed",
-           "backtest": "backtest", "history": "history", "cluster": "cluster"}  # fmt: skip
+           "backtest": "backtest", "history": "history", "cluster": "cluster",
+           "execution": "execution"}  # fmt: skip
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
