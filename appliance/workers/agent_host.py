@@ -19,6 +19,7 @@ import numpy as np
 
 from appliance.agents import Population, TickBatch
 from appliance.agents.compute import to_host
+from appliance.agents.host_core import HostCore
 from appliance.model.records import INTENT, POSITION, REPORT, TICK, ReportKind, TickKind
 from appliance.runtime import layout
 from appliance.runtime.messages import PositionsCheck, Ready
@@ -44,7 +45,8 @@ class Host:
         self.w = w
         h = w.process.host
         self.host = h
-        self.populations: list[Population] = compose.host_populations(cfg, h)
+        self.core = HostCore(h, compose.host_populations(cfg, h))
+        self.populations: list[Population] = self.core.populations
         offsets = [0]
         for pop in self.populations:
             offsets.append(offsets[-1] + pop.n_agents)
@@ -75,7 +77,6 @@ class Host:
         self.consumer = self.reports_q.consumer(w.strategy)
         self.warm = True  # replaying the ring's history: state only, no intents
         self.warmed = 0  # ticks replayed (not counted as ticks_in)
-        self._buf = np.zeros(READ_BATCH, INTENT)
 
     def resync_positions(self, deadline: float | None = None) -> bool:
         """Load positions from the execution side's snapshot (see runtime/positions.py).
@@ -100,18 +101,10 @@ class Host:
         return True
 
     def prime(self) -> None:
-        """Run every population over an empty tick batch and an empty report batch.
-
-        That builds its compiled kernels (or loads them from numba's cache) now, before
-        ready, while the supervisor allows for start-up. Built in the first real batch
-        instead, a compile (seconds on a loaded machine) would read as missed heartbeats.
-        Nothing happens to the agents: no tick, no report, no intent.
-        """
-        no_ticks = TickBatch.from_ticks(np.zeros(0, TICK))
-        no_reports = np.zeros(0, REPORT)
-        for pop in self.populations:
-            pop.step(no_ticks, time.time_ns())
-            pop.on_reports(no_reports)
+        """Build the populations' compiled kernels before ready, while the supervisor
+        allows for start-up: built in the first real batch instead, a compile (seconds on
+        a loaded machine) would read as missed heartbeats."""
+        self.core.prime(time.time_ns())
 
     def poll_reports(self) -> int:
         view = self.consumer.peek(REPORT_BATCH)
@@ -119,11 +112,7 @@ class Host:
         if n == 0:
             return 0
         fresh = view[view["seq"] >= self.positions.skip_reports_before]
-        pops = fresh["population"]
-        for p, pop in enumerate(self.populations):
-            mine = fresh[pops == p]
-            if len(mine):
-                pop.on_reports(mine)
+        self.core.deliver(fresh)
         self.consumer.advance(n)  # after applying: a crash here re-reads, never skips
         self.w.add("reports", len(fresh))
         kinds = fresh["kind"]
@@ -143,19 +132,11 @@ class Host:
             self.w.add("feed_gaps", int((view["kind"] == TickKind.GAP).sum()))
         else:
             self.warmed += len(view)
-        now = time.time_ns()
-        for p, pop in enumerate(self.populations):
-            signals = pop.counters["signals"]
-            intents = pop.step(batch, now)
-            self.w.add("signals", pop.counters["signals"] - signals)
-            if not emit or len(intents) == 0:
-                continue
-            n = len(intents)
-            buf = self._buf[:n] if n <= len(self._buf) else np.zeros(n, INTENT)
-            created = time.time_ns()
-            intents.write(buf, population=p, host=self.host, created_ns=created)
-            self._push(buf)
-            self.w.slot.observe_many(created - intents.tick_ns)
+        intents, signals = self.core.decide(batch, time.time_ns(), time.time_ns, emit)
+        self.w.add("signals", signals)
+        if len(intents):
+            self._push(intents)
+            self.w.slot.observe_many(intents["created_ns"] - intents["tick_ns"])
 
     def _push(self, buf: np.ndarray) -> None:
         done = 0

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from appliance.agents import Population, TickBatch
+from appliance.agents.host_core import HostCore
 from appliance.config import Config
 from appliance.feeds.replay import ReplayFeed
 from appliance.model.records import INTENT, TICK
@@ -102,7 +103,8 @@ class Backtest:
             cfg, journal_path=self.out / JOURNAL, venue_path=self.out / VENUE,
             clock=self.clock, synchronous="NORMAL",
         )  # fmt: skip
-        self.populations = [compose.host_populations(cfg, h) for h in range(len(cfg.hosts))]
+        self.hosts = [HostCore(h, compose.host_populations(cfg, h)) for h in range(len(cfg.hosts))]
+        self.populations = [core.populations for core in self.hosts]
         self.metrics = TradingMetrics(
             metrics_layout(cfg), cfg.metrics.sample_interval_s, keep_history=True
         )
@@ -153,17 +155,16 @@ class Backtest:
             self._deliver(self.engine.process(intents))
 
     def _decide(self, ticks: np.ndarray) -> np.ndarray:
+        """Every host decides as a live one does (agents/host_core.py); the intents are
+        numbered per host as its queue would number them."""
         now = self.clock.now
         batch = TickBatch.from_ticks(ticks)  # one copy, shared by the populations
         out = []
-        for h, pops in enumerate(self.populations):
-            for p, pop in enumerate(pops):
-                intents = pop.step(batch, now)
-                n = len(intents)
-                if not n:
-                    continue
-                buf = np.zeros(n, INTENT)
-                intents.write(buf, population=p, host=h, created_ns=now)
+        for h, core in enumerate(self.hosts):
+            intents, _ = core.decide(batch, now, self.clock)
+            n = len(intents)
+            if n:
+                buf = intents.copy()
                 buf["seq"] = np.arange(self._seq[h], self._seq[h] + n)
                 self._seq[h] += n
                 out.append(buf)
@@ -174,8 +175,4 @@ class Backtest:
             return
         self.metrics.on_reports(reports)
         for h, rep in reports.items():
-            pops = rep["population"]
-            for p, pop in enumerate(self.populations[h]):
-                mine = rep[pops == p]
-                if len(mine):
-                    pop.on_reports(mine)
+            self.hosts[h].deliver(rep)
