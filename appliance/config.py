@@ -46,6 +46,8 @@ from appliance.agents.compute import BACKENDS, BackendError, resolve
 from appliance.agents.params import grid_size
 from appliance.feeds.sources import SourceError, open_source
 from appliance.model.enums import CLUSTER_ROLES, SINGLE_ROLES, Role, TradingState
+from appliance.model.instruments import Instrument
+from appliance.model.universe import AgentLayout, PopulationSlot, Universe
 
 # Processes other than agent hosts that the supervisor runs (and that CPU lists may name).
 WORKERS: tuple[str, ...] = tuple(r.value for r in SINGLE_ROLES)
@@ -770,6 +772,22 @@ class Config(_Model):
     @property
     def symbol_names(self) -> list[str]:
         return [s.name for s in self.symbols]
+
+    def universe(self) -> Universe:
+        """The instrument table and agent layout this config describes (model/universe.py):
+        built once by each process's composition and passed down."""
+        instruments = [
+            Instrument(s.name, s.lot_size, s.tick_size, venue=self.execution.venue)
+            for s in self.symbols
+        ]
+        slots = [
+            PopulationSlot(
+                h, p, pop.agents, host.name, pop.kind, float(pop.params.get("horizon_s", 1.0))
+            )
+            for h, host in enumerate(self.hosts)
+            for p, pop in enumerate(host.populations)
+        ]
+        return Universe(instruments, AgentLayout(slots))
 
     def population_symbols(self, host: int, population: int) -> list[int]:
         """Symbol indexes of population ``population`` of host ``host``."""

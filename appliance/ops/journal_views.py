@@ -22,12 +22,14 @@ from typing import Any
 import orjson
 
 from appliance.config import Config
+from appliance.model.instruments import Instrument
 from appliance.model.numbers import tidy
 from appliance.model.orders import OrderState
 from appliance.model.records import OrderType, RejectReason
+from appliance.model.universe import AgentLayout, PopulationSlot, Universe
 from appliance.ops.arg_types import non_negative_int
 from appliance.trading.journal_read import Filters, JournalReader
-from appliance.trading.metrics import GROUPINGS, Layout, PopulationInfo, TradingMetrics
+from appliance.trading.metrics import GROUPINGS, TradingMetrics
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -70,7 +72,7 @@ class Names:
     """Names for the journal's indexes: symbols, hosts, populations."""
 
     symbols: list[str]
-    layout: Layout
+    universe: Universe
 
     @classmethod
     def of(cls, reader: JournalReader, config: Config | None) -> Names:
@@ -91,15 +93,16 @@ class Names:
                 host_name = config.hosts[h].name
                 pop = config.hosts[h].populations[p]
                 kind, horizon = pop.kind, float(pop.params.get("horizon_s", 1.0))
-            pops.append(PopulationInfo(h, p, n, host_name, kind, horizon))
+            pops.append(PopulationSlot(h, p, n, host_name, kind, horizon))
         lots = recorded.get("lots") or [1.0] * len(symbols)
-        return cls(symbols, Layout(pops, symbols, lots))
+        instruments = [Instrument(s, lot) for s, lot in zip(symbols, lots, strict=True)]
+        return cls(symbols, Universe(instruments, AgentLayout(pops)))
 
     def symbol(self, i: int) -> str:
         return self.symbols[i] if 0 <= i < len(self.symbols) else f"#{i}"
 
     def host(self, h: int) -> str:
-        for p in self.layout.populations:
+        for p in self.universe.agents.populations:
             if p.host == h:
                 return p.host_name
         return f"host{h}"
@@ -128,7 +131,7 @@ class Names:
         """(host, population, agent) of HOST[.POP[.AGENT]], each checked against the
         journal's layout: a selection of nothing is a mistake, not an empty answer."""
         parts = spec.split(".")
-        pops = self.layout.populations
+        pops = self.universe.agents.populations
         hosts = {p.host_name: p.host for p in pops}
         if len(parts) > 3 or not parts[0]:
             raise ViewError(f"--agent {spec!r}: expected HOST[.POPULATION[.AGENT]]")
@@ -226,7 +229,7 @@ PNL_COLUMNS = ("net", "gross", "fees", "realized", "unrealized", "turnover", "po
 def figure_rows(m: TradingMetrics, by: str) -> list[dict]:
     """One dict per group: its name, then every figure (NaN as None)."""
     fig = m.figures(by)
-    lay = m.layout
+    lay = m.agents
     if by == "agent":
         labels = []
         for i in range(lay.n_agents):
@@ -236,7 +239,7 @@ def figure_rows(m: TradingMetrics, by: str) -> list[dict]:
     elif by == "population":
         labels = [{"population": p.name} for p in lay.populations]
     elif by == "symbol":
-        labels = [{"symbol": s} for s in lay.symbols]
+        labels = [{"symbol": s} for s in m.universe.symbols]
     else:
         labels = [{"group": "overall"}]
     out = []
@@ -252,13 +255,13 @@ def figure_rows(m: TradingMetrics, by: str) -> list[dict]:
 def pnl_rows(reader: JournalReader, names: Names, f: Filters, by: str) -> list[dict]:
     """Figures of the selected rows, marked at the whole journal's prices (a filter
     selects what is shown, it does not change it), one row per selected group."""
-    m = TradingMetrics(names.layout)
+    m = TradingMetrics(names.universe)
     m.replay_journal(reader.orders(f), reader.fills(f), reader.last_prices(f))
     rows = figure_rows(m, by)
     if by == "agent":  # agents that did nothing in the selection and hold nothing are noise
         return [r for r in rows if _active(r)]
     if by == "population":
-        return [r for r, p in zip(rows, names.layout.populations, strict=True)
+        return [r for r, p in zip(rows, names.universe.agents.populations, strict=True)
                 if f.host in (None, p.host) and f.population in (None, p.population)]  # fmt: skip
     if by == "symbol" and f.symbols is not None:
         return [r for i, r in enumerate(rows) if i in f.symbols]

@@ -60,7 +60,7 @@ def summary(r: BacktestResult) -> dict[str, Any]:
     agents = _agent_rows(r)
     traded = sorted((a for a in agents if a["orders"]), key=lambda a: a["net"], reverse=True)
     pops = figure_rows(r.metrics, "population")
-    for row, info in zip(pops, r.metrics.layout.populations, strict=True):
+    for row, info in zip(pops, r.metrics.agents.populations, strict=True):
         conf = cfg.hosts[info.host].populations[info.population]
         row.update(kind=conf.kind, agents=conf.agents, params=conf.params,
                    seed=cfg.population_seed(info.host, info.population))  # fmt: skip
@@ -130,7 +130,7 @@ def plot_populations(r: BacktestResult, out: Path) -> Path:
     fig, file = _figure("populations")
     ax = fig.subplots()
     t, v = _curve(r, "population")
-    for i, info in enumerate(r.metrics.layout.populations):
+    for i, info in enumerate(r.metrics.agents.populations):
         ax.plot(t, v[:, i] if len(v) else [], label=info.name)
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_title("Net PnL per population")
@@ -171,9 +171,9 @@ def plot_heatmap(r: BacktestResult, out: Path) -> Path:
     fig, file = _figure("heatmap")
     ax = fig.subplots()
     figures = r.metrics.figures("agent")
-    offsets = r.metrics.layout.offsets
+    offsets = r.metrics.agents.offsets
     chosen = None
-    for i, info in enumerate(r.metrics.layout.populations):
+    for i, info in enumerate(r.metrics.agents.populations):
         params = r.populations[info.host][info.population].table
         if len(params) >= 2:
             chosen = (i, info, params)

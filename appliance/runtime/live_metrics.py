@@ -22,12 +22,13 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.model.records import METRIC, METRIC_COUNTS, METRIC_FIGURES, MetricGroup
+from appliance.model.universe import AgentLayout
 from appliance.shm import snapshot
 from appliance.shm.header import Expected
 from appliance.shm.segment import Segment, full_name
 from appliance.shm.snapshot import SharedSnapshot
 from appliance.trading.journal_read import JournalReader
-from appliance.trading.metrics import Layout, PopulationInfo, TradingMetrics
+from appliance.trading.metrics import TradingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +36,6 @@ SEGMENT = "metrics"
 PUBLISH_S = 0.5
 METRICS_SUFFIX = ".metrics.npz"  # the checkpoint: <journal_path>.metrics.npz
 TAG_PUBLISHED_NS = 0  # wall-clock time of the last publication
-
-
-def metrics_layout(cfg: Config) -> Layout:
-    """The agents and instruments metrics are kept for, from the config."""
-    pops = [
-        PopulationInfo(
-            h, p, pop.agents, host.name, pop.kind, float(pop.params.get("horizon_s", 1.0))
-        )
-        for h, host in enumerate(cfg.hosts)
-        for p, pop in enumerate(host.populations)
-    ]
-    return Layout(pops, cfg.symbol_names, [s.lot_size for s in cfg.symbols])
 
 
 def capacity(cfg: Config) -> int:
@@ -89,8 +78,8 @@ def pack(m: TradingMetrics, top: int, out: np.ndarray) -> None:
     top = min(top, len(by_net))
     for group, figs, index in (
         (MetricGroup.OVERALL, m.figures("overall"), np.arange(1)),
-        (MetricGroup.POPULATION, m.figures("population"), np.arange(len(m.layout.populations))),
-        (MetricGroup.SYMBOL, m.figures("symbol"), np.arange(len(m.layout.symbols))),
+        (MetricGroup.POPULATION, m.figures("population"), np.arange(len(m.agents.populations))),
+        (MetricGroup.SYMBOL, m.figures("symbol"), np.arange(len(m.universe.symbols))),
         (MetricGroup.TOP_AGENT, agents, by_net[:top]),
         (MetricGroup.BOTTOM_AGENT, agents, by_net[::-1][:top]),
     ):
@@ -98,11 +87,11 @@ def pack(m: TradingMetrics, top: int, out: np.ndarray) -> None:
         rows["group"], rows["index"] = group, index
         for name in (*METRIC_FIGURES, *METRIC_COUNTS):
             rows[name] = figs[name][index]
-        _who(m.layout, group, index, rows)
+        _who(m.agents, group, index, rows)
         i += len(index)
 
 
-def _who(lay: Layout, group: MetricGroup, index: np.ndarray, rows: np.ndarray) -> None:
+def _who(lay: AgentLayout, group: MetricGroup, index: np.ndarray, rows: np.ndarray) -> None:
     if group == MetricGroup.SYMBOL:
         rows["symbol"] = index
     elif group == MetricGroup.POPULATION:
@@ -121,7 +110,7 @@ class LiveMetrics:
         self.cfg = cfg
         self.epoch = epoch
         self.snapshot = snapshot
-        self.metrics = TradingMetrics(metrics_layout(cfg), cfg.metrics.sample_interval_s)
+        self.metrics = TradingMetrics(cfg.universe(), cfg.metrics.sample_interval_s)
         self.path = Path(f"{cfg.journal_path}{METRICS_SUFFIX}")
         self._rows = np.zeros(capacity(cfg), METRIC)
         self._next_publish = 0.0
@@ -177,7 +166,7 @@ class LiveMetrics:
 
     def rebuild(self) -> None:
         """From the checkpoint and the journal, as a start does (after a storage halt)."""
-        self.metrics = TradingMetrics(metrics_layout(self.cfg), self.cfg.metrics.sample_interval_s)
+        self.metrics = TradingMetrics(self.cfg.universe(), self.cfg.metrics.sample_interval_s)
         self.caught_up = self._restore()
         self.behind = False
 
@@ -200,7 +189,7 @@ class LiveMetrics:
             except (OSError, KeyError, ValueError) as exc:
                 log.warning("metrics checkpoint %s not used (%s): rebuilding", self.path, exc)
                 self.metrics = TradingMetrics(
-                    self.metrics.layout, self.metrics.sampler.interval_ns / 1e9
+                    self.metrics.universe, self.metrics.sampler.interval_ns / 1e9
                 )
             orders = list(j.orders(after=start[0]))
             self.metrics.replay_journal(orders, j.fills(after=start[1]))

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from appliance.model.orders import TERMINAL, OrderState
 from appliance.model.records import OrderType, RejectReason, ReportKind
+from appliance.model.universe import Universe
 from appliance.trading.archive import is_carry
 from appliance.trading.curves import CurveStats, Sampler
 from appliance.trading.portfolio import Position
@@ -39,59 +38,6 @@ _SUMS = ("realized", "fees", "turnover", "orders", "orders_filled", "requested_n
 
 
 _COUNTS = ("orders", "orders_filled", "signals_correct", "signals_wrong", "signals_flat", "rejects")
-
-
-@dataclass(frozen=True)
-class PopulationInfo:
-    """One population of the layout: who its agents are and their signal horizon."""
-
-    host: int
-    population: int
-    agents: int
-    host_name: str
-    kind: str
-    horizon_s: float = 1.0
-
-    @property
-    def name(self) -> str:
-        return f"{self.host_name}.{self.population}:{self.kind}"
-
-
-class Layout:
-    """The agents and symbols metrics are kept for; agent index = population offset + agent."""
-
-    def __init__(
-        self, populations: Sequence[PopulationInfo], symbols: Sequence[str], lots: Sequence[float]
-    ) -> None:
-        self.populations = list(populations)
-        self.symbols = list(symbols)
-        self.lots = np.asarray(lots, float)
-        counts = np.array([p.agents for p in self.populations], np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(counts)])
-        self.n_agents = int(self.offsets[-1])
-        self.agent_population = np.repeat(np.arange(len(self.populations)), counts)
-        hosts = max(p.host for p in self.populations) + 1
-        pops = max(p.population for p in self.populations) + 1
-        self._base = np.full((hosts, pops), -1, np.int64)
-        for i, p in enumerate(self.populations):
-            self._base[p.host, p.population] = self.offsets[i]
-        self.horizon_ns = np.array([round(p.horizon_s * 1e9) for p in self.populations], np.int64)
-
-    def agent_index(self, host: Any, population: Any, agent: Any) -> np.ndarray:
-        """Global agent indexes; -1 for an agent the layout lacks."""
-        h, p, a = np.broadcast_arrays(*(np.asarray(x, np.int64) for x in (host, population, agent)))
-        rows, cols = self._base.shape
-        ok = (h >= 0) & (h < rows) & (p >= 0) & (p < cols) & (a >= 0)
-        base = np.where(ok, self._base[np.clip(h, 0, rows - 1), np.clip(p, 0, cols - 1)], -1)
-        idx = base + a
-        pop = self.agent_population[np.clip(idx, 0, max(self.n_agents - 1, 0))]
-        ok &= (base >= 0) & (idx < self.n_agents) & (idx < self.offsets[pop + 1])
-        return np.where(ok, idx, -1)
-
-    def who(self, index: int) -> tuple[PopulationInfo, int]:
-        """(population, agent within it) of a global agent index."""
-        p = int(self.agent_population[index])
-        return self.populations[p], int(index - self.offsets[p])
 
 
 class _Rows:
@@ -161,16 +107,19 @@ class TradingMetrics:
     """Incremental metrics of one appliance (see the module docstring)."""
 
     def __init__(
-        self, layout: Layout, sample_interval_s: float = 1.0, keep_history: bool = False
+        self, universe: Universe, sample_interval_s: float = 1.0, keep_history: bool = False
     ) -> None:
-        self.layout = layout
+        if universe.agents is None:
+            raise ValueError("metrics need the universe's agent layout")
+        self.universe = universe
+        self.agents = layout = universe.agents
         self.sampler = Sampler(sample_interval_s)
         self.clock_ns = 0
-        self.marks = np.full(len(layout.symbols), math.nan)
+        self.marks = np.full(len(universe.symbols), math.nan)
         self.rows = _Rows()
         self.signals = SignalBook()
         sizes = {"agent": layout.n_agents, "population": len(layout.populations),
-                 "symbol": len(layout.symbols), "overall": 1}  # fmt: skip
+                 "symbol": len(universe.symbols), "overall": 1}  # fmt: skip
         self.curves = {
             g: CurveStats(n, keep_history=keep_history and g != "agent") for g, n in sizes.items()
         }
@@ -221,11 +170,11 @@ class TradingMetrics:
     def _sample(self, t_ns: int, periods: int) -> None:
         net = self._row_net()
         agent = self.rows.col("agent").astype(np.int64)
-        eq_agent = np.bincount(agent, net, minlength=self.layout.n_agents)
+        eq_agent = np.bincount(agent, net, minlength=self.agents.n_agents)
         groups = {
             "agent": eq_agent,
             "population": np.bincount(
-                self.layout.agent_population, eq_agent, minlength=len(self.layout.populations)
+                self.agents.agent_population, eq_agent, minlength=len(self.agents.populations)
             ),
             "symbol": np.bincount(
                 self.rows.col("symbol").astype(np.int64), net, minlength=len(self.marks)
@@ -262,17 +211,17 @@ class TradingMetrics:
         it = intents[fresh & (intents["order_type"] != OrderType.CANCEL)]
         if not len(it):
             return
-        agent = self.layout.agent_index(it["host"], it["population"], it["agent"])
+        agent = self.agents.agent_index(it["host"], it["population"], it["agent"])
         sym = it["symbol"].astype(np.int64)
         known = self._known(agent, sym)
         it, agent, sym = it[known], agent[known], sym[known]
         ref = self.marks[sym]
-        rows = self.rows.rows(agent, sym, self.layout.lots)
+        rows = self.rows.rows(agent, sym, self.universe.lots)
         self._orders(rows, it["qty"] * np.nan_to_num(ref))
         for h, s, r, p in zip(it["host"].tolist(), it["seq"].tolist(), rows.tolist(),
                               ref.tolist(), strict=True):  # fmt: skip
             self._open[(h, s)] = [r, p, False]
-        due = self.clock_ns + self.layout.horizon_ns[self.layout.agent_population[agent]]
+        due = self.clock_ns + self.agents.horizon_ns[self.agents.agent_population[agent]]
         self.signals.add(rows, sym, it["side"].astype(np.int64), ref, due)
 
     def _known(self, agent: np.ndarray, sym: np.ndarray) -> np.ndarray:
@@ -293,11 +242,11 @@ class TradingMetrics:
                 self._reports(int(host), rep)
 
     def _reports(self, host: int, rep: np.ndarray) -> None:
-        agent = self.layout.agent_index(host, rep["population"], rep["agent"])
+        agent = self.agents.agent_index(host, rep["population"], rep["agent"])
         sym = rep["symbol"].astype(np.int64)
         known = self._known(agent, sym)
         rep, agent, sym = rep[known], agent[known], sym[known]
-        rows = self.rows.rows(agent, sym, self.layout.lots)
+        rows = self.rows.rows(agent, sym, self.universe.lots)
         kind, seqs, final = rep["kind"], rep["intent_seq"].tolist(), rep["final"]
         for i in np.flatnonzero(kind == ReportKind.FILL).tolist():
             r, qty, price = int(rows[i]), float(rep["fill_qty"][i]), float(rep["fill_price"][i])
@@ -383,11 +332,11 @@ class TradingMetrics:
 
     def _journal_rows(self, c: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Ledger rows of journal records (columns), and the records of the layout."""
-        agent = self.layout.agent_index(c["host"], c["population"], c["agent"])
+        agent = self.agents.agent_index(c["host"], c["population"], c["agent"])
         sym = c["symbol"].astype(np.int64)
         known = self._known(agent, sym)
         c = {k: v[known] for k, v in c.items()}
-        return self.rows.rows(agent[known], sym[known], self.layout.lots), c
+        return self.rows.rows(agent[known], sym[known], self.universe.lots), c
 
     def seen(self, host_seqs: Mapping[int, int]) -> None:
         """Intents up to these seqs (per host) of the current queues are counted already."""
@@ -431,10 +380,10 @@ class TradingMetrics:
         s = {k: np.asarray(v) for k, v in state.items()}
         if len(s["marks"]) != len(self.marks):
             raise ValueError("checkpoint has another instrument table")
-        if len(s["rows.agent"]) and s["rows.agent"].max() >= self.layout.n_agents:
+        if len(s["rows.agent"]) and s["rows.agent"].max() >= self.agents.n_agents:
             raise ValueError("checkpoint has agents this layout lacks")
         self.rows = _Rows()
-        self.rows.load(s, self.layout.lots)
+        self.rows.load(s, self.universe.lots)
         self.marks = s["marks"].astype(float).copy()
         self.clock_ns, nxt = (int(x) for x in s["scalars"])
         self.sampler.next_ns = None if nxt < 0 else nxt
@@ -472,13 +421,13 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def group_figures(m: TradingMetrics, by: str) -> dict[str, np.ndarray]:
     """The figures of ``m`` per group of ``by``, as columns (see TradingMetrics.figures)."""
-    lay, rows = m.layout, m.rows
+    lay, rows = m.agents, m.rows
     agent = rows.col("agent").astype(np.int64)
     sym = rows.col("symbol").astype(np.int64)
     key, n = {
         "agent": (agent, lay.n_agents),
         "population": (lay.agent_population[agent], len(lay.populations)),
-        "symbol": (sym, len(lay.symbols)),
+        "symbol": (sym, len(m.universe.symbols)),
         "overall": (np.zeros(len(agent), np.int64), 1),
     }[by]
 

@@ -29,7 +29,6 @@ from appliance.agents.host_core import HostCore
 from appliance.config import Config
 from appliance.feeds.replay import ReplayFeed
 from appliance.model.records import INTENT, TICK
-from appliance.runtime.live_metrics import metrics_layout
 from appliance.trading.metrics import TradingMetrics
 from appliance.workers import compose
 
@@ -106,7 +105,7 @@ class Backtest:
         self.hosts = [HostCore(h, compose.host_populations(cfg, h)) for h in range(len(cfg.hosts))]
         self.populations = [core.populations for core in self.hosts]
         self.metrics = TradingMetrics(
-            metrics_layout(cfg), cfg.metrics.sample_interval_s, keep_history=True
+            cfg.universe(), cfg.metrics.sample_interval_s, keep_history=True
         )
         self.result = BacktestResult(cfg, Path(data), self.out, self.metrics, self.populations)
         self._seq = [0] * len(cfg.hosts)  # next intent seq per host

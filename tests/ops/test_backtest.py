@@ -86,7 +86,7 @@ def test_summary_figures_match_the_journal(run):
     assert o["net"] == pytest.approx(o["realized"] + o["unrealized"] - o["fees"])
     # The realised PnL the journal's fills give, through the same ledger, is the same.
     with JournalReader(run.journal) as j:
-        offline = TradingMetrics(run.metrics.layout)
+        offline = TradingMetrics(run.metrics.universe)
         offline.replay_journal(j.orders(), j.fills())
     assert offline.figures("overall")["realized"][0] == pytest.approx(o["realized"], abs=1e-9)
     best, worst = s["best_agents"][0], s["worst_agents"][0]

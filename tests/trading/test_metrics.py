@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from appliance.model.instruments import Instrument
 from appliance.model.records import INTENT, REPORT, TICK, RejectReason, ReportKind, TickKind
-from appliance.trading.metrics import Layout, PopulationInfo, TradingMetrics
+from appliance.model.universe import AgentLayout, PopulationSlot, Universe
+from appliance.trading.metrics import TradingMetrics
 
 S = 1_000_000_000
 PPY = 365 * 86_400  # periods per year at a 1 s interval
@@ -36,9 +38,9 @@ def report(seq, agent, kind, side=1, qty=0.0, price=0.0, fee=0.0, reason=0, fina
 
 
 @pytest.fixture
-def layout() -> Layout:
-    pops = [PopulationInfo(0, 0, 2, "host-a", "ema_cross", horizon_s=2.0)]
-    return Layout(pops, ["X/USDT"], [1.0])
+def layout() -> Universe:
+    pops = [PopulationSlot(0, 0, 2, "host-a", "ema_cross", horizon_s=2.0)]
+    return Universe([Instrument("X/USDT", 1.0)], AgentLayout(pops))
 
 
 def scenario(m: TradingMetrics) -> None:
