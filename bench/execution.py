@@ -56,12 +56,18 @@ def row(agents: int, batch: int, intents: int, synchronous: str) -> dict[str, An
     names = [f"S{i}/USD" for i in range(SYMBOLS)]
     limits = RiskLimits(max_position=1e12, max_order_notional=1e15)
     with tempfile.TemporaryDirectory(prefix="dynamind-bench-exec-") as tmp:
-        journal_path = Path(tmp) / "journal.sqlite"
-        engine = ExecutionEngine(
-            names, limits, Journal(journal_path, synchronous=synchronous),
-            PaperVenue(Path(tmp) / "venue.sqlite", SYMBOLS, lot_size=LOT),
-            EngineConfig(lot_size=LOT), agents={(0, 0): agents},
-        )  # fmt: skip
+        journal = Journal(Path(tmp) / "journal.sqlite", synchronous=synchronous)
+        venue = PaperVenue(Path(tmp) / "venue.sqlite", SYMBOLS, lot_size=LOT)
+        try:
+            from appliance.model.universe import Universe
+        except ImportError:  # the baseline: symbols, lots and agents apart
+            engine = ExecutionEngine(
+                names, limits, journal, venue, EngineConfig(lot_size=LOT),
+                agents={(0, 0): agents},
+            )  # fmt: skip
+        else:
+            universe = Universe.of(names, LOT, {(0, 0): agents})
+            engine = ExecutionEngine(universe, limits, journal, venue)
         engine.recover("bench")
         ticks = np.zeros(SYMBOLS, TICK)
         ticks["symbol"] = np.arange(SYMBOLS)

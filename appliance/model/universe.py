@@ -4,7 +4,8 @@
 An agent has a *global index*: its population's offset plus its index within the
 population, populations in (host, population) order. Everything kept per agent (metrics
 rows, and the execution core's dense state as it moves to arrays) is indexed by it. The
-journal records the universe with every run (``record``): that is what its indices mean.
+journal records the universe's symbols, lots and agent counts with every run (that is what
+its indices mean); ``Universe.of`` makes one back from them.
 """
 
 from __future__ import annotations
@@ -103,11 +104,3 @@ class Universe:
             slots = [PopulationSlot(h, p, n, f"host{h}", "agents") for (h, p), n in agents.items()]
             layout = AgentLayout(sorted(slots, key=lambda s: (s.host, s.population)))
         return cls([Instrument(s, float(x)) for s, x in zip(symbols, lots, strict=True)], layout)
-
-    def record(self) -> dict[str, Any]:
-        """What the journal stores with a run: symbols, lots, and agents as [host,
-        population, count] rows (None: not known)."""
-        agents = None
-        if self.agents is not None:
-            agents = [[h, p, n] for (h, p), n in sorted(self.agents.counts.items())]
-        return {"symbols": list(self.symbols), "lots": self.lots.tolist(), "agents": agents}

@@ -20,7 +20,6 @@ from appliance.model.enums import TradingState
 from appliance.storage.sqlite import damage
 from appliance.trading.journal import Journal, JournalError
 from appliance.trading.layout_check import journal_problems
-from appliance.workers.compose import agent_counts
 
 
 def cannot_trade(config: Config) -> list[tuple[str, str]]:
@@ -75,8 +74,9 @@ def journal_conflicts(config: Config, journal: Path) -> list[str]:
     try:
         if why := damage(j.connection):
             raise JournalError(f"{journal}: damaged journal ({why})")
+        universe = config.universe()
         return journal_problems(
-            j, config.symbol_names, [s.lot_size for s in config.symbols], agent_counts(config)
+            j, universe.symbols, universe.lots.tolist(), universe.agents.counts
         )
     finally:
         j.close()

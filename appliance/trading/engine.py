@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ import numpy as np
 from appliance.model.enums import TradingState
 from appliance.model.orders import IntentOrder, OrderState, VenueOrder
 from appliance.model.records import INTENT, OrderType, RejectReason
+from appliance.model.universe import Universe
 from appliance.storage.sqlite import storage_failure
 from appliance.trading import cancels
 from appliance.trading.account import AccountLimits
@@ -48,7 +49,7 @@ from appliance.trading.control import TradingControl
 from appliance.trading.journal import Journal
 from appliance.trading.portfolio import Key, Portfolio
 from appliance.trading.pretrade import Checked, PreTrade
-from appliance.trading.recovery import Recovery, RecoverySummary, RunLayout
+from appliance.trading.recovery import Recovery, RecoverySummary
 from appliance.trading.reports import merge
 from appliance.trading.risk import RiskEngine, RiskLimits
 from appliance.trading.routing import Policy, Routed, Router
@@ -65,8 +66,6 @@ _PASS = RejectReason.NONE
 
 @dataclass(frozen=True)
 class EngineConfig:
-    lot_size: float = 1e-8  # default lot of every symbol, base units
-    lot_sizes: Mapping[str, float] = field(default_factory=dict)  # per-symbol overrides
     internal_fee_bps: float = 0.0  # charged to both sides of an internal cross
     checkpoint_fills: int = EVERY_FILLS  # positions checkpoint at least every so many fills
 
@@ -85,29 +84,27 @@ class Rules:
 class ExecutionEngine:
     """The execution side's logic, drivable in one process.
 
-    ``symbols`` are the instrument names in index order (an intent's ``symbol`` is an
-    index into it). ``agents`` is the agent count per (host, population), recorded with the
-    run and checked against open positions at ``recover`` (None: agents not checked). The
-    engine owns ``journal`` and ``venue`` (``close`` closes both). Call ``recover`` once
-    before anything else.
+    ``universe`` is the instrument table (an intent's ``symbol`` is an index into it) and
+    the agent layout, recorded with the run and checked against open positions at
+    ``recover`` (a universe without agents: agents not checked). The engine owns
+    ``journal`` and ``venue`` (``close`` closes both). Call ``recover`` once before anything
+    else.
     """
 
     def __init__(
         self,
-        symbols: Sequence[str],
+        universe: Universe,
         limits: RiskLimits | Mapping[str, RiskLimits],
         journal: Journal,
         venue: Venue,
         config: EngineConfig | None = None,
         clock: Callable[[], int] = time.time_ns,
-        agents: Mapping[tuple[int, int], int] | None = None,
     ) -> None:
         self.config = config or EngineConfig()
-        self.symbols = list(symbols)
-        self.agents = None if agents is None else dict(agents)
-        self.lots = np.array(
-            [self.config.lot_sizes.get(s, self.config.lot_size) for s in self.symbols], float
-        )
+        self.universe = universe
+        self.symbols = list(universe.symbols)
+        self.agents = None if universe.agents is None else universe.agents.counts
+        self.lots = universe.lots
         self.journal = journal
         self.venue = venue
         self.quotes = QuoteBook(len(self.symbols))
@@ -183,11 +180,10 @@ class ExecutionEngine:
         """
         if self._recovered:
             raise RuntimeError("recover() runs once per engine")
-        layout = RunLayout(self.symbols, self.lots.tolist(), self.agents)
-        self._recovery.check_layout(layout)  # before anything is written
+        self._recovery.check_layout(self.universe)  # before anything is written
         # From here a failure leaves the engine unusable: the process exits, and recovers.
         self._recovered = True
-        summary = self._recovery.start(epoch, layout, self._checkpoint, self._batch())
+        summary = self._recovery.start(epoch, self.universe, self._checkpoint, self._batch())
         self.control.start(summary.epoch)
         self._seen = Seen(self.journal, summary.last_intent_seq)
         # CANCEL intents journaled but not carried out before the crash: do it now.

@@ -12,13 +12,13 @@ During the run, venue orders whose submit raised (in doubt) are looked up the sa
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from appliance.model.orders import OrderState, VenueOrder
 from appliance.model.records import RejectReason
+from appliance.model.universe import Universe
 from appliance.trading.batch import Batch
 from appliance.trading.book import OrderBook
 from appliance.trading.checkpoint import PositionsCheckpoint
@@ -55,40 +55,33 @@ class RecoverySummary:
         )
 
 
-@dataclass(frozen=True)
-class RunLayout:
-    """What the journal's indices mean in a run: symbols and their lots in index order, and
-    the agent count per (host, population) (None: agents not checked)."""
-
-    symbols: Sequence[str]
-    lots: Sequence[float]
-    agents: Mapping[tuple[int, int], int] | None = None
-
-
 class Recovery:
     def __init__(self, journal: Journal, venue: Venue, book: OrderBook) -> None:
         self.journal = journal
         self.venue = venue
         self.book = book
 
-    def check_layout(self, layout: RunLayout) -> None:
-        """Raise LayoutMismatch if ``layout`` contradicts positions open in the journal."""
-        problems = journal_problems(self.journal, layout.symbols, layout.lots, layout.agents)
+    def check_layout(self, universe: Universe) -> None:
+        """Raise LayoutMismatch if ``universe`` contradicts positions open in the journal."""
+        problems = journal_problems(self.journal, *_layout(universe))
         if problems:
             raise LayoutMismatch(self.journal.path, problems)
 
     def start(
-        self, epoch: str | int | None, layout: RunLayout, positions: PositionsCheckpoint, b: Batch
+        self,
+        epoch: str | int | None,
+        universe: Universe,
+        positions: PositionsCheckpoint,
+        b: Batch,
     ) -> RecoverySummary:
-        """Begin a run with ``layout`` (``check_layout`` it first), load the (empty)
+        """Begin a run with ``universe`` (``check_layout`` it first), load the (empty)
         portfolio of ``positions`` (its checkpoint and the fills after it) and the book from
         the journal, settle every open venue order with the venue, and commit ``b``.
 
         ``epoch`` names the lifetime of the intent queues (see Journal.begin_run)."""
         now = b.clock()
-        run_id = self.journal.begin_run(
-            epoch, now, symbols=layout.symbols, lots=layout.lots, agents=layout.agents
-        )
+        symbols, lots, agents = _layout(universe)
+        run_id = self.journal.begin_run(epoch, now, symbols=symbols, lots=lots, agents=agents)
         reads = self.journal.reads
         self.book.load(reads.open_orders(), reads.open_venue_orders())
         replayed = positions.restore()
@@ -166,3 +159,9 @@ class Recovery:
 def _is_venue_id(cid: str) -> bool:
     run, _, n = cid.partition("-v")
     return run.isdigit() and n.isdigit()
+
+
+def _layout(universe: Universe) -> tuple[list[str], list[float], dict | None]:
+    """What the journal records of a universe: symbols, lots, agents per (host, population)."""
+    agents = None if universe.agents is None else universe.agents.counts
+    return list(universe.symbols), universe.lots.tolist(), agents

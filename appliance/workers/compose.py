@@ -68,15 +68,6 @@ def rules(cfg: Config) -> Rules:
     )
 
 
-def agent_counts(cfg: Config) -> dict[tuple[int, int], int]:
-    """Agents per (host, population): the layout the journal records with each run."""
-    return {
-        (h, p): pop.agents
-        for h, host in enumerate(cfg.hosts)
-        for p, pop in enumerate(host.populations)
-    }
-
-
 def execution_engine(
     cfg: Config,
     *,
@@ -87,7 +78,6 @@ def execution_engine(
 ) -> ExecutionEngine:
     """The engine of an appliance config, with its journal and venue files (the config's
     unless given) on ``clock`` (default: the wall clock)."""
-    names = cfg.symbol_names
     journal_path = journal_path or cfg.journal_path
     venue_path = venue_path or cfg.venue_state_path
     if problems := unwritable_files(cfg, journal_path, venue_path):
@@ -97,15 +87,11 @@ def execution_engine(
     timed = {} if clock is None else {"clock": clock}
     rule_set = rules(cfg)
     engine = ExecutionEngine(
-        names,
+        cfg.universe(),
         rule_set.limits,
         Journal(journal_path, synchronous=synchronous),
         venue(cfg, venue_path, clock),
-        EngineConfig(
-            lot_sizes={s.name: s.lot_size for s in cfg.symbols},
-            internal_fee_bps=cfg.execution.internal_fee_bps,
-        ),
-        agents=agent_counts(cfg),
+        EngineConfig(internal_fee_bps=cfg.execution.internal_fee_bps),
         **timed,
     )
     engine.set_rules(rule_set)

@@ -10,11 +10,12 @@ import time
 import pytest
 
 from appliance.model.records import OrderType, Side
+from appliance.model.universe import Universe
 from appliance.ops import journal_views
 from appliance.ops.cli import build_parser
 from appliance.runtime.exits import Exit
 from appliance.trading.archive import archive_runs
-from appliance.trading.engine import EngineConfig, ExecutionEngine
+from appliance.trading.engine import ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.risk import RiskLimits
 from appliance.venues.paper import PaperVenue
@@ -26,12 +27,10 @@ SYMS = ["BTC/USD", "ETH/USD"]
 def _engine(path, quotes) -> ExecutionEngine:
     limits = {"BTC/USD": RiskLimits(10.0, 1e6), "ETH/USD": RiskLimits(100.0, 1e6)}
     e = ExecutionEngine(
-        SYMS,
+        Universe.of(SYMS, 0.001, {(0, 0): 3}),
         limits,
         Journal(path / "journal.sqlite", synchronous="NORMAL"),
         PaperVenue(path / "venue.sqlite", 2, lot_size=0.001, taker_bps=10, synchronous="NORMAL"),
-        EngineConfig(lot_size=0.001),
-        agents={(0, 0): 3},
     )
     e.recover("q")
     e.on_ticks(quotes([0, 1], [100.0, 10.0], [101.0, 11.0], size=50.0))

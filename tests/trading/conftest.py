@@ -12,6 +12,7 @@ import pytest
 
 from appliance.model.orders import Fill, IntentOrder, OrderState
 from appliance.model.records import OrderType, ReportKind
+from appliance.model.universe import Universe
 from appliance.trading.engine import EngineConfig, ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.portfolio import Portfolio
@@ -52,8 +53,8 @@ def make_engine(tmp_path, quotes):
         venue = PaperVenue(tmp_path / "venue.sqlite", len(symbols), lot_size=lot,
                            taker_bps=10, maker_bps=2, synchronous="NORMAL")  # fmt: skip
         limits = {s: LIMITS.get(s, RiskLimits(10.0, 1e6)) for s in symbols}
-        config = EngineConfig(lot_size=lot, **cfg)
-        e = ExecutionEngine(symbols, limits, journal, venue, config, clock, agents=agents)
+        universe = Universe.of(symbols, lot, agents)
+        e = ExecutionEngine(universe, limits, journal, venue, EngineConfig(**cfg), clock)
         if recover:
             e.summary = e.recover(epoch)
             if quote:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from appliance.model.records import OrderType, Side
+from appliance.model.universe import Universe
 from appliance.trading.archive import ArchiveError, archive_file, archive_runs
-from appliance.trading.engine import EngineConfig, ExecutionEngine
+from appliance.trading.engine import ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.portfolio import Portfolio
 from appliance.trading.risk import RiskLimits
@@ -37,9 +38,8 @@ def engine(tmp_path, quotes):
         journal = Journal(tmp_path / "journal.sqlite", synchronous="NORMAL")
         venue = PaperVenue(tmp_path / "venue.sqlite", len(SYMS), lot_size=0.001, clock=clock)
         e = ExecutionEngine(
-            SYMS, LIMITS, journal, venue, EngineConfig(lot_size=0.001), clock=clock,
-            agents={(0, 0): 4},
-        )  # fmt: skip
+            Universe.of(SYMS, 0.001, {(0, 0): 4}), LIMITS, journal, venue, clock=clock
+        )
         e.recover()
         e.on_ticks(quotes([0, 1], [100.0, 10.0], [101.0, 11.0], size=1e6))
         return e

@@ -11,7 +11,8 @@ import numpy as np
 from appliance.markets import make_exchange
 from appliance.model.orders import OrderState
 from appliance.model.records import TICK, OrderType
-from appliance.trading.engine import EngineConfig, ExecutionEngine
+from appliance.model.universe import Universe
+from appliance.trading.engine import ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.risk import RiskLimits
 from tests.loopback import CRV, INSTRUMENTS, OMG, settings, sim_post
@@ -25,11 +26,10 @@ async def _start_replay(sim):
 
 def _engine(venue, folder) -> ExecutionEngine:
     e = ExecutionEngine(
-        [name for name, _, _ in INSTRUMENTS],
+        Universe.of([name for name, _, _ in INSTRUMENTS], [lot for _, _, lot in INSTRUMENTS]),
         RiskLimits(100.0, 1e5),
         Journal(folder / "journal.sqlite", synchronous="NORMAL"),
         venue,
-        EngineConfig(lot_sizes={name: lot for name, _, lot in INSTRUMENTS}),
     )
     e.recover("t")
     return e

@@ -16,8 +16,9 @@ import pytest
 
 from appliance.model.enums import TradingState
 from appliance.model.records import Side
+from appliance.model.universe import Universe
 from appliance.storage.sqlite import storage_failure
-from appliance.trading.engine import EngineConfig, ExecutionEngine
+from appliance.trading.engine import ExecutionEngine
 from appliance.trading.journal import Journal
 from appliance.trading.storage_halt import StorageHalt
 from appliance.venues.paper import PaperVenue
@@ -38,7 +39,7 @@ def test_a_full_disk_halts_keeps_intents_queued_and_resumes(
     def make() -> ExecutionEngine:
         journal = Journal(journal_dir / "journal.sqlite", synchronous="NORMAL")
         venue = PaperVenue(small_fs.path / "venue.sqlite", len(SYMS), lot_size=0.001)
-        return ExecutionEngine(SYMS, LIMITS, journal, venue, EngineConfig(lot_size=0.001))
+        return ExecutionEngine(Universe.of(SYMS, 0.001), LIMITS, journal, venue)
 
     files = [journal_dir / "journal.sqlite", small_fs.path / "venue.sqlite"]
     guard = StorageHalt(make, "queues-1", files, retry_s=0.0)
