@@ -710,8 +710,8 @@ class Config(_Model):
             exchange = make_exchange(settings, pro=False)
         except MarketsError as exc:
             return [str(exc)]
-        rows = [(s.name, s.tick_size, s.lot_size) for s in self.symbols]
-        return [f"symbols[{i}]: {msg}" for i, msg in instrument_problems(exchange, rows)]
+        problems = instrument_problems(exchange, self.universe().instruments)
+        return [f"symbols[{i}]: {msg}" for i, msg in problems]
 
     def _cpu_errors(self, hosts: list[str]) -> list[tuple[str, str]]:
         if self.cpu.mode != "explicit":

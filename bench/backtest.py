@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from appliance.config import Config, load_config
-from appliance.feeds.parquet import InstrumentInfo, ParquetRecorder
+from appliance.feeds.parquet import ParquetRecorder
 from appliance.feeds.synthetic import SyntheticFeed
 from appliance.model.records import TICK
 from appliance.workers.backtest import Backtest
@@ -38,7 +38,7 @@ def make_history(cfg: Config, folder: Path, n: int) -> Path:
     """``n`` synthetic ticks, one per millisecond, written as Parquet history."""
     feed = SyntheticFeed(cfg.symbols, seed=7, volatility=2e-5)
     rec = ParquetRecorder(
-        folder, [InstrumentInfo(s.name, s.tick_size, s.lot_size) for s in cfg.symbols],
+        folder, cfg.universe().instruments,
         {"kind": "synthetic", "seed": 7},
     )  # fmt: skip
     for start in range(0, n, 65536):

@@ -28,16 +28,17 @@ from typing import Any
 from appliance.exsim import client_urls
 from appliance.feeds.ccxt_feed import CcxtFeed
 from appliance.markets import ExchangeSettings, make_exchange
+from appliance.model.instruments import Instrument
 from appliance.model.records import TickKind
 from bench import results
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "binance-us"
-INSTRUMENTS = [
-    ("CRV/USDT", 0.001, 0.1),
-    ("COMP/USDT", 0.01, 0.001),
-    ("OMG/BUSD", 0.0001, 0.01),
-    ("ZRX/USDT", 0.0001, 0.01),
+INSTRUMENTS = [  # name, lot, tick
+    Instrument("CRV/USDT", 0.1, 0.001),
+    Instrument("COMP/USDT", 0.001, 0.01),
+    Instrument("OMG/BUSD", 0.01, 0.0001),
+    Instrument("ZRX/USDT", 0.01, 0.0001),
 ]
 GROUPS = [
     ("ccxt (parsing, caches, futures)", re.compile(r"/ccxt/|[\\/]json[\\/]|orjson")),

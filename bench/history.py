@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from appliance.config import Config, load_config
-from appliance.feeds.parquet import InstrumentInfo, ParquetDataset, ParquetRecorder
+from appliance.feeds.parquet import ParquetDataset, ParquetRecorder
 from appliance.feeds.synthetic import SyntheticFeed
 from appliance.model.records import TICK
 from bench import pipeline, results
@@ -42,7 +42,7 @@ def writer_row(work: Path, n: int) -> dict[str, Any]:
         b["seq"] = np.arange(start, start + 8192)
         batches.append(b)
     rec = ParquetRecorder(
-        work / "writer", [InstrumentInfo(s.name, s.tick_size, s.lot_size) for s in cfg.symbols],
+        work / "writer", cfg.universe().instruments,
         {"kind": "synthetic"},
     )  # fmt: skip
     t0 = time.perf_counter()

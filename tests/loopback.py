@@ -15,6 +15,7 @@ import requests
 
 from appliance.exsim import ExchangeSim, bound_port, client_urls, load_capture, serve
 from appliance.markets import Credentials, ExchangeSettings, make_exchange
+from appliance.model.instruments import Instrument
 from appliance.venues.ccxt_state import CcxtVenueState
 from appliance.venues.ccxt_venue import CcxtVenue
 from appliance.venues.ccxt_watch import TradeWatcher
@@ -61,8 +62,8 @@ def client(exchange_id: str, port: int, secret: str = SECRET, *, pro: bool = Tru
     return make_exchange(settings(exchange_id, port, secret), pro=pro)
 
 
-#: The venue tests' instruments (binance-us markets): (ccxt symbol, tick, lot).
-INSTRUMENTS = [("CRV/USDT", 0.001, 0.1), ("OMG/BUSD", 0.0001, 0.01)]
+#: The venue tests' instruments (binance-us markets).
+INSTRUMENTS = [Instrument("CRV/USDT", 0.1, 0.001), Instrument("OMG/BUSD", 0.01, 0.0001)]
 CRV, OMG = 0, 1
 
 

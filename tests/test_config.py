@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from appliance.config import Config, ConfigError, diff_config, load_config
-from appliance.feeds.parquet import InstrumentInfo, ParquetRecorder
+from appliance.feeds.parquet import ParquetRecorder
 from appliance.feeds.tickfile import TickFileWriter
 from appliance.model.enums import TradingState
+from appliance.model.instruments import Instrument
 from appliance.model.records import TICK, TickKind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def test_examples_load(tmp_path, monkeypatch):
     assert load_config(ROOT / "config/examples/bench.toml").feed.rate == 0
     # The replay example reads var/history relative to the current directory.
     monkeypatch.chdir(tmp_path)
-    history = ParquetRecorder("var/history", [InstrumentInfo("ETH/USDT")], {})
+    history = ParquetRecorder("var/history", [Instrument("ETH/USDT", 0.001)], {})
     tick = np.zeros(1, dtype=TICK)
     tick["kind"] = TickKind.QUOTE
     history.append(tick)

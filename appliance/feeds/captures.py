@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
 
+from appliance.model.instruments import Instrument
 from appliance.model.records import TICK, Side, TickKind
 
 STREAM = "stream.ws"
@@ -40,16 +40,6 @@ DEPTH = "depth.http"
 
 class CaptureError(ValueError):
     """A capture that cannot be read; the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class Market:
-    """One market of the venue, as the capture's exchangeInfo describes it."""
-
-    name: str  # unified BASE/QUOTE, e.g. "CRV/USDT"
-    venue_id: str  # the venue's own id, e.g. "CRVUSDT"
-    tick_size: float
-    lot_size: float
 
 
 def is_capture(path: str | os.PathLike[str]) -> bool:
@@ -65,7 +55,7 @@ def _http_body(path: Path, line: str, number: int) -> tuple[str, float, bytes]:
         raise CaptureError(f"{path}:{number}: expected 'URL -> RECV_TS: BODY'") from None
 
 
-def read_markets(folder: str | os.PathLike[str]) -> dict[str, Market]:
+def read_markets(folder: str | os.PathLike[str]) -> dict[str, Instrument]:
     """The venue's markets by venue id, from ``exchangeInfo.http``."""
     path = Path(folder) / MARKETS
     try:
@@ -77,11 +67,11 @@ def read_markets(folder: str | os.PathLike[str]) -> dict[str, Market]:
     try:
         for s in orjson.loads(body)["symbols"]:
             filters = {f["filterType"]: f for f in s["filters"]}
-            out[s["symbol"]] = Market(
+            out[s["symbol"]] = Instrument(
                 f"{s['baseAsset']}/{s['quoteAsset']}",
-                s["symbol"],
-                float(filters["PRICE_FILTER"]["tickSize"]),
-                float(filters["LOT_SIZE"]["stepSize"]),
+                lot_size=float(filters["LOT_SIZE"]["stepSize"]),
+                tick_size=float(filters["PRICE_FILTER"]["tickSize"]),
+                venue_symbol=s["symbol"],
             )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CaptureError(f"{path}:1: not an exchangeInfo body ({exc!r})") from None

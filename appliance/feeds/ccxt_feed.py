@@ -28,6 +28,7 @@ import ccxt
 import numpy as np
 
 from appliance.markets import instrument_problems
+from appliance.model.instruments import Instrument
 from appliance.model.records import TICK, Side, TickKind
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,14 @@ class Backoff:
 
 class CcxtFeed:
     """TICK batches from ``exchange`` (a ccxt.pro instance, markets loaded or loadable) for
-    ``instruments``: (ccxt unified symbol, tick size, lot size) rows; a tick's ``symbol`` is
-    the row's index. They are checked against the exchange's markets before anything runs."""
+    ``instruments``: the instrument table (ccxt unified symbols and their grids); a tick's
+    ``symbol`` is the row's index. They are checked against the exchange's markets before
+    anything runs."""
 
     def __init__(
         self,
         exchange: Any,
-        instruments: Sequence[tuple[str, float, float]],
+        instruments: Sequence[Instrument],
         *,
         backoff: tuple[float, float] = (0.25, 30.0),
         batch_size: int = 256,
@@ -72,7 +74,7 @@ class CcxtFeed:
     ) -> None:
         self.exchange = exchange
         self.instruments = list(instruments)
-        self.symbols = [name for name, _, _ in self.instruments]
+        self.symbols = [i.name for i in self.instruments]
         self.backoff = backoff
         self.batch_size = batch_size
         self.clock = clock

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from appliance.model.instruments import Instrument
 from appliance.model.records import TICK, TickKind
 
 FORMAT = "dynamind.ticks"
@@ -59,13 +60,6 @@ _NUMERIC = ("side", "bid", "ask", "last_price", "bid_size", "ask_size", "last_si
 
 class HistoryError(ValueError):
     """A folder or file that is not tick history this build can read."""
-
-
-@dataclass(frozen=True)
-class InstrumentInfo:
-    name: str
-    tick_size: float = 0.0
-    lot_size: float = 0.0
 
 
 def market_dir(symbol: str) -> str:
@@ -144,7 +138,7 @@ class ParquetRecorder:
     def __init__(
         self,
         root: str | os.PathLike[str],
-        instruments: Sequence[InstrumentInfo],
+        instruments: Sequence[Instrument],
         feed: Mapping[str, Any],
         *,
         rotate_bytes: int = 256 << 20,
@@ -348,13 +342,13 @@ class ParquetDataset:
         self.files = sorted(self.root.glob("**/*.parquet"))
         if not self.files:
             raise HistoryError(f"{self.root}: no .parquet files (not a tick history folder)")
-        instruments: dict[str, InstrumentInfo] = {}
+        instruments: dict[str, Instrument] = {}
         self.gaps: list[dict] = []
         self.feeds: list[dict] = []
         for f in self.files:
             meta = file_meta(f)
             for i in meta["instruments"]:
-                instruments.setdefault(i["name"], InstrumentInfo(**i))
+                instruments.setdefault(i["name"], Instrument(**i))
             self.gaps += meta["gaps"]
             if meta["feed"] not in self.feeds:
                 self.feeds.append(meta["feed"])

@@ -13,9 +13,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import ccxt
 import ccxt.pro
@@ -126,15 +127,25 @@ def _on_grid(size: float, step: float) -> bool:
     return n >= 1 - 1e-9 and abs(n - round(n)) <= 1e-6 * max(1.0, n)
 
 
-def instrument_problems(
-    exchange: Any, instruments: list[tuple[str, float, float]]
-) -> list[tuple[int, str]]:
-    """(index, message) for each (symbol, tick_size, lot_size) the exchange's loaded markets
-    refute: an unknown symbol, or a size that is not a whole multiple of the market's
+class Gridded(Protocol):
+    """What the check reads of an instrument (model.instruments.Instrument, one layer up)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def tick_size(self) -> float: ...
+    @property
+    def lot_size(self) -> float: ...
+
+
+def instrument_problems(exchange: Any, instruments: Sequence[Gridded]) -> list[tuple[int, str]]:
+    """(index, message) for each instrument the exchange's loaded markets refute: an
+    unknown symbol, or a tick or lot size that is not a whole multiple of the market's
     price/amount precision (orders on that grid would be refused or rounded)."""
     problems = []
     markets = exchange.markets or {}
-    for i, (name, tick, lot) in enumerate(instruments):
+    for i, inst in enumerate(instruments):
+        name, tick, lot = inst.name, inst.tick_size, inst.lot_size
         market = markets.get(name)
         if market is None:
             problems.append((i, f"{name!r} is not a market of {exchange.id}"))

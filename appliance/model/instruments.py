@@ -19,6 +19,7 @@ class Instrument:
     lot_size: float  # quantity grid, base units (contracts for a derivative)
     tick_size: float = 0.0  # price grid, quote currency (0: not known, e.g. from a journal)
     venue: str = ""  # the venue that trades it ("": the one configured venue)
+    venue_symbol: str = ""  # the venue's own id for it, e.g. "CRVUSDT" ("": not known)
     market_type: str = "spot"  # ccxt's market type: spot, swap, future
     contract_size: float = 1.0  # base units per contract (1 for spot)
     inverse: bool = False  # settled in the base currency (e.g. COIN-M), else linear

@@ -74,8 +74,10 @@ def processes(config: Config) -> list[Process]:
     return out
 
 
-def host_agents(config: Config, host: int) -> int:
-    return sum(p.agents for p in config.hosts[host].populations)
+def positions_shape(config: Config, host: int) -> tuple[int, int]:
+    """(agents, instruments) of host ``host``'s positions snapshot."""
+    universe = config.universe()
+    return universe.agents.host_agents(host), len(universe.instruments)
 
 
 SUPERVISOR_SLOT = 0
@@ -92,7 +94,7 @@ def shm_bytes(config: Config) -> int:
     for h in queue_hosts(config):
         total += RecordQueue.footprint(INTENT, config.queue_capacity)
         total += RecordQueue.footprint(REPORT, config.queue_capacity)
-        total += SharedSnapshot.footprint(POSITION, (host_agents(config, h), len(config.symbols)))
+        total += SharedSnapshot.footprint(POSITION, positions_shape(config, h))
     return total + SharedSnapshot.footprint(BOARD, (1,)) + live_metrics.footprint(config)
 
 

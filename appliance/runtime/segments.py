@@ -92,7 +92,7 @@ class SegmentSet:
             rq = RecordQueue.create(inst, layout.reports_queue(h), REPORT, size, group)
             self._keep(rq)
             self.queues.append((iq, rq))
-            shape = (layout.host_agents(cfg, h), len(cfg.symbols))
+            shape = layout.positions_shape(cfg, h)
             self._keep(
                 SharedSnapshot.create(inst, layout.positions_snapshot(h), POSITION, shape, group)
             )

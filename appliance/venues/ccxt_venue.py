@@ -31,6 +31,7 @@ import ccxt
 import numpy as np
 
 from appliance.markets import Credentials, instrument_problems
+from appliance.model.instruments import Instrument
 from appliance.model.orders import OrderState
 from appliance.model.records import OrderType, RejectReason
 from appliance.venues.base import OrderRequest, OrderStatus, QuoteBook, VenueFill
@@ -50,12 +51,12 @@ class VenueError(RuntimeError):
 
 class CcxtVenue:
     """``exchange`` is a synchronous ccxt instance (markets loaded on ``start``); ``symbols``
-    are (ccxt symbol, tick, lot) rows in index order; ``watcher`` None means polling."""
+    are the instrument table, in index order; ``watcher`` None means polling."""
 
     def __init__(
         self,
         exchange: Any,
-        instruments: Sequence[tuple[str, float, float]],
+        instruments: Sequence[Instrument],
         state: CcxtVenueState,
         credentials: Credentials,
         *,
@@ -67,7 +68,7 @@ class CcxtVenue:
     ) -> None:
         self.exchange = exchange
         self.instruments = list(instruments)
-        self.symbols = [name for name, _, _ in self.instruments]
+        self.symbols = [i.name for i in self.instruments]
         self.state = state
         self.creds = credentials
         self.watcher = watcher

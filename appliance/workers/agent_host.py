@@ -59,7 +59,7 @@ class Host:
             inst,
             layout.positions_snapshot(h),
             POSITION,
-            (layout.host_agents(cfg, h), len(cfg.symbols)),
+            layout.positions_shape(cfg, h),
         )
         self.positions = PositionsReader(
             self.snapshot,

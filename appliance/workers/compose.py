@@ -178,7 +178,7 @@ def ccxt_venue(cfg: Config) -> CcxtVenue:
         )
     v = CcxtVenue(
         make_exchange(settings, pro=False),
-        instruments(cfg),
+        cfg.universe().instruments,
         CcxtVenueState(cfg.venue_state_path),
         settings.credentials,
         watcher=watcher,
@@ -216,10 +216,6 @@ def exchange_settings(table: CcxtConfig) -> ExchangeSettings:
     )
 
 
-def instruments(cfg: Config) -> list[tuple[str, float, float]]:
-    return [(s.name, s.tick_size, s.lot_size) for s in cfg.symbols]
-
-
 def ccxt_feed(cfg: Config) -> CcxtFeed:
     from appliance.feeds.ccxt_feed import CcxtFeed
     from appliance.markets import make_exchange
@@ -230,7 +226,7 @@ def ccxt_feed(cfg: Config) -> CcxtFeed:
     exchange = make_exchange(exchange_settings(f.ccxt), pro=True)
     return CcxtFeed(
         exchange,
-        instruments(cfg),
+        cfg.universe().instruments,
         backoff=(f.reconnect_initial_s, f.reconnect_max_s),
         batch_size=f.batch_size,
     )

@@ -51,10 +51,9 @@ def streams(cfg: Config) -> dict[str, StreamSpec]:
 
 def host_layout(cfg: Config, h: int) -> str:
     """What host ``h``'s intents mean, as both ends of the hop must agree on it."""
-    host = cfg.hosts[h]
-    return orders.host_layout(
-        host.name, [(p.kind, p.agents) for p in host.populations], cfg.symbol_names
-    )
+    u = cfg.universe()
+    pops = [(p.kind, p.agents) for p in u.agents.populations if p.host == h]
+    return orders.host_layout(cfg.hosts[h].name, pops, u.symbols)
 
 
 def epoch(w: Worker) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from appliance.config import Config
-from appliance.feeds.parquet import InstrumentInfo, ParquetRecorder
+from appliance.feeds.parquet import ParquetRecorder
 from appliance.feeds.tickfile import TickFileWriter
 from appliance.model.records import TICK
 from appliance.runtime import layout
@@ -38,7 +38,7 @@ def _writer(cfg: Config) -> ParquetRecorder | TickFileWriter:
         feed["seed"] = cfg.feed.seed
     return ParquetRecorder(
         r.path,
-        [InstrumentInfo(s.name, s.tick_size, s.lot_size) for s in cfg.symbols],
+        cfg.universe().instruments,
         feed,
         rotate_bytes=int(r.rotate_mb * (1 << 20)),
         rotate_s=r.rotate_s,

@@ -21,7 +21,7 @@ class HostSegments:
     @classmethod
     def attach(cls, cfg: Config, h: int) -> HostSegments:
         inst = cfg.instance
-        shape = (layout.host_agents(cfg, h), len(cfg.symbols))
+        shape = layout.positions_shape(cfg, h)
         return cls(
             RecordQueue.attach(inst, layout.intents_queue(h), INTENT),
             RecordQueue.attach(inst, layout.reports_queue(h), REPORT),

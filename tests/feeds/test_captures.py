@@ -20,7 +20,7 @@ def test_symbols_and_instruments_come_from_the_capture(binance_us):
     src = CaptureSource(binance_us)
     assert src.symbols == ("CRV/USDT", "COMP/USDT", "OMG/BUSD", "ZRX/USDT")
     crv = src.instruments[0]
-    assert (crv.venue_id, crv.tick_size, crv.lot_size) == ("CRVUSDT", 0.001, 0.1)
+    assert (crv.venue_symbol, crv.tick_size, crv.lot_size) == ("CRVUSDT", 0.001, 0.1)
     assert src.instruments[1].tick_size == 0.01 and src.instruments[1].lot_size == 1e-5
 
 

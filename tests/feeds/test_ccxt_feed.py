@@ -11,6 +11,7 @@ import pytest
 
 from appliance.feeds.ccxt_feed import CcxtFeed, FeedError
 from appliance.markets import make_exchange, save_markets
+from appliance.model.instruments import Instrument
 from appliance.model.records import TICK, TickKind
 from tests.loopback import VENUES, capture_frames, settings
 
@@ -33,7 +34,8 @@ SYMBOLS = {
 
 def feed_for(sim, exchange_id, rows, **kw) -> CcxtFeed:
     ex = make_exchange(settings(exchange_id, sim.port, **kw), pro=True)
-    return CcxtFeed(ex, [(name, tick, lot) for _, name, tick, lot in rows], backoff=(0.05, 0.2))
+    instruments = [Instrument(name, lot, tick) for _, name, tick, lot in rows]
+    return CcxtFeed(ex, instruments, backoff=(0.05, 0.2))
 
 
 async def collect(feed, until, timeout=60.0) -> np.ndarray:

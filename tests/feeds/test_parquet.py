@@ -7,18 +7,18 @@ import pytest
 
 from appliance.feeds.parquet import (
     HistoryError,
-    InstrumentInfo,
     ParquetDataset,
     ParquetRecorder,
     file_meta,
 )
 from appliance.feeds.replay import ReplayFeed
 from appliance.feeds.sources import open_source
+from appliance.model.instruments import Instrument
 from appliance.model.records import TICK, Side, TickKind
 
 DAY = 86_400 * 10**9
 T0 = 1_700_000_000 * 10**9  # 2023-11-14T22:13:20Z
-SYMS = [InstrumentInfo("BTC/USDT", 0.01, 1e-5), InstrumentInfo("ETH/USDT", 0.01, 1e-4)]
+SYMS = [Instrument("BTC/USDT", 1e-5, 0.01), Instrument("ETH/USDT", 1e-4, 0.01)]
 
 
 def make_ticks(n: int, first_seq: int = 0, t0: int = T0, step: int = 10**9) -> np.ndarray:
@@ -56,7 +56,9 @@ def test_round_trip_partitions_and_metadata(tmp_path):
     ]  # fmt: skip
     assert not list((tmp_path / "h").glob("**/*.tmp"))
     meta = file_meta(r.files_written[0])
-    assert meta["instruments"][1] == {"name": "ETH/USDT", "tick_size": 0.01, "lot_size": 1e-4}
+    eth = meta["instruments"][1]
+    assert (eth["name"], eth["tick_size"], eth["lot_size"]) == ("ETH/USDT", 0.01, 1e-4)
+    assert Instrument(**eth) == SYMS[1]  # the whole instrument, read back as it was
     assert meta["feed"] == {"kind": "synthetic", "seed": 1} and meta["gaps"] == []
     back = np.concatenate(list(ParquetDataset(tmp_path / "h").chunks()))
     assert (back == np.concatenate([a, b])).all()  # every field, bit for bit

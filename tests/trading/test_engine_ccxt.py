@@ -26,7 +26,7 @@ async def _start_replay(sim):
 
 def _engine(venue, folder) -> ExecutionEngine:
     e = ExecutionEngine(
-        Universe.of([name for name, _, _ in INSTRUMENTS], [lot for _, _, lot in INSTRUMENTS]),
+        Universe(INSTRUMENTS, None),
         RiskLimits(100.0, 1e5),
         Journal(folder / "journal.sqlite", synchronous="NORMAL"),
         venue,
