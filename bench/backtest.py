@@ -23,7 +23,7 @@ from appliance.config import Config, load_config
 from appliance.feeds.parquet import ParquetRecorder
 from appliance.feeds.synthetic import SyntheticFeed
 from appliance.model.records import TICK
-from appliance.workers.backtest import Backtest
+from appliance.workers.lockstep import Backtest
 from bench import pipeline, results
 
 ROOT = Path(__file__).resolve().parent.parent

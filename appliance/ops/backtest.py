@@ -19,7 +19,7 @@ from appliance.config import Config, ConfigError, load_config
 from appliance.feeds.sources import SourceError
 from appliance.ops.journal_views import ViewError, parse_time
 from appliance.ops.report import write_report
-from appliance.workers.backtest import Backtest, BacktestResult
+from appliance.workers.lockstep import Backtest, BacktestResult
 
 
 class BacktestError(RuntimeError):

@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from appliance.ops.journal_views import figure_rows, iso
-from appliance.workers.backtest import BacktestResult
+from appliance.workers.lockstep import BacktestResult
 
 TOP = 5
 DPI = 100

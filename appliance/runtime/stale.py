@@ -5,7 +5,7 @@ with the intent queues would go the intents published and never journaled. So on
 start holds the instance (its new stats segment is the lock), every intent queue of the
 dead one is read, after the dead supervisor's workers (sent SIGTERM by the kernel) have
 let go of it, and what it still holds is journaled as stale on the trading side
-(trading/stale.py) under the queue's epoch: the lifetime execution journaled its intents
+(trading/stale_intents.py) under the queue's epoch: the lifetime execution journaled its intents
 in, the creation time of that appliance's stats segment, which the queue's header
 carries. Only then are the queues reclaimed. If the journal cannot take them, nothing is
 reclaimed and the start fails; the next start tries again.
@@ -31,7 +31,7 @@ from appliance.shm import RecordQueue, SegmentError, SegmentInUse, Stats, list_n
 from appliance.shm.segment import full_name, live_owner
 from appliance.storage.sqlite import storage_failure
 from appliance.trading.journal import Journal
-from appliance.trading.stale import StaleSummary, journal_stale
+from appliance.trading.stale_intents import StaleSummary, journal_stale
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from appliance.model.orders import TERMINAL, Fill, IntentOrder, OrderState, VenueOrder
 from appliance.model.records import RejectReason, ReportKind
-from appliance.trading.book import OrderBook
 from appliance.trading.journal import Journal
 from appliance.trading.netting import pro_rata
+from appliance.trading.open_orders import OpenOrders
 from appliance.trading.portfolio import Portfolio
 from appliance.trading.reports import Reports
 from appliance.venues.base import OrderStatus, VenueFill
@@ -44,7 +44,7 @@ class Counters:
 class Batch:
     def __init__(
         self,
-        book: OrderBook,
+        book: OpenOrders,
         journal: Journal,
         portfolio: Portfolio,
         counters: Counters,

@@ -18,14 +18,14 @@ import logging
 from appliance.model.orders import IntentOrder, OrderState
 from appliance.model.records import OrderType, RejectReason
 from appliance.trading.batch import Batch
-from appliance.trading.book import OrderBook
 from appliance.trading.journal import Journal
+from appliance.trading.open_orders import OpenOrders
 from appliance.venues.base import Venue
 
 log = logging.getLogger(__name__)
 
 
-def targets(book: OrderBook, cancel: IntentOrder) -> list[IntentOrder]:
+def targets(book: OpenOrders, cancel: IntentOrder) -> list[IntentOrder]:
     """The open LIMIT intents that ``cancel`` withdraws."""
     when = (Journal.intent_run(cancel.client_order_id), cancel.intent_seq)
     return [
@@ -38,7 +38,7 @@ def targets(book: OrderBook, cancel: IntentOrder) -> list[IntentOrder]:
     ]
 
 
-def carry_out(cancels: list[IntentOrder], book: OrderBook, venue: Venue, b: Batch) -> None:
+def carry_out(cancels: list[IntentOrder], book: OpenOrders, venue: Venue, b: Batch) -> None:
     """Carry out ``cancels`` (open CANCEL intent orders) in order, into ``b``."""
     for c in cancels:
         text = f"cancelled by the agent (cancel intent {c.client_order_id})"

@@ -16,7 +16,7 @@ One ``process`` call handles one batch of intents from every host:
 
 Reports are built only from committed state, so whatever an agent was told survives a
 crash. A crash between 4 and 7 is repaired by ``recover`` (see recovery.py). The pieces:
-the open orders live in an ``OrderBook``; every change to them is made and journaled
+the open orders live in an ``OpenOrders``; every change to them is made and journaled
 through a ``Batch``; ``Recovery`` settles them with the venue at the start of a run and
 when a submit's outcome is unknown; ``TradingControl`` holds and journals the trading state,
 ``TradingSwitch`` carries out what a change of it means for the resting orders.
@@ -43,10 +43,10 @@ from appliance.storage.sqlite import storage_failure
 from appliance.trading import cancels
 from appliance.trading.account import AccountLimits
 from appliance.trading.batch import Batch, Counters
-from appliance.trading.book import OrderBook
 from appliance.trading.checkpoint import EVERY_FILLS, PositionsCheckpoint
 from appliance.trading.control import TradingControl
 from appliance.trading.journal import Journal
+from appliance.trading.open_orders import OpenOrders
 from appliance.trading.portfolio import Key, Portfolio
 from appliance.trading.pretrade import Checked, PreTrade
 from appliance.trading.recovery import Recovery, RecoverySummary
@@ -109,7 +109,7 @@ class ExecutionEngine:
         self.venue = venue
         self.quotes = QuoteBook(len(self.symbols))
         self.portfolio = Portfolio()
-        self.book = OrderBook()
+        self.book = OpenOrders()
         self.counters = Counters()
         self.pretrade = PreTrade(
             self.symbols, limits, self.lots, self.quotes, self.portfolio, self.book

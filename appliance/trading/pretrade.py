@@ -20,8 +20,8 @@ import numpy as np
 from appliance.model.records import OrderType, RejectReason
 from appliance.trading import risk_kernels as kernels
 from appliance.trading.account import AccountGuard, Book
-from appliance.trading.book import OrderBook
 from appliance.trading.conflicts import PriorityWindow
+from appliance.trading.open_orders import OpenOrders
 from appliance.trading.portfolio import Portfolio
 from appliance.trading.risk import Exposure, RiskEngine, RiskLimits, validate_intents
 from appliance.venues.base import QuoteBook
@@ -50,7 +50,7 @@ class PreTrade:
         lots: np.ndarray,
         quotes: QuoteBook,
         portfolio: Portfolio,
-        book: OrderBook,
+        book: OpenOrders,
     ) -> None:
         self.risk = RiskEngine(symbols, limits)
         self.account = AccountGuard()

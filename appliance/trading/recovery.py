@@ -20,10 +20,10 @@ from appliance.model.orders import OrderState, VenueOrder
 from appliance.model.records import RejectReason
 from appliance.model.universe import Universe
 from appliance.trading.batch import Batch
-from appliance.trading.book import OrderBook
 from appliance.trading.checkpoint import PositionsCheckpoint
 from appliance.trading.journal import Journal
 from appliance.trading.layout_check import LayoutMismatch, journal_problems
+from appliance.trading.open_orders import OpenOrders
 from appliance.venues.base import Venue
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class RecoverySummary:
 
 
 class Recovery:
-    def __init__(self, journal: Journal, venue: Venue, book: OrderBook) -> None:
+    def __init__(self, journal: Journal, venue: Venue, book: OpenOrders) -> None:
         self.journal = journal
         self.venue = venue
         self.book = book

@@ -36,9 +36,9 @@ import numpy as np
 from appliance.model.orders import Allocation, IntentOrder, OrderState, VenueOrder
 from appliance.model.records import OrderType
 from appliance.trading.batch import Batch
-from appliance.trading.book import OrderBook
 from appliance.trading.journal import Journal
 from appliance.trading.netting import Crossed, cross
+from appliance.trading.open_orders import OpenOrders
 from appliance.venues.base import QuoteBook, Venue
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class Routed:
 class Router:
     def __init__(
         self,
-        book: OrderBook,
+        book: OpenOrders,
         venue: Venue,
         journal: Journal,
         quotes: QuoteBook,

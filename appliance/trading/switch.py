@@ -17,8 +17,8 @@ from appliance.model.orders import OrderState
 from appliance.model.records import RejectReason
 from appliance.trading.account import AccountGuard
 from appliance.trading.batch import Batch
-from appliance.trading.book import OrderBook
 from appliance.trading.control import TradingControl
+from appliance.trading.open_orders import OpenOrders
 from appliance.trading.portfolio import Portfolio
 from appliance.venues.base import QuoteBook, Venue
 
@@ -34,7 +34,7 @@ class TradingSwitch:
     account: AccountGuard
     portfolio: Portfolio
     quotes: QuoteBook
-    book: OrderBook
+    book: OpenOrders
     venue: Venue
 
     def change(self, state: TradingState, who: str, why: str, b: Batch) -> None:

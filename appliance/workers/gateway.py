@@ -5,7 +5,7 @@ queues and positions snapshot as for a local one; the gateway stands where the h
 
 - intake: it reads ``<prefix>.intents.<host>`` through a durable consumer and pushes each
   run into the host's intent queue with ``seq`` = the intent's exec id (its place in the
-  stream, see appliance/cluster/orders.py). Execution takes them like any intents,
+  stream, see appliance/cluster/order_wire.py). Execution takes them like any intents,
   journals them and only then releases them from the queue; the gateway acknowledges a
   run to JetStream once execution has taken all of it (and published what it did). Where
   to start is the gateway's own knowledge, never the consumer's: after the highest exec id
@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from appliance.cluster.client import StreamReader, SubjectChain, ack, ensure_stream, retrying
-from appliance.cluster.orders import (
+from appliance.cluster.order_wire import (
     EVENTS,
     FIRST_PART,
     RESET,

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.js import JetStreamContext
 
-from appliance.cluster import orders
+from appliance.cluster import order_wire
 from appliance.cluster.client import connect
 from appliance.cluster.wire import StreamSpec, Subjects
 from appliance.config import ClusterConfig, Config, StreamConfig
@@ -53,7 +53,7 @@ def host_layout(cfg: Config, h: int) -> str:
     """What host ``h``'s intents mean, as both ends of the hop must agree on it."""
     u = cfg.universe()
     pops = [(p.kind, p.agents) for p in u.agents.populations if p.host == h]
-    return orders.host_layout(cfg.hosts[h].name, pops, u.symbols)
+    return order_wire.host_layout(cfg.hosts[h].name, pops, u.symbols)
 
 
 def epoch(w: Worker) -> int:

@@ -3,7 +3,7 @@
 For each agent host this instance runs it plays execution's part on the local side of the
 queues (appliance/workers/execution.py's HostLink: intents consumer, reports producer,
 positions snapshot through runtime/positions.py's PositionsPublisher), and talks to the
-execution instance over JetStream (appliance/cluster/orders.py):
+execution instance over JetStream (appliance/cluster/order_wire.py):
 
 - intents: runs of the host's intent queue are appended to ``<prefix>.intents.<host>``;
   a run leaves the local queue only once the stream stored it, so a queued intent
@@ -37,7 +37,7 @@ from appliance.cluster.client import (
     ensure_stream,
     retrying,
 )
-from appliance.cluster.orders import (
+from appliance.cluster.order_wire import (
     EVENTS,
     FIRST_PART,
     MAX_INTENTS,

@@ -18,7 +18,7 @@ import nats
 import pytest
 from nats.js import api
 
-from appliance.cluster.orders import exec_ids
+from appliance.cluster.order_wire import exec_ids
 from appliance.cluster.wire import COUNT, EPOCH, SEQ, SOURCE
 from tests.harness import Appliance, final_report, journal_positions
 

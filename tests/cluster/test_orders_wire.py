@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.cluster.orders import (
+from appliance.cluster.order_wire import (
     MAX_CELLS,
     MAX_INTENTS,
     RUN_BITS,

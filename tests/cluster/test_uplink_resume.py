@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from appliance.cluster.client import SubjectChain, connect, ensure_stream
-from appliance.cluster.orders import host_layout, intent_headers, reset_messages
+from appliance.cluster.order_wire import host_layout, intent_headers, reset_messages
 from appliance.config import load_config
 from appliance.model.records import INTENT
 from appliance.runtime import layout

@@ -1,4 +1,4 @@
-"""Journaling the intents a crashed appliance left queued (trading/stale.py)."""
+"""Journaling the intents a crashed appliance left queued (trading/stale_intents.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from appliance.model.orders import OrderState
 from appliance.model.records import RejectReason
 from appliance.trading.journal import Journal
-from appliance.trading.stale import journal_stale
+from appliance.trading.stale_intents import journal_stale
 
 LOTS = [0.001, 0.001, 0.001]
 

@@ -20,7 +20,7 @@ from appliance.model.records import OrderType
 from appliance.trading.portfolio import Key
 
 
-class OrderBook:
+class OpenOrders:
     def __init__(self) -> None:
         self.intents: dict[str, IntentOrder] = {}  # non-terminal intent orders
         self.venue_orders: dict[str, VenueOrder] = {}  # non-terminal venue orders

@@ -1,7 +1,7 @@
 """The open-order book: exposure follows every change of an open intent."""
 
 from appliance.model.orders import Allocation, IntentOrder, OrderState, VenueOrder
-from appliance.trading.book import OrderBook
+from appliance.trading.open_orders import OpenOrders
 
 S = OrderState
 
@@ -11,7 +11,7 @@ def order(cid: str, side: int = 1, lots: int = 10, agent: int = 0) -> IntentOrde
 
 
 def test_exposure_follows_fills_and_ends():
-    book = OrderBook()
+    book = OpenOrders()
     buy, sell, other = order("b"), order("s", side=-1, lots=4), order("o", agent=1)
     for o in (buy, sell, other):
         book.open_intent(o)
@@ -28,7 +28,7 @@ def test_exposure_follows_fills_and_ends():
 
 
 def test_uncovered_intents_and_finished_venue_orders():
-    book = OrderBook()
+    book = OpenOrders()
     a, b = order("a"), order("b")
     vo = VenueOrder("1-v1", qty_lots=10, lot=0.1, allocations=[Allocation("a", 10)])
     book.load([a, b], [vo])
