@@ -16,9 +16,9 @@ import numpy as np
 
 from appliance.agents.base import TickBatch
 from appliance.agents.compute import Backend
-from appliance.agents.ema_cross import MAX_PERIOD, QtyParams, qty_errors
+from appliance.agents.ema_cross import MAX_PERIOD
 from appliance.agents.kernels import BREAKOUT, breakout_channels
-from appliance.agents.params import AgentParam, Spec
+from appliance.agents.params import AgentParam, QtyParams, Spec, qty_errors
 from appliance.agents.target import TargetPopulation
 
 # Longest window: the channel state holds window + 1 slots per channel.

@@ -12,54 +12,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import Field, PositiveFloat, ValidationInfo, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from appliance.agents.kernels import EMA_CROSS
 from appliance.agents.params import (
     AgentParam,
-    PopulationParams,
+    QtyParams,
     Spec,
     Values,
-    per_symbol,
+    qty_errors,
     spec_values,
 )
 from appliance.agents.target import TargetPopulation
 
 # Longest EMA period a param may ask for (ticks of the agent's symbol).
 MAX_PERIOD = 1_000_000
-
-
-class QtyParams(PopulationParams):
-    """Params of kinds that trade a fixed quantity per symbol."""
-
-    # Trade quantity in base units: one number for every symbol, or a list with one per
-    # symbol of the population (in the order of its symbols).
-    qty: PositiveFloat | list[PositiveFloat] = 1.0
-
-    @field_validator("qty")
-    @classmethod
-    def _qty_per_symbol(
-        cls, value: float | list[float], info: ValidationInfo
-    ) -> float | list[float]:
-        per_symbol(value, "qty", (info.context or {}).get("n_symbols"), "quantities")
-        return value
-
-
-def qty_errors(qty: float | list[float], instruments: Sequence[Any]) -> list[tuple[str, str]]:
-    """A qty off the lot grid can never be filled exactly: the agent would chase the
-    remainder with rejected intents forever. One above max_position never passes risk."""
-    qtys = qty if isinstance(qty, list) else [qty] * len(instruments)
-    errors = []
-    for i, (inst, q) in enumerate(zip(instruments, qtys, strict=True)):
-        where = f"qty[{i}]" if isinstance(qty, list) else "qty"
-        lots = q / inst.lot_size
-        if lots < 1 - 1e-9 or abs(lots - round(lots)) > 1e-6:
-            lot = f"{inst.name} lots ({inst.lot_size})"
-            errors.append((where, f"{q} is not a whole number of {lot}"))
-        if q > inst.max_position:
-            cap = f"{inst.name} ({inst.max_position})"
-            errors.append((where, f"{q} exceeds the max_position of {cap}"))
-    return errors
 
 
 class EmaCrossParams(QtyParams):

@@ -31,8 +31,7 @@ from pydantic import Field, PositiveFloat, ValidationInfo, field_validator
 from appliance.agents import kernels as K
 from appliance.agents.base import TickBatch
 from appliance.agents.compute import to_host
-from appliance.agents.ema_cross import QtyParams, qty_errors
-from appliance.agents.params import AgentParam, Spec, per_symbol
+from appliance.agents.params import AgentParam, QtyParams, Spec, per_symbol, qty_errors
 from appliance.agents.target import TargetPopulation
 from appliance.model.records import OrderType, RejectReason
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from appliance.agents.ema_cross import MAX_PERIOD, QtyParams, qty_errors
+from appliance.agents.ema_cross import MAX_PERIOD
 from appliance.agents.kernels import MEAN_REVERSION
-from appliance.agents.params import AgentParam, Spec
+from appliance.agents.params import AgentParam, QtyParams, Spec, qty_errors
 from appliance.agents.target import TargetPopulation
 
 MAX_Z = 100.0

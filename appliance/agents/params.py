@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # Longest wait a param may ask for: a day keeps every time in int64 nanoseconds.
 MAX_WAIT_S = 86_400.0
@@ -177,3 +185,36 @@ def per_symbol(
         raise ValueError(
             f"{name} lists {len(value)} {noun} but the population trades {n_symbols} symbols"
         )
+
+
+class QtyParams(PopulationParams):
+    """Params of kinds that trade a fixed quantity per symbol."""
+
+    # Trade quantity in base units: one number for every symbol, or a list with one per
+    # symbol of the population (in the order of its symbols).
+    qty: PositiveFloat | list[PositiveFloat] = 1.0
+
+    @field_validator("qty")
+    @classmethod
+    def _qty_per_symbol(
+        cls, value: float | list[float], info: ValidationInfo
+    ) -> float | list[float]:
+        per_symbol(value, "qty", (info.context or {}).get("n_symbols"), "quantities")
+        return value
+
+
+def qty_errors(qty: float | list[float], instruments: Sequence[Any]) -> list[tuple[str, str]]:
+    """A qty off the lot grid can never be filled exactly: the agent would chase the
+    remainder with rejected intents forever. One above max_position never passes risk."""
+    qtys = qty if isinstance(qty, list) else [qty] * len(instruments)
+    errors = []
+    for i, (inst, q) in enumerate(zip(instruments, qtys, strict=True)):
+        where = f"qty[{i}]" if isinstance(qty, list) else "qty"
+        lots = q / inst.lot_size
+        if lots < 1 - 1e-9 or abs(lots - round(lots)) > 1e-6:
+            lot = f"{inst.name} lots ({inst.lot_size})"
+            errors.append((where, f"{q} is not a whole number of {lot}"))
+        if q > inst.max_position:
+            cap = f"{inst.name} ({inst.max_position})"
+            errors.append((where, f"{q} exceeds the max_position of {cap}"))
+    return errors
