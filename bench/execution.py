@@ -44,10 +44,12 @@ def _intents_for(batch: int, quick: bool) -> int:
 
 
 def row(agents: int, batch: int, intents: int, synchronous: str) -> dict[str, Any]:
-    """One row in this process: whatever ``appliance`` this interpreter imports."""
+    """One row in this process: whatever ``appliance`` this interpreter imports (its
+    ``engine`` file is in the result)."""
     import numpy as np
 
     from appliance.model.records import INTENT, TICK, OrderType
+    from appliance.trading import engine as engine_module
     from appliance.trading.engine import EngineConfig, ExecutionEngine
     from appliance.trading.journal import Journal
     from appliance.trading.risk import RiskLimits
@@ -108,6 +110,7 @@ def row(agents: int, batch: int, intents: int, synchronous: str) -> dict[str, An
         "calls_per_s": (calls - warm) / seconds, "reports": reports, "fills": status["fills"],
         "venue_orders": status["venue_orders"], "rejects": sum(status["rejects"].values()),
         "journal_bytes_per_intent": size / (calls * batch),
+        "engine": engine_module.__file__,
     }  # fmt: skip
 
 
@@ -130,9 +133,11 @@ def _run_row(code: Path | None, agents: int, batch: int, n: int, sync: str) -> d
     path = [str(ROOT)] if code is None else [str(code), str(ROOT)]
     env["PYTHONPATH"] = os.pathsep.join([*path, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     args = [str(agents), str(batch), str(n), sync]
+    # Not from ROOT: ``-m`` puts the working directory first on the path, before the
+    # baseline's folder, and the baseline row would import this tree's engine.
     proc = subprocess.run(
         [sys.executable, "-m", "bench.execution", "--row", *args],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800,
+        capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), timeout=1800,
     )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"bench row {args} failed: {proc.stderr.strip()[-2000:]}")

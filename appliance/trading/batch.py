@@ -246,12 +246,19 @@ class Batch:
     def _unseen(self, fills: Sequence[VenueFill]) -> list[VenueFill]:
         if not fills:
             return []
+        # Only a venue order the book holds with fills may have them journaled already:
+        # every fill journaled for an open order is in its filled lots.
+        journaled = [f for f in fills if self._may_be_journaled(f.client_id)]
         # Keyed per venue order: fill ids are only unique per order at some venues.
         known = self.journal.reads.known_venue_fill_ids(
-            (f.client_id, f.venue_fill_id) for f in fills
-        )
+            (f.client_id, f.venue_fill_id) for f in journaled
+        ) if journaled else set()
         known |= self._venue_fill_ids
         return [f for f in fills if (f.client_id, f.venue_fill_id) not in known]
+
+    def _may_be_journaled(self, venue_order_id: str) -> bool:
+        vo = self.book.venue_orders.get(venue_order_id)
+        return vo is None or vo.filled_lots > 0
 
     def _venue_fill(self, vo: VenueOrder, f: VenueFill) -> None:
         lots = round(f.qty / vo.lot)

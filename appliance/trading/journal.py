@@ -416,7 +416,7 @@ class Journal:
             _insert_fills(c, venue_fills, fills)
             _update(c, "orders", intent_updates, now)
             _update(c, "venue_orders", venue_updates, now)
-            c.executemany(
+            _many(c,
                 "UPDATE venue_order_intents SET filled_qty = ? "
                 "WHERE venue_order_id = ? AND client_order_id = ?",
                 [
@@ -432,7 +432,7 @@ class Journal:
 def _insert_fills(
     c: sqlite3.Connection, venue_fills: Sequence[VenueFill], fills: Sequence[Fill]
 ) -> None:
-    c.executemany(
+    _many(c,
         "INSERT INTO venue_fills (venue_fill_id, venue_order_id, qty, price, fee, "
         "maker, ts_ns) VALUES (?,?,?,?,?,?,?)",
         [
@@ -440,7 +440,7 @@ def _insert_fills(
             for f in venue_fills
         ],
     )
-    c.executemany(
+    _many(c,
         "INSERT INTO fills (client_order_id, venue_order_id, venue_fill_id, side, qty, "
         "price, fee, liquidity, ts_ns) VALUES (?,?,?,?,?,?,?,?,?)",
         [
@@ -459,7 +459,7 @@ def _insert_orders(
     intents: Sequence[IntentOrder],
     venue_orders: Sequence[VenueOrder],
 ) -> None:
-    c.executemany(
+    _many(c,
         "INSERT INTO orders (client_order_id, run_id, epoch, host, population, agent, "
         "intent_seq, symbol, side, order_type, qty, limit_price, lot, state, "
         "filled_qty, avg_price, reason, reason_text, created_ns, updated_ns) "
@@ -474,7 +474,7 @@ def _insert_orders(
             for o in intents
         ],
     )  # fmt: skip
-    c.executemany(
+    _many(c,
         "INSERT INTO venue_orders (client_order_id, venue_seq, run_id, symbol, side, "
         "order_type, qty, limit_price, lot, state, filled_qty, avg_price, reason, "
         "reason_text, created_ns, updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -488,7 +488,7 @@ def _insert_orders(
             for v in venue_orders
         ],
     )  # fmt: skip
-    c.executemany(
+    _many(c,
         "INSERT INTO venue_order_intents (venue_order_id, client_order_id, pos, qty, "
         "filled_qty) VALUES (?,?,?,?,?)",
         [
@@ -527,3 +527,10 @@ def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     if not Path(path).exists():
         raise JournalMissing(f"{path}: no journal here")
     return Journal(path, readonly=True)._conn
+
+
+def _many(c: sqlite3.Connection, sql: str, rows: Sequence[tuple] | list[tuple]) -> None:
+    """``executemany``, skipped for no rows (a batch of one intent touches few tables, and
+    each empty call still costs a statement lookup)."""
+    if rows:
+        c.executemany(sql, rows)

@@ -83,12 +83,12 @@ class OpenOrders:
         return (e[0], e[1]) if e else (0, 0)
 
     def fill(self, o: IntentOrder, lots: int, price: float) -> None:
-        """``lots`` of intent ``o`` traded at ``price``."""
-        self._expose(o, -1)
+        """``lots`` of intent ``o`` (open, so ``lots`` within its rest) traded at ``price``:
+        its exposure shrinks by exactly ``lots``, filled whole or not."""
+        self._shift(o, -lots)
         o.filled_lots += lots
         o.notional += lots * o.lot * price
         o.advance(OrderState.FILLED if o.filled_lots == o.qty_lots else OrderState.PARTIALLY_FILLED)
-        self._expose(o, +1)
 
     def end(self, o: IntentOrder, state: OrderState) -> None:
         """Intent ``o`` is over (REJECTED or CANCELED) with its remainder unfilled."""
@@ -137,6 +137,9 @@ class OpenOrders:
     def _expose(self, o: IntentOrder, sign: int) -> None:
         r = o.remaining_lots
         if r:
-            i = 0 if o.side > 0 else 1
-            self._exposure.setdefault(o.key, [0, 0])[i] += sign * r
-            self._symbol_lots.setdefault(o.symbol, [0, 0])[i] += sign * r
+            self._shift(o, sign * r)
+
+    def _shift(self, o: IntentOrder, lots: int) -> None:
+        i = 0 if o.side > 0 else 1
+        self._exposure.setdefault(o.key, [0, 0])[i] += lots
+        self._symbol_lots.setdefault(o.symbol, [0, 0])[i] += lots
