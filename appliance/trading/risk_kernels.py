@@ -68,24 +68,12 @@ def validate(symbol, side, otype, qty, limit, lot_sizes, reasons, lots):
 
 
 @njit(cache=True)
-def _over_caps(out, live, host, pop, agent, sym, side, qty, base, cap, by_side, reason):
-    """Reject with ``reason`` each live intent that would take its group beyond ``cap``:
-    the group's ``base`` plus the quantity of its earlier intents that passed (batch
-    order) plus its own. A group is one agent in one symbol, and one side if ``by_side``."""
-    used = Dict.empty(key_type=_GROUP, value_type=types.float64)
-    for i in range(len(out)):
-        if not live[i]:
-            continue
-        key = (np.int64(host[i]), np.int64(pop[i]), np.int64(agent[i]), np.int64(sym[i]),
-               np.int64(side[i]) if by_side else np.int64(0))  # fmt: skip
-        c = cap[i]
-        tol = REL_EPS * max(c if np.isfinite(c) else 0.0, 1.0)
-        have = used.get(key, base[i])
-        if have + qty[i] > c + tol:
-            out[i] = reason
-            live[i] = False
-        else:
-            used[key] = have + qty[i]
+def _fits(used, key, base, qty, cap):
+    """Whether ``qty`` more keeps the group ``key`` (at ``base`` before the batch, plus
+    what ``used`` says its earlier passing intents took) within ``cap``, with the slack of
+    REL_EPS."""
+    tol = REL_EPS * max(cap if np.isfinite(cap) else 0.0, 1.0)
+    return not used.get(key, base) + qty > cap + tol
 
 
 @njit(cache=True)
@@ -93,45 +81,47 @@ def symbol_limits(
     out, otype, host, pop, agent, symbol, side, qty, ref, price, mid, position,
     open_buy, open_sell, open_orders, caps, halted, reduce_only,
 ):  # fmt: skip
-    """RiskEngine.check into ``out`` (which holds the earlier rejects)."""
-    n = len(out)
-    live = np.zeros(n, np.bool_)
-    sym = np.zeros(n, np.int64)
-    pos_cap = np.zeros(n)
-    open_cap = np.zeros(n)
-    base = np.zeros(n)
-    one = np.ones(n)
-    for i in range(n):
+    """RiskEngine.check into ``out`` (which holds the earlier rejects): one pass in batch
+    order, so an intent is judged as if its agent's earlier passing intents were open
+    orders already."""
+    position_used = Dict.empty(key_type=_GROUP, value_type=types.float64)  # agent and side
+    count = Dict.empty(key_type=_GROUP, value_type=types.float64)  # per agent
+    limited = _REDUCE_ONLY if reduce_only else _MAX_POSITION
+    for i in range(len(out)):
         if out[i] != _NONE or otype[i] == _CANCEL:
             continue
         if halted:
             out[i] = _HALTED
             continue
         s = symbol[i]
-        sym[i] = s
         band = caps[3, s]
         if not ref[i] > 0 or (np.isfinite(band) and not mid[i] > 0):
             out[i] = _NO_MARKET
-        elif qty[i] > caps[2, s] * (1 + REL_EPS):
+            continue
+        if qty[i] > caps[2, s] * (1 + REL_EPS):
             out[i] = _MAX_ORDER_QTY
-        elif qty[i] * ref[i] > caps[1, s] * (1 + REL_EPS):
+            continue
+        if qty[i] * ref[i] > caps[1, s] * (1 + REL_EPS):
             out[i] = _MAX_NOTIONAL
-        elif abs(price[i] - mid[i]) > band * BPS * mid[i] * (1 + REL_EPS):
+            continue
+        if abs(price[i] - mid[i]) > band * BPS * mid[i] * (1 + REL_EPS):
             out[i] = _PRICE_BAND
-        else:
-            live[i] = True
-            # Exposure in the intent's own direction before it; reduce-only caps it at 0.
-            if side[i] > 0:
-                base[i] = position[i] + open_buy[i]
-            else:
-                base[i] = open_sell[i] - position[i]
-            pos_cap[i] = 0.0 if reduce_only else caps[0, s]
-            open_cap[i] = caps[4, s]
-    reason = _REDUCE_ONLY if reduce_only else _MAX_POSITION
-    _over_caps(out, live, host, pop, agent, sym, side, qty, base, pos_cap, True, reason)
-    counts = open_orders.astype(np.float64)
-    _over_caps(out, live, host, pop, agent, sym, side, one, counts, open_cap, False,
-               _MAX_OPEN_ORDERS)  # fmt: skip
+            continue
+        # Exposure in the intent's own direction before the batch, plus what its agent's
+        # earlier passing intents of the batch add; reduce-only caps it at 0.
+        agent_key = (np.int64(host[i]), np.int64(pop[i]), np.int64(agent[i]), np.int64(s),
+                     np.int64(0))  # fmt: skip
+        side_key = (agent_key[0], agent_key[1], agent_key[2], agent_key[3], np.int64(side[i]))
+        base = position[i] + open_buy[i] if side[i] > 0 else open_sell[i] - position[i]
+        cap = 0.0 if reduce_only else caps[0, s]
+        opened = float(open_orders[i])
+        if not _fits(position_used, side_key, base, qty[i], cap):
+            out[i] = limited
+        elif not _fits(count, agent_key, opened, 1.0, caps[4, s]):
+            out[i] = _MAX_OPEN_ORDERS
+        else:  # passes: its quantity and its order count are the next ones' to reckon with
+            position_used[side_key] = position_used.get(side_key, base) + qty[i]
+            count[agent_key] = count.get(agent_key, opened) + 1.0
 
 
 @njit(cache=True)
@@ -146,11 +136,8 @@ def _fmax(a, b):
 
 @njit(cache=True)
 def _fmin(a, b):
-    if a != a:
-        return b
-    if b != b:
-        return a
-    return min(a, b)
+    """np.fmin."""
+    return -_fmax(-a, -b)
 
 
 @njit(cache=True)

@@ -167,3 +167,39 @@ def test_cancel_passes_every_state_and_limit_but_not_a_bad_side(intents):
     for state in TradingState:
         e.set_state(state)
         assert check(e, batch, ref=float("nan")) == [0, R.BAD_ORDER, R.UNKNOWN_SYMBOL]
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("state", [TradingState.ACTIVE, TradingState.REDUCE_ONLY])
+def test_a_batch_is_judged_as_its_intents_one_at_a_time(intents, seed, state):
+    """The compiled batch check equals checking each intent alone, in batch order, with
+    the open quantity and count of the earlier passing intents of its agent added."""
+    rng = np.random.default_rng(seed)
+    e = RiskEngine(["A/B", "C/D"], RiskLimits(1.0, 1e6, max_open_orders=3))
+    e.set_state(state)
+    n = 60
+    batch = intents([
+        {"seq": i, "agent": int(rng.integers(0, 3)), "symbol": int(rng.integers(0, 2)),
+         "side": int(rng.choice([-1, 1])), "qty": float(rng.choice([0.1, 0.3, 0.5]))}
+        for i in range(n)
+    ])  # fmt: skip
+    position = rng.choice([-0.4, 0.0, 0.4], n)  # per intent: the same for an agent's symbol
+    keys = list(zip(batch["agent"].tolist(), batch["symbol"].tolist(), strict=True))
+    held = {k: float(position[keys.index(k)]) for k in set(keys)}
+    position = np.array([held[k] for k in keys])
+    got = check(e, batch, position=position)
+    buy: dict = {}
+    sell: dict = {}
+    count: dict = {}
+    want = []
+    for i, k in enumerate(keys):
+        one = batch[i : i + 1]
+        r = check(e, one, position=held[k], open_buy=buy.get(k, 0.0), open_sell=sell.get(k, 0.0),
+                  open_orders=count.get(k, 0))[0]  # fmt: skip
+        want.append(r)
+        if r == 0:
+            side = buy if one["side"][0] > 0 else sell
+            side[k] = side.get(k, 0.0) + float(one["qty"][0])
+            count[k] = count.get(k, 0) + 1
+    assert got == want
+    assert R.MAX_OPEN_ORDERS in got or R.MAX_POSITION in got or R.REDUCE_ONLY in got
