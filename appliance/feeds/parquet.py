@@ -17,8 +17,9 @@ model/records.py field by field):
 
 Each file's key-value metadata ``dynamind`` is JSON: format and version, the instrument
 table (name, tick and lot size of every symbol of the recording), the feed that produced
-the ticks, its seq range, and the gaps (ticks the recorder never got: ring laps) seen
-while the file was open. Files are written as ``*.parquet.tmp`` and renamed when complete,
+the ticks, its seq range, and the gaps seen while the file was open: ticks the recorder
+never got (ring laps), and the feed's GAP records (a lost connection: the feed's ticks of
+that symbol before it may be missing), each with its seq range, count and reason. Files are written as ``*.parquet.tmp`` and renamed when complete,
 so a reader never opens a half-written one.
 """
 
@@ -175,7 +176,9 @@ class ParquetRecorder:
 
     def append(self, ticks: np.ndarray, *, copy: bool = True) -> None:
         """Queue a batch (copied unless ``copy`` is false: the caller hands it over). Seq
-        jumps since the last batch are recorded as gaps."""
+        jumps since the last batch are recorded as gaps, and so is each GAP record of the
+        feed (a lost connection: no tick, so no row; the feed's ticks of that symbol before
+        it may be missing)."""
         self._raise()
         if not len(ticks):
             return
@@ -183,6 +186,18 @@ class ParquetRecorder:
         if self._next_seq is not None and first != self._next_seq:
             self.gap(self._next_seq, first - 1)
         self._next_seq = int(ticks["seq"][-1]) + 1
+        start = 0
+        for i in np.flatnonzero(ticks["kind"] == TickKind.GAP).tolist():
+            self._queue(ticks[start:i], copy)
+            seq, sym = int(ticks["seq"][i]), int(ticks["symbol"][i])
+            name = self.symbols[sym] if sym < len(self.symbols) else f"symbol #{sym}"
+            self.gap(seq, seq, f"the feed lost its source for {name}")
+            start = i + 1
+        self._queue(ticks[start:], copy)
+
+    def _queue(self, ticks: np.ndarray, copy: bool) -> None:
+        if not len(ticks):
+            return
         if not self._pending:
             self._pending_since = self._clock()
         self._pending.append(np.array(ticks, copy=True) if copy else ticks)

@@ -71,6 +71,22 @@ def test_gaps_are_recorded(tmp_path):
     assert {g["first_seq"] for g in ds.gaps} == {100}
 
 
+def test_a_feed_gap_is_noted_and_recording_goes_on(tmp_path):
+    """A GAP record of the feed (a lost connection) is no tick: no row, a gap in the
+    metadata naming its symbol, and the ticks after it are recorded as before."""
+    ticks = make_ticks(40)
+    ticks[17] = np.zeros(1, TICK)[0]
+    ticks[17]["seq"], ticks[17]["symbol"], ticks[17]["kind"] = 17, 1, TickKind.GAP
+    ticks[17]["recv_ns"] = ticks[16]["recv_ns"]
+    r = record(tmp_path / "h", [ticks, make_ticks(10, first_seq=40)])
+    assert [(g["first_seq"], g["count"], g["reason"]) for g in r.gaps] == [
+        (17, 1, "the feed lost its source for ETH/USDT")
+    ]
+    back = np.concatenate(list(ParquetDataset(tmp_path / "h").chunks()))
+    assert sorted(back["seq"].tolist()) == [s for s in range(50) if s != 17]
+    assert {g["first_seq"] for g in ParquetDataset(tmp_path / "h").gaps} == {17}
+
+
 def test_rotation_by_size_and_by_time(tmp_path):
     batches = [make_ticks(256, first_seq=i * 256) for i in range(4)]
     big = record(tmp_path / "size", batches, row_group=256, rotate_bytes=1)
