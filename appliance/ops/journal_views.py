@@ -185,6 +185,12 @@ def _enum_name(enum: type, value: int) -> str:
         return str(value)
 
 
+_ORDER_ROW = ("time", "order", "host", "population", "agent", "symbol", "side", "type", "qty",
+              "limit", "state", "filled", "avg_price", "reason", "detail", "updated")  # fmt: skip
+_FILL_ROW = ("time", "fill", "order", "host", "population", "agent", "symbol", "side", "qty",
+             "price", "fee", "liquidity", "venue_order")  # fmt: skip
+
+
 def order_rows(reader: JournalReader, names: Names, f: Filters, limit: int | None) -> list[dict]:
     out = []
     for o in reader.orders(f, limit):
@@ -353,4 +359,17 @@ def run(kind: str, args: argparse.Namespace, config: Config | None, journal: str
         else:
             rows = pnl_rows(reader, names, f, args.by)
     columns = table_columns(kind, getattr(args, "by", "")) if args.format == "table" else None
+    if not rows and args.format == "csv":  # a header even for no rows: scripts read it
+        columns = _all_columns(kind, getattr(args, "by", ""), names)
     return render(rows, args.format, columns)
+
+
+def _all_columns(kind: str, by: str, names: Names) -> list[str]:
+    """Every column a row of ``kind`` has, in order (what a row would have given)."""
+    if kind == "orders":
+        return list(_ORDER_ROW)
+    if kind == "fills":
+        return list(_FILL_ROW)
+    labels = {"agent": ["host", "population", "agent", "kind"], "population": ["population"],
+              "symbol": ["symbol"]}.get(by, ["group"])  # fmt: skip
+    return [*labels, *TradingMetrics(names.universe).figures("overall")]

@@ -246,3 +246,11 @@ def test_a_file_that_is_no_journal_is_unusable_and_a_missing_one_a_usage_error(
     assert "not a usable dynamind journal" in res.stderr and "Traceback" not in res.stderr
     res = dynamind(kind, "--journal", str(tmp_path / "none.sqlite"))
     assert res.returncode == Exit.USAGE and res.stderr.endswith("no journal here\n")
+
+
+@pytest.mark.parametrize("kind", ["orders", "fills", "pnl"])
+def test_csv_of_no_rows_has_the_header_of_rows(journal, kind):
+    by = ("--by", "agent") if kind == "pnl" else ()
+    full = view(kind, journal, "--format", "csv", *by).splitlines()
+    empty = view(kind, journal, "--format", "csv", *by, "--since", "4000000000")
+    assert len(full) > 1 and empty.splitlines() == full[:1]
