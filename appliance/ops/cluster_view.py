@@ -15,7 +15,7 @@ from __future__ import annotations
 from appliance.model.enums import Role
 from appliance.ops.monitor import ProcessRow, Sample, p99_text
 
-COLUMNS = ("process", "stream", "per s", "total", "lag", "gaps", "p99 us")
+COLUMNS = ("process", "stream", "per s", "total", "lag", "gaps", "p99")
 
 
 def _row(p: ProcessRow, sample: Sample) -> tuple[str, ...] | None:
@@ -47,6 +47,6 @@ def format_cluster(sample: Sample) -> list[str]:
     for name, what, per_s, total, lag, gaps, p99 in rows:
         lines.append(
             f"  {name:<8} {what:<16} {per_s:>13}/s total {total:>15} lag {lag:>12} "
-            f"gaps {gaps:>16} p99 {p99:>7} us"
+            f"gaps {gaps:>16} p99 {p99:>8}"
         )
     return lines

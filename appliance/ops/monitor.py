@@ -12,6 +12,7 @@ each later sample tries to attach again, so `top` picks up the next start by its
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -383,7 +384,20 @@ def core_text(core: int) -> str:
 
 
 def p99_text(p: ProcessRow) -> str:
-    return "-" if p.p99_us != p.p99_us else f"{p.p99_us:,.0f}"
+    """The p99 as what the histogram knows: a bound (``<=1.07s``), never an exact number."""
+    return bound_text(p.p99_us)
+
+
+def bound_text(us: float) -> str:
+    """A latency histogram's log2-bucket ceiling, in microseconds, as an upper bound with
+    its unit (rounded up): ``<=66us``, ``<=2.1ms``, ``<=1.08s``; ``-`` for none."""
+    if us != us:
+        return "-"
+    if us < 1000:
+        return f"<={math.ceil(us)}us"
+    if us < 1e6:
+        return f"<={math.ceil(us / 100) / 10:g}ms"
+    return f"<={math.ceil(us / 1e4) / 100:g}s"
 
 
 def format_text(sample: Sample) -> str:
@@ -394,13 +408,13 @@ def format_text(sample: Sample) -> str:
     lines += [
         "",
         f"{'name':<12} {'role':<11} {'pid':>7} {'state':<9} {'core':>4} {'beat':>6} "
-        f"{'restarts':>8} {'p99 us':>7}  counters",
+        f"{'restarts':>8} {'p99':>8}  counters",
     ]
     for p in sample.processes:
         nonzero = " ".join(f"{k}={v:,}" for k, v in p.counters.items() if v)
         lines.append(
             f"{p.name:<12} {p.role:<11} {p.pid:>7} {state_text(p):<9} {core_text(p.core):>4} "
-            f"{p.heartbeat_age_s:>5.1f}s {p.restarts:>8} {p99_text(p):>7}  {nonzero}"
+            f"{p.heartbeat_age_s:>5.1f}s {p.restarts:>8} {p99_text(p):>8}  {nonzero}"
         )
     lines.append("")
     for r in sample.readers:

@@ -51,7 +51,7 @@ PROCESS_COLUMNS = (
     Column("fills", "fills", 9, 2, lambda p: f"{p.counters['fills']:,}"),
     Column("rejects", "rejects", 8, 3, lambda p: f"{p.counters['rejects']:,}"),
     Column("core", "core", 4, 3, lambda p: core_text(p.core)),
-    Column("p99", "p99 us", 7, 4, p99_text),
+    Column("p99", "p99", 8, 4, p99_text),
     Column("pid", "pid", 7, 4, lambda p: str(p.pid)),
     Column("role", "role", 11, 5, lambda p: p.role),
     Column("reports", "reports/s", 9, 5, lambda p: f"{p.rates['reports']:,.0f}"),
@@ -66,7 +66,7 @@ KEYS = """\
  The banner on top says when the appliance is not running;
  top waits for it and picks it up again when it starts.
  Columns that do not fit are dropped: widen the terminal to see
- core, p99 us, pid, role, reports/s and gaps."""
+ core, p99, pid, role, reports/s and gaps."""
 
 
 def fitting(columns: tuple[Column, ...], width: int) -> list[Column]:

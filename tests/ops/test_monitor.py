@@ -11,7 +11,14 @@ import time
 import pytest
 from textual.widgets import DataTable, Static
 
-from appliance.ops.monitor import Monitor, ProcessRow, Sample, format_text, summary_lines
+from appliance.ops.monitor import (
+    Monitor,
+    ProcessRow,
+    Sample,
+    format_text,
+    p99_text,
+    summary_lines,
+)
 from appliance.ops.tui import PROCESS_COLUMNS, KeysScreen, StatusApp, fitting
 from appliance.runtime.exits import Exit
 from tests.harness import dynamind
@@ -234,3 +241,18 @@ def test_summary_keeps_one_scope_per_line():
     assert lines[2] == "since this start: fills 5,145, rejects 12, open orders 3"
     # One sample makes no rate: no 0 that reads as a figure.
     assert lines[3] == "ring: 100 ticks published, -/s"
+
+
+def test_latency_percentiles_show_as_the_bounds_they_are():
+    """A log2 histogram knows a percentile's bucket, not its value: status, top and the
+    cluster view show its ceiling as a bound with a unit, never as an exact count of us."""
+    def row(p99_us: float) -> ProcessRow:
+        return ProcessRow("execution", "execution", 1, True, "running", -1, 0, 0.1, {}, {},
+                          p99_us / 2, p99_us)  # fmt: skip
+
+    assert [p99_text(row(us)) for us in (float("nan"), 65.536, 1048.576, 1073741.824)] == [
+        "-", "<=66us", "<=1.1ms", "<=1.08s"
+    ]
+    sample = Sample(taken=0.0, running=True, processes=[row(274877906.944)], ticks_published=0)
+    text = format_text(sample)
+    assert "<=274.88s" in text and "274,877,907" not in text
