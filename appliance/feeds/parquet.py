@@ -19,8 +19,9 @@ Each file's key-value metadata ``dynamind`` is JSON: format and version, the ins
 table (name, tick and lot size of every symbol of the recording), the feed that produced
 the ticks, its seq range, and the gaps seen while the file was open: ticks the recorder
 never got (ring laps), and the feed's GAP records (a lost connection: the feed's ticks of
-that symbol before it may be missing), each with its seq range, count and reason. Files are written as ``*.parquet.tmp`` and renamed when complete,
-so a reader never opens a half-written one.
+that symbol before it may be missing), each with its seq range, count and reason. Files
+are written as ``*.parquet.tmp`` and renamed when complete, so a reader never opens a
+half-written one.
 """
 
 from __future__ import annotations
