@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 
 from appliance.ops.journal_views import figure_rows, iso
+from appliance.storage.private import open_private
 from appliance.workers.lockstep import BacktestResult
 
 TOP = 5
@@ -96,7 +97,8 @@ def _figure(name: str) -> tuple[plt.Figure, str]:
 
 def _save(fig: plt.Figure, out: Path, file: str) -> Path:
     path = out / file
-    fig.savefig(path, dpi=DPI)
+    with open_private(path) as f:
+        fig.savefig(f, dpi=DPI, format="png")
     plt.close(fig)
     return path
 
@@ -264,8 +266,8 @@ def write_report(r: BacktestResult) -> Path:
     for plot in (plot_equity, plot_populations, plot_sharpe, plot_heatmap):
         plot(r, out)
     s = summary(r)
-    (out / "summary.json").write_bytes(
-        orjson.dumps(s, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
-    (out / "index.html").write_text(page(s))
+    with open_private(out / "summary.json") as f:
+        f.write(orjson.dumps(s, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    with open_private(out / "index.html", "w") as f:
+        f.write(page(s))
     return out / "index.html"

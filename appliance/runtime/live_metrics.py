@@ -27,6 +27,7 @@ from appliance.shm import snapshot
 from appliance.shm.header import Expected
 from appliance.shm.segment import Segment, full_name
 from appliance.shm.snapshot import SharedSnapshot
+from appliance.storage.private import open_private
 from appliance.trading.journal_read import JournalReader
 from appliance.trading.metrics import TradingMetrics
 
@@ -158,7 +159,8 @@ class LiveMetrics:
         state["checkpoint"] = np.array([identity, orders, fills, self.epoch], np.int64)
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
         try:
-            np.savez(tmp, **state)
+            with open_private(tmp) as f:
+                np.savez(f, **state)
             os.replace(tmp, self.path)
         except OSError:
             tmp.unlink(missing_ok=True)  # half a file on a full disk: give the space back

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,14 @@ def test_plots_decode_have_their_size_and_are_not_blank(run, name):
     colours = np.unique(pixels.reshape(-1, 3), axis=0)
     assert len(colours) > 20, "a blank or near-blank picture"
     assert (pixels.std(axis=(0, 1)) > 5).all()
+
+
+def test_report_files_are_as_private_as_the_journal(run):
+    files = sorted(p.name for p in run.out.iterdir() if p.is_file())
+    assert "summary.json" in files and "index.html" in files and "equity.png" in files
+    for name in files:
+        if not name.endswith(("-wal", "-shm")):
+            assert stat.S_IMODE((run.out / name).stat().st_mode) == 0o640, name
 
 
 def test_html_page_ties_them_together(run):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -53,7 +56,12 @@ def _trade(quotes, intents, engine, live, seq0: int, n: int, mid: float, t_ns: i
 def test_checkpoint_then_catch_up_from_the_journal(cfg, engine, trade, intents):
     live = LiveMetrics(cfg, 1, None)
     trade(engine, live, 0, 10, 65000.0, 10**18)
-    live.checkpoint()
+    old = os.umask(0o022)  # an operator's usual umask
+    try:
+        live.checkpoint()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(live.path).st_mode) == 0o640  # as private as the journal
     # Execution dies after more trading: its metrics never saw this.
     lost = LiveMetrics(cfg, 1, None)  # from the checkpoint; its own is never written
     trade(engine, lost, 10, 10, 65010.0, 10**18 + 10**9)
