@@ -478,6 +478,20 @@ class ClusterConfig(_Model):
     # execution restarts), so an agents instance starting afresh finds them in the stream.
     reset_interval_s: PositiveFloat = 10.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _streams_from_their_defaults(cls, data: Any) -> Any:
+        """A stream's table gives only what it changes (``[cluster.ticks] replicas = 3``):
+        the rest is that stream's default, as the example configs say."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name in ("ticks", "intents", "reports"):
+            given = out.get(name)
+            if isinstance(given, dict):
+                out[name] = {**cls.model_fields[name].default.model_dump(), **given}
+        return out
+
     @field_validator("credentials")
     @classmethod
     def _credentials_exist(cls, path: Path | None) -> Path | None:

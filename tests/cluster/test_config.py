@@ -61,6 +61,18 @@ def test_bad_cluster_tables_name_the_problem(tmp_path, cluster, feed, where, mes
     assert any(loc == where and message in msg for loc, msg in err.value.errors), err.value
 
 
+def test_a_stream_table_gives_only_what_it_changes(tmp_path):
+    cfg = cluster_config(
+        tmp_path,
+        '[cluster]\nservers = ["nats://127.0.0.1:4222"]\n[cluster.ticks]\nreplicas = 3\n'
+        "[cluster.reports]\nmax_age_s = 60.0\n",
+    )
+    assert (cfg.cluster.ticks.stream, cfg.cluster.ticks.replicas) == ("DYNAMIND_TICKS", 3)
+    assert cfg.cluster.ticks.max_age_s == 300.0 and cfg.cluster.ticks.max_bytes == 1 << 30
+    assert (cfg.cluster.reports.stream, cfg.cluster.reports.max_age_s) == ("DYNAMIND_REPORTS", 60)
+    assert cfg.cluster.intents.stream == "DYNAMIND_INTENTS"
+
+
 def test_the_nats_feed_needs_a_cluster(tmp_path):
     path, _ = write_config(tmp_path, feed_kind="nats")
     with pytest.raises(ConfigError, match="needs a \\[cluster\\] table"):
