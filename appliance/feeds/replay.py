@@ -8,6 +8,11 @@ starts over at its end and ts_ns is shifted by the recording's span each time ro
 event time keeps increasing. ``since_ns``/``until_ns`` keep the ticks whose recorded
 recv_ns lies in [since, until).
 
+Records whose prices or sizes cannot be true (NaN or infinite, negative, a crossed book,
+a trade at no price) are dropped, never used: each is counted by reason in ``bad``, the
+first few are logged with where they are, and every pass logs the count. A price of 0 is
+an empty side of the book (a one-sided quote), not garbage.
+
 At recorded pace a batch holds the records whose ts_ns is due by now (relative to the
 first record, anchored when iteration starts), at most ``batch_size``. While nothing is
 due the iterator sleeps, but never longer than ``max_wait_s`` before yielding an empty
@@ -16,15 +21,24 @@ batch, so the feed worker keeps heartbeating through gaps in the recording.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import numpy as np
 
 from appliance.feeds.sources import TickSource, open_source
-from appliance.model.records import TICK
+from appliance.model.records import TICK, TickKind
+
+log = logging.getLogger(__name__)
+
+#: Bad records logged one by one per pass; the rest are counted.
+LOGGED_BAD = 10
+_PRICES = ("bid", "ask", "last_price")
+_SIZES = ("bid_size", "ask_size", "last_size")
 
 Pace = Literal["recorded", "fast"]
 
@@ -75,6 +89,9 @@ class ReplayFeed:
         #: Completed passes over the source (ts_ns of the current one is shifted by
         #: passes * the recording's period).
         self.passes = 0
+        self.bad: Counter[str] = Counter()  # records dropped, by reason, over every pass
+        self._bad_pass = 0  # ... in the current pass
+        self._where = str(getattr(self.source, "path", None) or getattr(self.source, "root", ""))
 
     @property
     def ts_offset_ns(self) -> int:
@@ -91,8 +108,29 @@ class ReplayFeed:
                 if self.until_ns is not None:
                     keep &= recv < self.until_ns
                 chunk = chunk[keep]
+            chunk = self._sound(chunk)
             if len(chunk):
                 yield chunk
+
+    def _sound(self, chunk: np.ndarray) -> np.ndarray:
+        """``chunk`` without the records no market could have printed (counted, logged)."""
+        bad = np.flatnonzero(bad_ticks(chunk))
+        if not bad.size:
+            return chunk
+        for i in bad.tolist():
+            t = chunk[i]
+            why = why_bad(t)
+            self.bad[why] += 1
+            self._bad_pass += 1
+            if self._bad_pass <= LOGGED_BAD:
+                sym = int(t["symbol"])
+                name = self.source.symbols[sym] if sym < len(self.source.symbols) else f"#{sym}"
+                log.warning(
+                    "%s: record seq %d (%s, ts_ns %d) dropped: %s (bid %r, ask %r, last %r)",
+                    self._where, int(t["seq"]), name, int(t["ts_ns"]), why,
+                    float(t["bid"]), float(t["ask"]), float(t["last_price"]),
+                )  # fmt: skip
+        return np.delete(chunk, bad)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         first_ts: int | None = None
@@ -112,6 +150,13 @@ class ReplayFeed:
                         yield records[start : start + self.batch_size]
                 else:
                     high = yield from self._paced(records, first_ts, start_clock, high)
+            if self._bad_pass:
+                log.warning(
+                    "%s: pass %d dropped %d records with prices or sizes no market prints (%s)",
+                    self._where, self.passes + 1, self._bad_pass,
+                    ", ".join(f"{k} {v}" for k, v in sorted(self.bad.items())),
+                )  # fmt: skip
+                self._bad_pass = 0
             if not self.loop or first_ts is None:
                 return
             if self.passes == 0:
@@ -158,3 +203,31 @@ class ReplayFeed:
         dst["symbol"] = self.symbol_map[batch["symbol"]]
         dst["kind"] = batch["kind"]
         dst["side"] = batch["side"]
+
+
+def bad_ticks(ticks: np.ndarray) -> np.ndarray:
+    """Mask of the records no market could have printed: a price or size that is NaN,
+    infinite or negative, a crossed book (bid above ask, both quoted), or a trade without a
+    price. Zero is an empty side, and sound."""
+    bad = np.zeros(len(ticks), bool)
+    with np.errstate(invalid="ignore"):
+        for name in (*_PRICES, *_SIZES):
+            v = ticks[name]
+            bad |= ~(v >= 0) | (v == np.inf)  # NaN compares False
+        bid, ask = ticks["bid"], ticks["ask"]
+        bad |= (bid > 0) & (ask > 0) & (bid > ask)
+        bad |= (ticks["kind"] == TickKind.TRADE) & ~(ticks["last_price"] > 0)
+    return bad
+
+
+def why_bad(t: np.void) -> str:
+    """What ``bad_ticks`` found wrong with one record."""
+    for name in (*_PRICES, *_SIZES):
+        v = float(t[name])
+        if not np.isfinite(v):
+            return f"{name} not finite"
+        if v < 0:
+            return f"negative {name}"
+    if 0 < t["ask"] < t["bid"]:
+        return "crossed book"
+    return "trade without a price"

@@ -107,5 +107,8 @@ def main(args: argparse.Namespace) -> int:
         f"{r.ticks:,} ticks in {r.wall_s:.1f}s ({r.ticks_per_s:,.0f} ticks/s), {r.intents:,} "
         f"intents; net {m['net'][0]:,.2f} (gross {m['gross'][0]:,.2f}, fees {m['fees'][0]:,.2f})"
     )
+    if r.dropped:
+        print(f"dropped {sum(r.dropped.values()):,} records no market prints: "
+              + ", ".join(f"{k} {v:,}" for k, v in sorted(r.dropped.items())))  # fmt: skip
     print(f"report: {Path(r.out) / 'index.html'} (summary.json, plots, journal.sqlite)")
     return 0

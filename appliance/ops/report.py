@@ -70,6 +70,7 @@ def summary(r: BacktestResult) -> dict[str, Any]:
         "from": iso(r.first_ns),
         "to": iso(r.last_ns),
         "ticks": r.ticks,
+        "dropped": r.dropped,  # records with prices or sizes no market prints, by reason
         "intents": r.intents,
         "wall_s": round(r.wall_s, 3),
         "ticks_per_s": round(r.ticks_per_s, 1),

@@ -55,6 +55,7 @@ class BacktestResult:
     first_ns: int = 0
     last_ns: int = 0
     engine_status: dict[str, Any] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # records of garbage, by reason
 
     @property
     def journal(self) -> Path:
@@ -133,6 +134,7 @@ class Backtest:
         r.wall_s = time.perf_counter() - started
         r.intents = sum(self._seq)
         r.engine_status = self.engine.status()
+        r.dropped = dict(self.feed.bad)
         self.engine.close()
         return r
 

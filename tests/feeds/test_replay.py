@@ -7,7 +7,7 @@ import pytest
 
 from appliance.feeds.replay import ReplayError, ReplayFeed
 from appliance.feeds.tickfile import TickFileWriter
-from appliance.model.records import TICK
+from appliance.model.records import TICK, TickKind
 
 MS = 1_000_000
 
@@ -112,3 +112,30 @@ def test_loop_shifts_event_time_forward(tmp_path):
             break
     assert stamps == [1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 7_000, 8_000, 9_000]
     assert feed.passes == 2
+
+
+def test_garbage_prices_are_dropped_counted_and_named(tmp_path, caplog):
+    """NaN, negative, infinite, crossed and priceless-trade records never reach the ring;
+    each is counted by reason and logged with where it is. A zero side is a one-sided
+    quote, not garbage."""
+    p = tmp_path / "r.dmt"
+    r = np.zeros(8, dtype=TICK)
+    r["seq"] = np.arange(8)
+    r["ts_ns"] = 1_000 + np.arange(8)
+    r["bid"], r["ask"], r["kind"] = 10.0, 10.5, TickKind.QUOTE
+    r["bid"][1] = np.nan
+    r["ask"][2] = -1.0
+    r["bid"][3], r["ask"][3] = 11.0, 10.0  # crossed
+    r["kind"][4], r["last_price"][4] = TickKind.TRADE, 0.0  # a trade at no price
+    r["bid_size"][5] = np.inf
+    r["bid"][6] = 0.0  # an empty bid side: sound
+    with TickFileWriter(p, ["ETH/USDT"]) as w:
+        w.append(r)
+    feed = ReplayFeed(p, ["ETH/USDT"], pace="fast")
+    with caplog.at_level("WARNING"):
+        got = np.concatenate(list(feed))
+    assert got["seq"].tolist() == [0, 6, 7]
+    assert feed.bad == {"bid not finite": 1, "negative ask": 1, "crossed book": 1,
+                        "trade without a price": 1, "bid_size not finite": 1}  # fmt: skip
+    assert f"{p}: record seq 3 (ETH/USDT, ts_ns 1003) dropped: crossed book" in caplog.text
+    assert "pass 1 dropped 5 records" in caplog.text
