@@ -36,10 +36,10 @@ import numpy as np
 
 from appliance.cluster.server import NatsCluster
 from appliance.config import Config, load_config
-from appliance.model.records import TICK, TickKind
+from appliance.model.records import INTENT, TICK, TickKind
 from appliance.runtime import logs
 from appliance.runtime.supervisor import Supervisor
-from appliance.shm import BroadcastRing, Stats, remove_instance
+from appliance.shm import BroadcastRing, RecordQueue, Stats, remove_instance
 from bench import results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,6 +108,17 @@ class Instance:
     def counters(self) -> dict[str, dict[str, int]]:
         return {s["name"]: s["counters"] for s in self.stats.snapshot()}
 
+    def queued(self, hosts: int = 2) -> int:
+        """Intents published into this instance's intent queues and not yet taken."""
+        total = 0
+        for h in range(hosts):
+            q = RecordQueue.attach(self.name, f"intents.{h}", INTENT, read_only=True)
+            try:
+                total += len(q)
+            finally:
+                q.close()
+        return total
+
     def stop(self) -> None:
         if self.stats is not None:
             self.stats.close()
@@ -166,11 +177,11 @@ def _measure(src: Instance, dst: Instance, warmup: float, seconds: float) -> dic
         out[tag] = ctx.Queue()
         procs.append(ctx.Process(target=_read_latency, args=(inst.name, seconds, out[tag])))
     t0 = time.monotonic()
-    a_src, a_dst = src.counters(), dst.counters()
+    a_src, a_dst, a_queued = src.counters(), dst.counters(), src.queued()
     for p in procs:
         p.start()
     time.sleep(seconds)
-    b_src, b_dst = src.counters(), dst.counters()
+    b_src, b_dst, b_queued = src.counters(), dst.counters(), src.queued()
     dt = time.monotonic() - t0
     latency = {tag: q.get(timeout=60) for tag, q in out.items()}
     for p in procs:
@@ -189,6 +200,8 @@ def _measure(src: Instance, dst: Instance, warmup: float, seconds: float) -> dic
         "intents_local_per_s": r_src["near"]["intents"],
         "intents_remote_per_s": r_src["gateway"]["intents"],
         "executed_per_s": r_src["execution"]["intents"],
+        # What was published and not taken meanwhile: published = taken + this.
+        "backlog_growth_per_s": (b_queued - a_queued) / dt,
         "uplink_published_per_s": r_dst["uplink"]["intents"],
     }
 
@@ -333,10 +346,10 @@ def print_table(result: dict[str, Any]) -> None:
         )
     i = result["phases"]["intents"]
     print(
-        f"intents/s taken by execution: {i['executed_per_s']:,.0f} in all, "
-        f"{i['intents_local_per_s']:,.0f} from the local host, "
-        f"{i['intents_remote_per_s']:,.0f} from the remote one "
-        f"(its uplink published {i['uplink_published_per_s']:,.0f}/s)"
+        f"intents/s into execution's queues: {i['intents_local_per_s']:,.0f} from the local "
+        f"host + {i['intents_remote_per_s']:,.0f} from the remote one (its uplink published "
+        f"{i['uplink_published_per_s']:,.0f}/s) = {i['executed_per_s']:,.0f} taken by "
+        f"execution + {i['backlog_growth_per_s']:,.0f} left queued"
     )
     for n, r in result["chain_publish"].items():
         print(
