@@ -75,8 +75,13 @@ class SegmentSet:
             raise
         self.stats = self._keep(stats)
         stale.settle(cfg, epoch)  # what a crashed run left queued, journaled first
-        for name in reclaim_stale(inst):
-            log.warning("reclaimed stale %s", name)
+        if reclaimed := reclaim_stale(inst):
+            sems = [n for n in reclaimed if n.startswith("sem.")]
+            segs = [n.removeprefix(f"{inst}.") for n in reclaimed if not n.startswith("sem.")]
+            log.warning(
+                "reclaiming stale segments of a dead run: %d segments (%s) and %d semaphores",
+                len(segs), ", ".join(segs), len(sems),
+            )  # fmt: skip
         self.board = self._keep(Board.create(inst, group))
         self.ring = self._keep(
             BroadcastRing.create(inst, layout.TICKS, TICK, cfg.ring_capacity, group)

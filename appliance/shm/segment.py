@@ -237,7 +237,8 @@ def _create_owned(name: str, mode: int) -> int:
         try:
             shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
         except posix_ipc.ExistentialError:
-            _reclaim_if_stale(name)
+            if _reclaim_if_stale(name):
+                log.warning("reclaimed stale segment %s of a dead owner", name)
             continue
         except posix_ipc.PermissionsError as exc:
             raise SegmentError(f"segment {name}: cannot create it ({exc})") from None
@@ -286,7 +287,8 @@ def _reclaim_if_stale(name: str) -> bool:
             )
         if not _unlink_if_named(name, st.st_ino):
             return False  # someone reclaimed it first; the name is theirs now
-        log.warning("reclaiming stale segment %s left by dead owner pid %s", name, pid)
+        # One line for all at the caller's (reclaim_stale's list): a crash leaves dozens.
+        log.debug("reclaiming stale segment %s left by dead owner pid %s", name, pid)
         return True
     finally:
         os.close(shm.fd)
