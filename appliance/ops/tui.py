@@ -69,6 +69,29 @@ KEYS = """\
  core, p99, pid, role, reports/s and gaps."""
 
 
+#: Metric columns dropped first when the terminal is narrow (highest first); the rest stay.
+_METRIC_PRIORITY = {"net": 0, "fees": 1, "orders": 1, "sharpe": 2, "max dd": 2, "gross": 3,
+                    "fill %": 3, "rej %": 4, "acc %": 4}  # fmt: skip
+
+
+def metric_layout(rows: list[tuple[str, list[str]]], width: int) -> tuple[tuple[str, int], ...]:
+    """(label, width) of the metrics table's columns for ``rows`` in ``width`` cells: each
+    as wide as its widest cell (never cut: "-14,72" for -14,729.69, or two agents both shown
+    as "bottom host-a.0.1"), dropping the least important figures first when they do not
+    fit. The first is the row names'."""
+    names = max([len("metrics"), *(len(n) for n, _ in rows)])
+    cols = [
+        (label, max([len(label), *(len(cells[i]) for _, cells in rows)]))
+        for i, (label, _) in enumerate(METRIC_COLUMNS)
+    ]
+    while len(cols) > 1 and names + sum(w + 2 * CELL_PADDING for _, w in cols) + 2 > width:
+        worst = max(cols, key=lambda c: (_METRIC_PRIORITY.get(c[0], 5), cols.index(c)))
+        if _METRIC_PRIORITY.get(worst[0], 5) == 0:
+            break
+        cols.remove(worst)
+    return (("metrics", names), *cols)
+
+
 def fitting(columns: tuple[Column, ...], width: int) -> list[Column]:
     """The columns to show in ``width`` terminal cells: drop the least important first."""
     chosen = list(columns)
@@ -122,6 +145,7 @@ class StatusApp(App):
         self.interval = interval
         self.last: Sample | None = None
         self.columns_shown: list[Column] = []
+        self.metric_columns: tuple[tuple[str, int], ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=True)
@@ -138,10 +162,6 @@ class StatusApp(App):
     def on_mount(self) -> None:
         self.sub_title = self.monitor.instance
         self._fit_columns()
-        metrics = self.query_one("#metrics", DataTable)
-        metrics.add_column("metrics", width=18)
-        for label, _ in METRIC_COLUMNS:
-            metrics.add_column(label, width=max(6, len(label)))
         readers = self.query_one("#readers", DataTable)
         readers.add_column("ring reader", width=12)
         for label in ("lag", "lost", "gaps"):
@@ -199,8 +219,16 @@ class StatusApp(App):
         metrics.clear()
         if not s.running:
             return  # no rows stuck at "dead": the banner says what happened
-        for name, cells in table_rows(s.metrics) if s.metrics else []:
-            metrics.add_row(name, *cells)
+        rows = table_rows(s.metrics) if s.metrics else []
+        layout = metric_layout(rows, max(20, self.size.width - 2))
+        if layout != self.metric_columns:  # widths follow the figures: rebuild the columns
+            self.metric_columns = layout
+            metrics.clear(columns=True)
+            for label, width in layout:
+                metrics.add_column(label, width=width)
+        shown = [[label for label, _ in METRIC_COLUMNS].index(lb) for lb, _ in layout[1:]]
+        for name, cells in rows:
+            metrics.add_row(name, *(cells[i] for i in shown))
         for p in s.processes:
             cells = [c.cell(p) for c in self.columns_shown]
             if not p.alive:

@@ -19,7 +19,14 @@ from appliance.ops.monitor import (
     p99_text,
     summary_lines,
 )
-from appliance.ops.tui import PROCESS_COLUMNS, KeysScreen, StatusApp, fitting
+from appliance.ops.tui import (
+    METRIC_COLUMNS,
+    PROCESS_COLUMNS,
+    KeysScreen,
+    StatusApp,
+    fitting,
+    metric_layout,
+)
 from appliance.runtime.exits import Exit
 from tests.harness import dynamind
 
@@ -256,3 +263,23 @@ def test_latency_percentiles_show_as_the_bounds_they_are():
     sample = Sample(taken=0.0, running=True, processes=[row(274877906.944)], ticks_published=0)
     text = format_text(sample)
     assert "<=274.88s" in text and "274,877,907" not in text
+
+
+def test_the_metrics_table_drops_columns_but_never_cuts_a_figure():
+    rows = [
+        ("overall", ["-14,729.69", "-12,000.00", "2,729.69", "-1.23", "15,001.00", "98.1",
+                     "1.9", "51.2", "1,234,567"]),
+        ("bottom host-a.0.16", ["-1.00"] * 9),
+        ("bottom host-a.0.17", ["-2.00"] * 9),
+    ]  # fmt: skip
+    for width in (80, 120, 200):
+        layout = metric_layout(rows, width)
+        assert layout[0] == ("metrics", len("bottom host-a.0.16"))
+        assert sum(w + 2 for _, w in layout) <= width or len(layout) == 2
+        labels = [label for label, _ in METRIC_COLUMNS]
+        for label, w in layout[1:]:
+            i = labels.index(label)
+            assert w >= max(len(cells[i]) for _, cells in rows), (width, label)
+        assert layout[1][0] == "net"
+    assert len(metric_layout(rows, 200)) == 1 + len(METRIC_COLUMNS)
+    assert len(metric_layout(rows, 80)) < len(metric_layout(rows, 120))
