@@ -142,6 +142,14 @@ class _Attached:
         host = self.host_index.get(slot - layout.FIRST_HOST_READER)
         return host or names.get(pid) or f"slot {slot}"
 
+    def truncated(self) -> str | None:
+        """A segment of ours whose file someone shortened (see Segment.truncated)."""
+        segments = [self.stats.segment, self.board.segment, self.ring.segment]
+        segments += [q.segment for _, q in self.queues]
+        if self.metrics.snapshot is not None:
+            segments.append(self.metrics.snapshot.segment)
+        return next((why for s in segments if (why := s.truncated())), None)
+
     @property
     def owner_alive(self) -> bool:
         # The supervisor holds an owner lock on the stats segment for its whole life: our
@@ -216,6 +224,10 @@ class Monitor:
         if self._seg is None and not self._try_attach():
             return Sample(now, False, board=self._last_board, banner=self._banner())
         seg = self._seg
+        if why := seg.truncated():  # reading on would die of SIGBUS: let go, attach anew
+            self._detach()
+            banner = f"{self.instance}: {why}: not read (it would crash this reader)"
+            return Sample(now, False, board=self._last_board, banner=banner)
         if not seg.owner_alive:
             if self._gone_at is None and seg.board.read()["phase"] not in ("stopping", "halting"):
                 self._died = seg.board.owner_pid  # no stop began: it was killed

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance.shm.segment import Segment
 from appliance.shm.snapshot import SharedSnapshot
 
 NAME = "board"
@@ -82,6 +83,10 @@ class Board:
     @property
     def owner_pid(self) -> int:
         return self._snap.segment.owner_pid
+
+    @property
+    def segment(self) -> Segment:
+        return self._snap.segment
 
     def close(self) -> None:
         self._snap.close()

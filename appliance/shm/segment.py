@@ -192,6 +192,16 @@ class Segment:
     def fd(self) -> int:
         return self._fd
 
+    def truncated(self) -> str | None:
+        """What is wrong when the file behind the mapping is now shorter than the mapping
+        (touching the missing pages would kill this process with SIGBUS), else None. Only
+        the owner or root can truncate a segment: readers that map another process's
+        segments ask before each look."""
+        size = os.fstat(self._fd).st_size
+        if size >= len(self._mmap):
+            return None
+        return f"segment {self.name} is {size} bytes, mapped as {len(self._mmap)}"
+
     def region(self, offset: int, size: int) -> memoryview:
         """A byte view of the data area, offset counted from the end of the header."""
         start = HEADER_SIZE + offset

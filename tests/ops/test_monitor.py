@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 from textual.widgets import DataTable, Static
 
+from appliance.model.records import TICK
 from appliance.ops.monitor import (
     Monitor,
     ProcessRow,
@@ -27,7 +30,12 @@ from appliance.ops.tui import (
     fitting,
     metric_layout,
 )
+from appliance.runtime import layout
+from appliance.runtime.board import Board
 from appliance.runtime.exits import Exit
+from appliance.shm import BroadcastRing, Stats
+from appliance.shm.files import shm_path
+from appliance.shm.segment import list_names
 from tests.harness import dynamind
 
 
@@ -283,3 +291,27 @@ def test_the_metrics_table_drops_columns_but_never_cuts_a_figure():
         assert layout[1][0] == "net"
     assert len(metric_layout(rows, 200)) == 1 + len(METRIC_COLUMNS)
     assert len(metric_layout(rows, 80)) < len(metric_layout(rows, 120))
+
+
+def test_a_segment_cut_short_under_the_monitor_is_let_go_not_a_crash():
+    """Touching the pages of a truncated mapping is SIGBUS: the monitor checks the files
+    before each look, says which segment is short, and attaches again later."""
+    inst = f"tt{os.getpid()}{uuid.uuid4().hex[:6]}"
+    made = [
+        Stats.create(inst, layout.STATS, 2, layout.COUNTERS),
+        Board.create(inst),
+        BroadcastRing.create(inst, layout.TICKS, TICK, 1024),
+    ]
+    m = Monitor(inst)
+    try:
+        assert m.sample().running
+        ring = shm_path(f"/{inst}.{layout.TICKS}")
+        os.truncate(ring, os.stat(ring).st_size // 2)
+        s = m.sample()  # would have been killed by SIGBUS reading the ring's cursors
+        assert not s.running and f"{inst}.{layout.TICKS} is " in s.banner, s.banner
+        assert "not read" in s.banner
+    finally:
+        m.close()
+        for seg in reversed(made):
+            seg.destroy()
+    assert not list_names(inst)
