@@ -247,8 +247,8 @@ def _create_owned(name: str, mode: int) -> int:
         try:
             shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
         except posix_ipc.ExistentialError:
-            if _reclaim_if_stale(name):
-                log.warning("reclaimed stale segment %s of a dead owner", name)
+            if (pid := _reclaim_if_stale(name)) is not None:
+                log.warning("reclaiming stale segment %s left by dead owner pid %s", name, pid)
             continue
         except posix_ipc.PermissionsError as exc:
             raise SegmentError(f"segment {name}: cannot create it ({exc})") from None
@@ -261,8 +261,10 @@ def _create_owned(name: str, mode: int) -> int:
     raise SegmentInUse(f"segment {name}: other processes keep creating and removing it")
 
 
-def _reclaim_if_stale(name: str) -> bool:
-    """Unlink ``name`` if its owner is dead (True); raise SegmentInUse naming a live owner.
+def _reclaim_if_stale(name: str) -> str | None:
+    """Unlink ``name`` if its owner is dead: the dead owner's pid (``unknown`` when the
+    header holds none); None when there was nothing to reclaim. SegmentInUse names a live
+    owner.
 
     The lock is taken on the file opened here, so the name is unlinked only while it still
     names that file: another starter may have reclaimed it and created a successor since.
@@ -274,7 +276,7 @@ def _reclaim_if_stale(name: str) -> bool:
         _refuse_foreign(name, os.stat(path, follow_symlinks=False))
         shm = posix_ipc.SharedMemory(name)
     except (FileNotFoundError, posix_ipc.ExistentialError):
-        return False  # vanished meanwhile
+        return None  # vanished meanwhile
     except posix_ipc.PermissionsError:
         raise SegmentTaken(
             f"segment {name} exists and is not ours ({describe_file(path)}): remove {path} "
@@ -296,10 +298,8 @@ def _reclaim_if_stale(name: str) -> bool:
                 f"to remove it; remove {path} if it is junk, or choose another instance name"
             )
         if not _unlink_if_named(name, st.st_ino):
-            return False  # someone reclaimed it first; the name is theirs now
-        # One line for all at the caller's (reclaim_stale's list): a crash leaves dozens.
-        log.debug("reclaiming stale segment %s left by dead owner pid %s", name, pid)
-        return True
+            return None  # someone reclaimed it first; the name is theirs now
+        return str(pid)
     finally:
         os.close(shm.fd)
 
@@ -410,7 +410,7 @@ def reclaim_stale(instance: str) -> list[str]:
     for entry in list_names(instance):
         if not entry.startswith("sem."):
             with contextlib.suppress(SegmentError):
-                if _reclaim_if_stale("/" + entry):
+                if _reclaim_if_stale("/" + entry) is not None:
                     removed.append(entry)
     segments = {e for e in list_names(instance) if not e.startswith("sem.")}
     for entry in list_names(instance):
