@@ -180,6 +180,7 @@ class ExecutionEngine:
         """
         if self._recovered:
             raise RuntimeError("recover() runs once per engine")
+        self.pretrade.prime()  # before the run, so within a worker's start-up allowance
         self._recovery.check_layout(self.universe)  # before anything is written
         # From here a failure leaves the engine unusable: the process exits, and recovers.
         self._recovered = True

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from appliance.model.records import OrderType, RejectReason
+from appliance.model.records import INTENT, OrderType, RejectReason
 from appliance.trading import risk_kernels as kernels
 from appliance.trading.account import AccountGuard, Book
 from appliance.trading.conflicts import PriorityWindow
@@ -59,6 +59,12 @@ class PreTrade:
         self.quotes = quotes
         self.portfolio = portfolio
         self.book = book
+
+    def prime(self) -> None:
+        """Check an empty batch: that compiles the rules' kernels (or loads them from
+        numba's cache) now, seconds on a fresh machine, rather than in the first batch of
+        a worker that already said it is ready and must keep beating."""
+        self.check(np.zeros(0, INTENT), 0, set())
 
     def check(self, intents: np.ndarray, now: int, priority_symbols: set[int]) -> Checked:
         reasons, lots = validate_intents(intents, self.lots)
