@@ -57,6 +57,7 @@ def _load(path: str):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.model.enums import Role
+    from appliance.runtime.desk import DeskError, DeskTaken
     from appliance.runtime.stale import StaleNotJournaled
     from appliance.runtime.supervisor import StartFailed, Supervisor
     from appliance.shm import SegmentInUse, SegmentTaken
@@ -87,9 +88,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except SegmentInUse as exc:
         print(f"nothing started: {exc}", file=sys.stderr)
         return Exit.ALREADY_RUNNING
-    except SegmentTaken as exc:
+    except (SegmentTaken, DeskTaken) as exc:
         print(f"nothing started: {exc}", file=sys.stderr)
         return Exit.SHM_NAME_TAKEN
+    except DeskError as exc:  # where it cannot be made, or anyone could have made it
+        print(f"nothing started: {exc}", file=sys.stderr)
+        return Exit.CONFIG
     except StartFailed as exc:
         print(f"start failed: {exc}; everything started was stopped", file=sys.stderr)
         return Exit.START_FAILED
@@ -157,8 +161,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _start_refusals(config: Config) -> list[tuple[Exit, str]]:
     """What `dynamind run` refuses on this machine for a valid config, through the checks
     it makes (in its order), with the exit code it uses: /dev/shm too small, journal or
-    venue state files that cannot be created or written."""
+    venue state files that cannot be created or written, a trading desk directory that is
+    not ours."""
     from appliance.runtime import layout
+    from appliance.runtime.desk import DeskTaken, desk_dir, refusal
     from appliance.shm import SegmentError, check_space
     from appliance.workers.compose import unwritable_files
 
@@ -169,6 +175,9 @@ def _start_refusals(config: Config) -> list[tuple[Exit, str]]:
         out.append((Exit.NO_SHM_SPACE, str(exc)))
     if config.runs_execution:
         out += [(Exit.CONFIG, f"{key}: {why}") for key, why in unwritable_files(config)]
+        if desk := refusal(desk_dir(config.journal_path)):
+            code = Exit.SHM_NAME_TAKEN if isinstance(desk, DeskTaken) else Exit.CONFIG
+            out.append((code, str(desk)))
     return out
 
 
@@ -246,20 +255,33 @@ def _cmd_top(args: argparse.Namespace) -> int:
 def _instance_of(path: str) -> str:
     """The instance a config file names, read leniently: a reload must reach the running
     appliance even when the new file is invalid (the appliance rejects it and says why)."""
+    return _lenient(path, "instance")
+
+
+def _desk_of(path: str) -> Path:
+    """The trading desk of the appliance a config file names (beside its journal), read as
+    leniently as its instance: the operator must reach execution whatever the file says."""
+    from appliance.runtime.desk import desk_dir
+
+    return desk_dir(_lenient(path, "journal_path"))
+
+
+def _lenient(path: str, key: str) -> str:
+    """A top-level string of a config file, or its default: read even from an invalid one."""
     import re
     import tomllib
 
     from appliance.config import Config
 
-    default = Config.model_fields["instance"].default
+    default = str(Config.model_fields[key].default)
     try:
         text = Path(path).read_text()
     except OSError:
         return default
     try:
-        return str(tomllib.loads(text).get("instance", default))
+        return str(tomllib.loads(text).get(key, default))
     except tomllib.TOMLDecodeError:
-        m = re.search(r'^\s*instance\s*=\s*"([^"]*)"', text, re.MULTILINE)
+        m = re.search(rf'^\s*{key}\s*=\s*"([^"]*)"', text, re.MULTILINE)
         return m[1] if m else default
 
 
@@ -309,7 +331,7 @@ def _cmd_flatten(args: argparse.Namespace) -> int:
     if monitor is None:
         return code
     try:
-        return flatten.run(monitor, args.timeout)
+        return flatten.run(monitor, _desk_of(args.config), args.timeout)
     finally:
         monitor.close()
 
@@ -320,7 +342,8 @@ def _cmd_trading(args: argparse.Namespace) -> int:
     instance = _instance(args.config)
     if instance is None:
         return Exit.CONFIG
-    return trading_cmd.run(instance, args.action, args.reason or "", args.timeout)
+    desk = _desk_of(args.config)
+    return trading_cmd.run(instance, desk, args.action, args.reason or "", args.timeout)
 
 
 def _stopped_config(path: str):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -44,13 +45,14 @@ def open_positions(monitor: Monitor) -> int:
     return count
 
 
-def run(monitor: Monitor, timeout: float) -> int:
+def run(monitor: Monitor, desk: Path, timeout: float) -> int:
+    """Flatten through the trading desk ``desk`` (see trading_cmd.ask), then watch."""
     sample = monitor.sample()
     if not sample.running:
         print(sample.banner, file=sys.stderr)
         return Exit.NOT_RUNNING
     print(f"{open_positions(monitor):,} positions open; asking execution to flatten")
-    reply, code = ask(monitor.instance, FLATTEN, "", timeout)
+    reply, code = ask(desk, FLATTEN, "", timeout)
     if code != Exit.OK:
         return code
     print(f"trading {reply['state']} (was {reply['was']}): {reply['why']}")

@@ -29,8 +29,10 @@ class Exit(IntEnum):
     # first journal what the last run left queued. Not a person's case by itself: the
     # cause may pass (an exchange unreachable at boot, space freed); systemd's start limit
     # catches one that does not.
-    SHM_NAME_TAKEN = 16  # a segment name is taken by a file that is not one of ours
-    # (another user's, a directory, foreign data): nothing started, nothing removed
+    SHM_NAME_TAKEN = 16  # a segment name, or the trading desk's directory, is taken by a
+    # file that is not one of ours (another user's, a directory, foreign data, a symlink):
+    # nothing started, nothing removed. Also `trading`/`flatten` finding a desk that is
+    # not the appliance's (its answer is never taken)
     UNAVAILABLE = 69  # EX_UNAVAILABLE: the exchange could not be reached or refused
     JOURNAL_CONFLICT = 65  # EX_DATAERR: the config contradicts positions in the journal,
     # or the journal is not a usable one (damaged, not a dynamind journal): nothing was
@@ -51,8 +53,9 @@ MEANING: dict[Exit, str] = {
     Exit.NO_SHM_SPACE: "/dev/shm has too little room for the config's segments (nothing started)",
     Exit.START_FAILED: "a worker failed while starting, before it was ready, or the journal's "
     "disk was full (the cause is printed); everything started was stopped",
-    Exit.SHM_NAME_TAKEN: "a shared-memory name of this instance is taken by a file that is not "
-    "a segment of ours (nothing started, nothing removed)",
+    Exit.SHM_NAME_TAKEN: "a shared-memory name or the trading desk of this instance is taken by "
+    "a file that is not ours (nothing started, nothing removed; trading and flatten send "
+    "nothing to a desk that is not the appliance's)",
     Exit.UNAVAILABLE: "the exchange could not be reached or refused the request",
     Exit.JOURNAL_CONFLICT: "the config contradicts positions open in the journal, or the "
     "journal is damaged or not a dynamind journal (nothing started or changed)",

@@ -27,6 +27,7 @@ from appliance.runtime.children import (
     NotReady,
 )
 from appliance.runtime.cpu import CpuPlan, plan
+from appliance.runtime.desk import desk_dir, prepare
 from appliance.runtime.exits import Exit
 from appliance.runtime.inbox import Inbox
 from appliance.runtime.messages import Drain, Reload, Stop
@@ -91,6 +92,8 @@ class Supervisor:
         # First: a second start of a running instance reads nothing and touches nothing.
         self.segments.refuse_if_running()
         self.check_journal()
+        if cfg.runs_execution:  # a desk someone else made is refused before anything starts
+            os.close(prepare(desk_dir(cfg.journal_path), cfg.operator_group))
         # Workers are pinned to one core each: a BLAS thread pool inside one would only
         # fight its own process for that core. Children read these at numpy import.
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

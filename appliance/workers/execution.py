@@ -20,7 +20,7 @@ import numpy as np
 from appliance.model.enums import TradingState
 from appliance.model.records import TICK, ReportKind
 from appliance.runtime import layout, live_metrics
-from appliance.runtime.desk import FLATTEN, Request, TradingDesk
+from appliance.runtime.desk import FLATTEN, Request, TradingDesk, desk_dir
 from appliance.runtime.live_metrics import LiveMetrics
 from appliance.runtime.messages import Final, Ready, Reload, Status
 from appliance.runtime.positions import ExtraTags, PositionsPublisher
@@ -132,7 +132,7 @@ def main(w: Worker) -> None:
         _recovered(guard.call(ExecutionEngine.positions) or {}, summary, links, resumed=False)
     batch = cfg.execution.batch
     configured = cfg.trading.state  # trading.state as the config file last said
-    desk = TradingDesk(cfg.instance, cfg.operator_group)
+    desk = TradingDesk(desk_dir(cfg.journal_path), cfg.operator_group)
     chores = Chores(w, guard, out, desk)
     last_ticks = np.zeros(0, TICK)  # the newest quotes, for an engine that resumes
     w.subscribe(Reload)
