@@ -143,6 +143,10 @@ def test_unit_prevents_restarts_exactly_for_the_codes_that_need_a_person():
     unit = install.render_unit(install.Target())
     line = next(x for x in unit.splitlines() if x.startswith("RestartPreventExitStatus="))
     assert sorted(int(c) for c in line.split("=", 1)[1].split()) == sorted(NEEDS_A_PERSON)
+    # and the README says the same codes (it listed 15, which systemd does restart)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    said = re.search(r"`RestartPreventExitStatus=([\d ]+)`", readme).group(1)
+    assert sorted(int(c) for c in said.split()) == sorted(NEEDS_A_PERSON)
 
 
 @needs_root
