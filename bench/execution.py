@@ -46,6 +46,7 @@ def _intents_for(batch: int, quick: bool) -> int:
 def row(agents: int, batch: int, intents: int, synchronous: str) -> dict[str, Any]:
     """One row in this process: whatever ``appliance`` this interpreter imports (its
     ``engine`` file is in the result)."""
+    import msgspec
     import numpy as np
 
     from appliance.model.records import INTENT, TICK, OrderType
@@ -101,6 +102,8 @@ def row(agents: int, batch: int, intents: int, synchronous: str) -> dict[str, An
                 reports += len(rep)
         seconds = time.perf_counter() - started
         status = engine.status()
+        if not isinstance(status, dict):  # the baseline's was a dict, ours a struct
+            status = msgspec.structs.asdict(status)
         engine.close()
         size = sum(p.stat().st_size for p in Path(tmp).glob("journal.sqlite*"))
     done = (calls - warm) * batch

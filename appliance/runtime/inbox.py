@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from appliance.model.numbers import tidy
 from appliance.runtime.children import Child
 from appliance.runtime.messages import Error, Final, Message, PositionsCheck, Ready, Status
+from appliance.trading.engine import EngineStatus
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ class Inbox:
     """Reads the children's up channels and acts on each message by its type."""
 
     def __init__(self) -> None:
-        self.last_status: dict[str, dict[str, Any]] = {}  # figures, by process name
+        self.last_status: dict[str, EngineStatus] = {}  # figures, by process name
 
     def read_all(self, children: Iterable[Child]) -> None:
         for child in children:

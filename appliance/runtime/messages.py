@@ -17,6 +17,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from appliance.trading.engine import EngineStatus
+
 
 class Message(msgspec.Struct, frozen=True, tag_field="kind", forbid_unknown_fields=True):
     """Base of every control message; the class name is not on the wire, ``kind`` is."""
@@ -53,9 +55,9 @@ class Ready(Message, tag="ready"):
 
 
 class Status(Message, tag="status"):
-    """A role's figures for the status line (execution: counters and PnL)."""
+    """Execution's figures for the status line: counters, trading state, PnL."""
 
-    figures: dict[str, Any]
+    figures: EngineStatus
 
 
 class Error(Message, tag="error"):

@@ -18,6 +18,7 @@ from appliance.model.enums import Role
 from appliance.runtime.children import Child
 from appliance.runtime.segments import SegmentSet
 from appliance.runtime.service import pnl_net
+from appliance.trading.engine import EngineStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,15 @@ class StatusReporter:
         return {}
 
     def status(
-        self, children: Iterable[Child], last_status: dict[str, dict[str, Any]], config: Config
+        self, children: Iterable[Child], last_status: dict[str, EngineStatus], config: Config
     ) -> dict[str, Any]:
         """The figures of a status line (see service.py), ``config`` the running one."""
         now = time.monotonic()
         ring = self.segments.ring
         ticks = ring.publish_cursor
         intents = sum(q.head for q, _ in self.segments.queues)
-        ex = last_status.get(Role.EXECUTION, {})
+        # Before execution's first word: nothing traded, trading as the config says.
+        ex = last_status.get(Role.EXECUTION) or EngineStatus(trading=config.trading.state)
         counted = self._execution_counters()
         return {
             "ticks": ticks,
@@ -62,15 +64,13 @@ class StatusReporter:
             "intents_per_s": self._rate("intents", intents, now),
             "fills": counted.get("fills", 0),
             "rejects": counted.get("rejects", 0),
-            "realized_pnl": ex.get("realized", 0.0),
-            "unrealized_pnl": ex.get("unrealized", 0.0),
-            "fees": ex.get("fees", 0.0),
-            "pnl_net": pnl_net(
-                ex.get("realized", 0.0), ex.get("unrealized", 0.0), ex.get("fees", 0.0)
-            ),
-            "open_orders": ex.get("open_orders", 0),
-            "trading": ex.get("trading", config.trading.state),
-            "trading_why": ex.get("trading_why", ""),  # who set it and why (journaled, or storage)
+            "realized_pnl": ex.realized,
+            "unrealized_pnl": ex.unrealized,
+            "fees": ex.fees,
+            "pnl_net": pnl_net(ex.realized, ex.unrealized, ex.fees),
+            "open_orders": ex.open_orders,
+            "trading": ex.trading,
+            "trading_why": ex.trading_why,  # who set it and why (journaled, or storage)
             "ring_lost": sum(r["lost"] for r in ring.readers()),
             "restarts": sum(c.incarnation - 1 for c in children),
         }

@@ -309,12 +309,13 @@ class Supervisor:
             if self.children:
                 intake = [c.name for c in self.children if c.process.role in INTAKE]
                 self._execution_up(wait=True)
-                status = self.inbox.last_status.get(layout.drainer(self.config), {})
+                status = self.inbox.last_status.get(layout.drainer(self.config))
+                takes = status is None or status.takes_intents
                 # While the intake stops, execution stays up (restarted if it dies).
                 # The hosts' positions checks may wait that long for execution to settle.
                 self.children.stop(
                     intake,
-                    Stop(check=status.get("takes_intents", True) and self._drainer_started()),
+                    Stop(check=takes and self._drainer_started()),
                     SETTLE_TIMEOUT_S + STOP_TIMEOUT_S,
                     lambda: self._execution_up(wait=False),
                 )
@@ -326,10 +327,10 @@ class Supervisor:
         finally:
             if hasattr(self, "_my_slot"):
                 self._my_slot.close()
-            drainer = self.inbox.last_status.get(layout.drainer(self.config), {})
-            held = not drainer.get("takes_intents", True)  # storage: its reason says why
+            drainer = self.inbox.last_status.get(layout.drainer(self.config))
+            held = drainer is not None and not drainer.takes_intents  # storage: its reason
             self.segments.leave_queued(
-                drainer.get("trading_why", "") if held else "the drain did not finish"
+                drainer.trading_why if held else "the drain did not finish"
             )
             self.segments.destroy()
             log.info("stopped; segments removed")

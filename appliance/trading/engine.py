@@ -31,8 +31,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+import msgspec
 import numpy as np
 
 from appliance.model.enums import TradingState
@@ -59,7 +59,7 @@ from appliance.venues.base import OrderRequest, QuoteBook, Venue
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EngineConfig", "ExecutionEngine", "Rules"]
+__all__ = ["EngineConfig", "EngineStatus", "ExecutionEngine", "Rules"]
 
 _PASS = RejectReason.NONE
 
@@ -341,27 +341,49 @@ class ExecutionEngine:
         """Non-flat positions per (host, population, agent, symbol), base units."""
         return self.portfolio.positions()
 
-    def status(self) -> dict[str, Any]:
-        """Counters and PnL for a status line (JSON-friendly)."""
+    def status(self) -> EngineStatus:
+        """Counters and PnL for a status line."""
         totals = self.portfolio.totals(self.quotes.mid)
         c = self.counters
-        return {
-            "run_id": self.journal.run_id,
-            "trading": self.control.state.value,
-            "trading_why": self.control.describe(),
-            "intents": c.intents_processed,
-            "duplicates": c.duplicates,
-            "fills": self.portfolio.fill_count,
-            "open_orders": self.open_orders,
-            "venue_orders": c.venue_orders_sent,
-            "in_doubt": len(self.book.in_doubt),
-            "fill_mismatches": c.fill_mismatches,
-            "unknown_fills": c.unknown_fills,
-            "rejects": {r.name: n for r, n in sorted(c.rejects.items())},
-            "realized": totals.realized,
-            "unrealized": totals.unrealized,
-            "fees": totals.fees,
-        }
+        return EngineStatus(
+            run_id=self.journal.run_id,
+            trading=self.control.state.value,
+            trading_why=self.control.describe(),
+            intents=c.intents_processed,
+            duplicates=c.duplicates,
+            fills=self.portfolio.fill_count,
+            open_orders=self.open_orders,
+            venue_orders=c.venue_orders_sent,
+            in_doubt=len(self.book.in_doubt),
+            fill_mismatches=c.fill_mismatches,
+            unknown_fills=c.unknown_fills,
+            rejects={r.name: n for r, n in sorted(c.rejects.items())},
+            realized=totals.realized,
+            unrealized=totals.unrealized,
+            fees=totals.fees,
+        )
+
+
+class EngineStatus(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What execution tells the supervisor for the status line (runtime/messages.Status):
+    its counters since this start, the trading state and why, the positions' PnL."""
+
+    run_id: int | None = None
+    trading: str = TradingState.ACTIVE.value
+    trading_why: str = ""
+    intents: int = 0  # taken and journaled
+    duplicates: int = 0
+    fills: int = 0
+    open_orders: int = 0
+    venue_orders: int = 0
+    in_doubt: int = 0
+    fill_mismatches: int = 0
+    unknown_fills: int = 0
+    rejects: dict[str, int] = {}  # by RejectReason name
+    realized: float = 0.0
+    unrealized: float = 0.0
+    fees: float = 0.0
+    takes_intents: bool = True  # False while storage is failing (storage_halt.py)
 
 
 def _finite(x: float) -> float:

@@ -19,11 +19,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
+
+import msgspec
 
 from appliance.model.enums import TradingState
 from appliance.storage.sqlite import probe_space, storage_failure
-from appliance.trading.engine import ExecutionEngine
+from appliance.trading.engine import EngineStatus, ExecutionEngine
 from appliance.trading.recovery import RecoverySummary
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class StorageHalt:
         self.engine: ExecutionEngine | None = None
         self.reason = ""  # empty while writes succeed
         self._next_try = 0.0
-        self._last: dict[str, Any] = {}  # the last engine's figures, shown while halted
+        self._last = EngineStatus()  # the last engine's figures, shown while halted
 
     def start(self) -> RecoverySummary | None:
         """A new engine, recovered; None (and halted) if the disk refused a write."""
@@ -115,17 +117,17 @@ class StorageHalt:
             )
         return True
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> EngineStatus:
         """The engine's status; while halted the last one's figures, trading halted,
         ``trading_why`` the reason and ``takes_intents`` False."""
         if self.engine is not None:
             return self.engine.status()
-        return {
-            **self._last,
-            "trading": TradingState.HALTED.value,
-            "trading_why": self.reason,
-            "takes_intents": False,
-        }
+        return msgspec.structs.replace(
+            self._last,
+            trading=TradingState.HALTED.value,
+            trading_why=self.reason,
+            takes_intents=False,
+        )
 
     def close(self) -> None:
         if self.engine is not None:

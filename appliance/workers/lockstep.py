@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from appliance.agents.host_core import HostCore
 from appliance.config import Config
 from appliance.feeds.replay import ReplayFeed
 from appliance.model.records import INTENT, TICK
+from appliance.trading.engine import EngineStatus
 from appliance.trading.metrics import TradingMetrics
 from appliance.workers import compose
 
@@ -54,7 +54,7 @@ class BacktestResult:
     wall_s: float = 0.0
     first_ns: int = 0
     last_ns: int = 0
-    engine_status: dict[str, Any] = field(default_factory=dict)
+    engine_status: EngineStatus | None = None
     dropped: dict[str, int] = field(default_factory=dict)  # records of garbage, by reason
 
     @property

@@ -125,7 +125,15 @@ class Chaos:
         return found
 
     def kill_worker(self, name: str) -> None:
-        os.kill(self._fresh(name)["pid"], signal.SIGKILL)
+        while True:
+            try:
+                os.kill(self._fresh(name)["pid"], signal.SIGKILL)
+                break
+            except ProcessLookupError:
+                # Gone between the look and the kill (a loaded machine: the supervisor's
+                # heartbeat check took it first; a crash shows as a traceback in the logs,
+                # checked at the end): kill its next incarnation instead.
+                continue
         self.faults[f"kill {name}"] += 1
 
     def stop_worker(self, name: str) -> None:

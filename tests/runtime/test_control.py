@@ -16,6 +16,7 @@ from appliance.runtime.children import Child
 from appliance.runtime.control import Channel
 from appliance.runtime.inbox import Inbox
 from appliance.runtime.messages import (
+    BadMessage,
     Decoder,
     Down,
     Drain,
@@ -31,10 +32,11 @@ from appliance.runtime.messages import (
 )
 from appliance.runtime.worker import Worker, WorkerSpec
 from appliance.shm import Stats, WaitStrategy
+from appliance.trading.engine import EngineStatus
 
 ALL_UP = [
     Ready(),
-    Status({"fills": 3, "rejects": {"HALTED": 2}, "realized": 1.5}),
+    Status(EngineStatus(fills=3, rejects={"HALTED": 2}, realized=1.5)),
     Error("ValueError: boom"),
     PositionsCheck(40, [(0, 3, 0.5, 0.25)], ""),
     PositionsCheck(0, skipped="execution did not settle in time"),
@@ -52,11 +54,16 @@ def test_every_kind_round_trips_with_its_kind_on_the_wire():
             assert decoder.decode(raw) == msg
 
 
-def test_numpy_figures_travel_as_numbers():
-    import numpy as np
-
-    msg = Status({"fills": np.int64(7), "pnl": np.float64(-1.5)})
-    assert Decoder(Up).decode(encode(msg)) == Status({"fills": 7, "pnl": -1.5})
+def test_execution_figures_are_typed_on_the_wire():
+    """Status carries EngineStatus, a struct: a figure of the wrong type or name is a
+    refused message, never a dict that half fits."""
+    decoder = Decoder(Up)
+    msg = Status(EngineStatus(fills=7, realized=-1.5, trading="halted", takes_intents=False))
+    assert decoder.decode(encode(msg)) == msg
+    with pytest.raises(BadMessage, match=r"Expected `int`, got `str` - at `\$.figures.fills`"):
+        decoder.decode(b'{"kind": "status", "figures": {"fills": "seven"}}')
+    with pytest.raises(BadMessage, match="unknown field `filled`"):
+        decoder.decode(b'{"kind": "status", "figures": {"filled": 7}}')
 
 
 BAD = [
@@ -75,10 +82,10 @@ def test_bad_messages_are_logged_with_their_content_and_dropped(caplog):
     ch.send(Ready())
     for raw in BAD:
         assert ch.put_encoded(raw)
-    ch.send(Status({"fills": 1}))
+    ch.send(Status(EngineStatus(fills=1)))
     with caplog.at_level(logging.ERROR, logger="appliance.runtime.control"):
         got = ch.receive()
-    assert got == [Ready(), Status({"fills": 1})]
+    assert got == [Ready(), Status(EngineStatus(fills=1))]
     dropped = [r.getMessage() for r in caplog.records]
     assert len(dropped) == len(BAD)
     for raw, line in zip(BAD, dropped, strict=True):
@@ -90,7 +97,7 @@ def test_bad_messages_are_logged_with_their_content_and_dropped(caplog):
 
 def _send_many_then_final(up: Channel, small: int, positions: int) -> None:
     for i in range(small):
-        up.send(Status({"fills": i, "rejects": {}, "realized": 0.0}))
+        up.send(Status(EngineStatus(fills=i)))
     up.send(Final([(0, 0, a, a % 2, 0.001 * a) for a in range(positions)], True, True))
 
 
@@ -108,7 +115,7 @@ def test_a_large_message_behind_many_small_ones_arrives_in_one_receive():
         20_000
     )
     got = up.receive()
-    assert [m.figures["fills"] for m in got[:-1]] == list(range(small))
+    assert [m.figures.fills for m in got[:-1]] == list(range(small))
     final = got[-1]
     assert isinstance(final, Final) and len(final.positions) == positions
     assert final.positions[-1] == (0, 0, positions - 1, 1, pytest.approx(0.001 * (positions - 1)))
@@ -180,7 +187,7 @@ def test_inbox_acts_on_each_kind(caplog):
     with caplog.at_level(logging.INFO, logger="appliance.runtime.inbox"):
         inbox.read(child)
     assert child.ready
-    assert inbox.last_status["execution"]["fills"] == 3
+    assert inbox.last_status["execution"].fills == 3
     text = caplog.text
     assert "execution reported: ValueError: boom" in text
     assert "agents DIFFER from execution" in text and "(0, 3, 0.5, 0.25)" in text

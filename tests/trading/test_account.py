@@ -79,13 +79,13 @@ def test_drawdown_kill_switch(make_engine, intents, quotes, journal_rows, action
         {"agent": 0, "qty": 2.0},                                        # long 2 at 101
         {"seq": 1, "agent": 1, "order_type": OrderType.LIMIT, "limit_price": 95.0},
     ]))  # fmt: skip
-    assert e.status()["trading"] == "active"
+    assert e.status().trading == "active"
     rep = e.on_ticks(quotes(0, 99.0, 100.0))  # marks: 2 * (99.5 - 101) - fees = -3.2
-    assert rep == {} and e.status()["trading"] == "active"
+    assert rep == {} and e.status().trading == "active"
     rep = e.on_ticks(quotes(0, 98.0, 99.0))  # -5.2: 5 below the peak, trips
-    assert e.status()["trading"] == action.value
+    assert e.status().trading == action.value
     assert [(int(r["intent_seq"]), int(r["kind"])) for r in rep[0]] == [(1, K.CANCEL)]
-    assert "drawdown kill switch" in e.status()["trading_why"]
+    assert "drawdown kill switch" in e.status().trading_why
     [change] = [c for c in e.journal.trading_states() if c.who == "drawdown kill switch"]
     assert (change.state, change.previous) == (action.value, "active")
     want = R.HALTED if action is T.HALTED else R.REDUCE_ONLY
@@ -94,7 +94,7 @@ def test_drawdown_kill_switch(make_engine, intents, quotes, journal_rows, action
     # the operator resumes: the peak starts again, so the same loss does not trip it
     e.set_trading_state(T.ACTIVE, "operator bob", "after a look")
     e.on_ticks(quotes(0, 97.9, 98.9))
-    assert e.status()["trading"] == "active"
+    assert e.status().trading == "active"
 
 
 def test_trading_state_is_journaled_and_survives_an_execution_restart(make_engine, intents):
@@ -105,12 +105,12 @@ def test_trading_state_is_journaled_and_survives_an_execution_restart(make_engin
     ]  # fmt: skip
     del e
     e2 = make_engine()  # same epoch: the queues (the appliance) lived on
-    assert e2.status()["trading"] == "halted"
-    assert "fat fingers upstream" in e2.status()["trading_why"]
+    assert e2.status().trading == "halted"
+    assert "fat fingers upstream" in e2.status().trading_why
     rep = e2.process(intents([{"seq": 0}]))
     assert reasons(rep) == {0: R.HALTED}
     e3 = make_engine(epoch="queues-2")  # a new appliance lifetime: the config's state
-    assert e3.status()["trading"] == "active"
+    assert e3.status().trading == "active"
     assert e3.set_trading_state(T.ACTIVE, "x", "no change") == {}
     assert [c.state for c in e3.journal.trading_states("queues-2")] == ["active"]
 

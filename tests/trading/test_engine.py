@@ -100,7 +100,7 @@ def test_rejects_carry_reasons(make_engine, intents, journal_rows, check_invaria
                         R.NO_MARKET]  # fmt: skip
     o = journal_rows.order(e.journal, e.journal.intent_client_id(0, 4))
     assert o.state is S.REJECTED and o.reason == R.MAX_NOTIONAL and "MAX_NOTIONAL" in o.reason_text
-    assert e.status()["rejects"] == {
+    assert e.status().rejects == {
         "MAX_POSITION": 1, "MAX_NOTIONAL": 1, "NO_MARKET": 1, "UNKNOWN_SYMBOL": 1, "BAD_ORDER": 1
     }  # fmt: skip
     check_invariants(e, {0: 6})
@@ -122,8 +122,8 @@ def test_halt_and_cancel_all(make_engine, intents, events):
     rep = e.process(intents([{"seq": 1}]))
     assert events(rep) == [(1, "REJECT", 1)] and rep[0]["reason"][0] == R.HALTED
     assert e.cancel_all() == {}
-    assert e.status()["trading"] == "halted" and e.open_orders == 0
-    assert e.status()["trading_why"] == "test (operator)"
+    assert e.status().trading == "halted" and e.open_orders == 0
+    assert e.status().trading_why == "test (operator)"
 
 
 def test_every_cancelled_order_says_why(make_engine, intents, events, journal_rows, quotes):
@@ -178,7 +178,7 @@ def test_reduce_only_lets_reducing_intents_through_only(
     assert rejected == {2: R.REDUCE_ONLY, 4: R.REDUCE_ONLY, 6: R.REDUCE_ONLY}
     assert sorted(s for s, kind, final in events(rep) if kind == "FILL" and final) == [3, 5]
     assert e.positions() == {(0, 0, 0, 0): 0.5}
-    assert e.status()["trading"] == "reduce_only"
+    assert e.status().trading == "reduce_only"
     check_invariants(e, {0: 7})
 
 
@@ -188,7 +188,7 @@ def test_duplicate_intents_skipped(make_engine, intents, events, check_invariant
     rep = e.process(batch)
     assert e.duplicates == 1 and len(rep[0]) == 2 and len(rep[1]) == 2
     assert e.process(batch) == {}  # re-delivered whole
-    assert e.duplicates == 4 and e.status()["intents"] == 2
+    assert e.duplicates == 4 and e.status().intents == 2
     rep = e.process(intents([{"seq": 1}, {"seq": 0, "host": 1}, {"seq": 1, "host": 1}]))
     assert sorted(rep) == [0, 1] and events(rep, 1)[0][0] == 1
     check_invariants(e, {0: 2, 1: 2})
@@ -211,10 +211,10 @@ def test_status_and_drained(make_engine, intents, quotes, journal_rows):
     e.process(intents([{"qty": 1.0}]))
     e.on_ticks(quotes(0, 110.0, 111.0))
     st = e.status()
-    assert st["fills"] == 1 and st["intents"] == 1 and st["open_orders"] == 0
-    assert st["unrealized"] == pytest.approx(1.0 * (110.5 - 101.0))
-    assert st["fees"] == pytest.approx(101.0 * 10 / 1e4)
-    assert st["unknown_fills"] == 0 and st["in_doubt"] == 0
+    assert st.fills == 1 and st.intents == 1 and st.open_orders == 0
+    assert st.unrealized == pytest.approx(1.0 * (110.5 - 101.0))
+    assert st.fees == pytest.approx(101.0 * 10 / 1e4)
+    assert st.unknown_fills == 0 and st.in_doubt == 0
     e.record_drained({0: 0})
     assert journal_rows.runs(e.journal)[-1].drained == {"0": 0}
     e.close()

@@ -107,6 +107,6 @@ def test_an_order_whose_trades_the_exchange_lists_late_is_journaled_filled_witho
     assert sim.sim.truncate == []  # the short answers were given
     assert [f.venue_fill_id for f in e.journal.reads.fills()] == trade_ids  # each once
     status = e.status()
-    assert (status["fill_mismatches"], status["unknown_fills"]) == (0, 0)
+    assert (status.fill_mismatches, status.unknown_fills) == (0, 0)
     assert e.positions() == {(0, 0, 0, OMG): 60.0} and e.open_orders == 0
     e.journal.close()

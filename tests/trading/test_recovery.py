@@ -155,11 +155,11 @@ def test_submit_error_is_in_doubt_then_reconciled(
 ):
     e, real = make_in_doubt(make_engine)
     rep = e.process(intents([{"qty": 1.0}]))
-    assert rep == {} and e.status()["in_doubt"] == 1
+    assert rep == {} and e.status().in_doubt == 1
     e.venue.submit = real
     rep = e.process(intents([{"seq": 1, "agent": 1, "qty": 1.0}]))
     assert events(rep) == [(0, "ACK", 0), (0, "FILL", 1), (1, "ACK", 0), (1, "FILL", 1)]
-    assert e.status()["in_doubt"] == 0 and len(venue_orders(e)) == 2
+    assert e.status().in_doubt == 0 and len(venue_orders(e)) == 2
     check_invariants(e, {0: 2})
 
 
@@ -167,10 +167,10 @@ def test_in_doubt_orders_are_settled_from_on_ticks(
     make_engine, intents, quotes, events, check_invariants
 ):
     e, real = make_in_doubt(make_engine)
-    assert e.process(intents([{"qty": 1.0}])) == {} and e.status()["in_doubt"] == 1
+    assert e.process(intents([{"qty": 1.0}])) == {} and e.status().in_doubt == 1
     e.venue.submit = real
     rep = e.on_ticks(quotes(0, 100.0, 101.0))  # no intents arrive, no resting fill
-    assert events(rep) == [(0, "ACK", 0), (0, "FILL", 1)] and e.status()["in_doubt"] == 0
+    assert events(rep) == [(0, "ACK", 0), (0, "FILL", 1)] and e.status().in_doubt == 0
     check_invariants(e, {0: 1})
 
 
@@ -258,7 +258,7 @@ def test_terminal_venue_status_with_other_fills_is_loud_and_closed(
     with caplog.at_level("ERROR"):
         e = make_engine(quote=False)  # before: the order stayed open forever
     assert events(e.summary.reports) == [(0, "CANCEL", 1)] and e.open_orders == 0
-    assert e.status()["fill_mismatches"] == 1
+    assert e.status().fill_mismatches == 1
     assert "FILL MISMATCH" in caplog.text and "2.0 filled, the journal holds 0.0" in caplog.text
     assert e.journal.reads.venue_order(cid).state is S.CANCELED
     check_invariants(e)

@@ -75,7 +75,8 @@ def test_a_full_disk_halts_keeps_intents_queued_and_resumes(
         raise AssertionError("the full disk never refused a write")
     assert guard.engine is None and "full" in guard.reason
     status = guard.status()
-    assert status["trading"] == TradingState.HALTED.value and status["trading_why"] == guard.reason
+    assert status.trading == TradingState.HALTED.value and status.trading_why == guard.reason
+    assert not status.takes_intents
     # nothing more is taken while the disk stays full; the intents stay with the caller
     queue.append(publish(20))
     assert not _take(guard, np.concatenate(queue))

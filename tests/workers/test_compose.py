@@ -43,14 +43,14 @@ def test_execution_engine_from_config(config, quotes, intents):
     refused = rep[0][rep[0]["reason"] != 0]
     assert refused["intent_seq"].tolist() == [1]
     assert refused["reason"].tolist() == [RejectReason.MAX_POSITION]
-    assert e.status()["trading"] == "active"
+    assert e.status().trading == "active"
     e.close()
 
 
 def test_reduce_only_from_config(config, quotes, intents):
     e = compose.execution_engine(config(trading={"state": "reduce_only"}))
     e.recover()
-    assert e.status()["trading"] == "reduce_only"
+    assert e.status().trading == "reduce_only"
     e.on_ticks(quotes(0, 1.0, 1.0))
     rep = e.process(intents([{"qty": 0.001}]))  # a flat agent may not open a position
     assert rep[0]["reason"].tolist() == [RejectReason.REDUCE_ONLY]
