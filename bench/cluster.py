@@ -36,10 +36,11 @@ import numpy as np
 
 from appliance.cluster.server import NatsCluster
 from appliance.config import Config, load_config
-from appliance.model.records import INTENT, TICK, TickKind
+from appliance.model.records import TICK, TickKind
 from appliance.runtime import logs
 from appliance.runtime.supervisor import Supervisor
-from appliance.shm import BroadcastRing, RecordQueue, Stats, remove_instance
+from appliance.shm import BroadcastRing, Stats, remove_instance
+from appliance.workers.segments import queued_intents
 from bench import results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,14 +111,7 @@ class Instance:
 
     def queued(self, hosts: int = 2) -> int:
         """Intents published into this instance's intent queues and not yet taken."""
-        total = 0
-        for h in range(hosts):
-            q = RecordQueue.attach(self.name, f"intents.{h}", INTENT, read_only=True)
-            try:
-                total += len(q)
-            finally:
-                q.close()
-        return total
+        return queued_intents(self.name, range(hosts))
 
     def stop(self) -> None:
         if self.stats is not None:

@@ -19,10 +19,11 @@ from typing import Any
 import psutil
 
 from appliance.model.orders import OrderState
-from appliance.model.records import INTENT, RejectReason
-from appliance.shm import RecordQueue, Stats, list_names, remove_instance
+from appliance.model.records import RejectReason
+from appliance.shm import Stats, list_names, remove_instance
 from appliance.shm.segment import SegmentError
 from appliance.trading.flatten import FLATTEN_SEQ
+from appliance.workers import segments
 
 TEST_CONFIG = """
 instance = "{instance}"
@@ -293,14 +294,7 @@ class Appliance:
 
 def queued_intents(app: Appliance, hosts: int = 2) -> int:
     """Intents published and not yet taken by execution, over every host's queue."""
-    total = 0
-    for h in range(hosts):
-        q = RecordQueue.attach(app.instance, f"intents.{h}", INTENT, read_only=True)
-        try:
-            total += len(q)
-        finally:
-            q.close()
-    return total
+    return segments.queued_intents(app.instance, range(hosts))
 
 
 def freeze_execution_with_intents_queued(app: Appliance, attempts: int = 10) -> int:

@@ -3,6 +3,7 @@ its intent queue, its report queue and its positions snapshot."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from appliance.config import Config
@@ -31,3 +32,16 @@ class HostSegments:
     def close(self) -> None:
         for seg in (self.intents_q, self.reports_q, self.snapshot):
             seg.close()
+
+
+def queued_intents(instance: str, hosts: Iterable[int]) -> int:
+    """Intents published into these hosts' queues and not yet taken by execution (read
+    only: for benches and tests that watch a running appliance from outside)."""
+    total = 0
+    for h in hosts:
+        q = RecordQueue.attach(instance, layout.intents_queue(h), INTENT, read_only=True)
+        try:
+            total += len(q)
+        finally:
+            q.close()
+    return total
