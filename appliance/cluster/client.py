@@ -36,6 +36,9 @@ API_TIMEOUT_S = 2.0
 RETRY_S = 0.2
 WRONG_LAST_SEQUENCE = 10071  # JetStream error code of a failed expected-sequence check
 STREAM_NAME_IN_USE = 10058
+# A retry whose earlier try (same msg id) the stream still works on, as while a killed
+# node's stream elects a leader: the id makes the retry safe, so wait and send it again.
+DUPLICATE_IN_PROCESS = 10158
 # What a publish or an API call raises while a server or the cluster is unavailable.
 TRANSIENT = (
     nats.errors.TimeoutError,
@@ -172,6 +175,9 @@ class SubjectChain:
                     self.subject, payload, timeout=API_TIMEOUT_S, headers=headers
                 )
             except nats.js.errors.APIError as exc:
+                if exc.err_code == DUPLICATE_IN_PROCESS and self.keep_going():
+                    await asyncio.sleep(RETRY_S)
+                    continue
                 if exc.err_code != WRONG_LAST_SEQUENCE:
                     raise
                 last = await self.sync()
